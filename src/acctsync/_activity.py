@@ -1,0 +1,69 @@
+"""The activity log: Change Data Value entries and the policy that decides when to log them.
+
+Rules S7 and S8. An entry's ``id`` is deterministic: it is built from what the entry
+records (origin, account, account version, contact, field), so replaying a batch produces
+the same ids and a store keyed by them never holds a duplicate (rule R2).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from attrs import field, frozen
+
+from acctsync._errors import ConfigurationError
+from acctsync._records import FieldValue
+
+__all__ = ["ActivityPolicy", "ChangeDataValue", "Origin", "activity_id"]
+
+
+class Origin(enum.Enum):
+    """Where a change came from."""
+
+    SALESFORCE = "salesforce"
+    LOCAL = "local"
+
+
+@frozen(kw_only=True)
+class ChangeDataValue:
+    """One *Change Data Value* activity: a contact saw an account field change."""
+
+    id: str
+    contact_id: str
+    account_id: str
+    field: str
+    old_value: FieldValue
+    new_value: FieldValue
+    origin: Origin
+    occurred_at: datetime
+
+
+def activity_id(origin: Origin, account_id: str, version: str, contact_id: str, field: str) -> str:
+    """The deterministic identity of an entry.
+
+    ``version`` identifies the account version that caused it: the ``SystemModstamp`` in
+    microseconds for a Salesforce change, the local revision for a local edit. IDs and the
+    version contain no ``:``, so the field name can come last and the string stays unique.
+    """
+    return f"{origin.value}:{account_id}:{version}:{contact_id}:{field}"
+
+
+def _non_negative(instance: object, attribute: object, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(f"max_contacts_per_account must be an int >= 0, not {value!r}")
+
+
+@frozen(kw_only=True)
+class ActivityPolicy:
+    """The default activity policy: log per-contact entries unless the account is too big.
+
+    An account with more than ``max_contacts_per_account`` contacts (5,001 and up by
+    default) still syncs, but its field changes log no per-contact entries (rule S8).
+    """
+
+    max_contacts_per_account: int = field(default=5000, validator=_non_negative)
+
+    def logs_activities(self, *, account_id: str, contact_count: int, origin: Origin) -> bool:
+        """Whether to log one entry per contact for a change to this account."""
+        return contact_count <= self.max_contacts_per_account

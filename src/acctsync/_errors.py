@@ -1,0 +1,72 @@
+"""The library's exceptions: one root, each also the built-in it semantically is."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AcctSyncError",
+    "AlreadyAContactError",
+    "ConfigurationError",
+    "InvalidRecordError",
+    "NoAccountError",
+    "UnknownContactError",
+]
+
+
+class AcctSyncError(Exception):
+    """Root of every exception acctsync raises on purpose."""
+
+
+class InvalidRecordError(AcctSyncError, ValueError):
+    """A record, ID or field value breaks the rules of the data model.
+
+    ``record_id`` and ``field`` name what was wrong where known; ``reason`` says why.
+    """
+
+    def __init__(self, reason: str, *, record_id: str | None = None, field: str | None = None):
+        self.reason = reason
+        self.record_id = record_id
+        self.field = field
+        where = []
+        if record_id is not None:
+            where.append(f"record {record_id!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
+
+
+class ConfigurationError(AcctSyncError, ValueError):
+    """An engine, policy or adapter was given a setting it cannot work with."""
+
+
+class UnknownContactError(AcctSyncError, LookupError):
+    """A local edit named a contact the store does not hold."""
+
+    def __init__(self, contact_id: str):
+        self.contact_id = contact_id
+        super().__init__(f"no contact {contact_id!r} in the store")
+
+
+class NoAccountError(AcctSyncError, LookupError):
+    """A local account edit for a contact that has no (synced) account (rule S5).
+
+    Accounts are only ever created by a sync from Salesforce, so the edit is refused
+    instead of creating one.
+    """
+
+    def __init__(self, contact_id: str, account_id: str | None):
+        self.contact_id = contact_id
+        self.account_id = account_id
+        if account_id is None:
+            msg = f"contact {contact_id!r} has no account"
+        else:
+            msg = f"account {account_id!r} of contact {contact_id!r} is not in the store"
+        super().__init__(f"{msg}; accounts are created only by a sync from Salesforce")
+
+
+class AlreadyAContactError(AcctSyncError, ValueError):
+    """Convert Person (rule S6) was asked to convert a person that is already a contact."""
+
+    def __init__(self, person_id: str, contact_id: str):
+        self.person_id = person_id
+        self.contact_id = contact_id
+        super().__init__(f"person {person_id!r} is already contact {contact_id!r}")

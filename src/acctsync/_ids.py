@@ -1,0 +1,53 @@
+"""Salesforce record IDs (rule R6).
+
+A Salesforce ID is 15 case-sensitive alphanumerics, or those 15 plus a 3-character
+suffix that encodes which of them are upper case, so that the 18-character form survives
+case-insensitive tools. acctsync stores the 18-character form, accepts either, and rejects
+anything else, including an 18-character ID whose suffix does not match its first 15.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from acctsync._errors import InvalidRecordError
+
+__all__ = ["ACCOUNT_PREFIX", "CONTACT_PREFIX", "OPPORTUNITY_PREFIX", "normalize_id"]
+
+ACCOUNT_PREFIX: Final = "001"
+CONTACT_PREFIX: Final = "003"
+OPPORTUNITY_PREFIX: Final = "006"
+
+_SUFFIX_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_SHAPE: Final = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
+
+
+def _suffix(id15: str) -> str:
+    out = []
+    for start in (0, 5, 10):
+        bits = 0
+        for offset, char in enumerate(id15[start : start + 5]):
+            if "A" <= char <= "Z":
+                bits |= 1 << offset
+        out.append(_SUFFIX_ALPHABET[bits])
+    return "".join(out)
+
+
+def normalize_id(value: object, *, prefix: str | None = None) -> str:
+    """Return the 18-character form of a 15- or 18-character Salesforce ID.
+
+    ``prefix`` is the object's key prefix (``"001"`` for Account, ``"003"`` for Contact)
+    and is checked when given. Raises `InvalidRecordError` for anything that is not a
+    well-formed ID of that object.
+    """
+    if not isinstance(value, str):
+        raise InvalidRecordError(f"a Salesforce ID must be a string, not {type(value).__name__}")
+    if _SHAPE.fullmatch(value) is None:
+        raise InvalidRecordError(f"{value!r} is not a Salesforce ID (15 or 18 letters and digits)")
+    suffix = _suffix(value[:15])
+    if len(value) == 18 and value[15:] != suffix:
+        raise InvalidRecordError(f"{value!r} has checksum {value[15:]!r}, expected {suffix!r}")
+    if prefix is not None and not value.startswith(prefix):
+        raise InvalidRecordError(f"{value!r} does not start with key prefix {prefix!r}")
+    return value[:15] + suffix

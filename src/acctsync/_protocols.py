@@ -1,0 +1,117 @@
+"""The plug-in points: where a caller's Salesforce client, database and policy go.
+
+An integrator implements `Source` (and `WritableSource` for Convert Person) over their
+Salesforce client and `Store` over their database; `acctsync.testing` has in-memory
+versions of both and conformance checks to run against one's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from acctsync._activity import ChangeDataValue, Origin
+from acctsync._records import Account, Change, Contact, ObjectType
+from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
+
+__all__ = ["LoggingPolicy", "Source", "Store", "WritableSource"]
+
+
+class LoggingPolicy(Protocol):
+    """Decides whether a change to an account logs one activity entry per contact."""
+
+    def logs_activities(self, *, account_id: str, contact_count: int, origin: Origin) -> bool:
+        """``contact_count`` is the account's number of contacts when the change applies."""
+        ...
+
+
+class Source(Protocol):
+    """Where Salesforce changes come from (read side)."""
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterable[Sequence[Change]]:
+        """Yield pages of the changes to ``object_type`` records stamped at or after ``since``.
+
+        The contract:
+
+        - ``since`` is inclusive (``SystemModstamp >= since``); None means from the start.
+        - Items come ordered by ``(SystemModstamp, Id)`` across pages, each page holding at
+          most ``page_size`` of them.
+        - Each record appears in its latest version; a deleted record appears as a
+          `Deletion` (or a raw record with ``IsDeleted``), a merged one with its
+          ``master_record_id``.
+        - Raw items (`RawRecord`, `RawChangeEvent`) may be malformed: the engine decodes
+          and rejects them; the source passes them on as received.
+        """
+        ...
+
+
+@runtime_checkable
+class WritableSource(Source, Protocol):
+    """A source that can also create records in Salesforce: Convert Person's write side."""
+
+    def convert_person(self, request: ConversionRequest) -> Conversion:
+        """Create the account, contact and opportunity of ``request`` in Salesforce.
+
+        All three or none. A repeated ``request.idempotency_key`` returns the records
+        created the first time and creates nothing.
+        """
+        ...
+
+
+class Store(Protocol):
+    """Where the local copy lives.
+
+    The engine is the only writer and writes only through `apply`. IDs passed in are
+    18-character IDs. An integrator's store must:
+
+    - apply each `Batch` atomically, in the order `Batch` documents: all of it, with its
+      watermark, or nothing (rule R2);
+    - keep tombstones (`Deletion`) as returned entries of `account_states` and
+      `contact_states`;
+    - answer `count_contacts` without loading the contacts (rule S8 exists for accounts
+      too big to load);
+    - keep the activity log in insertion order, skipping an entry whose ``id`` it has.
+    """
+
+    def watermark(self, stream: str) -> datetime | None:
+        """The stored watermark of ``stream``, or None before its first sync."""
+        ...
+
+    def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
+        """The stored entries (live or tombstone) of those of ``ids`` the store has."""
+        ...
+
+    def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
+        """The stored entries (live or tombstone) of those of ``ids`` the store has."""
+        ...
+
+    def count_contacts(self, account_id: str) -> int:
+        """How many live contacts have ``account_id`` as their account."""
+        ...
+
+    def contact_ids(self, account_id: str) -> Sequence[str]:
+        """The IDs of the live contacts that have ``account_id`` as their account."""
+        ...
+
+    def conversion(self, person_id: str) -> Conversion | None:
+        """The recorded Convert Person result for ``person_id``, if any."""
+        ...
+
+    def apply(self, batch: Batch) -> None:
+        """Apply ``batch`` atomically."""
+        ...
+
+    def get_account(self, account_id: str) -> Account | None:
+        """The live account with its effective (locally edited) values, or None."""
+        ...
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        """The live contact, or None."""
+        ...
+
+    def activities(self) -> Iterable[ChangeDataValue]:
+        """The activity log, oldest entry first."""
+        ...

@@ -1,0 +1,337 @@
+"""The records acctsync moves: values that validate themselves at construction.
+
+Every record is a frozen, slotted, keyword-only attrs class. IDs are normalised to their
+18-character form (rule R6), timestamps must be timezone-aware and are kept in UTC, and
+field values are limited to the types Salesforce fields decode into. A record that breaks
+any of this cannot exist: construction raises `InvalidRecordError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeAlias
+
+from attrs import field, frozen
+
+from acctsync._errors import InvalidRecordError
+from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
+
+__all__ = [
+    "RESERVED_FIELDS",
+    "UNCHANGED",
+    "Account",
+    "Change",
+    "Contact",
+    "Deletion",
+    "FieldValue",
+    "ObjectType",
+    "Opportunity",
+    "PartialUpdate",
+    "Person",
+    "RawChangeEvent",
+    "RawRecord",
+    "Refetch",
+    "Unchanged",
+    "check_field",
+    "fields_attribute",
+    "parse_object_type",
+    "same_value",
+]
+
+FieldValue: TypeAlias = str | int | float | Decimal | bool | date | datetime | None
+"""What a field holds: the JSON scalars plus the types Salesforce dates and numbers decode to."""
+
+ObjectType: TypeAlias = Literal["Account", "Contact"]
+"""The Salesforce objects acctsync syncs."""
+
+OBJECT_PREFIXES: Final[Mapping[str, str]] = MappingProxyType(
+    {"Account": ACCOUNT_PREFIX, "Contact": CONTACT_PREFIX}
+)
+
+RESERVED_FIELDS: Final = frozenset(
+    {"Id", "AccountId", "SystemModstamp", "IsDeleted", "MasterRecordId", "attributes"}
+)
+"""Names that are record attributes, not fields: a ``fields`` mapping may not use them."""
+
+_PLAIN_TYPES: Final = frozenset({str, int, bool, date, type(None)})
+
+
+def check_field(name: object, value: object, *, record_id: str | None = None) -> None:
+    """Raise `InvalidRecordError` unless ``name`` may name a field holding ``value``."""
+    if not isinstance(name, str) or not name:
+        raise InvalidRecordError(
+            "a field name must be a non-empty string", record_id=record_id, field=repr(name)
+        )
+    if name in RESERVED_FIELDS:
+        raise InvalidRecordError(
+            "is a record attribute, not a field", record_id=record_id, field=name
+        )
+    if type(value) in _PLAIN_TYPES:
+        return
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise InvalidRecordError(
+                "datetimes must be timezone-aware", record_id=record_id, field=name
+            )
+    elif isinstance(value, float | Decimal):
+        if not math.isfinite(value):
+            raise InvalidRecordError(
+                f"{value!r} is not a finite number", record_id=record_id, field=name
+            )
+    elif not isinstance(value, str | int | date):
+        raise InvalidRecordError(
+            f"values of type {type(value).__name__} are not supported",
+            record_id=record_id,
+            field=name,
+        )
+
+
+def _freeze_fields(value: object) -> Mapping[str, FieldValue]:
+    if not isinstance(value, Mapping):
+        raise InvalidRecordError(f"fields must be a mapping, not {type(value).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def _fields_repr(fields: Mapping[str, FieldValue]) -> str:
+    return repr(dict(fields))
+
+
+def fields_attribute() -> Any:
+    """An attrs attribute holding a frozen copy of a field mapping."""
+    return field(factory=dict, converter=_freeze_fields, hash=False, repr=_fields_repr)
+
+
+def _check_fields(record_id: str | None, fields: Mapping[str, FieldValue]) -> None:
+    for name, value in fields.items():
+        check_field(name, value, record_id=record_id)
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidRecordError(f"a timestamp must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidRecordError(f"timestamp {value.isoformat()} is naive; give it a timezone")
+    return value.astimezone(UTC)
+
+
+def _account_id(value: object) -> str:
+    return normalize_id(value, prefix=ACCOUNT_PREFIX)
+
+
+def _contact_id(value: object) -> str:
+    return normalize_id(value, prefix=CONTACT_PREFIX)
+
+
+def _opportunity_id(value: object) -> str:
+    return normalize_id(value, prefix=OPPORTUNITY_PREFIX)
+
+
+def _optional_account_id(value: object) -> str | None:
+    return None if value is None else _account_id(value)
+
+
+def _optional_contact_id(value: object) -> str | None:
+    return None if value is None else _contact_id(value)
+
+
+def _kind(value: FieldValue) -> type:
+    # bool is an int and datetime is a date in Python, but not in Salesforce.
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int | float | Decimal):
+        return Decimal
+    if isinstance(value, datetime):
+        return datetime
+    return type(value)
+
+
+def same_value(a: FieldValue, b: FieldValue) -> bool:
+    """Whether two field values are the same value (``1 == 1.0``, but ``1 != True``)."""
+    if type(a) is type(b):
+        return a == b
+    if a is None or b is None:
+        return False
+    return _kind(a) is _kind(b) and a == b
+
+
+@frozen(kw_only=True)
+class Account:
+    """A Salesforce Account as of ``system_modstamp``."""
+
+    id: str = field(converter=_account_id)
+    fields: Mapping[str, FieldValue] = fields_attribute()
+    system_modstamp: datetime = field(converter=_utc)
+
+    def __attrs_post_init__(self) -> None:
+        _check_fields(self.id, self.fields)
+
+
+@frozen(kw_only=True)
+class Contact:
+    """A Salesforce Contact; ``account_id`` is its one account, or None (rule S4)."""
+
+    id: str = field(converter=_contact_id)
+    account_id: str | None = field(default=None, converter=_optional_account_id)
+    fields: Mapping[str, FieldValue] = fields_attribute()
+    system_modstamp: datetime = field(converter=_utc)
+
+    def __attrs_post_init__(self) -> None:
+        _check_fields(self.id, self.fields)
+
+
+@frozen(kw_only=True)
+class Opportunity:
+    """A Salesforce Opportunity, as created by Convert Person (rule S6)."""
+
+    id: str = field(converter=_opportunity_id)
+    account_id: str = field(converter=_account_id)
+    contact_id: str | None = field(default=None, converter=_optional_contact_id)
+    fields: Mapping[str, FieldValue] = fields_attribute()
+    system_modstamp: datetime = field(converter=_utc)
+
+    def __attrs_post_init__(self) -> None:
+        _check_fields(self.id, self.fields)
+
+
+def _person_id(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError("a person id must be a non-empty string")
+    return value
+
+
+@frozen(kw_only=True)
+class Person:
+    """A local person (a Marketo lead) that Convert Person can turn into a contact.
+
+    ``contact_id`` is the Salesforce Contact the person is already synced to, if any.
+    """
+
+    id: str = field(converter=_person_id)
+    fields: Mapping[str, FieldValue] = fields_attribute()
+    contact_id: str | None = field(default=None, converter=_optional_contact_id)
+
+    def __attrs_post_init__(self) -> None:
+        _check_fields(self.id, self.fields)
+
+
+def parse_object_type(value: object) -> ObjectType:
+    """Return ``value`` as an `ObjectType`, or raise `InvalidRecordError`."""
+    if value == "Account":
+        return "Account"
+    if value == "Contact":
+        return "Contact"
+    raise InvalidRecordError(f"unknown object type {value!r}; expected 'Account' or 'Contact'")
+
+
+@frozen(kw_only=True)
+class Deletion:
+    """A record deleted in Salesforce at ``deleted_at`` (rule R4).
+
+    ``master_record_id`` names the winner when the deletion is the losing side of a merge.
+    """
+
+    object_type: ObjectType = field(converter=parse_object_type)
+    id: str
+    deleted_at: datetime = field(converter=_utc)
+    master_record_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        prefix = OBJECT_PREFIXES[self.object_type]
+        object.__setattr__(self, "id", normalize_id(self.id, prefix=prefix))
+        if self.master_record_id is not None:
+            master = normalize_id(self.master_record_id, prefix=prefix)
+            if master == self.id:
+                raise InvalidRecordError("a record cannot be merged into itself", record_id=master)
+            object.__setattr__(self, "master_record_id", master)
+
+    @property
+    def system_modstamp(self) -> datetime:
+        """The deletion's place in the record's history: when it was deleted."""
+        return self.deleted_at
+
+
+class Unchanged(enum.Enum):
+    """The type of `UNCHANGED`."""
+
+    UNCHANGED = "UNCHANGED"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+"""Marks an attribute a `PartialUpdate` leaves as it is."""
+
+
+@frozen(kw_only=True)
+class PartialUpdate:
+    """An update that carries only the fields that changed (a Change Data Capture UPDATE).
+
+    The engine merges it onto the stored upstream values; the other fields keep theirs.
+    ``account_id`` is a contact's new account, or `UNCHANGED`.
+    """
+
+    object_type: ObjectType = field(converter=parse_object_type)
+    id: str
+    fields: Mapping[str, FieldValue] = fields_attribute()
+    account_id: str | Unchanged | None = UNCHANGED
+    system_modstamp: datetime = field(converter=_utc)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(
+            self, "id", normalize_id(self.id, prefix=OBJECT_PREFIXES[self.object_type])
+        )
+        if self.account_id is not UNCHANGED:
+            if self.object_type != "Contact":
+                raise InvalidRecordError("only a contact has an account id", record_id=self.id)
+            if self.account_id is not None:
+                account_id = normalize_id(self.account_id, prefix=ACCOUNT_PREFIX)
+                object.__setattr__(self, "account_id", account_id)
+        _check_fields(self.id, self.fields)
+
+
+def _id_tuple(ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(ids)
+
+
+@frozen(kw_only=True)
+class Refetch:
+    """Records that must be fetched again because a change to them was lost.
+
+    Produced for Change Data Capture gap events; empty ``ids`` means the whole object
+    (``GAP_OVERFLOW``). ``reason`` says what caused it.
+    """
+
+    object_type: ObjectType = field(converter=parse_object_type)
+    ids: tuple[str, ...] = field(default=(), converter=_id_tuple)
+    reason: str
+
+    def __attrs_post_init__(self) -> None:
+        prefix = OBJECT_PREFIXES[self.object_type]
+        object.__setattr__(self, "ids", tuple(normalize_id(i, prefix=prefix) for i in self.ids))
+
+
+@frozen(kw_only=True)
+class RawRecord:
+    """A Salesforce REST JSON record as a source received it, not yet decoded (rule R8).
+
+    It may be malformed: the engine decodes it and rejects it with a reason if it is.
+    """
+
+    object_type: str
+    payload: Mapping[str, Any] = field(hash=False)
+
+
+@frozen(kw_only=True)
+class RawChangeEvent:
+    """A Change Data Capture event payload (with its ``ChangeEventHeader``), not yet decoded."""
+
+    payload: Mapping[str, Any] = field(hash=False)
+
+
+Change: TypeAlias = (
+    Account | Contact | Deletion | PartialUpdate | Refetch | RawRecord | RawChangeEvent
+)
+"""One item of a source's page."""

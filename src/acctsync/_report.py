@@ -1,0 +1,105 @@
+"""What a sync or a local edit did, as values a caller can inspect or log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+
+from attrs import field, frozen
+
+from acctsync._activity import ChangeDataValue, Origin
+from acctsync._records import FieldValue, Refetch
+
+__all__ = ["EditResult", "Rejection", "Suppression", "SyncReport"]
+
+
+@frozen(kw_only=True)
+class Rejection:
+    """A record the sync could not apply, and why (rule R7)."""
+
+    object_type: str
+    record_id: str | None
+    reason: str
+    field: str | None = None
+
+
+@frozen(kw_only=True)
+class Suppression:
+    """A change whose per-contact activity entries the policy did not log (rule S8)."""
+
+    account_id: str
+    contact_count: int
+    entries_skipped: int
+    origin: Origin
+
+
+def _frozen_watermarks(marks: Mapping[str, datetime]) -> Mapping[str, datetime]:
+    return MappingProxyType(dict(marks))
+
+
+@frozen(kw_only=True, repr=False)
+class SyncReport:
+    """What one `SyncEngine.sync` did.
+
+    Counts are of records applied; ``already_applied`` counts versions read again (the
+    lookback window re-reads some on purpose) and ``stale`` versions older than the stored
+    one, neither applied. ``local_edits_discarded`` counts accounts whose local edits a
+    newer Salesforce version overwrote (rule S3).
+    """
+
+    pages: int = 0
+    accounts_upserted: int = 0
+    accounts_deleted: int = 0
+    contacts_upserted: int = 0
+    contacts_deleted: int = 0
+    already_applied: int = 0
+    stale: int = 0
+    local_edits_discarded: int = 0
+    rejected: tuple[Rejection, ...] = ()
+    suppressed: tuple[Suppression, ...] = ()
+    activities: tuple[ChangeDataValue, ...] = ()
+    refetch: tuple[Refetch, ...] = ()
+    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen_watermarks)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was rejected and nothing needs fetching again."""
+        return not self.rejected and not self.refetch
+
+    def __repr__(self) -> str:
+        return (
+            f"<SyncReport pages={self.pages} accounts_upserted={self.accounts_upserted}"
+            f" accounts_deleted={self.accounts_deleted}"
+            f" contacts_upserted={self.contacts_upserted}"
+            f" contacts_deleted={self.contacts_deleted} already_applied={self.already_applied}"
+            f" stale={self.stale} local_edits_discarded={self.local_edits_discarded}"
+            f" rejected={len(self.rejected)} suppressed={len(self.suppressed)}"
+            f" activities={len(self.activities)} refetch={len(self.refetch)}>"
+        )
+
+
+@frozen(kw_only=True, repr=False)
+class EditResult:
+    """What one `SyncEngine.edit_account_field` did.
+
+    ``changed`` is False when the field already had the value; then nothing was written.
+    ``suppressed`` holds the `Suppression` when the policy logged no entries.
+    """
+
+    contact_id: str
+    account_id: str
+    field: str
+    old_value: FieldValue
+    new_value: FieldValue
+    changed: bool
+    contact_count: int
+    activities: tuple[ChangeDataValue, ...] = ()
+    suppressed: Suppression | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<EditResult account_id={self.account_id!r} field={self.field!r}"
+            f" changed={self.changed} contact_count={self.contact_count}"
+            f" activities={len(self.activities)} suppressed={self.suppressed is not None}>"
+        )

@@ -1,0 +1,168 @@
+"""What a store keeps, and the batches in which the engine hands it changes.
+
+The engine decides every change; a store only carries out a `Batch`. Account state is
+the upstream record plus an overlay of local edits (rules S2 and S3); a deleted record is
+kept as its `Deletion`, a tombstone, so that an older copy arriving late cannot bring it
+back (rule R3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TypeAlias
+
+from attrs import frozen
+
+from acctsync._activity import ChangeDataValue
+from acctsync._records import Account, Contact, Deletion, FieldValue, fields_attribute
+
+__all__ = [
+    "AccountState",
+    "Batch",
+    "ContactOp",
+    "Conversion",
+    "ConversionRequest",
+    "DeleteContacts",
+    "MoveContacts",
+    "StoredAccount",
+    "StoredContact",
+    "Watermark",
+]
+
+
+@frozen(kw_only=True)
+class AccountState:
+    """A synced account: its ``upstream`` Salesforce record and the local edits over it.
+
+    ``local_revision`` counts local edits over the account's lifetime; it gives each local
+    edit's activity entries their own identity.
+    """
+
+    upstream: Account
+    local_edits: Mapping[str, FieldValue] = fields_attribute()
+    local_revision: int = 0
+
+    @property
+    def id(self) -> str:
+        """The account's ID."""
+        return self.upstream.id
+
+    @property
+    def system_modstamp(self) -> datetime:
+        """The ``SystemModstamp`` of the upstream version."""
+        return self.upstream.system_modstamp
+
+    def value(self, name: str) -> FieldValue:
+        """The field's effective value: the local edit if there is one, else upstream."""
+        if name in self.local_edits:
+            return self.local_edits[name]
+        return self.upstream.fields.get(name)
+
+    def effective(self) -> Account:
+        """The account as contacts see it locally: upstream values with local edits on top."""
+        if not self.local_edits:
+            return self.upstream
+        return Account(
+            id=self.upstream.id,
+            fields={**self.upstream.fields, **self.local_edits},
+            system_modstamp=self.upstream.system_modstamp,
+        )
+
+
+StoredAccount: TypeAlias = AccountState | Deletion
+"""A store's account entry: a live account or its tombstone."""
+
+StoredContact: TypeAlias = Contact | Deletion
+"""A store's contact entry: a live contact or its tombstone."""
+
+
+@frozen(kw_only=True)
+class MoveContacts:
+    """Give every contact of ``from_account_id`` the account ``to_account_id`` (a merge, R4).
+
+    The contacts keep their ``SystemModstamp``: Salesforce moves them without touching it.
+    """
+
+    from_account_id: str
+    to_account_id: str
+
+
+@frozen(kw_only=True)
+class DeleteContacts:
+    """Delete every contact of ``account_id`` with it (an account deletion, R4).
+
+    Each contact becomes a tombstone stamped with its *own* ``SystemModstamp``, so a
+    newer version of the contact (a move that happened before the delete, an undelete)
+    still applies, and a re-read of the same version does not.
+    """
+
+    account_id: str
+
+
+ContactOp: TypeAlias = MoveContacts | DeleteContacts
+"""An operation on all contacts of one account."""
+
+
+@frozen(kw_only=True)
+class Watermark:
+    """How far a stream (an object type) has been read: the newest ``SystemModstamp`` seen."""
+
+    stream: str
+    system_modstamp: datetime
+
+
+@frozen(kw_only=True)
+class Conversion:
+    """The records Convert Person created in Salesforce for a person (rule S6)."""
+
+    person_id: str
+    account_id: str
+    contact_id: str
+    opportunity_id: str
+
+
+@frozen(kw_only=True)
+class ConversionRequest:
+    """What the engine asks a source's write side to create for Convert Person.
+
+    A source must create all three records or none, and must answer a repeated
+    ``idempotency_key`` with the records it created the first time.
+    """
+
+    person_id: str
+    idempotency_key: str
+    account_fields: Mapping[str, FieldValue] = fields_attribute()
+    contact_fields: Mapping[str, FieldValue] = fields_attribute()
+    opportunity_fields: Mapping[str, FieldValue] = fields_attribute()
+
+
+@frozen(kw_only=True)
+class Batch:
+    """Changes a store must apply in one atomic step, in this order.
+
+    1. ``accounts``: each replaces the stored entry with the same ID.
+    2. ``contact_ops``: in sequence.
+    3. ``contacts``: each replaces the stored entry with the same ID.
+    4. ``activities``: appended to the log; an entry whose ``id`` is already logged is
+       skipped, never duplicated.
+    5. ``conversions``: recorded by person ID.
+    6. ``watermark``: stored for its stream, if given.
+    """
+
+    accounts: Sequence[StoredAccount] = ()
+    contact_ops: Sequence[ContactOp] = ()
+    contacts: Sequence[StoredContact] = ()
+    activities: Sequence[ChangeDataValue] = ()
+    conversions: Sequence[Conversion] = ()
+    watermark: Watermark | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.accounts
+            or self.contact_ops
+            or self.contacts
+            or self.activities
+            or self.conversions
+            or self.watermark
+        )

@@ -1,0 +1,18 @@
+"""Test helpers for acctsync and for code built on it.
+
+In-memory fakes of the source and store protocols, hypothesis strategies for valid records
+(`acctsync.testing.strategies`, needs the ``testing`` extra), and conformance checks an
+integrator runs against their own source or store. Nothing here needs pytest.
+"""
+
+from acctsync.testing._conformance import ConformanceError, check_source, check_store
+from acctsync.testing._fakes import InMemorySource, InMemoryStore, make_id
+
+__all__ = [
+    "ConformanceError",
+    "InMemorySource",
+    "InMemoryStore",
+    "check_source",
+    "check_store",
+    "make_id",
+]

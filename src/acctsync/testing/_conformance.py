@@ -1,0 +1,362 @@
+"""Conformance checks an integrator runs against their own store or source.
+
+They need no test runner: call ``check_store(make_store)`` from any test and it raises
+`ConformanceError` naming the first broken duty. ``make_store`` must return a new, empty
+store each call; ``make_source(records)`` a source presenting exactly ``records``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin
+from acctsync._engine import SyncEngine
+from acctsync._errors import AcctSyncError
+from acctsync._formats import decode_change_event, decode_record
+from acctsync._protocols import Source, Store
+from acctsync._records import (
+    Account,
+    Change,
+    Contact,
+    Deletion,
+    FieldValue,
+    ObjectType,
+    PartialUpdate,
+    RawChangeEvent,
+    RawRecord,
+    Refetch,
+)
+from acctsync._state import (
+    AccountState,
+    Batch,
+    Conversion,
+    DeleteContacts,
+    MoveContacts,
+    Watermark,
+)
+from acctsync.testing._fakes import InMemorySource, make_id
+
+__all__ = ["ConformanceError", "check_source", "check_store"]
+
+T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
+A1, A2, A3 = (make_id("001", n) for n in (1, 2, 3))
+C1, C2, C3 = (make_id("003", n) for n in (1, 2, 3))
+HOSTILE = "x'); DROP TABLE accounts; --"
+ODD_VALUES: dict[str, FieldValue] = {
+    "Decimal": Decimal("1234.50"),
+    "Date": date(2024, 2, 29),
+    "Stamp": datetime(2024, 1, 31, 12, 0, 0, 123000, tzinfo=timezone(timedelta(hours=2))),
+    "Yes": True,
+    "One": 1,
+    "Float": 0.1,
+    "Nothing": None,
+    "Unicode": "Zürich \u2603 \x00 '\"",
+    HOSTILE: "'; DELETE FROM contacts; --",
+}
+
+
+class ConformanceError(AcctSyncError, AssertionError):
+    """An implementation breaks a duty of its protocol."""
+
+
+def _expect(condition: bool, duty: str) -> None:
+    if not condition:
+        raise ConformanceError(duty)
+
+
+def _t(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def _account(account_id: str, seconds: int, **fields: FieldValue) -> Account:
+    return Account(id=account_id, fields=fields, system_modstamp=_t(seconds))
+
+
+def _contact(contact_id: str, account_id: str | None, seconds: int) -> Contact:
+    return Contact(
+        id=contact_id,
+        account_id=account_id,
+        fields={"Email": "x@y.z"},
+        system_modstamp=_t(seconds),
+    )
+
+
+def _entry(entry_id: str, contact_id: str = C1) -> ChangeDataValue:
+    return ChangeDataValue(
+        id=entry_id,
+        contact_id=contact_id,
+        account_id=A1,
+        field="Name",
+        old_value="a",
+        new_value="b",
+        origin=Origin.SALESFORCE,
+        occurred_at=T0,
+    )
+
+
+def _store_empty(store: Store) -> None:
+    _expect(store.watermark("Account") is None, "a new store has no watermark")
+    _expect(store.get_account(A1) is None, "a new store has no account")
+    _expect(store.get_contact(C1) is None, "a new store has no contact")
+    _expect(store.count_contacts(A1) == 0, "a new store counts no contacts")
+    _expect(list(store.contact_ids(A1)) == [], "a new store lists no contacts")
+    _expect(list(store.activities()) == [], "a new store has no activities")
+    _expect(store.conversion("p-1") is None, "a new store has no conversion")
+
+
+def _store_round_trip(store: Store) -> None:
+    state = AccountState(
+        upstream=_account(A1, 0, **ODD_VALUES),
+        local_edits={"Industry": "Retail"},
+        local_revision=3,
+    )
+    contact = Contact(id=C1, account_id=A1, fields=ODD_VALUES, system_modstamp=_t(1))
+    store.apply(Batch(accounts=[state], contacts=[contact]))
+    _expect(
+        store.account_states([A1, A2]) == {A1: state}, "account_states returns what was stored"
+    )
+    _expect(
+        store.contact_states([C1, C2]) == {C1: contact}, "contact_states returns what was stored"
+    )
+    got = store.account_states([A1])[A1]
+    assert isinstance(got, AccountState)
+    for name, value in ODD_VALUES.items():
+        kept = got.upstream.fields[name]
+        _expect(
+            type(kept) is type(value) and str(kept) == str(value),
+            f"field {name!r} keeps its value and type exactly ({value!r} came back as {kept!r})",
+        )
+    effective = store.get_account(A1)
+    _expect(
+        effective is not None and effective.fields["Industry"] == "Retail",
+        "get_account shows local edits on top of upstream values",
+    )
+    _expect(store.get_contact(C1) == contact, "get_contact returns the stored contact")
+
+
+def _store_membership(store: Store) -> None:
+    store.apply(
+        Batch(
+            accounts=[AccountState(upstream=_account(a, 0)) for a in (A1, A2)],
+            contacts=[_contact(C1, A1, 1), _contact(C2, A1, 1), _contact(C3, None, 1)],
+        )
+    )
+    _expect(store.count_contacts(A1) == 2, "count_contacts counts an account's contacts")
+    _expect(sorted(store.contact_ids(A1)) == sorted([C1, C2]), "contact_ids lists them")
+    store.apply(Batch(contacts=[_contact(C1, A2, 2)]))
+    _expect(
+        sorted(store.contact_ids(A1)) == [C2] and list(store.contact_ids(A2)) == [C1],
+        "a contact whose account changes leaves the old account and joins the new (S4)",
+    )
+    store.apply(Batch(contacts=[Deletion(object_type="Contact", id=C2, deleted_at=_t(3))]))
+    _expect(store.count_contacts(A1) == 0, "a deleted contact no longer counts")
+    _expect(store.get_contact(C2) is None, "get_contact hides a deleted contact")
+    _expect(
+        store.contact_states([C2])
+        == {C2: Deletion(object_type="Contact", id=C2, deleted_at=_t(3))},
+        "contact_states returns the tombstone of a deleted contact",
+    )
+    _expect(store.count_contacts(A3) == 0, "an unknown account has no contacts")
+
+
+def _store_contact_ops(store: Store) -> None:
+    pending = make_id("001", 99)  # an account the store has never seen (R5)
+    store.apply(
+        Batch(
+            accounts=[AccountState(upstream=_account(a, 0)) for a in (A1, A2, A3)],
+            contacts=[_contact(C1, A1, 5), _contact(C2, pending, 6), _contact(C3, A3, 7)],
+        )
+    )
+    loser = Deletion(object_type="Account", id=A1, deleted_at=_t(10), master_record_id=A2)
+    store.apply(
+        Batch(
+            accounts=[loser],
+            contact_ops=[
+                MoveContacts(from_account_id=A1, to_account_id=A2),
+                MoveContacts(from_account_id=pending, to_account_id=A2),
+                DeleteContacts(account_id=A3),
+            ],
+        )
+    )
+    _expect(store.get_account(A1) is None, "get_account hides a deleted account")
+    _expect(store.account_states([A1]) == {A1: loser}, "account_states returns the tombstone")
+    _expect(
+        sorted(store.contact_ids(A2)) == sorted([C1, C2]),
+        "MoveContacts moves every contact of the account, known or not",
+    )
+    moved = store.get_contact(C1)
+    _expect(
+        moved is not None and moved.account_id == A2 and moved.system_modstamp == _t(5),
+        "MoveContacts keeps each contact's SystemModstamp",
+    )
+    _expect(
+        store.contact_states([C3])
+        == {C3: Deletion(object_type="Contact", id=C3, deleted_at=_t(7))},
+        "DeleteContacts leaves tombstones stamped with each contact's own SystemModstamp",
+    )
+    _expect(store.count_contacts(A3) == 0, "DeleteContacts removes the contacts")
+
+
+def _store_log_and_marks(store: Store) -> None:
+    store.apply(Batch(activities=[_entry("e1"), _entry("e2", C2)]))
+    store.apply(Batch(activities=[_entry("e2", C2), _entry("e3", C3)]))
+    _expect(
+        [e.id for e in store.activities()] == ["e1", "e2", "e3"],
+        "the activity log keeps insertion order and skips an id it has (R2)",
+    )
+    _expect(list(store.activities())[1] == _entry("e2", C2), "entries come back as stored")
+    store.apply(Batch(watermark=Watermark(stream="Account", system_modstamp=_t(9))))
+    store.apply(Batch(watermark=Watermark(stream="Contact", system_modstamp=_t(4))))
+    _expect(store.watermark("Account") == _t(9), "watermarks are kept per stream")
+    _expect(store.watermark("Contact") == _t(4), "watermarks are kept per stream")
+    conversion = Conversion(person_id="p-1", account_id=A1, contact_id=C1, opportunity_id="x")
+    store.apply(Batch(conversions=[conversion]))
+    _expect(store.conversion("p-1") == conversion, "conversions are recorded by person id")
+
+
+def _store_atomic(store: Store) -> None:
+    store.apply(Batch(accounts=[AccountState(upstream=_account(A1, 0))]))
+    before = (store.account_states([A1, A2]), list(store.activities()), store.watermark("Account"))
+    broken = Batch(
+        accounts=[AccountState(upstream=_account(A2, 0))],
+        activities=[_entry("ok"), "not an entry"],  # type: ignore[list-item]
+        watermark=Watermark(stream="Account", system_modstamp=_t(1)),
+    )
+    try:
+        store.apply(broken)
+    except Exception:
+        pass
+    else:
+        raise ConformanceError("a batch holding something that is not a record must fail")
+    after = (store.account_states([A1, A2]), list(store.activities()), store.watermark("Account"))
+    _expect(before == after, "a batch that fails leaves the store as it was (R2)")
+
+
+def _store_under_engine(store: Store) -> None:
+    source = InMemorySource()
+    engine = SyncEngine(
+        source=source, store=store, policy=ActivityPolicy(max_contacts_per_account=2)
+    )
+    source.upsert(_account(A1, 0, Name="Acme", Industry="Tech"))
+    source.upsert(_account(A2, 0, Name="Big"))
+    for number, account_id in enumerate([A1, A1, A2, A2, A2]):
+        source.upsert(_contact(make_id("003", 10 + number), account_id, 1))
+    engine.sync()
+    first = make_id("003", 10)
+    engine.edit_account_field(contact_id=first, field="Industry", value="Retail")
+    _expect(len(list(store.activities())) == 2, "a local edit logs one entry per contact (S2, S7)")
+    engine.sync()
+    account = store.get_account(A1)
+    _expect(
+        account is not None and account.fields["Industry"] == "Retail",
+        "a sync without a newer account version keeps the local edit (S3)",
+    )
+    source.upsert(_account(A1, 60, Name="Acme Corp", Industry="Tech"))
+    source.upsert(_account(A2, 60, Name="Bigger"))
+    report = engine.sync()
+    account = store.get_account(A1)
+    _expect(
+        account is not None and account.fields["Industry"] == "Tech",
+        "a newer Salesforce version overwrites the local edit (S3)",
+    )
+    _expect(len(report.activities) == 4, "two contacts x two changed fields log four entries (S7)")
+    _expect(
+        [(s.account_id, s.entries_skipped) for s in report.suppressed] == [(A2, 3)],
+        "an account over the policy's limit logs nothing and is reported (S8)",
+    )
+    engine.sync()
+    _expect(len(list(store.activities())) == 6, "a re-run logs nothing twice (R2)")
+
+
+STORE_CHECKS: tuple[Callable[[Store], None], ...] = (
+    _store_empty,
+    _store_round_trip,
+    _store_membership,
+    _store_contact_ops,
+    _store_log_and_marks,
+    _store_atomic,
+    _store_under_engine,
+)
+
+
+def check_store(make_store: Callable[[], Store]) -> None:
+    """Check that stores made by ``make_store`` fulfil the `Store` protocol's duties.
+
+    Each duty is checked on a new store. Raises `ConformanceError` on the first failure.
+    """
+    for check in STORE_CHECKS:
+        check(make_store())
+
+
+def _decoded(page: Sequence[Change]) -> list[Account | Contact | Deletion | PartialUpdate]:
+    out: list[Account | Contact | Deletion | PartialUpdate] = []
+    for item in page:
+        if isinstance(item, RawRecord):
+            out.append(decode_record(item.object_type, item.payload))
+        elif isinstance(item, RawChangeEvent):
+            out.extend(c for c in decode_change_event(item.payload) if not isinstance(c, Refetch))
+        elif not isinstance(item, Refetch):
+            out.append(item)
+    return out
+
+
+def _sample_records() -> list[Account | Contact | Deletion]:
+    records: list[Account | Contact | Deletion] = []
+    for n in range(12):
+        # Several records share each stamp, so that pages end in the middle of a stamp.
+        records.append(_account(make_id("001", 100 + n), n // 3, Name=f"Account {n}"))
+        records.append(_contact(make_id("003", 100 + n), make_id("001", 100 + n), n // 4))
+    records.append(Deletion(object_type="Account", id=make_id("001", 200), deleted_at=_t(2)))
+    records.append(
+        Deletion(
+            object_type="Contact",
+            id=make_id("003", 200),
+            deleted_at=_t(3),
+            master_record_id=make_id("003", 100),
+        )
+    )
+    return records
+
+
+def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]], Source]) -> None:
+    """Check that a source made by ``make_source(records)`` reads back ``records`` by contract.
+
+    Every record comes out once, ordered by ``(SystemModstamp, Id)``, in pages no larger
+    than asked, filtered by an inclusive ``since``. Raises `ConformanceError` on failure.
+    """
+    records = _sample_records()
+    source = make_source(records)
+    streams: tuple[ObjectType, ...] = ("Account", "Contact")
+    for stream in streams:
+        expected = sorted(
+            (r for r in records if _stream(r) == stream), key=lambda r: (r.system_modstamp, r.id)
+        )
+        for page_size in (1, 2, 5, 1000):
+            pages = [list(page) for page in source.read_changes(stream, None, page_size=page_size)]
+            _expect(
+                all(0 < len(page) <= page_size for page in pages),
+                f"pages hold between 1 and page_size ({page_size}) items",
+            )
+            got = [change for page in pages for change in _decoded(page)]
+            _expect(
+                got == expected,
+                f"{stream} records come out once each, ordered by (SystemModstamp, Id)",
+            )
+        since = _t(1)
+        got = [
+            change
+            for page in source.read_changes(stream, since, page_size=3)
+            for change in _decoded(page)
+        ]
+        _expect(
+            got == [r for r in expected if r.system_modstamp >= since],
+            "since is inclusive: records stamped exactly at it come out, older ones do not",
+        )
+
+
+def _stream(record: Account | Contact | Deletion) -> ObjectType:
+    if isinstance(record, Deletion):
+        return record.object_type
+    return "Account" if isinstance(record, Account) else "Contact"

@@ -1,0 +1,418 @@
+"""In-memory fakes of the source and store protocols, for tests and demos.
+
+`InMemorySource` behaves like a small Salesforce org: it keeps the latest version of each
+record, deletes an account's contacts with it, moves a merged account's contacts to the
+winner without touching their ``SystemModstamp``, and creates records for Convert Person.
+`InMemoryStore` is a complete store, kept in dictionaries.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+from attrs import define, field
+
+from acctsync._activity import ChangeDataValue
+from acctsync._errors import InvalidRecordError
+from acctsync._formats import parse_datetime
+from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
+from acctsync._records import (
+    Account,
+    Change,
+    Contact,
+    Deletion,
+    ObjectType,
+    Opportunity,
+    RawChangeEvent,
+    RawRecord,
+)
+from acctsync._state import (
+    AccountState,
+    Batch,
+    Conversion,
+    ConversionRequest,
+    DeleteContacts,
+    MoveContacts,
+    StoredAccount,
+    StoredContact,
+)
+
+__all__ = ["InMemorySource", "InMemoryStore", "make_id"]
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_FIRST_STAMP = datetime(2024, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _tagged_id(prefix: str, tag: str, number: int) -> str:
+    digits = ""
+    while True:
+        number, rest = divmod(number, 62)
+        digits = _BASE62[rest] + digits
+        if not number:
+            break
+    return normalize_id(prefix + tag + digits.rjust(10, "0"))
+
+
+def make_id(prefix: str, number: int) -> str:
+    """A real-looking 18-character ID: ``make_id("001", 7)`` is Account number 7.
+
+    Different numbers give different IDs; the fake source's own records never collide
+    with them.
+    """
+    if len(prefix) != 3 or not prefix.isalnum():
+        raise InvalidRecordError(f"a key prefix is 3 letters or digits, not {prefix!r}")
+    if number < 0 or number >= 62**10:
+        raise InvalidRecordError(f"number {number} is out of range")
+    return _tagged_id(prefix, "Ak", number)
+
+
+def _raw_stamp(item: RawRecord | RawChangeEvent) -> datetime | None:
+    payload: Any = item.payload
+    try:
+        if isinstance(item, RawRecord):
+            return parse_datetime(payload["SystemModstamp"], field="SystemModstamp")
+        header = payload.get("ChangeEventHeader") or payload["payload"]["ChangeEventHeader"]
+        return _EPOCH + timedelta(milliseconds=int(header["commitTimestamp"]))
+    except (InvalidRecordError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None
+
+
+def _raw_stream(item: RawRecord | RawChangeEvent) -> str:
+    # A payload of no known object type still goes out once a read, so that it is reported.
+    try:
+        payload: Any = item.payload
+        if isinstance(item, RawRecord):
+            kind = item.object_type
+        else:
+            header = payload.get("ChangeEventHeader") or payload["payload"]["ChangeEventHeader"]
+            kind = header["entityName"]
+    except (KeyError, TypeError, AttributeError):
+        return "Account"
+    return kind if kind in ("Account", "Contact") else "Account"
+
+
+@define(repr=False)
+class InMemorySource:
+    """A fake Salesforce org: what you put in comes out of `read_changes`.
+
+    Records are validated as Salesforce validates them (IDs, types); `add_raw` and
+    `add_change_event` take payloads as they come off the wire, malformed or not.
+    """
+
+    _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
+        init=False, factory=lambda: {"Account": {}, "Contact": {}}
+    )
+    _raw: list[RawRecord | RawChangeEvent] = field(init=False, factory=list)
+    _buried: dict[str, Account | Contact] = field(init=False, factory=dict)
+    _deleted_with: dict[str, list[str]] = field(init=False, factory=dict)
+    _writes: list[ConversionRequest] = field(init=False, factory=list)
+    _conversions: dict[str, Conversion] = field(init=False, factory=dict)
+    _opportunities: dict[str, Opportunity] = field(init=False, factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"<InMemorySource accounts={len(self._records['Account'])}"
+            f" contacts={len(self._records['Contact'])} raw={len(self._raw)}"
+            f" writes={len(self._writes)}>"
+        )
+
+    # -- Changing the org ---------------------------------------------------------------
+
+    def upsert(self, record: Account | Contact) -> None:
+        """Create or update a record; it becomes the record's current version."""
+        if not isinstance(record, Account | Contact):
+            raise InvalidRecordError(f"upsert takes an Account or Contact, not {record!r}")
+        kind = "Account" if isinstance(record, Account) else "Contact"
+        self._records[kind][record.id] = record
+
+    def delete(self, deletion: Deletion) -> None:
+        """Delete a record as Salesforce does.
+
+        Deleting an account deletes its contacts (stamped with the deletion's time); a
+        merge (``master_record_id`` set) moves them to the winner instead, leaving their
+        ``SystemModstamp`` as it was.
+        """
+        if not isinstance(deletion, Deletion):
+            raise InvalidRecordError(f"delete takes a Deletion, not {deletion!r}")
+        records = self._records[deletion.object_type]
+        current = records.get(deletion.id)
+        if isinstance(current, Account | Contact):
+            self._buried[deletion.id] = current
+        records[deletion.id] = deletion
+        if deletion.object_type != "Account":
+            return
+        contacts = self._records["Contact"]
+        members = [
+            c for c in contacts.values() if isinstance(c, Contact) and c.account_id == deletion.id
+        ]
+        if deletion.master_record_id is not None:
+            for contact in members:
+                contacts[contact.id] = attrs.evolve(contact, account_id=deletion.master_record_id)
+            return
+        self._deleted_with[deletion.id] = [contact.id for contact in members]
+        for contact in members:
+            self._buried[contact.id] = contact
+            contacts[contact.id] = Deletion(
+                object_type="Contact", id=contact.id, deleted_at=deletion.deleted_at
+            )
+
+    def undelete(self, object_type: ObjectType, record_id: str, *, at: datetime) -> None:
+        """Restore a deleted record from the recycle bin, stamped ``at``.
+
+        An account comes back with the contacts that were deleted with it.
+        """
+        record_id = normalize_id(record_id)
+        buried = self._buried.pop(record_id, None)
+        if buried is None:
+            raise InvalidRecordError("not in the recycle bin", record_id=record_id)
+        self.upsert(attrs.evolve(buried, system_modstamp=at))
+        for contact_id in self._deleted_with.pop(record_id, []):
+            contact = self._buried.pop(contact_id, None)
+            if contact is not None:
+                self.upsert(attrs.evolve(contact, system_modstamp=at))
+
+    def add_raw(self, object_type: str, payload: Mapping[str, Any]) -> None:
+        """Add a REST JSON record as the API would return it; it may be malformed."""
+        self._raw.append(RawRecord(object_type=object_type, payload=payload))
+
+    def add_change_event(self, payload: Mapping[str, Any]) -> None:
+        """Add a Change Data Capture event payload; it may be malformed."""
+        self._raw.append(RawChangeEvent(payload=payload))
+
+    # -- Reading, as the engine does ----------------------------------------------------
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        """Pages of current versions stamped at or after ``since``, by (stamp, Id).
+
+        Raw payloads whose stamp cannot be read come first, on every read: they are still
+        in the org, and the engine reports them each time.
+        """
+        floor = datetime.min.replace(tzinfo=UTC)
+        keyed: list[tuple[datetime, str, int, Change]] = [
+            (record.system_modstamp, record.id, 0, record)
+            for record in self._records[object_type].values()
+            if since is None or record.system_modstamp >= since
+        ]
+        for position, raw in enumerate(self._raw):
+            if _raw_stream(raw) != object_type:
+                continue
+            stamp = _raw_stamp(raw)
+            if stamp is None or since is None or stamp >= since:
+                keyed.append((stamp or floor, "", position + 1, raw))
+        keyed.sort(key=lambda entry: entry[:3])
+        for start in range(0, len(keyed), page_size):
+            yield [entry[3] for entry in keyed[start : start + page_size]]
+
+    # -- Convert Person's write side ----------------------------------------------------
+
+    def convert_person(self, request: ConversionRequest) -> Conversion:
+        """Create the request's Account, Contact and Opportunity, once per idempotency key."""
+        self._writes.append(request)
+        done = self._conversions.get(request.idempotency_key)
+        if done is not None:
+            return done
+        for record, required in (
+            (request.account_fields, ("Name",)),
+            (request.contact_fields, ("LastName",)),
+            (request.opportunity_fields, ("Name", "StageName", "CloseDate")),
+        ):
+            for name in required:
+                if record.get(name) in (None, ""):
+                    raise InvalidRecordError("REQUIRED_FIELD_MISSING", field=name)
+        number = len(self._conversions)
+        stamp = self._next_stamp()
+        account = Account(
+            id=_tagged_id(ACCOUNT_PREFIX, "Cv", number),
+            fields=request.account_fields,
+            system_modstamp=stamp,
+        )
+        contact = Contact(
+            id=_tagged_id(CONTACT_PREFIX, "Cv", number),
+            account_id=account.id,
+            fields=request.contact_fields,
+            system_modstamp=stamp,
+        )
+        opportunity = Opportunity(
+            id=_tagged_id(OPPORTUNITY_PREFIX, "Cv", number),
+            account_id=account.id,
+            contact_id=contact.id,
+            fields=request.opportunity_fields,
+            system_modstamp=stamp,
+        )
+        self.upsert(account)
+        self.upsert(contact)
+        self._opportunities[opportunity.id] = opportunity
+        conversion = Conversion(
+            person_id=request.person_id,
+            account_id=account.id,
+            contact_id=contact.id,
+            opportunity_id=opportunity.id,
+        )
+        self._conversions[request.idempotency_key] = conversion
+        return conversion
+
+    def _next_stamp(self) -> datetime:
+        stamps = [
+            record.system_modstamp
+            for records in self._records.values()
+            for record in records.values()
+        ]
+        return max(stamps) + timedelta(milliseconds=1) if stamps else _FIRST_STAMP
+
+    def writes(self) -> tuple[ConversionRequest, ...]:
+        """Every write the engine asked of this source, oldest first."""
+        return tuple(self._writes)
+
+    def opportunities(self) -> tuple[Opportunity, ...]:
+        """The opportunities created in this org."""
+        return tuple(self._opportunities.values())
+
+
+def _check_batch(batch: Batch) -> None:
+    # Checked before anything changes, so that a batch fails whole or applies whole.
+    expected: tuple[tuple[Sequence[object], tuple[type, ...]], ...] = (
+        (batch.accounts, (AccountState, Deletion)),
+        (batch.contact_ops, (MoveContacts, DeleteContacts)),
+        (batch.contacts, (Contact, Deletion)),
+        (batch.activities, (ChangeDataValue,)),
+        (batch.conversions, (Conversion,)),
+    )
+    for entries, types in expected:
+        for entry in entries:
+            if not isinstance(entry, types):
+                raise InvalidRecordError(f"a batch cannot hold {entry!r} there")
+    for entry in batch.accounts:
+        if isinstance(entry, Deletion) and entry.object_type != "Account":
+            raise InvalidRecordError("a Contact deletion among accounts", record_id=entry.id)
+    for entry in batch.contacts:
+        if isinstance(entry, Deletion) and entry.object_type != "Contact":
+            raise InvalidRecordError("an Account deletion among contacts", record_id=entry.id)
+
+
+@define(repr=False)
+class InMemoryStore:
+    """A complete `Store` in dictionaries: the reference the SQL store is held to."""
+
+    _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
+    _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
+    _members: dict[str, dict[str, None]] = field(init=False, factory=dict)
+    _log: dict[str, ChangeDataValue] = field(init=False, factory=dict)
+    _watermarks: dict[str, datetime] = field(init=False, factory=dict)
+    _conversions: dict[str, Conversion] = field(init=False, factory=dict)
+
+    def __repr__(self) -> str:
+        live = sum(isinstance(a, AccountState) for a in self._accounts.values())
+        return (
+            f"<InMemoryStore accounts={live}"
+            f" contacts={sum(len(m) for m in self._members.values())}"
+            f" activities={len(self._log)}>"
+        )
+
+    # -- What the engine uses -----------------------------------------------------------
+
+    def watermark(self, stream: str) -> datetime | None:
+        """The stored watermark of ``stream``."""
+        return self._watermarks.get(stream)
+
+    def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
+        """Stored entries of ``ids``, tombstones included."""
+        return {i: self._accounts[i] for i in ids if i in self._accounts}
+
+    def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
+        """Stored entries of ``ids``, tombstones included."""
+        return {i: self._contacts[i] for i in ids if i in self._contacts}
+
+    def count_contacts(self, account_id: str) -> int:
+        """The number of live contacts of the account."""
+        return len(self._members.get(normalize_id(account_id), ()))
+
+    def contact_ids(self, account_id: str) -> Sequence[str]:
+        """The IDs of the account's live contacts."""
+        return list(self._members.get(normalize_id(account_id), ()))
+
+    def conversion(self, person_id: str) -> Conversion | None:
+        """The recorded conversion of ``person_id``."""
+        return self._conversions.get(person_id)
+
+    def apply(self, batch: Batch) -> None:
+        """Apply ``batch`` whole (see `Batch` for the order)."""
+        _check_batch(batch)
+        for account in batch.accounts:
+            self._accounts[account.id] = account
+        for op in batch.contact_ops:
+            if isinstance(op, MoveContacts):
+                self._move(op.from_account_id, op.to_account_id)
+            else:
+                self._delete_all(op.account_id)
+        for contact in batch.contacts:
+            self._put_contact(contact)
+        for entry in batch.activities:
+            self._log.setdefault(entry.id, entry)
+        for conversion in batch.conversions:
+            self._conversions[conversion.person_id] = conversion
+        if batch.watermark is not None:
+            self._watermarks[batch.watermark.stream] = batch.watermark.system_modstamp
+
+    def _put_contact(self, entry: StoredContact) -> None:
+        previous = self._contacts.get(entry.id)
+        if isinstance(previous, Contact) and previous.account_id is not None:
+            members = self._members[previous.account_id]
+            del members[entry.id]
+            if not members:
+                del self._members[previous.account_id]
+        self._contacts[entry.id] = entry
+        if isinstance(entry, Contact) and entry.account_id is not None:
+            self._members.setdefault(entry.account_id, {})[entry.id] = None
+
+    def _move(self, from_account_id: str, to_account_id: str) -> None:
+        moved = self._members.pop(from_account_id, {})
+        if not moved:
+            return
+        members = self._members.setdefault(to_account_id, {})
+        for contact_id in moved:
+            contact = self._contacts[contact_id]
+            assert isinstance(contact, Contact)
+            self._contacts[contact_id] = attrs.evolve(contact, account_id=to_account_id)
+            members[contact_id] = None
+
+    def _delete_all(self, account_id: str) -> None:
+        for contact_id in self._members.pop(account_id, {}):
+            contact = self._contacts[contact_id]
+            self._contacts[contact_id] = Deletion(
+                object_type="Contact", id=contact_id, deleted_at=contact.system_modstamp
+            )
+
+    # -- What users read ----------------------------------------------------------------
+
+    def get_account(self, account_id: str) -> Account | None:
+        """The live account with its effective values (local edits on top), or None."""
+        state = self._accounts.get(normalize_id(account_id))
+        return state.effective() if isinstance(state, AccountState) else None
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        """The live contact, or None."""
+        contact = self._contacts.get(normalize_id(contact_id))
+        return contact if isinstance(contact, Contact) else None
+
+    def activities(self) -> tuple[ChangeDataValue, ...]:
+        """The activity log, oldest first."""
+        return tuple(self._log.values())
+
+    def accounts(self) -> tuple[Account, ...]:
+        """Every live account, with effective values."""
+        return tuple(
+            state.effective()
+            for state in self._accounts.values()
+            if isinstance(state, AccountState)
+        )
+
+    def contacts(self) -> tuple[Contact, ...]:
+        """Every live contact."""
+        return tuple(c for c in self._contacts.values() if isinstance(c, Contact))
