@@ -1,8 +1,9 @@
 """The activity log: Change Data Value entries and the policy that decides when to log them.
 
 Rules S7 and S8. An entry's ``id`` is deterministic: it is built from what the entry
-records (origin, account, account version, contact, field), so replaying a batch produces
-the same ids and a store keyed by them never holds a duplicate (rule R2).
+records (origin, account, account version, contact, field; see `activity_id_prefix`), so
+replaying a batch produces the same ids and a store keyed by them never holds a duplicate
+(rule R2).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from attrs import field, frozen
 from acctsync._errors import ConfigurationError
 from acctsync._records import FieldValue
 
-__all__ = ["ActivityPolicy", "ChangeDataValue", "Origin", "activity_id"]
+__all__ = ["ActivityPolicy", "ChangeDataValue", "Origin", "activity_id_prefix"]
 
 
 class Origin(enum.Enum):
@@ -39,14 +40,15 @@ class ChangeDataValue:
     occurred_at: datetime
 
 
-def activity_id(origin: Origin, account_id: str, version: str, contact_id: str, field: str) -> str:
-    """The deterministic identity of an entry.
+def activity_id_prefix(origin: Origin, account_id: str, version: str) -> str:
+    """The start of the ids of every entry that one account version causes.
 
-    ``version`` identifies the account version that caused it: the ``SystemModstamp`` in
-    microseconds for a Salesforce change, the local revision for a local edit. IDs and the
-    version contain no ``:``, so the field name can come last and the string stays unique.
+    An entry's id is this prefix followed by ``{contact_id}:{field}``. ``version`` is the
+    ``SystemModstamp`` in microseconds for a Salesforce change, ``r{n}`` for the n-th
+    local edit. IDs and versions contain no ``:``, so the field name can come last and
+    every id stays unique.
     """
-    return f"{origin.value}:{account_id}:{version}:{contact_id}:{field}"
+    return f"{origin.value}:{account_id}:{version}:"
 
 
 def _non_negative(instance: object, attribute: object, value: object) -> None:

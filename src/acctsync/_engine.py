@@ -36,7 +36,7 @@ from typing import Final
 import attrs
 from attrs import define, field
 
-from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin, activity_id
+from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin, activity_id_prefix
 from acctsync._errors import (
     AcctSyncError,
     AlreadyAContactError,
@@ -462,9 +462,11 @@ class SyncEngine:
                 )
             )
             return []
+        # The hot path of a large account: the id prefix is built once, not per entry.
+        prefix = activity_id_prefix(origin, account_id, version)
         return [
             ChangeDataValue(
-                id=activity_id(origin, account_id, version, contact_id, name),
+                id=f"{prefix}{contact_id}:{name}",
                 contact_id=contact_id,
                 account_id=account_id,
                 field=name,

@@ -107,7 +107,7 @@ class InMemorySource:
     _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
-    _raw: list[RawRecord | RawChangeEvent] = field(init=False, factory=list)
+    _raw: list[tuple[datetime, RawRecord | RawChangeEvent]] = field(init=False, factory=list)
     _buried: dict[str, Account | Contact] = field(init=False, factory=dict)
     _deleted_with: dict[str, list[str]] = field(init=False, factory=dict)
     _writes: list[ConversionRequest] = field(init=False, factory=list)
@@ -177,35 +177,39 @@ class InMemorySource:
                 self.upsert(attrs.evolve(contact, system_modstamp=at))
 
     def add_raw(self, object_type: str, payload: Mapping[str, Any]) -> None:
-        """Add a REST JSON record as the API would return it; it may be malformed."""
-        self._raw.append(RawRecord(object_type=object_type, payload=payload))
+        """Add a REST JSON record as the API would return it; it may be malformed.
+
+        It is read by its ``SystemModstamp``; one without a readable stamp is placed at
+        the org's current time, as if it had just been written.
+        """
+        self._add_raw(RawRecord(object_type=object_type, payload=payload))
 
     def add_change_event(self, payload: Mapping[str, Any]) -> None:
-        """Add a Change Data Capture event payload; it may be malformed."""
-        self._raw.append(RawChangeEvent(payload=payload))
+        """Add a Change Data Capture event payload; it may be malformed.
+
+        It is read by its ``commitTimestamp``, or at the org's current time without one.
+        """
+        self._add_raw(RawChangeEvent(payload=payload))
+
+    def _add_raw(self, item: RawRecord | RawChangeEvent) -> None:
+        self._raw.append((_raw_stamp(item) or self._next_stamp(), item))
 
     # -- Reading, as the engine does ----------------------------------------------------
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
-        """Pages of current versions stamped at or after ``since``, by (stamp, Id).
-
-        Raw payloads whose stamp cannot be read come first, on every read: they are still
-        in the org, and the engine reports them each time.
-        """
-        floor = datetime.min.replace(tzinfo=UTC)
+        """Pages of current versions stamped at or after ``since``, by (stamp, Id)."""
         keyed: list[tuple[datetime, str, int, Change]] = [
             (record.system_modstamp, record.id, 0, record)
             for record in self._records[object_type].values()
             if since is None or record.system_modstamp >= since
         ]
-        for position, raw in enumerate(self._raw):
-            if _raw_stream(raw) != object_type:
-                continue
-            stamp = _raw_stamp(raw)
-            if stamp is None or since is None or stamp >= since:
-                keyed.append((stamp or floor, "", position + 1, raw))
+        keyed.extend(
+            (stamp, "", position, raw)
+            for position, (stamp, raw) in enumerate(self._raw, start=1)
+            if _raw_stream(raw) == object_type and (since is None or stamp >= since)
+        )
         keyed.sort(key=lambda entry: entry[:3])
         for start in range(0, len(keyed), page_size):
             yield [entry[3] for entry in keyed[start : start + page_size]]
@@ -259,11 +263,12 @@ class InMemorySource:
         return conversion
 
     def _next_stamp(self) -> datetime:
-        stamps = [
+        stamps = [stamp for stamp, _ in self._raw]
+        stamps.extend(
             record.system_modstamp
             for records in self._records.values()
             for record in records.values()
-        ]
+        )
         return max(stamps) + timedelta(milliseconds=1) if stamps else _FIRST_STAMP
 
     def writes(self) -> tuple[ConversionRequest, ...]:
