@@ -244,7 +244,7 @@ class SyncEngine:
         """Pull every change since the stored watermarks and apply it, page by page."""
         tally = _Tally()
         for stream in STREAMS:
-            mark = self._store.watermark(stream)
+            committed = mark = self._store.watermark(stream)
             since = None if mark is None else mark - self._lookback
             for page in self._source.read_changes(stream, since, page_size=self._page_size):
                 tally.pages += 1
@@ -252,9 +252,10 @@ class SyncEngine:
                 for change in changes:
                     if mark is None or change.system_modstamp > mark:
                         mark = change.system_modstamp
-                watermark = (
-                    None if mark is None else Watermark(stream=stream, system_modstamp=mark)
-                )
+                watermark = None
+                if mark is not None and mark != committed:
+                    watermark = Watermark(stream=stream, system_modstamp=mark)
+                    committed = mark
                 if stream == "Account":
                     self._apply_accounts(changes, watermark, tally)
                 else:
@@ -262,6 +263,11 @@ class SyncEngine:
             if mark is not None:
                 tally.watermarks[stream] = mark
         return tally.report()
+
+    def _commit(self, batch: Batch) -> None:
+        # A page that only re-read known versions changes nothing: no need for a write.
+        if batch:
+            self._store.apply(batch)
 
     def _decode(
         self, stream: ObjectType, page: Iterable[Change], tally: _Tally
@@ -320,7 +326,7 @@ class SyncEngine:
                     pending.contact_ops.append(
                         MoveContacts(from_account_id=change.id, to_account_id=winner)
                     )
-                self._store.apply(pending.take())
+                self._commit(pending.take())
                 continue
             upstream = self._upstream_account(change, stored, tally)
             if upstream is None:
@@ -345,7 +351,7 @@ class SyncEngine:
             states[upstream.id] = state
             pending.accounts.append(state)
             tally.accounts_upserted += 1
-        self._store.apply(pending.take(watermark))
+        self._commit(pending.take(watermark))
 
     def _upstream_account(
         self,
@@ -398,7 +404,7 @@ class SyncEngine:
                 tally.contacts_upserted += 1
             states[change.id] = new
             contacts.append(new)
-        self._store.apply(Batch(contacts=contacts, watermark=watermark))
+        self._commit(Batch(contacts=contacts, watermark=watermark))
 
     def _upstream_contact(
         self,
