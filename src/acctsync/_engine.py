@@ -333,7 +333,6 @@ class SyncEngine:
                 continue
             state = AccountState(upstream=upstream)
             if isinstance(stored, AccountState):
-                state = attrs.evolve(state, local_revision=stored.local_revision)
                 if stored.local_edits:
                     tally.local_edits_discarded += 1
                 changes_seen = _diff(stored, upstream.fields)
@@ -530,7 +529,7 @@ class SyncEngine:
             account_id,
             [(field, old, value)],
             Origin.LOCAL,
-            f"r{revision}",
+            f"{_micros(state.system_modstamp)}r{revision}",
             self._clock(),
             suppressed,
         )

@@ -76,7 +76,7 @@ def parse_datetime(text: object, *, record_id: str | None = None, field: str) ->
         )
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidRecordError(
             f"{text!r} is not a valid datetime", record_id=record_id, field=field
         ) from None
@@ -95,12 +95,12 @@ def _value(raw: object, *, record_id: str, field: str) -> FieldValue:
         if _DATETIME.fullmatch(raw):
             try:
                 return datetime.fromisoformat(raw).astimezone(UTC)
-            except ValueError:
+            except (ValueError, OverflowError):
                 return raw
         if _DATE.fullmatch(raw):
             try:
                 return date.fromisoformat(raw)
-            except ValueError:
+            except (ValueError, OverflowError):
                 return raw
         return raw
     kind = "an object (a compound or relationship field)" if isinstance(raw, Mapping) else None

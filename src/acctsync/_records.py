@@ -79,7 +79,9 @@ def check_field(name: object, value: object, *, record_id: str | None = None) ->
                 "datetimes must be timezone-aware", record_id=record_id, field=name
             )
     elif isinstance(value, float | Decimal):
-        if not math.isfinite(value):
+        # Decimal.is_finite, not math.isfinite: a Decimal may be finite beyond float range.
+        finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+        if not finite:
             raise InvalidRecordError(
                 f"{value!r} is not a finite number", record_id=record_id, field=name
             )
@@ -116,7 +118,10 @@ def _utc(value: object) -> datetime:
         raise InvalidRecordError(f"a timestamp must be a datetime, not {type(value).__name__}")
     if value.utcoffset() is None:
         raise InvalidRecordError(f"timestamp {value.isoformat()} is naive; give it a timezone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRecordError(f"timestamp {value.isoformat()} is out of range in UTC") from None
 
 
 def _account_id(value: object) -> str:

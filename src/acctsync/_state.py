@@ -35,8 +35,9 @@ __all__ = [
 class AccountState:
     """A synced account: its ``upstream`` Salesforce record and the local edits over it.
 
-    ``local_revision`` counts local edits over the account's lifetime; it gives each local
-    edit's activity entries their own identity.
+    ``local_revision`` counts the local edits made on this upstream version; with the
+    version's ``SystemModstamp`` it gives each local edit's activity entries their own
+    identity.
     """
 
     upstream: Account
