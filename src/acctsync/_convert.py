@@ -53,6 +53,13 @@ def _structure_value(raw: Any, _: object = None) -> FieldValue:
     raise InvalidRecordError(f"{type(raw).__name__} is not a field value")
 
 
+def _structure_datetime(raw: Any, _: object) -> datetime:
+    try:
+        return datetime.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise InvalidRecordError(f"{raw!r} is not an ISO 8601 datetime") from None
+
+
 def _is_field_value(tp: Any) -> bool:
     return bool(tp == FieldValue)
 
@@ -70,7 +77,7 @@ def make_converter() -> Converter:
     """
     converter = Converter()
     converter.register_unstructure_hook(datetime, datetime.isoformat)
-    converter.register_structure_hook(datetime, lambda raw, _: datetime.fromisoformat(raw))
+    converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook_func(_is_field_value, _unstructure_value)
     converter.register_structure_hook_func(_is_field_value, _structure_value)
     converter.register_unstructure_hook_func(

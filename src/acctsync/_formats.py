@@ -217,7 +217,7 @@ def _string_list(value: object, what: str) -> list[str]:
 
 def _commit_time(header: Mapping[str, Any]) -> datetime:
     millis = header.get("commitTimestamp")
-    if isinstance(millis, str) and millis.isdigit():
+    if isinstance(millis, str) and millis.isascii() and millis.isdigit() and len(millis) < 20:
         millis = int(millis)
     if not isinstance(millis, int) or isinstance(millis, bool) or millis < 0:
         raise InvalidRecordError("ChangeEventHeader.commitTimestamp must be epoch milliseconds")
@@ -289,14 +289,16 @@ def decode_change_event(
     header = _mapping(body.get("ChangeEventHeader"), "ChangeEventHeader")
     kind = parse_object_type(header.get("entityName"))
     change_type = header.get("changeType")
+    if not isinstance(change_type, str):
+        raise InvalidRecordError("ChangeEventHeader.changeType must be a string")
     record_ids = _string_list(header.get("recordIds"), "ChangeEventHeader.recordIds")
     if change_type == "GAP_OVERFLOW" or any(i.endswith("*") for i in record_ids):
-        return [Refetch(object_type=kind, ids=(), reason=str(change_type))]
+        return [Refetch(object_type=kind, ids=(), reason=change_type)]
     ids = [normalize_id(i, prefix=OBJECT_PREFIXES[kind]) for i in record_ids]
     if not ids:
         raise InvalidRecordError("ChangeEventHeader.recordIds is empty")
     if change_type in _CDC_GAPS:
-        return [Refetch(object_type=kind, ids=tuple(ids), reason=str(change_type))]
+        return [Refetch(object_type=kind, ids=tuple(ids), reason=change_type)]
     stamp = _commit_time(header)
     if change_type == "DELETE":
         master = body.get("MasterRecordId")
