@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import statistics
 import time
 import tracemalloc
@@ -68,6 +69,8 @@ def initial_sync(accounts: int, contacts: int) -> None:
     tracemalloc.stop()
     print(f"  peak memory allocated during the sync: {peak / 2**20:,.0f} MiB")
     print("  (the fakes share record objects, so this is the store's indexes and one page)")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak resident size of this process so far, org and store included: {rss:,.0f} MiB")
 
 
 def fan_out(contacts: int, runs: int) -> None:
