@@ -89,8 +89,8 @@ class StoreThatIsNotAtomic(InMemoryStore):
     """Applies a batch entry by entry and stops at the first bad one."""
 
     def apply(self, batch: Batch) -> None:
-        super().apply(attrs.evolve(batch, activities=(), watermark=None))
-        super().apply(Batch(activities=batch.activities, watermark=batch.watermark))
+        super().apply(attrs.evolve(batch, activities=(), watermarks=()))
+        super().apply(Batch(activities=batch.activities, watermarks=batch.watermarks))
 
 
 @pytest.mark.parametrize(

@@ -1593,3 +1593,79 @@ def test_r8_deletes_undeletes_and_moves_in_both_formats() -> None:
     cdc_engine.sync()
     assert rest_store.get_account(A3) == cdc_store.get_account(A3)
     assert cdc_store.get_account(A3).fields == {"Name": "Back"}
+
+
+# -- Orderings found in review ---------------------------------------------------------
+
+
+def test_s7_entries_go_to_the_contacts_the_account_had_when_it_changed() -> None:
+    src, _store, engine = seeded()  # A1 with C1, C2
+    put_account(src, A2, T0, Name="Other")
+    put_contact(src, C3, A2, T0)
+    engine.sync()
+    # At +10 min C1 moves to A2, C2 is deleted and C3 joins A1; at +20 min A1 changes.
+    put_contact(src, C1, A2, at(10))
+    src.delete(Deletion(object_type="Contact", id=C2, deleted_at=at(10)))
+    put_contact(src, C3, A1, at(10))
+    put_account(src, A1, at(20), Name="Acme 2", Industry="Tech", Phone="111")
+    report = engine.sync()
+    assert summary(report.activities) == {(C3, A1, "Name", "Acme", "Acme 2")}
+
+
+def test_s7_a_contact_joining_after_the_change_gets_no_entry() -> None:
+    src, store, engine = seeded()
+    put_account(src, A1, at(10), Name="Acme 2", Industry="Tech", Phone="111")
+    put_contact(src, C3, A1, at(20))
+    report = engine.sync()
+    assert {e.contact_id for e in report.activities} == {C1, C2}
+    assert sorted(store.contact_ids(A1)) == sorted([C1, C2, C3])
+
+
+def test_r4_conflicting_merges_do_not_stop_the_sync() -> None:
+    src, store, engine = new()
+    for account_id in (A1, A2, A3):
+        put_account(src, account_id, T0)
+    put_contact(src, C1, A2, T0)
+    engine.sync()
+    src.delete(Deletion(object_type="Account", id=A2, deleted_at=at(1), master_record_id=A1))
+    engine.sync()
+    src.undelete("Account", A2, at=at(2))
+    src.delete(Deletion(object_type="Account", id=A1, deleted_at=at(2), master_record_id=A2))
+    put_account(src, A3, at(3), Name="still synced")
+    engine.sync()
+    account = store.get_account(A3)
+    assert account is not None
+    assert account.fields == {"Name": "still synced"}
+    assert store.get_account(A1) is None
+    assert store.get_account(A2) is not None
+    contact = store.get_contact(C1)
+    assert contact is not None
+    assert contact.account_id == A2
+
+
+def test_r1_a_record_stamped_in_the_future_does_not_hide_later_changes() -> None:
+    src, store, engine = new()  # the clock says EDIT_TIME
+    src.add_raw("Account", rest("Account", A2, datetime(2994, 1, 1, tzinfo=UTC), Name="Future"))
+    report = engine.sync()
+    assert report.watermarks["Account"] == EDIT_TIME
+    put_account(src, A1, EDIT_TIME - timedelta(minutes=1), Name="Now")
+    engine.sync()
+    assert store.get_account(A1) is not None
+
+
+def test_r7_a_source_yielding_something_else_than_a_change_is_reported() -> None:
+    class Odd(InMemorySource):
+        def read_changes(self, object_type: Any, since: Any, *, page_size: int) -> Iterator[Any]:
+            yield [
+                None,
+                {"Id": A1},
+                *itertools.chain(*super().read_changes(object_type, since, page_size=page_size)),
+            ]
+
+    src = Odd()
+    store = InMemoryStore()
+    put_account(src, A1, T0, Name="Acme")
+    report = SyncEngine(source=src, store=store).sync()
+    assert len(report.rejected) == 4
+    assert all("not a change" in r.reason for r in report.rejected)
+    assert store.get_account(A1) is not None

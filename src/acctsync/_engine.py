@@ -1,44 +1,32 @@
-"""The sync engine: every rule of the specification, and no I/O of its own.
+"""The sync engine: the public face of the rules, with no I/O of its own.
 
 Theory of operation
 -------------------
-A sync reads two streams from the source, accounts first, then contacts, each from its
-stored watermark minus a lookback window (rule R1). Every page becomes one `Batch` that
-the store applies atomically together with the stream's new watermark (R2).
+A sync reads the account and the contact stream from the source, each from its stored
+watermark minus a lookback window (rule R1), and merges them by ``SystemModstamp``, so that
+changes apply in the order Salesforce made them. Every ``page_size`` changes are applied
+by an `Applier` (see ``_apply``) as a `Batch` that carries the streams' new watermarks
+(R2). A watermark never passes the clock: a record stamped in the future cannot make a
+sync skip what comes before it.
 
-Each record version is placed by its *version key*, ``(SystemModstamp, is_deletion)``:
-a version applies only if its key is greater than the stored one. Re-reading the same
-version (the lookback does, on purpose) is therefore a no-op, an older one is stale (R3),
-and on a tie a deletion wins. Deleted records stay as tombstones so that late copies
-cannot bring them back; a newer version can (undelete, R4).
-
-An account is stored as its upstream record plus an overlay of local edits. A local edit
-(S2) writes the overlay, which every contact of the account sees; a newer upstream
-version replaces the record and drops the whole overlay (S3). The Change Data Value
-entries of a change (S7) go to the contacts the store holds for the account at that
-moment, after asking the policy with a count, so an account over the threshold (S8) is
-never loaded contact by contact.
-
-Merging or deleting an account acts on all its contacts at once (`MoveContacts`,
-`DeleteContacts`); the engine hands such an operation to the store straight away, so
-that later changes in the same page see the contacts where they now are. Those early
-batches carry no watermark; re-applying them after a crash is a no-op by the version key.
-
-The clock is read only for the time of a local edit, and can be replaced.
+Local edits (S2) write the account's overlay of local values; Convert Person (S6) is the
+one call that writes to Salesforce, through the source's write side. The clock is the
+only thing the engine reads that it is not handed; it can be replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import attrs
 from attrs import define, field
 
-from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin, activity_id_prefix
+from acctsync._activity import ActivityPolicy, Origin
+from acctsync._apply import Applier, Tally, Upstream, fan_out, micros, order, stream_of
 from acctsync._errors import (
-    AcctSyncError,
     AlreadyAContactError,
     ConfigurationError,
     InvalidRecordError,
@@ -49,7 +37,6 @@ from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
 from acctsync._protocols import LoggingPolicy, Source, Store, WritableSource
 from acctsync._records import (
-    UNCHANGED,
     Account,
     Change,
     Contact,
@@ -65,17 +52,7 @@ from acctsync._records import (
     same_value,
 )
 from acctsync._report import EditResult, Rejection, Suppression, SyncReport
-from acctsync._state import (
-    AccountState,
-    Batch,
-    Conversion,
-    ConversionRequest,
-    DeleteContacts,
-    MoveContacts,
-    StoredAccount,
-    StoredContact,
-    Watermark,
-)
+from acctsync._state import AccountState, Batch, Conversion, ConversionRequest, Watermark
 
 __all__ = ["CONVERSION_FIELD_MAP", "SyncEngine"]
 
@@ -111,104 +88,12 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _version(
-    record: Account | Contact | Deletion | PartialUpdate | AccountState,
-) -> tuple[datetime, bool]:
-    return (record.system_modstamp, isinstance(record, Deletion))
-
-
-def _micros(stamp: datetime) -> str:
-    delta = stamp - datetime(1970, 1, 1, tzinfo=UTC)
-    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
-
-
-def _diff(
-    before: AccountState, after: Mapping[str, FieldValue]
-) -> list[tuple[str, FieldValue, FieldValue]]:
-    """The fields whose value contacts see changes, with old and new value."""
-    old = before.upstream.fields
-    if before.local_edits:
-        old = {**old, **before.local_edits}
-    changes = [
-        (name, old.get(name), value)
-        for name, value in after.items()
-        if not same_value(old.get(name), value)
-    ]
-    changes.extend((name, value, None) for name, value in old.items() if name not in after)
-    return [change for change in changes if not same_value(change[1], change[2])]
-
-
-@define(slots=True)
-class _Tally:
-    """The mutable counts behind a `SyncReport`."""
-
-    pages: int = 0
-    accounts_upserted: int = 0
-    accounts_deleted: int = 0
-    contacts_upserted: int = 0
-    contacts_deleted: int = 0
-    already_applied: int = 0
-    stale: int = 0
-    local_edits_discarded: int = 0
-    rejected: list[Rejection] = field(factory=list)
-    suppressed: list[Suppression] = field(factory=list)
-    activities: list[ChangeDataValue] = field(factory=list)
-    refetch: list[Refetch] = field(factory=list)
-    watermarks: dict[str, datetime] = field(factory=dict)
-
-    def skipped(self, incoming: tuple[datetime, bool], stored: tuple[datetime, bool]) -> None:
-        if incoming == stored:
-            self.already_applied += 1
-        else:
-            self.stale += 1
-
-    def report(self) -> SyncReport:
-        return SyncReport(
-            pages=self.pages,
-            accounts_upserted=self.accounts_upserted,
-            accounts_deleted=self.accounts_deleted,
-            contacts_upserted=self.contacts_upserted,
-            contacts_deleted=self.contacts_deleted,
-            already_applied=self.already_applied,
-            stale=self.stale,
-            local_edits_discarded=self.local_edits_discarded,
-            rejected=tuple(self.rejected),
-            suppressed=tuple(self.suppressed),
-            activities=tuple(self.activities),
-            refetch=tuple(self.refetch),
-            watermarks=dict(self.watermarks),
-        )
-
-
-@define(slots=True)
-class _Pending:
-    """A batch being assembled."""
-
-    accounts: list[StoredAccount] = field(factory=list)
-    contact_ops: list[MoveContacts | DeleteContacts] = field(factory=list)
-    contacts: list[StoredContact] = field(factory=list)
-    activities: list[ChangeDataValue] = field(factory=list)
-
-    def take(self, watermark: Watermark | None = None) -> Batch:
-        batch = Batch(
-            accounts=self.accounts,
-            contact_ops=self.contact_ops,
-            contacts=self.contacts,
-            activities=self.activities,
-            watermark=watermark,
-        )
-        self.accounts, self.contact_ops, self.contacts, self.activities = [], [], [], []
-        return batch
-
-
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{attribute.name.lstrip('_')} must be an int >= 1: {value!r}")
 
 
-def _non_negative_delta(
-    instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
-) -> None:
+def _lookback(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
     if not isinstance(value, timedelta) or value < timedelta(0):
         raise ConfigurationError(f"lookback must be a timedelta >= 0: {value!r}")
 
@@ -218,18 +103,17 @@ class SyncEngine:
     """Applies Salesforce changes and local edits to a store, following every rule.
 
     ``policy`` decides when activity entries are logged (`ActivityPolicy()` by default);
-    ``page_size`` bounds how many records are held at once; ``lookback`` is how far before
-    the watermark each sync reads again, for records committed late (R1); ``clock`` gives
-    the time of local edits.
+    ``page_size`` bounds how many changes are held and applied at once; ``lookback`` is how
+    far before the watermark each sync reads again, for records committed late (R1);
+    ``clock`` gives the current time, for local edits and to keep watermarks out of the
+    future.
     """
 
     _source: Source = field(kw_only=True)
     _store: Store = field(kw_only=True)
     _policy: LoggingPolicy = field(factory=ActivityPolicy, kw_only=True)
     _page_size: int = field(default=2000, kw_only=True, validator=_positive)
-    _lookback: timedelta = field(
-        default=timedelta(minutes=5), kw_only=True, validator=_non_negative_delta
-    )
+    _lookback: timedelta = field(default=timedelta(minutes=5), kw_only=True, validator=_lookback)
     _clock: Callable[[], datetime] = field(default=_utc_now, kw_only=True)
 
     def __repr__(self) -> str:
@@ -242,39 +126,62 @@ class SyncEngine:
 
     def sync(self) -> SyncReport:
         """Pull every change since the stored watermarks and apply it, page by page."""
-        tally = _Tally()
-        for stream in STREAMS:
-            committed = mark = self._store.watermark(stream)
-            since = None if mark is None else mark - self._lookback
-            for page in self._source.read_changes(stream, since, page_size=self._page_size):
-                tally.pages += 1
-                changes = self._decode(stream, page, tally)
-                for change in changes:
-                    if mark is None or change.system_modstamp > mark:
-                        mark = change.system_modstamp
-                watermark = None
-                if mark is not None and mark != committed:
-                    watermark = Watermark(stream=stream, system_modstamp=mark)
-                    committed = mark
-                if stream == "Account":
-                    self._apply_accounts(changes, watermark, tally)
-                else:
-                    self._apply_contacts(changes, watermark, tally)
-            if mark is not None:
-                tally.watermarks[stream] = mark
+        tally = Tally()
+        applier = Applier(store=self._store, policy=self._policy, tally=tally)
+        committed = {stream: self._store.watermark(stream) for stream in STREAMS}
+        seen = dict(committed)
+        ceiling = self._clock()
+        merged = heapq.merge(
+            *(self._read(stream, committed[stream], tally) for stream in STREAMS), key=order
+        )
+        page: list[Upstream] = []
+        for change in merged:
+            page.append(change)
+            if len(page) == self._page_size:
+                self._apply(applier, page, seen, committed, ceiling)
+                page = []
+        if page or not tally.pages:
+            self._apply(applier, page, seen, committed, ceiling)
+        tally.watermarks.update(
+            (stream, mark) for stream, mark in committed.items() if mark is not None
+        )
         return tally.report()
 
-    def _commit(self, batch: Batch) -> None:
-        # A page that only re-read known versions changes nothing: no need for a write.
-        if batch:
-            self._store.apply(batch)
+    def _apply(
+        self,
+        applier: Applier,
+        page: Sequence[Upstream],
+        seen: dict[ObjectType, datetime | None],
+        committed: dict[ObjectType, datetime | None],
+        ceiling: datetime,
+    ) -> None:
+        for change in page:
+            stream = stream_of(change)
+            mark = seen[stream]
+            if mark is None or change.system_modstamp > mark:
+                seen[stream] = change.system_modstamp
+        watermarks = []
+        for stream, mark in seen.items():
+            if mark is not None and min(mark, ceiling) != committed[stream]:
+                committed[stream] = min(mark, ceiling)
+                watermarks.append(Watermark(stream=stream, system_modstamp=min(mark, ceiling)))
+        applier.apply(page, watermarks)
 
-    def _decode(
-        self, stream: ObjectType, page: Iterable[Change], tally: _Tally
-    ) -> list[Account | Contact | Deletion | PartialUpdate]:
-        changes: list[Account | Contact | Deletion | PartialUpdate] = []
+    def _read(self, stream: ObjectType, mark: datetime | None, tally: Tally) -> Iterator[Upstream]:
+        since = None
+        if mark is not None:
+            try:
+                since = mark - self._lookback
+            except OverflowError:  # a lookback reaching before year 1: read everything
+                since = None
+        for page in self._source.read_changes(stream, since, page_size=self._page_size):
+            tally.pages += 1
+            yield from sorted(self._decode(stream, page, tally), key=order)
+
+    def _decode(self, stream: ObjectType, page: Iterable[Change], tally: Tally) -> list[Upstream]:
+        changes: list[Upstream] = []
         for item in page:
-            decoded: Sequence[Change]
+            decoded: Sequence[object]
             if isinstance(item, RawRecord | RawChangeEvent):
                 try:
                     if isinstance(item, RawRecord):
@@ -289,200 +196,25 @@ class SyncEngine:
             for change in decoded:
                 if isinstance(change, Refetch):
                     tally.refetch.append(change)
-                elif _object_type(change) != stream:
+                elif not isinstance(change, Account | Contact | Deletion | PartialUpdate):
                     tally.rejected.append(
                         Rejection(
-                            object_type=_object_type(change),
-                            record_id=getattr(change, "id", None),
-                            reason=f"a {_object_type(change)} record in the {stream} stream",
+                            object_type=stream,
+                            record_id=None,
+                            reason=f"a source yielded {type(change).__name__}, not a change",
+                        )
+                    )
+                elif stream_of(change) != stream:
+                    tally.rejected.append(
+                        Rejection(
+                            object_type=stream_of(change),
+                            record_id=change.id,
+                            reason=f"a {stream_of(change)} record in the {stream} stream",
                         )
                     )
                 else:
-                    changes.append(change)  # type: ignore[arg-type]
-        changes.sort(key=lambda change: (change.system_modstamp, change.id))
+                    changes.append(change)
         return changes
-
-    def _apply_accounts(
-        self,
-        changes: Sequence[Account | Contact | Deletion | PartialUpdate],
-        watermark: Watermark | None,
-        tally: _Tally,
-    ) -> None:
-        states = dict(self._store.account_states({change.id for change in changes}))
-        pending = _Pending()
-        for change in changes:
-            stored = states.get(change.id)
-            if stored is not None and _version(change) <= _version(stored):
-                tally.skipped(_version(change), _version(stored))
-                continue
-            if isinstance(change, Deletion):
-                states[change.id] = change
-                pending.accounts.append(change)
-                tally.accounts_deleted += 1
-                if change.master_record_id is None:
-                    pending.contact_ops.append(DeleteContacts(account_id=change.id))
-                else:
-                    winner = self._winner(change.master_record_id, states)
-                    pending.contact_ops.append(
-                        MoveContacts(from_account_id=change.id, to_account_id=winner)
-                    )
-                self._commit(pending.take())
-                continue
-            upstream = self._upstream_account(change, stored, tally)
-            if upstream is None:
-                continue
-            state = AccountState(upstream=upstream)
-            if isinstance(stored, AccountState):
-                if stored.local_edits:
-                    tally.local_edits_discarded += 1
-                changes_seen = _diff(stored, upstream.fields)
-                if changes_seen:
-                    entries = self._fan_out(
-                        upstream.id,
-                        changes_seen,
-                        Origin.SALESFORCE,
-                        _micros(upstream.system_modstamp),
-                        upstream.system_modstamp,
-                        tally.suppressed,
-                    )
-                    pending.activities.extend(entries)
-                    tally.activities.extend(entries)
-            states[upstream.id] = state
-            pending.accounts.append(state)
-            tally.accounts_upserted += 1
-        self._commit(pending.take(watermark))
-
-    def _upstream_account(
-        self,
-        change: Account | Contact | PartialUpdate,
-        stored: StoredAccount | None,
-        tally: _Tally,
-    ) -> Account | None:
-        if isinstance(change, Account):
-            return change
-        if isinstance(change, PartialUpdate) and isinstance(stored, AccountState):
-            return Account(
-                id=change.id,
-                fields={**stored.upstream.fields, **change.fields},
-                system_modstamp=change.system_modstamp,
-            )
-        # An update that carries only some fields of an account we do not hold cannot be
-        # applied: the rest of the account must be read again.
-        tally.refetch.append(
-            Refetch(object_type="Account", ids=(change.id,), reason="update of unknown record")
-        )
-        return None
-
-    def _apply_contacts(
-        self,
-        changes: Sequence[Account | Contact | Deletion | PartialUpdate],
-        watermark: Watermark | None,
-        tally: _Tally,
-    ) -> None:
-        states = dict(self._store.contact_states({change.id for change in changes}))
-        accounts: dict[str, StoredAccount] = {}
-        contacts: list[StoredContact] = []
-        for change in changes:
-            stored = states.get(change.id)
-            if stored is not None and _version(change) <= _version(stored):
-                tally.skipped(_version(change), _version(stored))
-                continue
-            new: StoredContact
-            if isinstance(change, Deletion):
-                new = change
-                tally.contacts_deleted += 1
-            else:
-                contact = self._upstream_contact(change, stored, tally)
-                if contact is None:
-                    continue
-                if contact.account_id is not None:
-                    winner = self._winner(contact.account_id, accounts)
-                    if winner != contact.account_id:
-                        contact = attrs.evolve(contact, account_id=winner)
-                new = contact
-                tally.contacts_upserted += 1
-            states[change.id] = new
-            contacts.append(new)
-        self._commit(Batch(contacts=contacts, watermark=watermark))
-
-    def _upstream_contact(
-        self,
-        change: Account | Contact | PartialUpdate,
-        stored: StoredContact | None,
-        tally: _Tally,
-    ) -> Contact | None:
-        if isinstance(change, Contact):
-            return change
-        if isinstance(change, PartialUpdate) and isinstance(stored, Contact):
-            account_id = stored.account_id if change.account_id is UNCHANGED else change.account_id
-            return Contact(
-                id=change.id,
-                account_id=account_id,
-                fields={**stored.fields, **change.fields},
-                system_modstamp=change.system_modstamp,
-            )
-        tally.refetch.append(
-            Refetch(object_type="Contact", ids=(change.id,), reason="update of unknown record")
-        )
-        return None
-
-    def _winner(self, account_id: str, known: dict[str, StoredAccount]) -> str:
-        """Follow merges from ``account_id`` to the account that survived them (R4)."""
-        seen = {account_id}
-        while True:
-            if account_id not in known:
-                known.update(self._store.account_states([account_id]))
-            stored = known.get(account_id)
-            if not isinstance(stored, Deletion) or stored.master_record_id is None:
-                return account_id
-            account_id = stored.master_record_id
-            if account_id in seen:
-                raise AcctSyncError(f"merges of account {account_id!r} form a cycle")
-            seen.add(account_id)
-
-    # -- Activities ---------------------------------------------------------------------
-
-    def _fan_out(
-        self,
-        account_id: str,
-        changes: Sequence[tuple[str, FieldValue, FieldValue]],
-        origin: Origin,
-        version: str,
-        occurred_at: datetime,
-        suppressed: list[Suppression],
-    ) -> list[ChangeDataValue]:
-        """One entry per contact and changed field, unless the policy says otherwise (S7, S8)."""
-        count = self._store.count_contacts(account_id)
-        if count == 0:
-            return []
-        if not self._policy.logs_activities(
-            account_id=account_id, contact_count=count, origin=origin
-        ):
-            suppressed.append(
-                Suppression(
-                    account_id=account_id,
-                    contact_count=count,
-                    entries_skipped=count * len(changes),
-                    origin=origin,
-                )
-            )
-            return []
-        # The hot path of a large account: the id prefix is built once, not per entry.
-        prefix = activity_id_prefix(origin, account_id, version)
-        return [
-            ChangeDataValue(
-                id=f"{prefix}{contact_id}:{name}",
-                contact_id=contact_id,
-                account_id=account_id,
-                field=name,
-                old_value=old,
-                new_value=new,
-                origin=origin,
-                occurred_at=occurred_at,
-            )
-            for contact_id in self._store.contact_ids(account_id)
-            for name, old, new in changes
-        ]
 
     # -- Local edits --------------------------------------------------------------------
 
@@ -525,13 +257,15 @@ class SyncEngine:
             local_revision=revision,
         )
         suppressed: list[Suppression] = []
-        entries = self._fan_out(
+        entries = fan_out(
+            self._store,
+            self._policy,
             account_id,
             [(field, old, value)],
-            Origin.LOCAL,
-            f"{_micros(state.system_modstamp)}r{revision}",
-            self._clock(),
-            suppressed,
+            origin=Origin.LOCAL,
+            version=f"{micros(state.system_modstamp)}r{revision}",
+            occurred_at=self._clock(),
+            suppressed=suppressed,
         )
         self._store.apply(Batch(accounts=[new_state], activities=entries))
         return EditResult(
@@ -618,18 +352,6 @@ def _contact_id_or_none(value: str) -> str | None:
         return normalize_id(value, prefix=CONTACT_PREFIX)
     except InvalidRecordError:
         return None
-
-
-def _object_type(change: Change) -> str:
-    if isinstance(change, Account):
-        return "Account"
-    if isinstance(change, Contact):
-        return "Contact"
-    if isinstance(change, RawRecord):
-        return change.object_type
-    if isinstance(change, RawChangeEvent):
-        return "ChangeEvent"
-    return change.object_type
 
 
 def _rejection(

@@ -143,27 +143,27 @@ class Batch:
     """Changes a store must apply in one atomic step, in this order.
 
     1. ``accounts``: each replaces the stored entry with the same ID.
-    2. ``contact_ops``: in sequence.
-    3. ``contacts``: each replaces the stored entry with the same ID.
+    2. ``contacts``: each replaces the stored entry with the same ID.
+    3. ``contact_ops``: in sequence, on the contacts as step 2 left them.
     4. ``activities``: appended to the log; an entry whose ``id`` is already logged is
        skipped, never duplicated.
     5. ``conversions``: recorded by person ID.
-    6. ``watermark``: stored for its stream, if given.
+    6. ``watermarks``: each stored for its stream.
     """
 
     accounts: Sequence[StoredAccount] = ()
-    contact_ops: Sequence[ContactOp] = ()
     contacts: Sequence[StoredContact] = ()
+    contact_ops: Sequence[ContactOp] = ()
     activities: Sequence[ChangeDataValue] = ()
     conversions: Sequence[Conversion] = ()
-    watermark: Watermark | None = None
+    watermarks: Sequence[Watermark] = ()
 
     def __bool__(self) -> bool:
         return bool(
             self.accounts
-            or self.contact_ops
             or self.contacts
+            or self.contact_ops
             or self.activities
             or self.conversions
-            or self.watermark
+            or self.watermarks
         )

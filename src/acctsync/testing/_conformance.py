@@ -207,10 +207,17 @@ def _store_log_and_marks(store: Store) -> None:
         "the activity log keeps insertion order and skips an id it has (R2)",
     )
     _expect(list(store.activities())[1] == _entry("e2", C2), "entries come back as stored")
-    store.apply(Batch(watermark=Watermark(stream="Account", system_modstamp=_t(9))))
-    store.apply(Batch(watermark=Watermark(stream="Contact", system_modstamp=_t(4))))
+    store.apply(
+        Batch(
+            watermarks=[
+                Watermark(stream="Account", system_modstamp=_t(9)),
+                Watermark(stream="Contact", system_modstamp=_t(4)),
+            ]
+        )
+    )
+    store.apply(Batch(watermarks=[Watermark(stream="Contact", system_modstamp=_t(5))]))
     _expect(store.watermark("Account") == _t(9), "watermarks are kept per stream")
-    _expect(store.watermark("Contact") == _t(4), "watermarks are kept per stream")
+    _expect(store.watermark("Contact") == _t(5), "watermarks are kept per stream")
     conversion = Conversion(person_id="p-1", account_id=A1, contact_id=C1, opportunity_id="x")
     store.apply(Batch(conversions=[conversion]))
     _expect(store.conversion("p-1") == conversion, "conversions are recorded by person id")
@@ -222,7 +229,7 @@ def _store_atomic(store: Store) -> None:
     broken = Batch(
         accounts=[AccountState(upstream=_account(A2, 0))],
         activities=[_entry("ok"), "not an entry"],  # type: ignore[list-item]
-        watermark=Watermark(stream="Account", system_modstamp=_t(1)),
+        watermarks=[Watermark(stream="Account", system_modstamp=_t(1))],
     )
     try:
         store.apply(broken)

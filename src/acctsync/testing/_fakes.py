@@ -39,6 +39,7 @@ from acctsync._state import (
     MoveContacts,
     StoredAccount,
     StoredContact,
+    Watermark,
 )
 
 __all__ = ["InMemorySource", "InMemoryStore", "make_id"]
@@ -288,6 +289,7 @@ def _check_batch(batch: Batch) -> None:
         (batch.contacts, (Contact, Deletion)),
         (batch.activities, (ChangeDataValue,)),
         (batch.conversions, (Conversion,)),
+        (batch.watermarks, (Watermark,)),
     )
     for entries, types in expected:
         for entry in entries:
@@ -351,19 +353,19 @@ class InMemoryStore:
         _check_batch(batch)
         for account in batch.accounts:
             self._accounts[account.id] = account
+        for contact in batch.contacts:
+            self._put_contact(contact)
         for op in batch.contact_ops:
             if isinstance(op, MoveContacts):
                 self._move(op.from_account_id, op.to_account_id)
             else:
                 self._delete_all(op.account_id)
-        for contact in batch.contacts:
-            self._put_contact(contact)
         for entry in batch.activities:
             self._log.setdefault(entry.id, entry)
         for conversion in batch.conversions:
             self._conversions[conversion.person_id] = conversion
-        if batch.watermark is not None:
-            self._watermarks[batch.watermark.stream] = batch.watermark.system_modstamp
+        for watermark in batch.watermarks:
+            self._watermarks[watermark.stream] = watermark.system_modstamp
 
     def _put_contact(self, entry: StoredContact) -> None:
         previous = self._contacts.get(entry.id)

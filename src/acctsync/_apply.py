@@ -1,0 +1,378 @@
+"""Applying one page of Salesforce changes to a store: the rules, record by record.
+
+Theory of operation
+-------------------
+A page holds account and contact changes in one order, by ``SystemModstamp``, so that
+an account change meets its contacts as they were at that moment in Salesforce.
+
+Each record version is placed by its *version key*, ``(SystemModstamp, is_deletion)``: a
+version applies only if its key is greater than the stored one. Re-reading the same
+version (the lookback window does, on purpose) is a no-op, an older one is stale (R3), and
+on a tie a deletion wins. Deleted records stay as tombstones so that late copies cannot
+bring them back; a newer version can (undelete, R4).
+
+An account is its upstream record plus an overlay of local edits. A newer upstream
+version replaces the record and drops the whole overlay (S3), and logs one Change Data
+Value entry per contact and changed field (S7), after asking the policy with a count, so
+that an account over the threshold is never loaded contact by contact (S8).
+
+The page becomes one `Batch`, applied with the watermarks. Two things cut it short:
+an account deletion or merge, whose contact operation later changes must see applied,
+and an account change whose contacts changed earlier in the same page. Then the batch so
+far is applied at once, without watermarks; re-applying it after a crash is a no-op by the
+version key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+
+import attrs
+from attrs import define, field
+
+from acctsync._activity import ChangeDataValue, Origin, activity_id_prefix
+from acctsync._protocols import LoggingPolicy, Store
+from acctsync._records import (
+    UNCHANGED,
+    Account,
+    Contact,
+    Deletion,
+    FieldValue,
+    ObjectType,
+    PartialUpdate,
+    Refetch,
+    same_value,
+)
+from acctsync._report import Rejection, Suppression, SyncReport
+from acctsync._state import (
+    AccountState,
+    Batch,
+    DeleteContacts,
+    MoveContacts,
+    StoredAccount,
+    StoredContact,
+    Watermark,
+)
+
+__all__ = ["Applier", "Tally", "Upstream", "fan_out", "micros", "order", "stream_of"]
+
+Upstream = Account | Contact | Deletion | PartialUpdate
+"""A decoded change, ready to apply."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stream_of(change: Upstream) -> ObjectType:
+    """The object type, and so the watermark stream, a change belongs to."""
+    if isinstance(change, Account):
+        return "Account"
+    if isinstance(change, Contact):
+        return "Contact"
+    return change.object_type
+
+
+def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
+    """The order changes apply in: by stamp, accounts before contacts, deletions last."""
+    return (
+        change.system_modstamp,
+        stream_of(change) == "Contact",
+        isinstance(change, Deletion),
+        change.id,
+    )
+
+
+def _version(record: Upstream | AccountState) -> tuple[datetime, bool]:
+    return (record.system_modstamp, isinstance(record, Deletion))
+
+
+def micros(stamp: datetime) -> str:
+    """A timestamp as microseconds since the epoch: a version in activity ids."""
+    delta = stamp - _EPOCH
+    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def _diff(
+    before: AccountState, after: Mapping[str, FieldValue]
+) -> list[tuple[str, FieldValue, FieldValue]]:
+    """The fields whose value contacts see change, with old and new value."""
+    old = before.upstream.fields
+    if before.local_edits:
+        old = {**old, **before.local_edits}
+    changes = [
+        (name, old.get(name), value)
+        for name, value in after.items()
+        if not same_value(old.get(name), value)
+    ]
+    changes.extend(
+        (name, value, None)
+        for name, value in old.items()
+        if name not in after and value is not None
+    )
+    return changes
+
+
+def fan_out(
+    store: Store,
+    policy: LoggingPolicy,
+    account_id: str,
+    changes: Sequence[tuple[str, FieldValue, FieldValue]],
+    *,
+    origin: Origin,
+    version: str,
+    occurred_at: datetime,
+    suppressed: list[Suppression],
+) -> list[ChangeDataValue]:
+    """One entry per contact and changed field, unless the policy says otherwise (S7, S8)."""
+    count = store.count_contacts(account_id)
+    if count == 0:
+        return []
+    if not policy.logs_activities(account_id=account_id, contact_count=count, origin=origin):
+        suppressed.append(
+            Suppression(
+                account_id=account_id,
+                contact_count=count,
+                entries_skipped=count * len(changes),
+                origin=origin,
+            )
+        )
+        return []
+    # The hot path of a large account: the id prefix is built once, not per entry.
+    prefix = activity_id_prefix(origin, account_id, version)
+    return [
+        ChangeDataValue(
+            id=f"{prefix}{contact_id}:{name}",
+            contact_id=contact_id,
+            account_id=account_id,
+            field=name,
+            old_value=old,
+            new_value=new,
+            origin=origin,
+            occurred_at=occurred_at,
+        )
+        for contact_id in store.contact_ids(account_id)
+        for name, old, new in changes
+    ]
+
+
+@define(slots=True)
+class Tally:
+    """The mutable counts behind a `SyncReport`."""
+
+    pages: int = 0
+    accounts_upserted: int = 0
+    accounts_deleted: int = 0
+    contacts_upserted: int = 0
+    contacts_deleted: int = 0
+    already_applied: int = 0
+    stale: int = 0
+    local_edits_discarded: int = 0
+    rejected: list[Rejection] = field(factory=list)
+    suppressed: list[Suppression] = field(factory=list)
+    activities: list[ChangeDataValue] = field(factory=list)
+    refetch: list[Refetch] = field(factory=list)
+    watermarks: dict[str, datetime] = field(factory=dict)
+
+    def report(self) -> SyncReport:
+        """The report of what was counted."""
+        return SyncReport(
+            pages=self.pages,
+            accounts_upserted=self.accounts_upserted,
+            accounts_deleted=self.accounts_deleted,
+            contacts_upserted=self.contacts_upserted,
+            contacts_deleted=self.contacts_deleted,
+            already_applied=self.already_applied,
+            stale=self.stale,
+            local_edits_discarded=self.local_edits_discarded,
+            rejected=tuple(self.rejected),
+            suppressed=tuple(self.suppressed),
+            activities=tuple(self.activities),
+            refetch=tuple(self.refetch),
+            watermarks=dict(self.watermarks),
+        )
+
+
+@define(slots=True)
+class _Pending:
+    """A batch being assembled, and the accounts whose contacts it changes."""
+
+    accounts: list[StoredAccount] = field(factory=list)
+    contacts: list[StoredContact] = field(factory=list)
+    contact_ops: list[MoveContacts | DeleteContacts] = field(factory=list)
+    activities: list[ChangeDataValue] = field(factory=list)
+    dirty: set[str] = field(factory=set)
+
+    def take(self, watermarks: Sequence[Watermark] = ()) -> Batch:
+        batch = Batch(
+            accounts=self.accounts,
+            contacts=self.contacts,
+            contact_ops=self.contact_ops,
+            activities=self.activities,
+            watermarks=watermarks,
+        )
+        self.accounts, self.contacts, self.contact_ops, self.activities = [], [], [], []
+        self.dirty = set()
+        return batch
+
+
+@define
+class Applier:
+    """Applies pages of changes to ``store``, counting in ``tally``."""
+
+    store: Store
+    policy: LoggingPolicy
+    tally: Tally
+    _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
+    _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
+    _pending: _Pending = field(init=False, factory=_Pending)
+
+    def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
+        """Apply ``changes`` (in `order`) and then store ``watermarks``."""
+        account_ids = {c.id for c in changes if stream_of(c) == "Account"}
+        contact_ids = {c.id for c in changes if stream_of(c) == "Contact"}
+        self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
+        self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
+        for change in changes:
+            if stream_of(change) == "Account":
+                self._account_change(change, contact_ids)
+            else:
+                self._contact_change(change)
+        self._commit(self._pending.take(watermarks))
+
+    def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
+        if stored is None or _version(change) > _version(stored):
+            return True
+        if _version(change) == _version(stored):
+            self.tally.already_applied += 1
+        else:
+            self.tally.stale += 1
+        return False
+
+    def _commit(self, batch: Batch) -> None:
+        # A page that only re-read known versions changes nothing: no need for a write.
+        if batch:
+            self.store.apply(batch)
+
+    def _account_change(self, change: Upstream, contact_ids: Collection[str]) -> None:
+        stored = self._accounts.get(change.id)
+        if not self._is_new(change, stored):
+            return
+        if isinstance(change, Deletion):
+            self._delete_account(change, contact_ids)
+        elif isinstance(change, Account | PartialUpdate):
+            self._account(change, stored)
+
+    def _delete_account(self, deletion: Deletion, contact_ids: Collection[str]) -> None:
+        self._accounts[deletion.id] = deletion
+        self._pending.accounts.append(deletion)
+        self.tally.accounts_deleted += 1
+        if deletion.master_record_id is None:
+            self._pending.contact_ops.append(DeleteContacts(account_id=deletion.id))
+        else:
+            winner = self._winner(deletion.master_record_id)
+            self._pending.contact_ops.append(
+                MoveContacts(from_account_id=deletion.id, to_account_id=winner)
+            )
+        self._commit(self._pending.take())
+        # The operation moved or deleted contacts this page may hold: read them again.
+        self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
+
+    def _account(self, change: Account | PartialUpdate, stored: StoredAccount | None) -> None:
+        if isinstance(change, PartialUpdate):
+            if not isinstance(stored, AccountState):
+                # Only some fields of an account we do not hold: the rest must be read again.
+                self._refetch("Account", change.id)
+                return
+            upstream = Account(
+                id=change.id,
+                fields={**stored.upstream.fields, **change.fields},
+                system_modstamp=change.system_modstamp,
+            )
+        else:
+            upstream = change
+        if isinstance(stored, AccountState):
+            if stored.local_edits:
+                self.tally.local_edits_discarded += 1
+            changed = _diff(stored, upstream.fields)
+            if changed:
+                if upstream.id in self._pending.dirty:
+                    self._commit(self._pending.take())
+                entries = fan_out(
+                    self.store,
+                    self.policy,
+                    upstream.id,
+                    changed,
+                    origin=Origin.SALESFORCE,
+                    version=micros(upstream.system_modstamp),
+                    occurred_at=upstream.system_modstamp,
+                    suppressed=self.tally.suppressed,
+                )
+                self._pending.activities.extend(entries)
+                self.tally.activities.extend(entries)
+        state = AccountState(upstream=upstream)
+        self._accounts[upstream.id] = state
+        self._pending.accounts.append(state)
+        self.tally.accounts_upserted += 1
+
+    def _contact_change(self, change: Upstream) -> None:
+        stored = self._contacts.get(change.id)
+        if not self._is_new(change, stored) or isinstance(change, Account):
+            return
+        new: StoredContact
+        if isinstance(change, Deletion):
+            new = change
+            self.tally.contacts_deleted += 1
+        else:
+            if isinstance(change, Contact):
+                contact = change
+            elif isinstance(stored, Contact):
+                account_id = (
+                    stored.account_id if change.account_id is UNCHANGED else change.account_id
+                )
+                contact = Contact(
+                    id=change.id,
+                    account_id=account_id,
+                    fields={**stored.fields, **change.fields},
+                    system_modstamp=change.system_modstamp,
+                )
+            else:
+                self._refetch("Contact", change.id)
+                return
+            if contact.account_id is not None:
+                winner = self._winner(contact.account_id)
+                if winner != contact.account_id:
+                    contact = attrs.evolve(contact, account_id=winner)
+            new = contact
+            self.tally.contacts_upserted += 1
+        for side in (stored, new):
+            if isinstance(side, Contact) and side.account_id is not None:
+                self._pending.dirty.add(side.account_id)
+        self._contacts[change.id] = new
+        self._pending.contacts.append(new)
+
+    def _refetch(self, object_type: ObjectType, record_id: str) -> None:
+        self.tally.refetch.append(
+            Refetch(
+                object_type=object_type,
+                ids=(record_id,),
+                reason="an update to a record that is not held, or is deleted",
+            )
+        )
+
+    def _winner(self, account_id: str) -> str:
+        """Follow merges from ``account_id`` to the account that survived them (R4).
+
+        Merges that loop (only conflicting data can make them) end at the first account
+        named again.
+        """
+        seen = {account_id}
+        while True:
+            if account_id not in self._accounts:
+                self._accounts.update(self.store.account_states([account_id]))
+            stored = self._accounts.get(account_id)
+            if not isinstance(stored, Deletion) or stored.master_record_id is None:
+                return account_id
+            if stored.master_record_id in seen:
+                return account_id
+            account_id = stored.master_record_id
+            seen.add(account_id)
