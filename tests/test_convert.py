@@ -424,3 +424,21 @@ def test_any_account_round_trips_exactly(fields: dict[str, Any], stamp: datetime
     back = json_trip(make_converter(), account, Account)
     assert back == account
     assert_fields_exactly(back.fields, account.fields)
+
+
+@pytest.mark.parametrize(
+    ("raw", "cls"),
+    [
+        ({}, Account),
+        ({"id": make_id("001", 1)}, Account),
+        ({"upstream": {"id": 1}}, AccountState),
+        (["not", "a", "mapping"], Account),
+        ({"id": "e", "contact_id": "c", "account_id": "a", "field": "f", "old_value": None,
+          "new_value": None, "origin": "bogus", "occurred_at": "2024-01-01T00:00:00+00:00"},
+         ChangeDataValue),
+    ],
+)  # fmt: skip
+def test_structure_of_a_malformed_record_is_one_invalid_record_error(raw: Any, cls: type) -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        make_converter().structure(raw, cls)
+    assert cls.__name__ in caught.value.reason

@@ -1669,3 +1669,15 @@ def test_r7_a_source_yielding_something_else_than_a_change_is_reported() -> None
     assert len(report.rejected) == 4
     assert all("not a change" in r.reason for r in report.rejected)
     assert store.get_account(A1) is not None
+
+
+def test_r8_wrapped_change_event_messages_are_read_in_their_stream_at_their_commit_time() -> None:
+    src, store, engine = seeded()
+    event = cdc("Contact", "UPDATE", [C1], at(10), changed=["AccountId"], AccountId=None)
+    src.add_change_event({"data": {"schema": "x", "payload": event, "event": {"replayId": 7}}})
+    report = engine.sync()
+    assert report.rejected == ()
+    contact = store.get_contact(C1)
+    assert contact is not None
+    assert contact.account_id is None
+    assert contact.system_modstamp == at(10)

@@ -12,7 +12,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import attrs
 from cattrs import Converter
+from cattrs.gen import make_dict_structure_fn
 
 from acctsync._activity import Origin
 from acctsync._errors import InvalidRecordError
@@ -83,10 +85,41 @@ def make_converter() -> Converter:
     converter.register_unstructure_hook_func(
         _is_field_map, lambda fields: {k: _unstructure_value(v) for k, v in fields.items()}
     )
-    converter.register_structure_hook_func(
-        _is_field_map,
-        lambda raw, _: {str(k): _structure_value(v) for k, v in dict(raw).items()},
-    )
+    converter.register_structure_hook_func(_is_field_map, _structure_field_map)
     converter.register_unstructure_hook(Origin, lambda origin: origin.value)
-    converter.register_structure_hook(Origin, lambda raw, _: Origin(raw))
+    converter.register_structure_hook_factory(attrs.has, _guarded_record_hook)
     return converter
+
+
+def _structure_field_map(raw: Any, _: object) -> dict[str, FieldValue]:
+    if not isinstance(raw, Mapping):
+        raise InvalidRecordError(f"fields must be a JSON object, not {type(raw).__name__}")
+    return {str(name): _structure_value(value) for name, value in raw.items()}
+
+
+def _guarded_record_hook(cls: type[Any], converter: Converter) -> Callable[[Any, Any], Any]:
+    inner = make_dict_structure_fn(cls, converter)
+
+    def structure(raw: Any, _: object) -> Any:
+        # Whatever is wrong with the input (a missing key, an unknown enum value, a
+        # nested error group), the caller gets one InvalidRecordError naming the record.
+        if not isinstance(raw, Mapping):
+            raise InvalidRecordError(f"{cls.__name__} must be a JSON object")
+        try:
+            return inner(raw, cls)
+        except InvalidRecordError:
+            raise
+        except Exception as error:
+            raise InvalidRecordError(
+                f"cannot read a {cls.__name__}: {_describe(error)}"
+            ) from error
+
+    return structure
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in error.exceptions)
+    if isinstance(error, KeyError):
+        return f"missing {error}"
+    return str(error) or type(error).__name__

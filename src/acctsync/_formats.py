@@ -36,9 +36,11 @@ from acctsync._records import (
 
 __all__ = [
     "AUDIT_FIELDS",
+    "commit_time",
     "decode_change_event",
     "decode_record",
     "encode_record",
+    "event_parts",
     "format_datetime",
     "parse_datetime",
 ]
@@ -215,7 +217,8 @@ def _string_list(value: object, what: str) -> list[str]:
     return list(value)
 
 
-def _commit_time(header: Mapping[str, Any]) -> datetime:
+def commit_time(header: Mapping[str, Any]) -> datetime:
+    """The ``commitTimestamp`` of a change event header, as a UTC datetime."""
     millis = header.get("commitTimestamp")
     if isinstance(millis, str) and millis.isascii() and millis.isdigit() and len(millis) < 20:
         millis = int(millis)
@@ -240,6 +243,8 @@ def _event_fields(
 ) -> dict[str, FieldValue]:
     fields: dict[str, FieldValue] = {}
     if names is None:  # CREATE / UNDELETE: every field in the body
+        if not all(isinstance(name, str) for name in body):
+            raise InvalidRecordError("field names must be strings", record_id=record_id)
         items = [(name, body[name]) for name in body if name != "ChangeEventHeader"]
     else:
         items = []
@@ -270,6 +275,17 @@ def _event_fields(
     return fields
 
 
+def event_parts(event: object) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The payload of a change event message and its ``ChangeEventHeader``."""
+    body = _mapping(event, "a change event")
+    if "ChangeEventHeader" not in body:
+        if isinstance(body.get("data"), Mapping):
+            body = _mapping(body["data"], "data")
+        if "payload" in body:
+            body = _mapping(body["payload"], "payload")
+    return body, _mapping(body.get("ChangeEventHeader"), "ChangeEventHeader")
+
+
 def decode_change_event(
     event: object,
 ) -> list[Account | Contact | Deletion | PartialUpdate | Refetch]:
@@ -280,13 +296,7 @@ def decode_change_event(
     full records, UPDATE a `PartialUpdate` of the changed fields, DELETE a `Deletion`;
     gap events (and a wildcard record ID) give a `Refetch`, since their changes are lost.
     """
-    body = _mapping(event, "a change event")
-    if "ChangeEventHeader" not in body:
-        if isinstance(body.get("data"), Mapping):
-            body = _mapping(body["data"], "data")
-        if "payload" in body:
-            body = _mapping(body["payload"], "payload")
-    header = _mapping(body.get("ChangeEventHeader"), "ChangeEventHeader")
+    body, header = event_parts(event)
     kind = parse_object_type(header.get("entityName"))
     change_type = header.get("changeType")
     if not isinstance(change_type, str):
@@ -299,7 +309,7 @@ def decode_change_event(
         raise InvalidRecordError("ChangeEventHeader.recordIds is empty")
     if change_type in _CDC_GAPS:
         return [Refetch(object_type=kind, ids=tuple(ids), reason=change_type)]
-    stamp = _commit_time(header)
+    stamp = commit_time(header)
     if change_type == "DELETE":
         master = body.get("MasterRecordId")
         return [

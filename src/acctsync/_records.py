@@ -298,6 +298,8 @@ class PartialUpdate:
 
 
 def _id_tuple(ids: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(ids, str):
+        raise InvalidRecordError("ids must be a sequence of IDs, not one string")
     return tuple(ids)
 
 

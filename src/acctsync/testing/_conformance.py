@@ -225,20 +225,30 @@ def _store_log_and_marks(store: Store) -> None:
 
 def _store_atomic(store: Store) -> None:
     store.apply(Batch(accounts=[AccountState(upstream=_account(A1, 0))]))
-    before = (store.account_states([A1, A2]), list(store.activities()), store.watermark("Account"))
-    broken = Batch(
-        accounts=[AccountState(upstream=_account(A2, 0))],
-        activities=[_entry("ok"), "not an entry"],  # type: ignore[list-item]
-        watermarks=[Watermark(stream="Account", system_modstamp=_t(1))],
-    )
-    try:
-        store.apply(broken)
-    except Exception:
-        pass
-    else:
-        raise ConformanceError("a batch holding something that is not a record must fail")
-    after = (store.account_states([A1, A2]), list(store.activities()), store.watermark("Account"))
-    _expect(before == after, "a batch that fails leaves the store as it was (R2)")
+    mark = Watermark(stream="Account", system_modstamp=_t(1))
+    for broken in (
+        Batch(
+            accounts=[AccountState(upstream=_account(A2, 0))],
+            activities=[_entry("ok"), "not an entry"],  # type: ignore[list-item]
+            watermarks=[mark],
+        ),
+        Batch(
+            accounts=[AccountState(upstream=_account(A2, 0))],
+            contacts=[_contact(C1, A2, 1)],
+            watermarks=[mark, "not a watermark"],  # type: ignore[list-item]
+        ),
+    ):
+        before = (store.account_states([A1, A2]), store.contact_states([C1]))
+        before += (list(store.activities()), store.watermark("Account"))
+        try:
+            store.apply(broken)
+        except Exception:  # any failure will do, as long as nothing changed
+            pass
+        else:
+            raise ConformanceError("a batch holding something that is not a record must fail")
+        after = (store.account_states([A1, A2]), store.contact_states([C1]))
+        after += (list(store.activities()), store.watermark("Account"))
+        _expect(before == after, "a batch that fails leaves the store as it was (R2)")
 
 
 def _store_under_engine(store: Store) -> None:

@@ -18,9 +18,10 @@ from attrs import define, field
 
 from acctsync._activity import ChangeDataValue
 from acctsync._errors import InvalidRecordError
-from acctsync._formats import parse_datetime
+from acctsync._formats import commit_time, event_parts, parse_datetime
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
 from acctsync._records import (
+    OBJECT_PREFIXES,
     Account,
     Change,
     Contact,
@@ -46,7 +47,6 @@ __all__ = ["InMemorySource", "InMemoryStore", "make_id"]
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _FIRST_STAMP = datetime(2024, 1, 1, tzinfo=UTC)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _tagged_id(prefix: str, tag: str, number: int) -> str:
@@ -72,29 +72,24 @@ def make_id(prefix: str, number: int) -> str:
     return _tagged_id(prefix, "Ak", number)
 
 
-def _raw_stamp(item: RawRecord | RawChangeEvent) -> datetime | None:
-    payload: Any = item.payload
+def _placement(item: RawRecord | RawChangeEvent) -> tuple[str, datetime | None]:
+    """The stream a raw payload is read in, and its stamp if it has a readable one.
+
+    A payload naming no object acctsync syncs is read with the accounts, so that the
+    engine reports it.
+    """
+    stream, stamp = "Account", None
     try:
         if isinstance(item, RawRecord):
-            return parse_datetime(payload["SystemModstamp"], field="SystemModstamp")
-        header = payload.get("ChangeEventHeader") or payload["payload"]["ChangeEventHeader"]
-        return _EPOCH + timedelta(milliseconds=int(header["commitTimestamp"]))
-    except (InvalidRecordError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
-        return None
-
-
-def _raw_stream(item: RawRecord | RawChangeEvent) -> str:
-    # A payload of no known object type still goes out once a read, so that it is reported.
-    try:
-        payload: Any = item.payload
-        if isinstance(item, RawRecord):
-            kind = item.object_type
+            stream = item.object_type
+            stamp = parse_datetime(item.payload.get("SystemModstamp"), field="SystemModstamp")
         else:
-            header = payload.get("ChangeEventHeader") or payload["payload"]["ChangeEventHeader"]
-            kind = header["entityName"]
-    except (KeyError, TypeError, AttributeError):
-        return "Account"
-    return kind if kind in ("Account", "Contact") else "Account"
+            _, header = event_parts(item.payload)
+            stream = str(header.get("entityName"))
+            stamp = commit_time(header)
+    except (InvalidRecordError, AttributeError):
+        pass
+    return (stream if stream in ("Account", "Contact") else "Account"), stamp
 
 
 @define(repr=False)
@@ -108,7 +103,7 @@ class InMemorySource:
     _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
-    _raw: list[tuple[datetime, RawRecord | RawChangeEvent]] = field(init=False, factory=list)
+    _raw: list[tuple[str, datetime, RawRecord | RawChangeEvent]] = field(init=False, factory=list)
     _buried: dict[str, Account | Contact] = field(init=False, factory=dict)
     _deleted_with: dict[str, list[str]] = field(init=False, factory=dict)
     _writes: list[ConversionRequest] = field(init=False, factory=list)
@@ -142,9 +137,10 @@ class InMemorySource:
             raise InvalidRecordError(f"delete takes a Deletion, not {deletion!r}")
         records = self._records[deletion.object_type]
         current = records.get(deletion.id)
-        if isinstance(current, Account | Contact):
-            self._buried[deletion.id] = current
         records[deletion.id] = deletion
+        if not isinstance(current, Account | Contact):
+            return  # deleted already, or never there: nothing more goes to the recycle bin
+        self._buried[deletion.id] = current
         if deletion.object_type != "Account":
             return
         contacts = self._records["Contact"]
@@ -167,7 +163,7 @@ class InMemorySource:
 
         An account comes back with the contacts that were deleted with it.
         """
-        record_id = normalize_id(record_id)
+        record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[object_type])
         buried = self._buried.pop(record_id, None)
         if buried is None:
             raise InvalidRecordError("not in the recycle bin", record_id=record_id)
@@ -193,7 +189,8 @@ class InMemorySource:
         self._add_raw(RawChangeEvent(payload=payload))
 
     def _add_raw(self, item: RawRecord | RawChangeEvent) -> None:
-        self._raw.append((_raw_stamp(item) or self._next_stamp(), item))
+        stream, stamp = _placement(item)
+        self._raw.append((stream, stamp or self._next_stamp(), item))
 
     # -- Reading, as the engine does ----------------------------------------------------
 
@@ -208,8 +205,8 @@ class InMemorySource:
         ]
         keyed.extend(
             (stamp, "", position, raw)
-            for position, (stamp, raw) in enumerate(self._raw, start=1)
-            if _raw_stream(raw) == object_type and (since is None or stamp >= since)
+            for position, (stream, stamp, raw) in enumerate(self._raw, start=1)
+            if stream == object_type and (since is None or stamp >= since)
         )
         keyed.sort(key=lambda entry: entry[:3])
         for start in range(0, len(keyed), page_size):
@@ -264,7 +261,7 @@ class InMemorySource:
         return conversion
 
     def _next_stamp(self) -> datetime:
-        stamps = [stamp for stamp, _ in self._raw]
+        stamps = [stamp for _, stamp, _ in self._raw]
         stamps.extend(
             record.system_modstamp
             for records in self._records.values()
