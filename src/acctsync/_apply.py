@@ -63,13 +63,12 @@ Upstream = Account | Contact | Deletion | PartialUpdate
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_STREAMS: dict[type, ObjectType] = {Account: "Account", Contact: "Contact"}
+
+
 def stream_of(change: Upstream) -> ObjectType:
     """The object type, and so the watermark stream, a change belongs to."""
-    if isinstance(change, Account):
-        return "Account"
-    if isinstance(change, Contact):
-        return "Contact"
-    return change.object_type
+    return _STREAMS.get(type(change)) or change.object_type  # type: ignore[union-attr]
 
 
 def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
@@ -224,13 +223,25 @@ class Applier:
     tally: Tally
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
+    _asked: set[str] = field(init=False, factory=set)
     _pending: _Pending = field(init=False, factory=_Pending)
 
     def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
         """Apply ``changes`` (in `order`) and then store ``watermarks``."""
-        account_ids = {c.id for c in changes if stream_of(c) == "Account"}
-        contact_ids = {c.id for c in changes if stream_of(c) == "Contact"}
+        account_ids: set[str] = set()
+        contact_ids: set[str] = set()
+        for change in changes:
+            if stream_of(change) == "Account":
+                account_ids.add(change.id)
+            else:
+                contact_ids.add(change.id)
+                # The accounts contacts point to, read with the page's own: a merged one
+                # sends its contacts to the winner.
+                account_id = getattr(change, "account_id", None)
+                if isinstance(account_id, str):
+                    account_ids.add(account_id)
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
+        self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
         for change in changes:
             if stream_of(change) == "Account":
@@ -367,9 +378,11 @@ class Applier:
         """
         seen = {account_id}
         while True:
-            if account_id not in self._accounts:
-                self._accounts.update(self.store.account_states([account_id]))
             stored = self._accounts.get(account_id)
+            if stored is None and account_id not in self._asked:
+                self._asked.add(account_id)
+                self._accounts.update(self.store.account_states([account_id]))
+                stored = self._accounts.get(account_id)
             if not isinstance(stored, Deletion) or stored.master_record_id is None:
                 return account_id
             if stored.master_record_id in seen:

@@ -223,6 +223,15 @@ def _store_log_and_marks(store: Store) -> None:
     _expect(store.conversion("p-1") == conversion, "conversions are recorded by person id")
 
 
+def _snapshot(store: Store) -> tuple[object, ...]:
+    return (
+        store.account_states([A1, A2]),
+        store.contact_states([C1]),
+        list(store.activities()),
+        store.watermark("Account"),
+    )
+
+
 def _store_atomic(store: Store) -> None:
     store.apply(Batch(accounts=[AccountState(upstream=_account(A1, 0))]))
     mark = Watermark(stream="Account", system_modstamp=_t(1))
@@ -238,17 +247,14 @@ def _store_atomic(store: Store) -> None:
             watermarks=[mark, "not a watermark"],  # type: ignore[list-item]
         ),
     ):
-        before = (store.account_states([A1, A2]), store.contact_states([C1]))
-        before += (list(store.activities()), store.watermark("Account"))
+        before = _snapshot(store)
         try:
             store.apply(broken)
         except Exception:  # any failure will do, as long as nothing changed
             pass
         else:
             raise ConformanceError("a batch holding something that is not a record must fail")
-        after = (store.account_states([A1, A2]), store.contact_states([C1]))
-        after += (list(store.activities()), store.watermark("Account"))
-        _expect(before == after, "a batch that fails leaves the store as it was (R2)")
+        _expect(_snapshot(store) == before, "a batch that fails leaves the store as it was (R2)")
 
 
 def _store_under_engine(store: Store) -> None:
