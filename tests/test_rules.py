@@ -1681,3 +1681,23 @@ def test_r8_wrapped_change_event_messages_are_read_in_their_stream_at_their_comm
     assert contact is not None
     assert contact.account_id is None
     assert contact.system_modstamp == at(10)
+
+
+def test_r4_a_contact_written_after_its_merged_account_was_undeleted_stays_with_it() -> None:
+    src, store, engine = new()
+    put_account(src, A1, T0, Name="A")
+    put_account(src, A2, T0, Name="B")
+    engine.sync()
+    src.delete(Deletion(object_type="Account", id=A1, deleted_at=at(10), master_record_id=A2))
+    engine.sync()
+    src.undelete("Account", A1, at=at(20))
+    put_contact(src, C1, A1, at(30))
+    put_account(src, A1, at(40), Name="A again")
+    engine.sync()
+    contact = store.get_contact(C1)
+    assert contact is not None
+    assert contact.account_id == A1
+    src.delete(Deletion(object_type="Account", id=A2, deleted_at=at(50)))
+    engine.sync()
+    assert store.get_contact(C1) is not None
+    assert store.contact_ids(A1) == [C1]

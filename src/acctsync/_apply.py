@@ -280,7 +280,7 @@ class Applier:
         if deletion.master_record_id is None:
             self._pending.contact_ops.append(DeleteContacts(account_id=deletion.id))
         else:
-            winner = self._winner(deletion.master_record_id)
+            winner = self._winner(deletion.master_record_id, deletion.deleted_at)
             self._pending.contact_ops.append(
                 MoveContacts(from_account_id=deletion.id, to_account_id=winner)
             )
@@ -350,7 +350,7 @@ class Applier:
                 self._refetch("Contact", change.id)
                 return
             if contact.account_id is not None:
-                winner = self._winner(contact.account_id)
+                winner = self._winner(contact.account_id, contact.system_modstamp)
                 if winner != contact.account_id:
                     contact = attrs.evolve(contact, account_id=winner)
             new = contact
@@ -370,11 +370,14 @@ class Applier:
             )
         )
 
-    def _winner(self, account_id: str) -> str:
-        """Follow merges from ``account_id`` to the account that survived them (R4).
+    def _winner(self, account_id: str, as_of: datetime) -> str:
+        """The account that a reference to ``account_id``, written at ``as_of``, means (R4).
 
-        Merges that loop (only conflicting data can make them) end at the first account
-        named again.
+        A merge moved the loser's contacts to the winner, so a reference older than the
+        merge means the winner. A newer one means the loser itself: Salesforce keeps no
+        reference to a deleted record, so the loser was undeleted since, and its undelete
+        is yet to arrive. Merges that loop (only conflicting data can make them) end at
+        the first account named again.
         """
         seen = {account_id}
         while True:
@@ -384,6 +387,8 @@ class Applier:
                 self._accounts.update(self.store.account_states([account_id]))
                 stored = self._accounts.get(account_id)
             if not isinstance(stored, Deletion) or stored.master_record_id is None:
+                return account_id
+            if as_of > stored.deleted_at:
                 return account_id
             if stored.master_record_id in seen:
                 return account_id
