@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
-import attrs
 from attrs import define, field
 
 from acctsync._activity import ChangeDataValue, Origin, activity_id_prefix
@@ -231,15 +230,7 @@ class Applier:
         account_ids: set[str] = set()
         contact_ids: set[str] = set()
         for change in changes:
-            if stream_of(change) == "Account":
-                account_ids.add(change.id)
-            else:
-                contact_ids.add(change.id)
-                # The accounts contacts point to, read with the page's own: a merged one
-                # sends its contacts to the winner.
-                account_id = getattr(change, "account_id", None)
-                if isinstance(account_id, str):
-                    account_ids.add(account_id)
+            (account_ids if stream_of(change) == "Account" else contact_ids).add(change.id)
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
         self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
@@ -349,10 +340,9 @@ class Applier:
             else:
                 self._refetch("Contact", change.id)
                 return
-            if contact.account_id is not None:
-                winner = self._winner(contact.account_id, contact.system_modstamp)
-                if winner != contact.account_id:
-                    contact = attrs.evolve(contact, account_id=winner)
+            # A source shows a contact as it is now, merges included: the account it names
+            # is its account, even where the store still holds a merge tombstone for it
+            # (a stale one: the account was undeleted since, in a version yet to come).
             new = contact
             self.tally.contacts_upserted += 1
         for side in (stored, new):
@@ -370,14 +360,13 @@ class Applier:
             )
         )
 
-    def _winner(self, account_id: str, as_of: datetime) -> str:
-        """The account that a reference to ``account_id``, written at ``as_of``, means (R4).
+    def _winner(self, account_id: str, merged_at: datetime) -> str:
+        """Where a merge into ``account_id`` at ``merged_at`` puts the loser's contacts (R4).
 
-        A merge moved the loser's contacts to the winner, so a reference older than the
-        merge means the winner. A newer one means the loser itself: Salesforce keeps no
-        reference to a deleted record, so the loser was undeleted since, and its undelete
-        is yet to arrive. Merges that loop (only conflicting data can make them) end at
-        the first account named again.
+        They follow the winner's own merge, and so on, if it came later. A tombstone older
+        than the merge cannot have moved them: Salesforce merges into live accounts only,
+        so the winner was undeleted since, in a version yet to arrive. Merges that loop
+        (only conflicting data can make them) end at the first account named again.
         """
         seen = {account_id}
         while True:
@@ -388,9 +377,7 @@ class Applier:
                 stored = self._accounts.get(account_id)
             if not isinstance(stored, Deletion) or stored.master_record_id is None:
                 return account_id
-            if as_of > stored.deleted_at:
+            if merged_at > stored.deleted_at or stored.master_record_id in seen:
                 return account_id
-            if stored.master_record_id in seen:
-                return account_id
-            account_id = stored.master_record_id
+            account_id, merged_at = stored.master_record_id, stored.deleted_at
             seen.add(account_id)

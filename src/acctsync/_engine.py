@@ -16,9 +16,11 @@ only thing the engine reads that it is not handed; it can be replaced.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Final
 
 import attrs
@@ -174,9 +176,20 @@ class SyncEngine:
                 since = mark - self._lookback
             except OverflowError:  # a lookback reaching before year 1: read everything
                 since = None
+        held: list[Upstream] = []
         for page in self._source.read_changes(stream, since, page_size=self._page_size):
             tally.pages += 1
-            yield from sorted(self._decode(stream, page, tally), key=order)
+            changes = sorted([*held, *self._decode(stream, page, tally)], key=order)
+            if not changes:
+                continue
+            # The source orders by (stamp, Id), `order` puts deletions last on a stamp: the
+            # page's last stamp is held back until a later page shows that none follow.
+            cut = bisect.bisect_left(
+                changes, changes[-1].system_modstamp, key=attrgetter("system_modstamp")
+            )
+            yield from changes[:cut]
+            held = changes[cut:]
+        yield from held
 
     def _decode(self, stream: ObjectType, page: Iterable[Change], tally: Tally) -> list[Upstream]:
         changes: list[Upstream] = []
