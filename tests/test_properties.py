@@ -44,6 +44,7 @@ from acctsync import (
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from acctsync.testing import strategies as acctsync_st
+from plain_rules import same
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -108,20 +109,6 @@ def _history(
 
 histories = st.builds(_history, openings, st.lists(changes, max_size=25))
 page_sizes = st.sampled_from([1, 2, 3, 100])
-
-
-def same(a: FieldValue, b: FieldValue) -> bool:
-    """Whether a field kept its value, as Salesforce compares values."""
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    numbers = (int, float, Decimal)
-    if isinstance(a, numbers) and isinstance(b, numbers):
-        return a == b
-    if isinstance(a, datetime) or isinstance(b, datetime):
-        return isinstance(a, datetime) and isinstance(b, datetime) and a == b
-    return type(a) is type(b) and a == b
 
 
 def changed_fields(old: dict[str, FieldValue], new: dict[str, FieldValue]) -> set[str]:

@@ -77,6 +77,7 @@ from acctsync import (
     UnknownContactError,
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
+from plain_rules import same
 
 T = TypeVar("T")
 
@@ -114,20 +115,6 @@ page_sizes = st.sampled_from([1, 3, 1000])
 
 
 # -- Plain rules ----------------------------------------------------------------------------
-
-
-def same(a: FieldValue, b: FieldValue) -> bool:
-    """Whether a field kept its value, as Salesforce compares values."""
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    numbers = (int, float, Decimal)
-    if isinstance(a, numbers) and isinstance(b, numbers):
-        return a == b
-    if isinstance(a, datetime) or isinstance(b, datetime):
-        return isinstance(a, datetime) and isinstance(b, datetime) and a == b
-    return type(a) is type(b) and a == b
 
 
 def token(value: FieldValue) -> tuple[str, Any]:
