@@ -14,12 +14,16 @@ from acctsync._errors import (
     AlreadyAContactError,
     ConfigurationError,
     InvalidRecordError,
+    LockLostError,
+    LockTimeoutError,
     NoAccountError,
+    SchemaVersionError,
+    StoreError,
     UnknownContactError,
 )
 from acctsync._formats import AUDIT_FIELDS, decode_change_event, decode_record, encode_record
 from acctsync._ids import normalize_id
-from acctsync._protocols import LoggingPolicy, Source, Store, WritableSource
+from acctsync._protocols import ExclusiveStore, LoggingPolicy, Source, Store, WritableSource
 from acctsync._records import (
     RESERVED_FIELDS,
     UNCHANGED,
@@ -72,8 +76,11 @@ __all__ = [
     "DeleteContacts",
     "Deletion",
     "EditResult",
+    "ExclusiveStore",
     "FieldValue",
     "InvalidRecordError",
+    "LockLostError",
+    "LockTimeoutError",
     "LoggingPolicy",
     "MoveContacts",
     "NoAccountError",
@@ -86,8 +93,10 @@ __all__ = [
     "RawRecord",
     "Refetch",
     "Rejection",
+    "SchemaVersionError",
     "Source",
     "Store",
+    "StoreError",
     "StoredAccount",
     "StoredContact",
     "Suppression",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Final
@@ -37,7 +38,7 @@ from acctsync._errors import (
 )
 from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
-from acctsync._protocols import LoggingPolicy, Source, Store, WritableSource
+from acctsync._protocols import ExclusiveStore, LoggingPolicy, Source, Store, WritableSource
 from acctsync._records import (
     Account,
     Change,
@@ -128,6 +129,16 @@ class SyncEngine:
 
     def sync(self) -> SyncReport:
         """Pull every change since the stored watermarks and apply it, page by page."""
+        with self._hold():
+            return self._sync()
+
+    def _hold(self) -> AbstractContextManager[None]:
+        """The store's hold for one runner, where the store has one (`ExclusiveStore`)."""
+        if isinstance(self._store, ExclusiveStore):
+            return self._store.exclusive()
+        return nullcontext()
+
+    def _sync(self) -> SyncReport:
         tally = Tally()
         applier = Applier(store=self._store, policy=self._policy, tally=tally)
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
@@ -241,6 +252,10 @@ class SyncEngine:
         """
         contact_id = normalize_id(contact_id, prefix=CONTACT_PREFIX)
         check_field(field, value, record_id=contact_id)
+        with self._hold():
+            return self._edit_account_field(contact_id, field, value)
+
+    def _edit_account_field(self, contact_id: str, field: str, value: FieldValue) -> EditResult:
         contact = self._store.contact_states([contact_id]).get(contact_id)
         if not isinstance(contact, Contact):
             raise UnknownContactError(contact_id)
@@ -314,6 +329,22 @@ class SyncEngine:
         Person fields map as `CONVERSION_FIELD_MAP` says; the ``*_fields`` arguments add
         to or override what each record gets.
         """
+        with self._hold():
+            return self._convert_person(
+                person,
+                account_fields=account_fields,
+                contact_fields=contact_fields,
+                opportunity_fields=opportunity_fields,
+            )
+
+    def _convert_person(
+        self,
+        person: Person,
+        *,
+        account_fields: Mapping[str, FieldValue] | None,
+        contact_fields: Mapping[str, FieldValue] | None,
+        opportunity_fields: Mapping[str, FieldValue] | None,
+    ) -> Conversion:
         done = self._store.conversion(person.id)
         if done is not None:
             return done

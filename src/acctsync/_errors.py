@@ -7,7 +7,11 @@ __all__ = [
     "AlreadyAContactError",
     "ConfigurationError",
     "InvalidRecordError",
+    "LockLostError",
+    "LockTimeoutError",
     "NoAccountError",
+    "SchemaVersionError",
+    "StoreError",
     "UnknownContactError",
 ]
 
@@ -70,3 +74,47 @@ class AlreadyAContactError(AcctSyncError, ValueError):
         self.person_id = person_id
         self.contact_id = contact_id
         super().__init__(f"person {person_id!r} is already contact {contact_id!r}")
+
+
+class StoreError(AcctSyncError):
+    """A store could not read or write; ``__cause__`` holds the database's own error.
+
+    Nothing of the failed call was written: a store applies each batch whole or not at all.
+    """
+
+
+class LockTimeoutError(StoreError, TimeoutError):
+    """Another runner held the org's store for longer than the lock timeout."""
+
+    def __init__(self, org: str, timeout: float, holder: str | None = None):
+        self.org = org
+        self.timeout = timeout
+        self.holder = holder
+        held_by = f" (held by {holder})" if holder else ""
+        super().__init__(
+            f"another runner holds the store of org {org!r}{held_by};"
+            f" gave up after waiting {timeout:g} s"
+        )
+
+
+class LockLostError(StoreError):
+    """A runner's hold on an org's store ended (it expired and another runner took it).
+
+    The batch that found out was not applied; nothing is lost, the next run resumes.
+    """
+
+    def __init__(self, org: str):
+        self.org = org
+        super().__init__(f"this runner no longer holds the store of org {org!r}")
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer acctsync, with a schema this one cannot read."""
+
+    def __init__(self, found: int, supported: int):
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"the database has schema version {found}, this acctsync reads up to"
+            f" {supported}: upgrade acctsync"
+        )

@@ -8,6 +8,7 @@ versions of both and conformance checks to run against one's own.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -15,7 +16,7 @@ from acctsync._activity import ChangeDataValue, Origin
 from acctsync._records import Account, Change, Contact, ObjectType
 from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
 
-__all__ = ["LoggingPolicy", "Source", "Store", "WritableSource"]
+__all__ = ["ExclusiveStore", "LoggingPolicy", "Source", "Store", "WritableSource"]
 
 
 class LoggingPolicy(Protocol):
@@ -114,4 +115,23 @@ class Store(Protocol):
 
     def activities(self) -> Iterable[ChangeDataValue]:
         """The activity log, oldest entry first."""
+        ...
+
+
+@runtime_checkable
+class ExclusiveStore(Protocol):
+    """A store that several runners share, which one runner at a time may write.
+
+    `SyncEngine` holds ``exclusive()`` for the whole of each `SyncEngine.sync`,
+    `SyncEngine.edit_account_field` and `SyncEngine.convert_person` call when its store
+    has it. A store implementing it must:
+
+    - make a second holder wait, and raise `LockTimeoutError` when the wait is too long;
+    - release the hold when the holder exits the context or its process dies;
+    - refuse (`LockLostError`) a write of a holder whose hold ended meanwhile;
+    - let the holder enter again while it holds (re-entrant).
+    """
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the store for this runner until the context exits."""
         ...

@@ -15,6 +15,7 @@ from typing import TypeAlias
 from attrs import frozen
 
 from acctsync._activity import ChangeDataValue
+from acctsync._errors import InvalidRecordError
 from acctsync._records import Account, Contact, Deletion, FieldValue, fields_attribute
 
 __all__ = [
@@ -157,6 +158,31 @@ class Batch:
     activities: Sequence[ChangeDataValue] = ()
     conversions: Sequence[Conversion] = ()
     watermarks: Sequence[Watermark] = ()
+
+    def check(self) -> None:
+        """Raise `InvalidRecordError` unless each entry is of the kind its place holds.
+
+        A store calls it before changing anything, so that a bad batch fails whole.
+        """
+        expected: tuple[tuple[Sequence[object], tuple[type, ...]], ...] = (
+            (self.accounts, (AccountState, Deletion)),
+            (self.contacts, (Contact, Deletion)),
+            (self.contact_ops, (MoveContacts, DeleteContacts)),
+            (self.activities, (ChangeDataValue,)),
+            (self.conversions, (Conversion,)),
+            (self.watermarks, (Watermark,)),
+        )
+        for entries, types in expected:
+            for entry in entries:
+                if not isinstance(entry, types):
+                    raise InvalidRecordError(f"a batch cannot hold {entry!r} there")
+        for stored, object_type in ((self.accounts, "Account"), (self.contacts, "Contact")):
+            for entry in stored:
+                if isinstance(entry, Deletion) and entry.object_type != object_type:
+                    raise InvalidRecordError(
+                        f"a {entry.object_type} deletion among {object_type.lower()}s",
+                        record_id=entry.id,
+                    )
 
     def __bool__(self) -> bool:
         return bool(

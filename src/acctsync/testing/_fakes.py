@@ -36,11 +36,9 @@ from acctsync._state import (
     Batch,
     Conversion,
     ConversionRequest,
-    DeleteContacts,
     MoveContacts,
     StoredAccount,
     StoredContact,
-    Watermark,
 )
 
 __all__ = ["InMemorySource", "InMemoryStore", "make_id"]
@@ -278,28 +276,6 @@ class InMemorySource:
         return tuple(self._opportunities.values())
 
 
-def _check_batch(batch: Batch) -> None:
-    # Checked before anything changes, so that a batch fails whole or applies whole.
-    expected: tuple[tuple[Sequence[object], tuple[type, ...]], ...] = (
-        (batch.accounts, (AccountState, Deletion)),
-        (batch.contact_ops, (MoveContacts, DeleteContacts)),
-        (batch.contacts, (Contact, Deletion)),
-        (batch.activities, (ChangeDataValue,)),
-        (batch.conversions, (Conversion,)),
-        (batch.watermarks, (Watermark,)),
-    )
-    for entries, types in expected:
-        for entry in entries:
-            if not isinstance(entry, types):
-                raise InvalidRecordError(f"a batch cannot hold {entry!r} there")
-    for entry in batch.accounts:
-        if isinstance(entry, Deletion) and entry.object_type != "Account":
-            raise InvalidRecordError("a Contact deletion among accounts", record_id=entry.id)
-    for entry in batch.contacts:
-        if isinstance(entry, Deletion) and entry.object_type != "Contact":
-            raise InvalidRecordError("an Account deletion among contacts", record_id=entry.id)
-
-
 @define(repr=False)
 class InMemoryStore:
     """A complete `Store` in dictionaries: the reference the SQL store is held to."""
@@ -347,7 +323,7 @@ class InMemoryStore:
 
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` whole (see `Batch` for the order)."""
-        _check_batch(batch)
+        batch.check()
         for account in batch.accounts:
             self._accounts[account.id] = account
         for contact in batch.contacts:

@@ -1,0 +1,189 @@
+"""The SQL store's tables and the steps that build them, one schema version each.
+
+Every table is keyed by the org key first, so one database holds many orgs. Salesforce
+field names and values are data: each record's fields are one JSON text column in the
+library's lossless form (`acctsync.make_converter`), never a column or SQL of their own.
+Timestamps are integers, microseconds since the Unix epoch in UTC: exact, ordered, and
+the same on every database.
+
+The schema grows by steps, never by editing one: step ``n`` takes a database from
+version ``n - 1`` to ``n``. A new database runs every step; an older one runs those it
+lacks. `Tables` describes the newest version, so a step that changes an existing table
+states its own DDL. (Alembic would keep its own version table, which would clash with the caller's
+own Alembic history when our tables live in their database.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from attrs import frozen
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+)
+
+__all__ = ["SCHEMA_VERSION", "Tables", "current_version", "migrate"]
+
+_ID = String(18)
+_ORG = String(255)
+# SQLite makes an INTEGER PRIMARY KEY the rowid, which counts up by itself.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@frozen
+class Tables:
+    """The store's tables, named with a prefix, in an optional schema."""
+
+    metadata: MetaData
+    meta: Table
+    accounts: Table
+    contacts: Table
+    activities: Table
+    watermarks: Table
+    conversions: Table
+    locks: Table
+
+    @classmethod
+    def define(cls, prefix: str, schema: str | None) -> Tables:
+        """The tables, as the newest schema version has them."""
+        metadata = MetaData(schema=schema)
+        meta = Table(
+            f"{prefix}meta",
+            metadata,
+            Column("name", String(64), primary_key=True),
+            Column("value", Integer, nullable=False),
+        )
+        accounts = Table(
+            f"{prefix}accounts",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("id", _ID, nullable=False),
+            Column("deleted", Boolean, nullable=False),
+            Column("system_modstamp", BigInteger, nullable=False),
+            Column("master_record_id", _ID),
+            Column("fields", Text, nullable=False),
+            Column("local_edits", Text, nullable=False),
+            Column("local_revision", Integer, nullable=False),
+            PrimaryKeyConstraint("org", "id"),
+        )
+        contacts = Table(
+            f"{prefix}contacts",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("id", _ID, nullable=False),
+            Column("deleted", Boolean, nullable=False),
+            Column("system_modstamp", BigInteger, nullable=False),
+            Column("master_record_id", _ID),
+            # NULL for tombstones, so that the index holds live contacts only.
+            Column("account_id", _ID),
+            Column("fields", Text, nullable=False),
+            PrimaryKeyConstraint("org", "id"),
+            # Covers count_contacts and contact_ids: an account's contacts, by ID.
+            Index(f"{prefix}contacts_by_account", "org", "account_id", "id"),
+        )
+        activities = Table(
+            f"{prefix}activities",
+            metadata,
+            Column("seq", _SEQ, primary_key=True, autoincrement=True),
+            Column("org", _ORG, nullable=False),
+            Column("id", Text, nullable=False),
+            Column("contact_id", _ID, nullable=False),
+            Column("account_id", _ID, nullable=False),
+            Column("field", Text, nullable=False),
+            Column("old_value", Text, nullable=False),
+            Column("new_value", Text, nullable=False),
+            Column("origin", String(16), nullable=False),
+            Column("occurred_at", BigInteger, nullable=False),
+            UniqueConstraint("org", "id", name=f"{prefix}activities_id"),
+        )
+        watermarks = Table(
+            f"{prefix}watermarks",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("stream", String(64), nullable=False),
+            Column("system_modstamp", BigInteger, nullable=False),
+            PrimaryKeyConstraint("org", "stream"),
+        )
+        conversions = Table(
+            f"{prefix}conversions",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("person_id", Text, nullable=False),
+            Column("account_id", _ID, nullable=False),
+            Column("contact_id", _ID, nullable=False),
+            Column("opportunity_id", _ID, nullable=False),
+            PrimaryKeyConstraint("org", "person_id"),
+        )
+        locks = Table(
+            f"{prefix}locks",
+            metadata,
+            Column("org", _ORG, primary_key=True),
+            Column("token", String(64), nullable=False),
+            Column("holder", Text, nullable=False),
+            Column("host", Text, nullable=False),
+            Column("pid", Integer, nullable=False),
+            Column("expires_at", BigInteger, nullable=False),
+        )
+        return cls(metadata, meta, accounts, contacts, activities, watermarks, conversions, locks)
+
+
+def _create_core(conn: Connection, tables: Tables) -> None:
+    for table in (
+        tables.meta,
+        tables.accounts,
+        tables.contacts,
+        tables.activities,
+        tables.watermarks,
+        tables.conversions,
+    ):
+        table.create(conn)  # with its indexes
+
+
+def _create_locks(conn: Connection, tables: Tables) -> None:
+    tables.locks.create(conn)
+
+
+_STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
+    _create_core,  # 1: records, activity log, watermarks, conversions
+    _create_locks,  # 2: the runner lease that SQLite needs (PostgreSQL uses advisory locks)
+)
+
+SCHEMA_VERSION: Final = len(_STEPS)
+"""The schema version this acctsync writes, and the newest it reads."""
+
+_VERSION_ROW = "schema_version"
+
+
+def current_version(conn: Connection, tables: Tables) -> int:
+    """The database's schema version: 0 where the store's tables do not exist yet."""
+    if not conn.dialect.has_table(conn, tables.meta.name, schema=tables.metadata.schema):
+        return 0
+    value = conn.scalar(select(tables.meta.c.value).where(tables.meta.c.name == _VERSION_ROW))
+    return 0 if value is None else int(value)
+
+
+def migrate(conn: Connection, tables: Tables, found: int, target: int = SCHEMA_VERSION) -> None:
+    """Run the steps from version ``found`` to ``target`` in the caller's transaction."""
+    for version in range(found + 1, target + 1):
+        _STEPS[version - 1](conn, tables)
+        if version == 1:
+            conn.execute(tables.meta.insert().values(name=_VERSION_ROW, value=version))
+        else:
+            conn.execute(
+                tables.meta.update()
+                .where(tables.meta.c.name == _VERSION_ROW)
+                .values(value=version)
+            )

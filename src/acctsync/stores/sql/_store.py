@@ -1,0 +1,614 @@
+"""`SqlStore`: the `Store` protocol on SQLAlchemy Core, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Self, TypeVar
+
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Row,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from acctsync._activity import ChangeDataValue, Origin
+from acctsync._convert import make_converter
+from acctsync._errors import ConfigurationError, SchemaVersionError, StoreError
+from acctsync._ids import normalize_id
+from acctsync._records import Account, Contact, Deletion, FieldValue
+from acctsync._state import (
+    AccountState,
+    Batch,
+    Conversion,
+    DeleteContacts,
+    MoveContacts,
+    StoredAccount,
+    StoredContact,
+)
+from acctsync.stores.sql._locks import AdvisoryLock, Lease, RunnerLock
+from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
+
+__all__ = ["SqlStore"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DIALECTS: Final = ("sqlite", "postgresql")
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
+_WRITE = "acctsync_write"
+_CHUNK = 5000  # IDs per IN list: well below every database's limit on parameters
+_LOG_PAGE = 2000
+_T = TypeVar("_T")
+
+
+def _micros(stamp: datetime) -> int:
+    delta = stamp - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _stamp(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _chunks(ids: Collection[str]) -> Iterator[list[str]]:
+    items = list(ids)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class _Codec:
+    """Field maps and values to JSON text and back, in the library's lossless form."""
+
+    def __init__(self) -> None:
+        converter = make_converter()
+        self._dump_fields = converter.get_unstructure_hook(Mapping[str, FieldValue])
+        self._load_fields = converter.get_structure_hook(Mapping[str, FieldValue])
+        self._dump_value = converter.get_unstructure_hook(FieldValue)
+        self._load_value = converter.get_structure_hook(FieldValue)
+        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+    def fields(self, fields: Mapping[str, FieldValue]) -> str:
+        return self._encoder.encode(self._dump_fields(fields)) if fields else "{}"
+
+    def read_fields(self, raw: str) -> Mapping[str, FieldValue]:
+        return self._load_fields(json.loads(raw), Mapping[str, FieldValue])  # type: ignore[no-any-return]
+
+    def value(self, value: FieldValue) -> str:
+        return self._encoder.encode(self._dump_value(value))
+
+    def read_value(self, raw: str) -> FieldValue:
+        return self._load_value(json.loads(raw), FieldValue)  # type: ignore[no-any-return]
+
+
+def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
+    """Make pysqlite's transactions SQLite's own: WAL, and BEGIN IMMEDIATE for writes.
+
+    pysqlite otherwise begins transactions late and by itself; SQLAlchemy's documented
+    remedy is to turn that off and emit ``BEGIN`` from the ``begin`` event.
+    """
+    if event.contains(engine, "begin", _on_sqlite_begin):
+        return
+
+    def on_connect(dbapi_connection: Any, _: object) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL survives any crash of the process; a power cut may lose the
+        # last batches, but with their watermark, so the next sync reads them again.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SqlStore:
+    """A `Store` in a SQL database: SQLite (embedded) or PostgreSQL, through SQLAlchemy.
+
+    ``engine`` is a SQLAlchemy `Engine` or a database URL; the tables
+    (``{table_prefix}accounts`` and kin) are created on first use, in ``schema`` if
+    given, and upgraded in place when an older acctsync created them. One database holds
+    many orgs: each store works on ``org``'s rows only, with its own watermarks.
+
+    Each `apply` is one transaction. `exclusive` (which `SyncEngine` holds while it
+    works) lets one runner at a time work on an org: another waits up to
+    ``lock_timeout`` seconds, then gets `LockTimeoutError`. On SQLite the hold is a lease
+    that lapses after ``lease`` seconds without a write, or at once when its process is
+    gone.
+
+    Raises `SchemaVersionError` for a database written by a newer acctsync, and
+    `StoreError` (with the database's error as its cause) when the database fails.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | str | URL,
+        *,
+        org: str = "default",
+        schema: str | None = None,
+        table_prefix: str = "acctsync_",
+        lock_timeout: float = 30.0,
+        lease: float = 600.0,
+    ) -> None:
+        if not isinstance(org, str) or not org or len(org) > 255:
+            raise ConfigurationError(f"org must be a string of 1 to 255 characters: {org!r}")
+        if not isinstance(table_prefix, str) or not _PREFIX.match(table_prefix):
+            raise ConfigurationError(
+                f"table_prefix must be a letter or _ then up to 30 letters, digits or _:"
+                f" {table_prefix!r}"
+            )
+        for name, seconds in (("lock_timeout", lock_timeout), ("lease", lease)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0: {seconds!r}")
+        self._owns_engine = not isinstance(engine, Engine)
+        self._engine = engine if isinstance(engine, Engine) else create_engine(engine)
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in _DIALECTS:
+            raise ConfigurationError(
+                f"SqlStore supports SQLite and PostgreSQL, not {self._dialect!r}"
+            )
+        if self._dialect == "sqlite":
+            _install_sqlite_transactions(self._engine, busy_timeout=max(lock_timeout, 5.0))
+        self._org = org
+        self._tables = Tables.define(table_prefix, schema)
+        self._codec = _Codec()
+        self._lock: RunnerLock = (
+            Lease(self._tables, org, lock_timeout, lease)
+            if self._dialect == "sqlite"
+            else AdvisoryLock(self._tables, org, lock_timeout)
+        )
+        self._pinned: Connection | None = None
+        self._depth = 0
+        self._statements = _Statements(self._tables, self._dialect)
+        self._open()
+
+    @classmethod
+    def sqlite(cls, path: str | os.PathLike[str], **options: Any) -> Self:
+        """A store in the SQLite file at ``path`` (created if missing), in WAL mode.
+
+        ``options`` are those of `SqlStore` (``org``, ``lock_timeout``...).
+        """
+        return cls(URL.create("sqlite", database=os.fspath(path)), **options)
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return f"<SqlStore {url} org={self._org!r}>"
+
+    @property
+    def org(self) -> str:
+        """The org key whose rows this store reads and writes."""
+        return self._org
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine the store uses."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release the database connections, if the store created its engine."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- Transactions and the runner's hold ----------------------------------------------
+
+    def _open(self) -> None:
+        with self._transaction(write=True) as conn:
+            if self._dialect == "postgresql":
+                # Two processes opening a new database at once must not both create it.
+                conn.execute(select(func.pg_advisory_xact_lock(0x61637473796E63)))
+            found = current_version(conn, self._tables)
+            if found > SCHEMA_VERSION:
+                raise SchemaVersionError(found, SCHEMA_VERSION)
+            migrate(conn, self._tables, found)
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            if self._pinned is not None:
+                conn = self._pinned.execution_options(**{_WRITE: write})
+                with conn.begin():
+                    if write:
+                        self._lock.renew(conn)
+                    yield conn
+            else:
+                with self._engine.connect() as conn:
+                    conn.execution_options(**{_WRITE: write})
+                    with conn.begin():
+                        yield conn
+        except DBAPIError as error:
+            raise StoreError(f"the database failed: {error.orig}") from error
+        except SQLAlchemyError as error:
+            raise StoreError(f"the database failed: {error}") from error
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this org's store for this runner until the context exits (re-entrant).
+
+        Every write inside the context checks that the hold is still this runner's
+        (`LockLostError` otherwise). A store instance serves one thread.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            conn = self._engine.connect()
+        except SQLAlchemyError as error:
+            raise StoreError(f"the database failed: {error}") from error
+        with conn:
+            try:
+                self._lock.acquire(conn)
+            except SQLAlchemyError as error:
+                raise StoreError(f"the database failed: {error}") from error
+            self._pinned, self._depth = conn, 1
+            try:
+                yield
+            finally:
+                self._pinned, self._depth = None, 0
+                try:
+                    self._lock.release(conn)
+                except SQLAlchemyError:
+                    # Dropping the connection ends an advisory lock; a lease lapses.
+                    conn.invalidate()
+
+    # -- Reads ---------------------------------------------------------------------------
+
+    def watermark(self, stream: str) -> datetime | None:
+        """The stored watermark of ``stream`` for this org."""
+        table = self._tables.watermarks
+        with self._transaction(write=False) as conn:
+            micros = conn.scalar(
+                select(table.c.system_modstamp).where(
+                    table.c.org == self._org, table.c.stream == stream
+                )
+            )
+        return None if micros is None else _stamp(micros)
+
+    def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
+        """Stored entries of ``ids``, tombstones included."""
+        table = self._tables.accounts
+        found: dict[str, StoredAccount] = {}
+        with self._transaction(write=False) as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(table).where(table.c.org == self._org, table.c.id.in_(chunk))
+                )
+                for row in rows:
+                    found[row.id] = self._account_state(row)
+        return found
+
+    def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
+        """Stored entries of ``ids``, tombstones included."""
+        table = self._tables.contacts
+        found: dict[str, StoredContact] = {}
+        with self._transaction(write=False) as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(table).where(table.c.org == self._org, table.c.id.in_(chunk))
+                )
+                for row in rows:
+                    found[row.id] = self._contact_state(row)
+        return found
+
+    def count_contacts(self, account_id: str) -> int:
+        """The number of live contacts of the account, counted in the database."""
+        table = self._tables.contacts
+        with self._transaction(write=False) as conn:
+            count = conn.scalar(
+                select(func.count()).where(
+                    table.c.org == self._org, table.c.account_id == normalize_id(account_id)
+                )
+            )
+        return int(count or 0)
+
+    def contact_ids(self, account_id: str) -> Sequence[str]:
+        """The IDs of the account's live contacts, in ID order."""
+        table = self._tables.contacts
+        with self._transaction(write=False) as conn:
+            return list(
+                conn.scalars(
+                    select(table.c.id)
+                    .where(
+                        table.c.org == self._org, table.c.account_id == normalize_id(account_id)
+                    )
+                    .order_by(table.c.id)
+                )
+            )
+
+    def conversion(self, person_id: str) -> Conversion | None:
+        """The recorded Convert Person result for ``person_id``."""
+        table = self._tables.conversions
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                select(table).where(table.c.org == self._org, table.c.person_id == person_id)
+            ).first()
+        if row is None:
+            return None
+        return Conversion(
+            person_id=row.person_id,
+            account_id=row.account_id,
+            contact_id=row.contact_id,
+            opportunity_id=row.opportunity_id,
+        )
+
+    def get_account(self, account_id: str) -> Account | None:
+        """The live account with its effective values (local edits on top), or None."""
+        state = self.account_states([normalize_id(account_id)]).get(normalize_id(account_id))
+        return state.effective() if isinstance(state, AccountState) else None
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        """The live contact, or None."""
+        contact = self.contact_states([normalize_id(contact_id)]).get(normalize_id(contact_id))
+        return contact if isinstance(contact, Contact) else None
+
+    def activities(
+        self,
+        *,
+        account_id: str | None = None,
+        contact_id: str | None = None,
+        since: datetime | None = None,
+    ) -> Iterator[ChangeDataValue]:
+        """The activity log, oldest entry first, optionally of one account or contact.
+
+        ``since`` keeps entries that occurred at or after it. The log is read a page at
+        a time, so it may be longer than memory.
+        """
+        table = self._tables.activities
+        where = [table.c.org == self._org]
+        if account_id is not None:
+            where.append(table.c.account_id == normalize_id(account_id))
+        if contact_id is not None:
+            where.append(table.c.contact_id == normalize_id(contact_id))
+        if since is not None:
+            where.append(table.c.occurred_at >= _micros(since))
+        after = 0
+        while True:
+            with self._transaction(write=False) as conn:
+                rows = conn.execute(
+                    select(table)
+                    .where(*where, table.c.seq > after)
+                    .order_by(table.c.seq)
+                    .limit(_LOG_PAGE)
+                ).all()
+            for row in rows:
+                yield self._entry(row)
+            if len(rows) < _LOG_PAGE:
+                return
+            after = rows[-1].seq
+
+    def accounts(self) -> Iterator[Account]:
+        """Every live account, with effective values, in ID order."""
+        for state in self._walk(self._tables.accounts, self._account_state):
+            if isinstance(state, AccountState):
+                yield state.effective()
+
+    def contacts(self) -> Iterator[Contact]:
+        """Every live contact, in ID order."""
+        for contact in self._walk(self._tables.contacts, self._contact_state):
+            if isinstance(contact, Contact):
+                yield contact
+
+    def _walk(self, table: Table, read: Callable[[Row[Any]], _T]) -> Iterator[_T]:
+        after = ""
+        while True:
+            with self._transaction(write=False) as conn:
+                rows = conn.execute(
+                    select(table)
+                    .where(table.c.org == self._org, table.c.id > after, ~table.c.deleted)
+                    .order_by(table.c.id)
+                    .limit(_LOG_PAGE)
+                ).all()
+            yield from map(read, rows)
+            if len(rows) < _LOG_PAGE:
+                return
+            after = rows[-1].id
+
+    # -- The one write -------------------------------------------------------------------
+
+    def apply(self, batch: Batch) -> None:
+        """Apply ``batch`` in one transaction (see `Batch` for the order)."""
+        batch.check()
+        org, codec, statements = self._org, self._codec, self._statements
+        accounts = {entry.id: self._account_row(entry) for entry in batch.accounts}
+        contacts = {entry.id: self._contact_row(entry) for entry in batch.contacts}
+        activities: dict[str, dict[str, Any]] = {}
+        for entry in batch.activities:
+            activities.setdefault(
+                entry.id,
+                {
+                    "org": org,
+                    "id": entry.id,
+                    "contact_id": entry.contact_id,
+                    "account_id": entry.account_id,
+                    "field": entry.field,
+                    "old_value": codec.value(entry.old_value),
+                    "new_value": codec.value(entry.new_value),
+                    "origin": entry.origin.value,
+                    "occurred_at": _micros(entry.occurred_at),
+                },
+            )
+        with self._transaction(write=True) as conn:
+            if accounts:
+                conn.execute(statements.upsert_account, list(accounts.values()))
+            if contacts:
+                conn.execute(statements.upsert_contact, list(contacts.values()))
+            for op in batch.contact_ops:
+                conn.execute(*statements.contact_op(org, op))
+            if activities:
+                conn.execute(statements.insert_activity, list(activities.values()))
+            for conversion in batch.conversions:
+                conn.execute(
+                    statements.upsert_conversion,
+                    {
+                        "org": org,
+                        "person_id": conversion.person_id,
+                        "account_id": conversion.account_id,
+                        "contact_id": conversion.contact_id,
+                        "opportunity_id": conversion.opportunity_id,
+                    },
+                )
+            for watermark in batch.watermarks:
+                conn.execute(
+                    statements.upsert_watermark,
+                    {
+                        "org": org,
+                        "stream": watermark.stream,
+                        "system_modstamp": _micros(watermark.system_modstamp),
+                    },
+                )
+
+    # -- Rows ----------------------------------------------------------------------------
+
+    def _account_row(self, entry: StoredAccount) -> dict[str, Any]:
+        if isinstance(entry, Deletion):
+            return {
+                "org": self._org,
+                "id": entry.id,
+                "deleted": True,
+                "system_modstamp": _micros(entry.deleted_at),
+                "master_record_id": entry.master_record_id,
+                "fields": "{}",
+                "local_edits": "{}",
+                "local_revision": 0,
+            }
+        return {
+            "org": self._org,
+            "id": entry.id,
+            "deleted": False,
+            "system_modstamp": _micros(entry.system_modstamp),
+            "master_record_id": None,
+            "fields": self._codec.fields(entry.upstream.fields),
+            "local_edits": self._codec.fields(entry.local_edits),
+            "local_revision": entry.local_revision,
+        }
+
+    def _contact_row(self, entry: StoredContact) -> dict[str, Any]:
+        if isinstance(entry, Deletion):
+            return {
+                "org": self._org,
+                "id": entry.id,
+                "deleted": True,
+                "system_modstamp": _micros(entry.deleted_at),
+                "master_record_id": entry.master_record_id,
+                "account_id": None,
+                "fields": "{}",
+            }
+        return {
+            "org": self._org,
+            "id": entry.id,
+            "deleted": False,
+            "system_modstamp": _micros(entry.system_modstamp),
+            "master_record_id": None,
+            "account_id": entry.account_id,
+            "fields": self._codec.fields(entry.fields),
+        }
+
+    def _account_state(self, row: Row[Any]) -> StoredAccount:
+        if row.deleted:
+            return Deletion(
+                object_type="Account",
+                id=row.id,
+                deleted_at=_stamp(row.system_modstamp),
+                master_record_id=row.master_record_id,
+            )
+        return AccountState(
+            upstream=Account(
+                id=row.id,
+                fields=self._codec.read_fields(row.fields),
+                system_modstamp=_stamp(row.system_modstamp),
+            ),
+            local_edits=self._codec.read_fields(row.local_edits),
+            local_revision=row.local_revision,
+        )
+
+    def _contact_state(self, row: Row[Any]) -> StoredContact:
+        if row.deleted:
+            return Deletion(
+                object_type="Contact",
+                id=row.id,
+                deleted_at=_stamp(row.system_modstamp),
+                master_record_id=row.master_record_id,
+            )
+        return Contact(
+            id=row.id,
+            account_id=row.account_id,
+            fields=self._codec.read_fields(row.fields),
+            system_modstamp=_stamp(row.system_modstamp),
+        )
+
+    def _entry(self, row: Row[Any]) -> ChangeDataValue:
+        return ChangeDataValue(
+            id=row.id,
+            contact_id=row.contact_id,
+            account_id=row.account_id,
+            field=row.field,
+            old_value=self._codec.read_value(row.old_value),
+            new_value=self._codec.read_value(row.new_value),
+            origin=Origin(row.origin),
+            occurred_at=_stamp(row.occurred_at),
+        )
+
+
+class _Statements:
+    """The store's write statements, built once in the dialect's own upsert form."""
+
+    def __init__(self, tables: Tables, dialect: str) -> None:
+        self._tables = tables
+        self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        self.upsert_account = self._upsert(tables.accounts, ("org", "id"))
+        self.upsert_contact = self._upsert(tables.contacts, ("org", "id"))
+        self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
+        self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
+        self.insert_activity = self._insert(tables.activities).on_conflict_do_nothing(
+            index_elements=["org", "id"]
+        )
+
+    def _upsert(self, table: Table, keys: Sequence[str]) -> Any:
+        statement = self._insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in keys},
+        )
+
+    def contact_op(self, org: str, op: MoveContacts | DeleteContacts) -> tuple[Any]:
+        """The statement that carries out a `MoveContacts` or `DeleteContacts`."""
+        table = self._tables.contacts
+        if isinstance(op, MoveContacts):
+            return (
+                update(table)
+                .where(table.c.org == org, table.c.account_id == op.from_account_id)
+                .values(account_id=op.to_account_id),
+            )
+        # A deleted account's contacts become tombstones with their own stamps.
+        return (
+            update(table)
+            .where(table.c.org == org, table.c.account_id == op.account_id)
+            .values(deleted=True, account_id=None, master_record_id=None, fields="{}"),
+        )
