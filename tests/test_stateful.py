@@ -212,7 +212,7 @@ class CrashError(Exception):
 class CrashingStore:
     """A store that fails, before writing anything, on its ``crash_at``-th `apply`."""
 
-    def __init__(self, inner: InMemoryStore, crash_at: int) -> None:
+    def __init__(self, inner: Any, crash_at: int) -> None:
         self._inner = inner
         self._left = crash_at
         self.crashed = False
@@ -232,7 +232,7 @@ class AccountSync(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.source = InMemorySource()
-        self.store = InMemoryStore()
+        self.store = self.new_store()
         self.policy = ActivityPolicy(max_contacts_per_account=MAX_CONTACTS)
         self.edit_time = datetime(2030, 1, 1, tzinfo=UTC)
         self.engine = self.make_engine(page_size=3)
@@ -249,6 +249,10 @@ class AccountSync(RuleBasedStateMachine):
         self.contacts: dict[str, ModelContact] = {}
         self.marks: dict[str, datetime] = {}
         self.log: Counter[Entry] = Counter()
+
+    def new_store(self) -> Any:
+        """The store under test: a fresh one per run of the machine."""
+        return InMemoryStore()
 
     def make_engine(self, *, page_size: int, store: Any = None, **options: Any) -> SyncEngine:
         return SyncEngine(

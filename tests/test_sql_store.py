@@ -1,0 +1,383 @@
+"""The SQL store on SQLite and PostgreSQL: the store protocol, orgs, locks, schema versions."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+
+import sqlalchemy
+from sqlalchemy import create_engine
+
+from acctsync import (
+    Account,
+    AccountState,
+    ActivityPolicy,
+    Batch,
+    ChangeDataValue,
+    ConfigurationError,
+    Contact,
+    Deletion,
+    LockLostError,
+    LockTimeoutError,
+    Origin,
+    SchemaVersionError,
+    StoreError,
+    SyncEngine,
+    Watermark,
+)
+from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
+from acctsync.stores.sql._schema import Tables, current_version, migrate
+from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
+
+T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+A1, A2 = make_id("001", 1), make_id("001", 2)
+C1, C2, C3 = (make_id("003", n) for n in (1, 2, 3))
+HOSTILE = "x'); DROP TABLE accounts; --"
+
+StoreFactory = Callable[..., SqlStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Stores on one database: each call opens another store on it (``org=`` and so on)."""
+    opened: list[SqlStore] = []
+    if request.param == "sqlite":
+        path = tmp_path / "acctsync.db"
+
+        def open_store(**options: object) -> SqlStore:
+            opened.append(SqlStore.sqlite(path, **options))  # type: ignore[arg-type]
+            return opened[-1]
+
+        yield open_store
+    else:
+        url, schema = request.getfixturevalue("postgres_schema")
+        engine = create_engine(url)
+
+        def open_store(**options: object) -> SqlStore:
+            opened.append(SqlStore(engine, schema=schema, **options))  # type: ignore[arg-type]
+            return opened[-1]
+
+        yield open_store
+        engine.dispose()
+    for store in opened:
+        store.close()
+
+
+def account(account_id: str, seconds: int, **fields: object) -> Account:
+    return Account(id=account_id, fields=fields, system_modstamp=T0 + timedelta(seconds=seconds))  # type: ignore[arg-type]
+
+
+def contact(contact_id: str, account_id: str | None, seconds: int, **fields: object) -> Contact:
+    return Contact(
+        id=contact_id,
+        account_id=account_id,
+        fields=fields,  # type: ignore[arg-type]
+        system_modstamp=T0 + timedelta(seconds=seconds),
+    )
+
+
+def synced(store: SqlStore) -> tuple[InMemorySource, SyncEngine]:
+    source = InMemorySource()
+    source.upsert(account(A1, 0, Name="Acme", Industry="Tech"))
+    source.upsert(contact(C1, A1, 0, LastName="One"))
+    source.upsert(contact(C2, A1, 0, LastName="Two"))
+    engine = SyncEngine(source=source, store=store, clock=lambda: LATER)
+    engine.sync()
+    return source, engine
+
+
+# -- The store protocol -----------------------------------------------------------------
+
+
+def test_conformance_checks_pass(make_store: StoreFactory) -> None:
+    orgs = itertools.count()
+    check_store(lambda: make_store(org=f"org-{next(orgs)}"))
+
+
+def test_a_sync_into_sql_equals_a_sync_into_memory(make_store: StoreFactory) -> None:
+    memory, sql = InMemoryStore(), make_store()
+    source = InMemorySource()
+    engines = [
+        SyncEngine(source=source, store=store, page_size=2, clock=lambda: LATER)
+        for store in (memory, sql)
+    ]
+    source.upsert(account(A1, 0, Name="Acme", Revenue=Decimal("1.50")))
+    source.upsert(account(A2, 0, Name="Beta"))
+    for n, contact_id in enumerate((C1, C2, C3)):
+        source.upsert(contact(contact_id, A1 if n < 2 else A2, n))
+    for engine in engines:
+        engine.sync()
+        engine.edit_account_field(contact_id=C1, field="Industry", value="Retail")
+    source.upsert(account(A1, 10, Name="Acme Corp", Revenue=Decimal("2.00")))
+    source.delete(
+        Deletion(
+            object_type="Account",
+            id=A2,
+            deleted_at=T0 + timedelta(seconds=11),
+            master_record_id=A1,
+        )
+    )
+    reports = [engine.sync() for engine in engines]
+    assert reports[0] == reports[1]
+    assert list(sql.accounts()) == list(memory.accounts())
+    assert sorted(sql.contacts(), key=lambda c: c.id) == sorted(
+        memory.contacts(), key=lambda c: c.id
+    )
+    assert list(sql.activities()) == list(memory.activities())
+    assert sql.account_states([A2]) == memory.account_states([A2])
+    assert sql.watermark("Account") == memory.watermark("Account")
+
+
+def test_hostile_field_names_and_values_stay_data(make_store: StoreFactory) -> None:
+    store = make_store()
+    odd: dict[str, object] = {
+        HOSTILE: "'; DELETE FROM acctsync_contacts; --",
+        "Quote'\"": "\x00\u2603 ünïcode",
+        "Amount": Decimal("12345678901234567890.123456789"),
+        "Day": date(2024, 2, 29),
+        "At": datetime(2024, 1, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-5))),
+        "Yes": True,
+        "One": 1,
+        "Float": 0.1,
+        "Nothing": None,
+    }
+    upstream = account(A1, 0, **odd)
+    store.apply(Batch(accounts=[AccountState(upstream=upstream)]))
+    stored = store.get_account(A1)
+    assert stored == upstream
+    assert stored is not None
+    for name, value in odd.items():
+        assert type(stored.fields[name]) is type(value)
+    entry = ChangeDataValue(
+        id=f"x:{HOSTILE}",
+        contact_id=C1,
+        account_id=A1,
+        field=HOSTILE,
+        old_value=odd["At"],  # type: ignore[arg-type]
+        new_value=odd["Amount"],  # type: ignore[arg-type]
+        origin=Origin.LOCAL,
+        occurred_at=T0,
+    )
+    store.apply(Batch(activities=[entry]))
+    assert list(store.activities()) == [entry]
+    assert store.get_account(A1) == upstream
+
+
+def test_a_failed_batch_writes_nothing(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store()
+    synced(store)
+    # The watermark is written last; make it fail after the contact row went in.
+    monkeypatch.setattr(
+        store._statements,
+        "upsert_watermark",
+        sqlalchemy.text("INSERT INTO no_such_table VALUES (1)"),
+    )
+    with pytest.raises(StoreError, match="no_such_table"):
+        store.apply(
+            Batch(
+                contacts=[contact(C3, A1, 5)],
+                watermarks=[Watermark(stream="Account", system_modstamp=LATER)],
+            )
+        )
+    assert store.get_contact(C3) is None
+    assert store.watermark("Account") == T0
+
+
+def test_activities_read_in_pages_and_by_account_contact_and_time(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    entries = [
+        ChangeDataValue(
+            id=f"e{n}",
+            contact_id=C1 if n % 2 else C2,
+            account_id=A1 if n % 3 else A2,
+            field="Name",
+            old_value=n,
+            new_value=n + 1,
+            origin=Origin.SALESFORCE,
+            occurred_at=T0 + timedelta(seconds=n),
+        )
+        for n in range(4500)
+    ]
+    store.apply(Batch(activities=entries))
+    store.apply(Batch(activities=entries[:10]))  # a replay: nothing twice
+    assert list(store.activities()) == entries
+    assert list(store.activities(account_id=A2)) == [e for e in entries if e.account_id == A2]
+    assert list(store.activities(contact_id=C1, since=T0 + timedelta(seconds=4000))) == [
+        e for e in entries if e.contact_id == C1 and e.occurred_at >= T0 + timedelta(seconds=4000)
+    ]
+
+
+# -- Orgs --------------------------------------------------------------------------------
+
+
+def test_orgs_share_a_database_and_nothing_else(make_store: StoreFactory) -> None:
+    acme, beta = make_store(org="acme"), make_store(org="beta")
+    synced(acme)
+    assert acme.get_account(A1) is not None
+    assert beta.get_account(A1) is None
+    assert beta.watermark("Account") is None
+    assert beta.count_contacts(A1) == 0
+    assert list(beta.activities()) == []
+    source = InMemorySource()
+    source.upsert(account(A1, 50, Name="Beta's own"))
+    SyncEngine(source=source, store=beta, clock=lambda: LATER).sync()
+    assert acme.get_account(A1).fields["Name"] == "Acme"  # type: ignore[union-attr]
+    assert beta.get_account(A1).fields["Name"] == "Beta's own"  # type: ignore[union-attr]
+
+
+# -- One runner per org ------------------------------------------------------------------
+
+
+def test_a_second_runner_on_an_org_waits_then_fails_clearly(make_store: StoreFactory) -> None:
+    first, second = make_store(org="acme"), make_store(org="acme", lock_timeout=0.3)
+    other_org = make_store(org="beta", lock_timeout=0.3)
+    with first.exclusive():
+        with pytest.raises(LockTimeoutError, match="'acme'") as raised:
+            synced(second)
+        assert raised.value.org == "acme"
+        synced(other_org)  # another org does not wait
+        with first.exclusive():  # the holder may enter again
+            first.apply(Batch(watermarks=[Watermark(stream="Account", system_modstamp=T0)]))
+    synced(second)  # free again
+    assert second.get_account(A1) is not None
+
+
+def test_a_runner_waits_for_the_holder_to_finish(make_store: StoreFactory) -> None:
+    first, second = make_store(org="acme"), make_store(org="acme", lock_timeout=10)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with first.exclusive():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    threading.Timer(0.2, release.set).start()
+    synced(second)
+    holder.join()
+    assert second.get_account(A1) is not None
+
+
+def test_sqlite_a_runner_whose_lease_lapsed_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "acctsync.db"
+    slow = SqlStore.sqlite(path, lease=0)  # a lease that lapses at once
+    fast = SqlStore.sqlite(path)
+    with slow.exclusive():
+        # The lease lapsed: another runner may take it, and the slow one must stop.
+        with fast.exclusive():
+            pass
+        with pytest.raises(LockLostError):
+            slow.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert fast.get_contact(C1) is None
+
+
+# -- Schema versions ---------------------------------------------------------------------
+
+
+def test_an_older_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    tables = Tables.define("acctsync_", None)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        migrate(conn, tables, 0, target=1)
+        conn.execute(
+            tables.watermarks.insert().values(org="default", stream="Account", system_modstamp=7)
+        )
+    engine.dispose()
+    store = SqlStore.sqlite(path)
+    with store.engine.connect() as conn:
+        assert current_version(conn, tables) == SCHEMA_VERSION
+    assert store.watermark("Account") == datetime(1970, 1, 1, 0, 0, 0, 7, tzinfo=UTC)
+    synced(store)  # the upgraded store works, runner lock included
+    store.close()
+
+
+def test_a_newer_schema_is_refused(make_store: StoreFactory) -> None:
+    store = make_store()
+    tables = Tables.define("acctsync_", store._tables.metadata.schema)
+    with store.engine.begin() as conn:
+        conn.execute(tables.meta.update().values(value=SCHEMA_VERSION + 1))
+    with pytest.raises(SchemaVersionError, match="upgrade acctsync") as raised:
+        make_store()
+    assert raised.value.found == SCHEMA_VERSION + 1
+
+
+def test_opening_again_keeps_everything(make_store: StoreFactory) -> None:
+    synced(make_store())
+    again = make_store()
+    assert again.get_account(A1) is not None
+    assert again.count_contacts(A1) == 2
+
+
+def test_tables_take_a_prefix(tmp_path: Path) -> None:
+    store = SqlStore.sqlite(tmp_path / "app.db", table_prefix="sf_")
+    synced(store)
+    names = sqlalchemy.inspect(store.engine).get_table_names()
+    assert "sf_accounts" in names
+    assert not any(name.startswith("acctsync_") for name in names)
+    store.close()
+
+
+# -- Bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"org": ""}, "org"),
+        ({"table_prefix": "x; DROP TABLE y"}, "table_prefix"),
+        ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lease": "long"}, "lease"),
+    ],
+)
+def test_bad_settings_are_refused(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        SqlStore.sqlite(tmp_path / "x.db", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the tables you are looking for" * 100)
+    with pytest.raises(StoreError, match="database"):
+        SqlStore.sqlite(path)
+
+
+def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "acctsync.db"
+    SqlStore.sqlite(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_store_suppression_counts_in_the_database(make_store: StoreFactory) -> None:
+    store = make_store()
+    source, _ = synced(store)
+    engine = SyncEngine(
+        source=source,
+        store=store,
+        policy=ActivityPolicy(max_contacts_per_account=1),
+        clock=lambda: LATER,
+    )
+    source.upsert(account(A1, 30, Name="Acme", Industry="Retail"))
+    report = engine.sync()
+    assert report.activities == ()
+    assert [(s.account_id, s.contact_count) for s in report.suppressed] == [(A1, 2)]
