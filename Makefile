@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m acctsync.demo
+	$(BIN)/python -m acctsync.demo --db acctsync-demo.db
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

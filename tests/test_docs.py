@@ -37,8 +37,10 @@ def test_readme_python_example_runs() -> None:
     assert len(list(store.activities())) == 1  # type: ignore[attr-defined]
 
 
-def test_demo_shows_every_rule_it_promises(capsys: pytest.CaptureFixture[str]) -> None:
-    demo.main()
+def test_demo_shows_every_rule_it_promises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo.main(["--db", str(tmp_path / "demo.db")])
     out = capsys.readouterr().out
     assert "rejected: Account not-an-id" in out
     assert "Industry: 'Tech' -> 'Retail' (salesforce)" in out
@@ -47,10 +49,29 @@ def test_demo_shows_every_rule_it_promises(capsys: pytest.CaptureFixture[str]) -
     assert "Acme now: {'Name': 'Acme Inc', 'Industry': 'Retail'}" in out
     assert "a retry gave the same: True" in out
     assert "in the local store before the next sync: None" in out
+    assert "holds 3 accounts, 5,004 contacts and 8 Change Data Value entries" in out
 
 
-def test_demo_runs_as_a_module() -> None:
+def test_demo_resumes_from_the_stored_watermark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "demo.db")
+    demo.main(["--db", db])
+    capsys.readouterr()
+    for phone in ("5550101", "5550102"):
+        demo.main(["--db", db])
+        out = capsys.readouterr().out
+        assert "Resuming from the stored watermark" in out
+        # Only the changed account is read: not the org's 5,003 contacts again.
+        assert "pages: 1 | applied: accounts 1, contacts 0 | already applied: 0" in out
+        assert f"Phone: {'None' if phone == '5550101' else repr('5550101')} -> {phone!r}" in out
+
+
+def test_demo_runs_as_a_module(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "acctsync.demo"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "acctsync.demo", "--db", str(tmp_path / "demo.db")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "Convert Person" in done.stdout
