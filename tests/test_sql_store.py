@@ -148,6 +148,7 @@ def test_hostile_field_names_and_values_stay_data(make_store: StoreFactory) -> N
         "At": datetime(2024, 1, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-5))),
         "Yes": True,
         "One": 1,
+        "Huge": -(2**80) - 1,
         "Float": 0.1,
         "Nothing": None,
     }
@@ -164,7 +165,7 @@ def test_hostile_field_names_and_values_stay_data(make_store: StoreFactory) -> N
         account_id=A1,
         field=HOSTILE,
         old_value=odd["At"],  # type: ignore[arg-type]
-        new_value=odd["Amount"],  # type: ignore[arg-type]
+        new_value=odd["Huge"],  # type: ignore[arg-type]
         origin=Origin.LOCAL,
         occurred_at=T0,
     )

@@ -70,14 +70,15 @@ def stream_of(change: Upstream) -> ObjectType:
     return _STREAMS.get(type(change)) or change.object_type  # type: ignore[union-attr]
 
 
+_RANKS: dict[type, tuple[bool, bool]] = {Account: (False, False), Contact: (True, False)}
+
+
 def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
     """The order changes apply in: by stamp, accounts before contacts, deletions last."""
-    return (
-        change.system_modstamp,
-        stream_of(change) == "Contact",
-        isinstance(change, Deletion),
-        change.id,
-    )
+    rank = _RANKS.get(type(change))
+    if rank is None:
+        rank = (change.object_type == "Contact", isinstance(change, Deletion))  # type: ignore[union-attr]
+    return (change.system_modstamp, *rank, change.id)
 
 
 def _version(record: Upstream | AccountState) -> tuple[datetime, bool]:
@@ -227,15 +228,16 @@ class Applier:
 
     def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
         """Apply ``changes`` (in `order`) and then store ``watermarks``."""
+        streams = [stream_of(change) for change in changes]
         account_ids: set[str] = set()
         contact_ids: set[str] = set()
-        for change in changes:
-            (account_ids if stream_of(change) == "Account" else contact_ids).add(change.id)
+        for change, stream in zip(changes, streams, strict=True):
+            (account_ids if stream == "Account" else contact_ids).add(change.id)
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
         self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
-        for change in changes:
-            if stream_of(change) == "Account":
+        for change, stream in zip(changes, streams, strict=True):
+            if stream == "Account":
                 self._account_change(change, contact_ids)
             else:
                 self._contact_change(change)

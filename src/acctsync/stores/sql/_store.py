@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from typing import Any, Final, Self, TypeVar
 
+import orjson
 from sqlalchemy import (
     URL,
     Connection,
@@ -73,25 +73,35 @@ class _Codec:
         converter = make_converter()
         self._load_fields = converter.get_structure_hook(Mapping[str, FieldValue])
         self._load_value = converter.get_structure_hook(FieldValue)
-        # JSON calls ``default`` only for what it cannot write itself (decimals, dates,
+        # JSON calls ``default`` only for what it does not write itself (decimals, dates,
         # datetimes): the converter tags those, and plain values cost no Python call.
-        self._encoder = json.JSONEncoder(
-            ensure_ascii=False,
-            separators=(",", ":"),
-            default=converter.get_unstructure_hook(FieldValue),
-        )
+        self._tag = converter.get_unstructure_hook(FieldValue)
+        self._fallback = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), default=self._tag
+        ).encode
+
+    def _dump(self, value: object) -> str:
+        try:
+            return orjson.dumps(value, default=self._tag, option=_DATES_BY_HOOK).decode()
+        except TypeError:  # an integer beyond 64 bits: the standard library writes any
+            return self._fallback(value)
 
     def fields(self, fields: Mapping[str, FieldValue]) -> str:
-        return self._encoder.encode(dict(fields)) if fields else "{}"
+        return self._dump(dict(fields)) if fields else "{}"
 
     def read_fields(self, raw: str) -> Mapping[str, FieldValue]:
+        # The standard library, not orjson, reads: orjson turns integers beyond 64 bits
+        # into floats.
         return self._load_fields(json.loads(raw), Mapping[str, FieldValue])  # type: ignore[no-any-return]
 
     def value(self, value: FieldValue) -> str:
-        return self._encoder.encode(value)
+        return self._dump(value)
 
     def read_value(self, raw: str) -> FieldValue:
         return self._load_value(json.loads(raw), FieldValue)  # type: ignore[no-any-return]
+
+
+_DATES_BY_HOOK = orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
@@ -441,24 +451,24 @@ class SqlStore:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
         org, codec, statements = self._org, self._codec, self._statements
+        # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
+        # the same row twice.
         accounts = {entry.id: self._account_row(entry) for entry in batch.accounts}
         contacts = {entry.id: self._contact_row(entry) for entry in batch.contacts}
-        activities: dict[str, dict[str, Any]] = {}
+        activities: dict[str, tuple[object, ...]] = {}
         for entry in batch.activities:
-            activities.setdefault(
-                entry.id,
-                {
-                    "org": org,
-                    "id": entry.id,
-                    "contact_id": entry.contact_id,
-                    "account_id": entry.account_id,
-                    "field": entry.field,
-                    "old_value": codec.value(entry.old_value),
-                    "new_value": codec.value(entry.new_value),
-                    "origin": entry.origin.value,
-                    "occurred_at": _micros(entry.occurred_at),
-                },
-            )
+            if entry.id not in activities:
+                activities[entry.id] = (
+                    org,
+                    entry.id,
+                    entry.contact_id,
+                    entry.account_id,
+                    entry.field,
+                    codec.value(entry.old_value),
+                    codec.value(entry.new_value),
+                    entry.origin.value,
+                    _micros(entry.occurred_at),
+                )
         with self._transaction(write=True) as conn:
             if accounts:
                 statements.upsert_account.run(conn, accounts.values())
@@ -491,49 +501,36 @@ class SqlStore:
 
     # -- Rows ----------------------------------------------------------------------------
 
-    def _account_row(self, entry: StoredAccount) -> dict[str, Any]:
-        if isinstance(entry, Deletion):
-            return {
-                "org": self._org,
-                "id": entry.id,
-                "deleted": True,
-                "system_modstamp": _micros(entry.deleted_at),
-                "master_record_id": entry.master_record_id,
-                "fields": "{}",
-                "local_edits": "{}",
-                "local_revision": 0,
-            }
-        return {
-            "org": self._org,
-            "id": entry.id,
-            "deleted": False,
-            "system_modstamp": _micros(entry.system_modstamp),
-            "master_record_id": None,
-            "fields": self._codec.fields(entry.upstream.fields),
-            "local_edits": self._codec.fields(entry.local_edits),
-            "local_revision": entry.local_revision,
-        }
+    # Rows are tuples in the tables' column order (see `_Bulk`).
 
-    def _contact_row(self, entry: StoredContact) -> dict[str, Any]:
+    def _account_row(self, entry: StoredAccount) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            return {
-                "org": self._org,
-                "id": entry.id,
-                "deleted": True,
-                "system_modstamp": _micros(entry.deleted_at),
-                "master_record_id": entry.master_record_id,
-                "account_id": None,
-                "fields": "{}",
-            }
-        return {
-            "org": self._org,
-            "id": entry.id,
-            "deleted": False,
-            "system_modstamp": _micros(entry.system_modstamp),
-            "master_record_id": None,
-            "account_id": entry.account_id,
-            "fields": self._codec.fields(entry.fields),
-        }
+            stamp = _micros(entry.deleted_at)
+            return (self._org, entry.id, True, stamp, entry.master_record_id, "{}", "{}", 0)
+        return (
+            self._org,
+            entry.id,
+            False,
+            _micros(entry.system_modstamp),
+            None,
+            self._codec.fields(entry.upstream.fields),
+            self._codec.fields(entry.local_edits),
+            entry.local_revision,
+        )
+
+    def _contact_row(self, entry: StoredContact) -> tuple[object, ...]:
+        if isinstance(entry, Deletion):
+            stamp = _micros(entry.deleted_at)
+            return (self._org, entry.id, True, stamp, entry.master_record_id, None, "{}")
+        return (
+            self._org,
+            entry.id,
+            False,
+            _micros(entry.system_modstamp),
+            None,
+            entry.account_id,
+            self._codec.fields(entry.fields),
+        )
 
     def _account_state(self, row: Row[Any]) -> StoredAccount:
         if row.deleted:
@@ -584,22 +581,26 @@ class SqlStore:
 class _Bulk:
     """A statement compiled once, run with many rows straight through the driver.
 
-    SQLAlchemy builds it in the dialect's own form; the rows skip its per-row parameter
-    processing, which for these column types (text, integers, booleans) does nothing but
-    would cost more than the database's own work.
+    SQLAlchemy builds it in the dialect's own form; the rows, tuples in the table's
+    column order, skip its per-row parameter processing, which for these column types
+    (text, integers, booleans) does nothing but would cost more than the database's work.
     """
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         table = statement.table
         # Only the columns rows give: not an autoincrementing key.
-        keys = [c.name for c in table.c if c is not table.autoincrement_column]
-        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self._keys = tuple(c.name for c in table.c if c is not table.autoincrement_column)
+        compiled = statement.compile(dialect=dialect, column_keys=list(self._keys))
         self._sql = str(compiled)
-        order = compiled.positiontup if compiled.positional else None
-        self._order = None if order is None else itemgetter(*order)
+        self._positional = bool(compiled.positional)
+        if self._positional and tuple(compiled.positiontup or ()) != self._keys:
+            raise AssertionError(f"unexpected parameter order in {self._sql}")
 
-    def run(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
-        params: list[Any] = list(rows) if self._order is None else list(map(self._order, rows))
+    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+        keys = self._keys
+        params: list[Any] = (
+            list(rows) if self._positional else [dict(zip(keys, row, strict=True)) for row in rows]
+        )
         conn.exec_driver_sql(self._sql, params)
 
 
