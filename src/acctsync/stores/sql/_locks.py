@@ -25,7 +25,10 @@ from sqlalchemy import Connection, delete, func, select, text, update
 from acctsync._errors import LockLostError, LockTimeoutError
 from acctsync.stores.sql._schema import Tables
 
-__all__ = ["AdvisoryLock", "Lease", "RunnerLock"]
+__all__ = ["WRITE", "AdvisoryLock", "Lease", "RunnerLock"]
+
+WRITE = "acctsync_write"
+"""The execution option that makes a SQLite transaction begin with ``BEGIN IMMEDIATE``."""
 
 _FIRST_WAIT = 0.01
 _LONGEST_WAIT = 0.5
@@ -119,7 +122,9 @@ class Lease:
         deadline = time.monotonic() + self._timeout
         delay = _FIRST_WAIT
         while True:
-            with conn.begin():
+            # IMMEDIATE: a deferred transaction that reads first cannot write once another
+            # connection wrote meanwhile, and SQLite refuses it at once, without waiting.
+            with conn.execution_options(**{WRITE: True}).begin():
                 row = conn.execute(select(table).where(table.c.org == self._org)).first()
                 if row is None or self._is_over(row.expires_at, row.host, row.pid):
                     conn.execute(delete(table).where(table.c.org == self._org))
@@ -153,7 +158,7 @@ class Lease:
     def release(self, conn: Connection) -> None:
         """Delete the lease if it is still this runner's."""
         table = self._table
-        with conn.begin():
+        with conn.execution_options(**{WRITE: True}).begin():
             conn.execute(
                 delete(table).where(table.c.org == self._org, table.c.token == self._token)
             )

@@ -44,7 +44,7 @@ from acctsync._state import (
     StoredAccount,
     StoredContact,
 )
-from acctsync.stores.sql._locks import AdvisoryLock, Lease, RunnerLock
+from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
 
 __all__ = ["SqlStore"]
@@ -52,7 +52,6 @@ __all__ = ["SqlStore"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
-_WRITE = "acctsync_write"
 _LOG_PAGE = 2000
 _T = TypeVar("_T")
 
@@ -128,7 +127,7 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
+    mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE) else "DEFERRED"
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -241,14 +240,14 @@ class SqlStore:
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             if self._pinned is not None:
-                conn = self._pinned.execution_options(**{_WRITE: write})
+                conn = self._pinned.execution_options(**{WRITE: write})
                 with conn.begin():
                     if write:
                         self._lock.renew(conn)
                     yield conn
             else:
                 with self._engine.connect() as conn:
-                    conn.execution_options(**{_WRITE: write})
+                    conn.execution_options(**{WRITE: write})
                     with conn.begin():
                         yield conn
         except DBAPIError as error:
