@@ -23,15 +23,21 @@ _SUFFIX_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _SHAPE: Final = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 
 
+_UPPER_AS_ONE: Final = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "1" * 26 + "0" * 36
+)
+
+
+# Bit i of a block's number is set when character i of the block is upper case: as a
+# string of 0s and 1s read left to right, that is the number's binary digits reversed.
+_LETTERS: Final = {
+    format(bits, "05b")[::-1]: letter for bits, letter in enumerate(_SUFFIX_ALPHABET)
+}
+
+
 def _suffix(id15: str) -> str:
-    out = []
-    for start in (0, 5, 10):
-        bits = 0
-        for offset, char in enumerate(id15[start : start + 5]):
-            if "A" <= char <= "Z":
-                bits |= 1 << offset
-        out.append(_SUFFIX_ALPHABET[bits])
-    return "".join(out)
+    flags = id15.translate(_UPPER_AS_ONE)
+    return _LETTERS[flags[:5]] + _LETTERS[flags[5:10]] + _LETTERS[flags[10:]]
 
 
 def normalize_id(value: object, *, prefix: str | None = None) -> str:
