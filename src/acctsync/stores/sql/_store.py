@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import (
     URL,
     Connection,
+    CursorResult,
     Engine,
     Row,
     String,
@@ -127,8 +128,10 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE) else "DEFERRED"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    # Straight to the driver: this runs for every read, and SQLAlchemy's execution
+    # machinery would cost more than the statement.
+    begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN"
+    conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
 
 class SqlStore:
@@ -291,32 +294,20 @@ class SqlStore:
 
     # -- Reads ---------------------------------------------------------------------------
 
-    def _one_of(self, column: Any, ids: Collection[str]) -> Any:
-        """``column`` is one of ``ids``, passed as one parameter (a page holds thousands)."""
-        if self._dialect == "sqlite":
-            values = func.json_each(json.dumps(list(ids))).table_valued("value")
-            return column.in_(select(values.c.value))
-        return column == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String)))
-
     def watermark(self, stream: str) -> datetime | None:
         """The stored watermark of ``stream`` for this org."""
-        table = self._tables.watermarks
         with self._transaction(write=False) as conn:
-            micros = conn.scalar(
-                select(table.c.system_modstamp).where(
-                    table.c.org == self._org, table.c.stream == stream
-                )
-            )
-        return None if micros is None else _stamp(micros)
+            micros = self._statements.watermark.execute(conn, org=self._org, stream=stream)
+            found = micros.scalar()
+        return None if found is None else _stamp(found)
 
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
         if not ids:
             return {}
-        table = self._tables.accounts
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(table).where(table.c.org == self._org, self._one_of(table.c.id, ids))
+            rows = self._statements.accounts_of.execute(
+                conn, org=self._org, ids=self._id_list(ids)
             )
             return {row.id: self._account_state(row) for row in rows}
 
@@ -324,37 +315,32 @@ class SqlStore:
         """Stored entries of ``ids``, tombstones included."""
         if not ids:
             return {}
-        table = self._tables.contacts
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(table).where(table.c.org == self._org, self._one_of(table.c.id, ids))
+            rows = self._statements.contacts_of.execute(
+                conn, org=self._org, ids=self._id_list(ids)
             )
             return {row.id: self._contact_state(row) for row in rows}
 
+    def _id_list(self, ids: Collection[str]) -> object:
+        # One parameter for a page's thousands of IDs: a JSON array for SQLite's
+        # json_each, an array for PostgreSQL.
+        return json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
+
     def count_contacts(self, account_id: str) -> int:
         """The number of live contacts of the account, counted in the database."""
-        table = self._tables.contacts
+        account_id = normalize_id(account_id)
         with self._transaction(write=False) as conn:
-            count = conn.scalar(
-                select(func.count()).where(
-                    table.c.org == self._org, table.c.account_id == normalize_id(account_id)
-                )
+            count = self._statements.count_contacts.execute(
+                conn, org=self._org, account_id=account_id
             )
-        return int(count or 0)
+            return int(count.scalar() or 0)
 
     def contact_ids(self, account_id: str) -> Sequence[str]:
         """The IDs of the account's live contacts, in ID order."""
-        table = self._tables.contacts
+        account_id = normalize_id(account_id)
         with self._transaction(write=False) as conn:
-            return list(
-                conn.scalars(
-                    select(table.c.id)
-                    .where(
-                        table.c.org == self._org, table.c.account_id == normalize_id(account_id)
-                    )
-                    .order_by(table.c.id)
-                )
-            )
+            ids = self._statements.contact_ids.execute(conn, org=self._org, account_id=account_id)
+            return [row[0] for row in ids]
 
     def conversion(self, person_id: str) -> Conversion | None:
         """The recorded Convert Person result for ``person_id``."""
@@ -577,46 +563,93 @@ class SqlStore:
         )
 
 
-class _Bulk:
-    """A statement compiled once, run with many rows straight through the driver.
+class _Prepared:
+    """A statement compiled once, run straight through the driver.
 
-    SQLAlchemy builds it in the dialect's own form; the rows, tuples in the table's
-    column order, skip its per-row parameter processing, which for these column types
-    (text, integers, booleans) does nothing but would cost more than the database's work.
+    SQLAlchemy builds it in the dialect's own form; parameters skip its per-row
+    processing, which for these column types (text, integers, booleans) does nothing but
+    costs more than the database's own work on the store's small, frequent statements.
     """
 
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        table = statement.table
-        # Only the columns rows give: not an autoincrementing key.
-        self._keys = tuple(c.name for c in table.c if c is not table.autoincrement_column)
-        compiled = statement.compile(dialect=dialect, column_keys=list(self._keys))
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         self._sql = str(compiled)
+        self._keys = tuple(keys)
         self._positional = bool(compiled.positional)
         if self._positional and tuple(compiled.positiontup or ()) != self._keys:
             raise AssertionError(f"unexpected parameter order in {self._sql}")
 
     def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+        """Execute once per row; each row holds the values of ``keys``, in order."""
         keys = self._keys
         params: list[Any] = (
             list(rows) if self._positional else [dict(zip(keys, row, strict=True)) for row in rows]
         )
         conn.exec_driver_sql(self._sql, params)
 
+    def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
+        """Execute once with ``params``, one per key."""
+        values = tuple(params[key] for key in self._keys) if self._positional else params
+        return conn.exec_driver_sql(self._sql, values)
+
 
 class _Statements:
-    """The store's write statements, built once in the dialect's own upsert form."""
+    """The store's frequent statements, built once, upserts in the dialect's own form."""
 
     def __init__(self, tables: Tables, dialect: Dialect) -> None:
         self._tables = tables
         self._insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
-        self.upsert_account = _Bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
-        self.upsert_contact = _Bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
-        self.insert_activity = _Bulk(
+        self.upsert_account = self._bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
+        self.upsert_contact = self._bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
+        self.insert_activity = self._bulk(
             self._insert(tables.activities).on_conflict_do_nothing(index_elements=["org", "id"]),
             dialect,
         )
         self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
         self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
+
+        org = bindparam("org", type_=String)
+        account_id = bindparam("account_id", type_=String)
+        contacts, marks = tables.contacts, tables.watermarks
+        self.watermark = _Prepared(
+            select(marks.c.system_modstamp).where(
+                marks.c.org == org, marks.c.stream == bindparam("stream")
+            ),
+            dialect,
+            ("org", "stream"),
+        )
+        live = (contacts.c.org == org, contacts.c.account_id == account_id)
+        self.count_contacts = _Prepared(
+            select(func.count()).where(*live), dialect, ("org", "account_id")
+        )
+        self.contact_ids = _Prepared(
+            select(contacts.c.id).where(*live).order_by(contacts.c.id),
+            dialect,
+            ("org", "account_id"),
+        )
+        self.accounts_of, self.contacts_of = (
+            _Prepared(
+                select(table).where(table.c.org == org, self._one_of(table.c.id, dialect)),
+                dialect,
+                ("org", "ids"),
+            )
+            for table in (tables.accounts, tables.contacts)
+        )
+
+    @staticmethod
+    def _one_of(column: Any, dialect: Dialect) -> Any:
+        """``column`` is one of the parameter ``ids``: one parameter, thousands of IDs."""
+        if dialect.name == "sqlite":
+            listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+            return column.in_(select(listed.c.value))
+        return column == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+
+    @staticmethod
+    def _bulk(statement: Any, dialect: Dialect) -> _Prepared:
+        table = statement.table
+        # Only the columns rows give: not an autoincrementing key.
+        keys = [c.name for c in table.c if c is not table.autoincrement_column]
+        return _Prepared(statement, dialect, keys)
 
     def _upsert(self, table: Table, keys: Sequence[str]) -> Any:
         statement = self._insert(table)
