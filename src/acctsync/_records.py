@@ -110,6 +110,10 @@ def fields_attribute() -> Any:
 
 def _check_fields(record_id: str | None, fields: Mapping[str, FieldValue]) -> None:
     for name, value in fields.items():
+        # Most fields are plain text, numbers, booleans or empty: pass them without a call.
+        plain = type(value) in _PLAIN_TYPES and type(name) is str
+        if plain and name and name not in RESERVED_FIELDS:
+            continue
         check_field(name, value, record_id=record_id)
 
 
