@@ -13,9 +13,12 @@ from typing import Any, Final, Self, TypeVar
 import orjson
 from sqlalchemy import (
     URL,
+    BigInteger,
+    Column,
     Connection,
     CursorResult,
     Engine,
+    MetaData,
     Row,
     String,
     Table,
@@ -30,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.schema import CreateTable
 
 from acctsync._activity import ChangeDataValue, Origin
 from acctsync._convert import make_converter
@@ -580,17 +584,64 @@ class _Prepared:
             raise AssertionError(f"unexpected parameter order in {self._sql}")
 
     def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
-        """Execute once per row; each row holds the values of ``keys``, in order."""
-        keys = self._keys
-        params: list[Any] = (
-            list(rows) if self._positional else [dict(zip(keys, row, strict=True)) for row in rows]
-        )
-        conn.exec_driver_sql(self._sql, params)
+        """Execute once per row; each row holds the values of ``keys``, in order.
+
+        For SQLite, whose parameters are positional (PostgreSQL's many rows go by
+        `_CopyBulk`).
+        """
+        if not self._positional:
+            raise AssertionError("run() takes positional rows")
+        conn.exec_driver_sql(self._sql, list(rows))
 
     def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
         """Execute once with ``params``, one per key."""
         values = tuple(params[key] for key in self._keys) if self._positional else params
         return conn.exec_driver_sql(self._sql, values)
+
+
+class _CopyBulk:
+    """PostgreSQL's fast path for many rows: ``COPY`` into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT`` from it, in the caller's transaction.
+
+    Rows are tuples in the table's column order, as for `_Prepared.run`; they keep their
+    order (the activity log's order) through a row number.
+    """
+
+    def __init__(self, table: Table, keys: Sequence[str], *, update: bool) -> None:
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        names = [c.name for c in table.c if c is not table.autoincrement_column]
+        stage = Table(
+            f"{table.name}_stage",
+            MetaData(),
+            Column("n", BigInteger),
+            *(Column(name, table.c[name].type) for name in names),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DELETE ROWS",
+        )
+        self._create = str(CreateTable(stage, if_not_exists=True).compile(dialect=dialect))
+        quote = dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in ("n", *names))
+        self._copy = f"COPY {quote(stage.name)} ({columns}) FROM STDIN"
+        insert = postgresql.insert(table).from_select(
+            names, select(*(stage.c[name] for name in names)).order_by(stage.c.n)
+        )
+        if update:
+            insert = insert.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={name: insert.excluded[name] for name in names if name not in keys},
+            )
+        else:
+            insert = insert.on_conflict_do_nothing(index_elements=list(keys))
+        self._insert = str(insert.compile(dialect=dialect))
+
+    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+        """Write ``rows`` to the table."""
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(self._create)
+            with cursor.copy(self._copy) as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((n, *row))
+            cursor.execute(self._insert)
 
 
 class _Statements:
@@ -599,12 +650,22 @@ class _Statements:
     def __init__(self, tables: Tables, dialect: Dialect) -> None:
         self._tables = tables
         self._insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
-        self.upsert_account = self._bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
-        self.upsert_contact = self._bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
-        self.insert_activity = self._bulk(
-            self._insert(tables.activities).on_conflict_do_nothing(index_elements=["org", "id"]),
-            dialect,
-        )
+        self.upsert_account: _Prepared | _CopyBulk
+        self.upsert_contact: _Prepared | _CopyBulk
+        self.insert_activity: _Prepared | _CopyBulk
+        if dialect.name == "postgresql":
+            self.upsert_account = _CopyBulk(tables.accounts, ("org", "id"), update=True)
+            self.upsert_contact = _CopyBulk(tables.contacts, ("org", "id"), update=True)
+            self.insert_activity = _CopyBulk(tables.activities, ("org", "id"), update=False)
+        else:
+            self.upsert_account = self._bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
+            self.upsert_contact = self._bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
+            self.insert_activity = self._bulk(
+                self._insert(tables.activities).on_conflict_do_nothing(
+                    index_elements=["org", "id"]
+                ),
+                dialect,
+            )
         self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
         self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
 
