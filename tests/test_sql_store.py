@@ -382,3 +382,25 @@ def test_a_store_suppression_counts_in_the_database(make_store: StoreFactory) ->
     report = engine.sync()
     assert report.activities == ()
     assert [(s.account_id, s.contact_count) for s in report.suppressed] == [(A1, 2)]
+
+
+def test_postgresql_a_runner_whose_session_ended_cannot_write(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    store = SqlStore(url, schema=schema, org="acme")
+    with store.exclusive():
+        assert store._pinned is not None
+        # The server ends the session (a restart, a network cut): the lock goes with it.
+        pid = store._pinned.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        store._pinned.rollback()
+        admin = create_engine(url)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        admin.dispose()
+        with pytest.raises(StoreError):
+            store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        with pytest.raises(LockLostError):
+            store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) is None
+    store.close()

@@ -69,6 +69,7 @@ class AdvisoryLock:
         self._key = int.from_bytes(digest, "big", signed=True)
         self._org = org
         self._timeout = timeout
+        self._session: object = None
 
     def acquire(self, conn: Connection) -> None:
         """Poll ``pg_try_advisory_lock`` with growing waits until it succeeds or time is up."""
@@ -77,6 +78,7 @@ class AdvisoryLock:
         while True:
             with conn.begin():
                 if conn.scalar(select(func.pg_try_advisory_lock(self._key))):
+                    self._session = conn.connection.dbapi_connection
                     return
                 holder = self._holder(conn)
             if time.monotonic() >= deadline:
@@ -84,7 +86,12 @@ class AdvisoryLock:
             delay = _wait_until(deadline, delay)
 
     def renew(self, conn: Connection) -> None:
-        """Nothing to renew: the lock lives as long as the connection that writes."""
+        """`LockLostError` if the connection was replaced: the lock ended with the old one.
+
+        (SQLAlchemy reconnects a connection whose session the server dropped.)
+        """
+        if conn.connection.dbapi_connection is not self._session:
+            raise LockLostError(self._org)
 
     def release(self, conn: Connection) -> None:
         """Unlock on the same connection."""
