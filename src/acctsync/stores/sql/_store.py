@@ -22,7 +22,6 @@ from sqlalchemy import (
     Row,
     String,
     Table,
-    any_,
     bindparam,
     create_engine,
     event,
@@ -703,7 +702,10 @@ class _Statements:
         if dialect.name == "sqlite":
             listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
             return column.in_(select(listed.c.value))
-        return column == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+        # Not ``= ANY(:ids)``: on a sequential scan PostgreSQL compares each row with the
+        # whole array; a set from unnest lets it hash or probe the index.
+        ids = bindparam("ids", type_=postgresql.ARRAY(String))
+        return column.in_(select(func.unnest(ids)))
 
     @staticmethod
     def _bulk(statement: Any, dialect: Dialect) -> _Prepared:
