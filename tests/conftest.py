@@ -11,6 +11,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+pytest_plugins = ["sql_fixtures"]
+
 POSTGRES_URL = os.environ.get(
     "ACCTSYNC_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -16,7 +16,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -53,28 +52,6 @@ def children() -> Iterator[Children]:
     started = Children()
     yield started
     started.close()
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path, children: Children) -> Iterator[Database]:
-    """A fresh SQLite file."""
-    yield Database(f"sqlite:///{tmp_path / 'acctsync.db'}", None, children)
-    children.stop()
-
-
-@pytest.fixture
-def postgresql_db(postgres_schema: tuple[str, str], children: Children) -> Iterator[Database]:
-    """A fresh PostgreSQL schema."""
-    url, schema = postgres_schema
-    yield Database(url, schema, children)
-    children.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> Database:
-    """Each backend in turn."""
-    db: Database = request.getfixturevalue(f"{request.param}_db")
-    return db
 
 
 @pytest.fixture
