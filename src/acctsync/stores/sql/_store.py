@@ -306,28 +306,23 @@ class SqlStore:
 
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
-        if not ids:
-            return {}
-        with self._transaction(write=False) as conn:
-            rows = self._statements.accounts_of.execute(
-                conn, org=self._org, ids=self._id_list(ids)
-            )
-            return {row.id: self._account_state(row) for row in rows}
+        return self._states(self._statements.accounts_of, ids, self._account_state)
 
     def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
         """Stored entries of ``ids``, tombstones included."""
+        return self._states(self._statements.contacts_of, ids, self._contact_state)
+
+    def _states(
+        self, query: _Prepared, ids: Collection[str], read: Callable[[Row[Any]], _T]
+    ) -> dict[str, _T]:
         if not ids:
             return {}
-        with self._transaction(write=False) as conn:
-            rows = self._statements.contacts_of.execute(
-                conn, org=self._org, ids=self._id_list(ids)
-            )
-            return {row.id: self._contact_state(row) for row in rows}
-
-    def _id_list(self, ids: Collection[str]) -> object:
         # One parameter for a page's thousands of IDs: a JSON array for SQLite's
         # json_each, an array for PostgreSQL.
-        return json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
+        listed = json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
+        with self._transaction(write=False) as conn:
+            rows = query.execute(conn, org=self._org, ids=listed)
+            return {row.id: read(row) for row in rows}
 
     def count_contacts(self, account_id: str) -> int:
         """The number of live contacts of the account, counted in the database."""
