@@ -39,7 +39,7 @@ from acctsync._activity import ChangeDataValue, Origin
 from acctsync._convert import make_converter
 from acctsync._errors import ConfigurationError, SchemaVersionError, StoreError
 from acctsync._ids import normalize_id
-from acctsync._records import Account, Contact, Deletion, FieldValue
+from acctsync._records import Account, Contact, Deletion, FieldValue, ObjectType
 from acctsync._state import (
     AccountState,
     Batch,
@@ -542,12 +542,7 @@ class SqlStore:
 
     def _account_state(self, row: Row[Any]) -> StoredAccount:
         if row.deleted:
-            return Deletion(
-                object_type="Account",
-                id=row.id,
-                deleted_at=_stamp(row.system_modstamp),
-                master_record_id=row.master_record_id,
-            )
+            return _tombstone("Account", row)
         return AccountState(
             upstream=Account(
                 id=row.id,
@@ -560,12 +555,7 @@ class SqlStore:
 
     def _contact_state(self, row: Row[Any]) -> StoredContact:
         if row.deleted:
-            return Deletion(
-                object_type="Contact",
-                id=row.id,
-                deleted_at=_stamp(row.system_modstamp),
-                master_record_id=row.master_record_id,
-            )
+            return _tombstone("Contact", row)
         return Contact(
             id=row.id,
             account_id=row.account_id,
@@ -584,6 +574,15 @@ class SqlStore:
             origin=Origin(row.origin),
             occurred_at=_stamp(row.occurred_at),
         )
+
+
+def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
+    return Deletion(
+        object_type=object_type,
+        id=row.id,
+        deleted_at=_stamp(row.system_modstamp),
+        master_record_id=row.master_record_id,
+    )
 
 
 class _Prepared:
