@@ -7,6 +7,7 @@ everything, later versions are minutes after it (`at(minutes)`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -19,10 +20,12 @@ from acctsync import (
     AcctSyncError,
     ActivityPolicy,
     AlreadyAContactError,
+    Batch,
     ChangeDataValue,
     ConfigurationError,
     Contact,
     Deletion,
+    ExclusiveStore,
     InvalidRecordError,
     NoAccountError,
     Origin,
@@ -1701,3 +1704,41 @@ def test_r4_a_contact_written_after_its_merged_account_was_undeleted_stays_with_
     engine.sync()
     assert store.get_contact(C1) is not None
     assert store.contact_ids(A1) == [C1]
+
+
+class HeldStore(InMemoryStore):
+    """An `ExclusiveStore` that records whether each write happened while held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.unheld_writes = 0
+        self.holds = 0
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.holds += 1
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def apply(self, batch: Batch) -> None:
+        if not self.depth:
+            self.unheld_writes += 1
+        super().apply(batch)
+
+
+def test_r2_a_shared_store_is_held_for_every_sync_edit_and_conversion() -> None:
+    src, store = InMemorySource(), HeldStore()
+    engine = SyncEngine(source=src, store=store, clock=lambda: EDIT_TIME)
+    put_account(src, A1, T0, Name="Acme")
+    put_contact(src, C1, A1, T0)
+    engine.sync()
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Retail")
+    engine.convert_person(Person(id="lead-1", fields={"LastName": "Doe", "Company": "Init"}))
+    assert isinstance(store, ExclusiveStore)
+    assert store.holds == 3
+    assert store.unheld_writes == 0
+    assert store.depth == 0
