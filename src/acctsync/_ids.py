@@ -8,7 +8,6 @@ anything else, including an 18-character ID whose suffix does not match its firs
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 from acctsync._errors import InvalidRecordError
@@ -20,7 +19,6 @@ CONTACT_PREFIX: Final = "003"
 OPPORTUNITY_PREFIX: Final = "006"
 
 _SUFFIX_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_SHAPE: Final = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 
 
 _UPPER_AS_ONE: Final = str.maketrans(
@@ -35,9 +33,10 @@ _LETTERS: Final = {
 }
 
 
-def _suffix(id15: str) -> str:
-    flags = id15.translate(_UPPER_AS_ONE)
-    return _LETTERS[flags[:5]] + _LETTERS[flags[5:10]] + _LETTERS[flags[10:]]
+def _suffix(value: str) -> str:
+    """The checksum of the first 15 characters of ``value``."""
+    flags = value.translate(_UPPER_AS_ONE)
+    return _LETTERS[flags[:5]] + _LETTERS[flags[5:10]] + _LETTERS[flags[10:15]]
 
 
 def normalize_id(value: object, *, prefix: str | None = None) -> str:
@@ -49,11 +48,15 @@ def normalize_id(value: object, *, prefix: str | None = None) -> str:
     """
     if not isinstance(value, str):
         raise InvalidRecordError(f"a Salesforce ID must be a string, not {type(value).__name__}")
-    if _SHAPE.fullmatch(value) is None:
+    size = len(value)
+    # isascii() and isalnum() together are [0-9A-Za-z], at a fraction of a regex's cost.
+    if (size != 18 and size != 15) or not (value.isascii() and value.isalnum()):
         raise InvalidRecordError(f"{value!r} is not a Salesforce ID (15 or 18 letters and digits)")
-    suffix = _suffix(value[:15])
-    if len(value) == 18 and value[15:] != suffix:
-        raise InvalidRecordError(f"{value!r} has checksum {value[15:]!r}, expected {suffix!r}")
     if prefix is not None and not value.startswith(prefix):
         raise InvalidRecordError(f"{value!r} does not start with key prefix {prefix!r}")
-    return value[:15] + suffix
+    suffix = _suffix(value)
+    if size == 15:
+        return value + suffix
+    if value[15:] != suffix:
+        raise InvalidRecordError(f"{value!r} has checksum {value[15:]!r}, expected {suffix!r}")
+    return str(value)  # a plain str, should ``value`` be of a subclass

@@ -118,6 +118,8 @@ def _check_fields(record_id: str | None, fields: Mapping[str, FieldValue]) -> No
 
 
 def _utc(value: object) -> datetime:
+    if type(value) is datetime and value.tzinfo is UTC:  # as sources mostly give them
+        return value
     if not isinstance(value, datetime):
         raise InvalidRecordError(f"a timestamp must be a datetime, not {type(value).__name__}")
     if value.utcoffset() is None:
