@@ -199,6 +199,7 @@ class SqlStore:
             else AdvisoryLock(self._tables, org, lock_timeout)
         )
         self._pinned: Connection | None = None
+        self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
@@ -249,19 +250,27 @@ class SqlStore:
             if found > SCHEMA_VERSION:
                 raise SchemaVersionError(found, SCHEMA_VERSION)
             migrate(conn, self._tables, found)
+            if self._dialect == "postgresql":
+                # Each read is one statement, and so its own snapshot: in autocommit it
+                # takes one round trip, not three (BEGIN, it, COMMIT). Writes keep the
+                # level the engine gives.
+                self._options = {
+                    True: {WRITE: True, "isolation_level": conn.get_isolation_level()},
+                    False: {WRITE: False, "isolation_level": "AUTOCOMMIT"},
+                }
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             if self._pinned is not None:
-                conn = self._pinned.execution_options(**{WRITE: write})
+                conn = self._pinned.execution_options(**self._options[write])
                 with conn.begin():
                     if write:
                         self._lock.renew(conn)
                     yield conn
             else:
                 with self._engine.connect() as conn:
-                    conn.execution_options(**{WRITE: write})
+                    conn.execution_options(**self._options[write])
                     with conn.begin():
                         yield conn
         except DBAPIError as error:
