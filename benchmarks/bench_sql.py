@@ -6,7 +6,8 @@ accounts changed (one field each, so each logs an entry per contact).
 
 1. Initial load into SQLite, beside the physical limit: a plain ``sqlite3`` executemany
    of the same rows into the same tables, one transaction per page, rows built beforehand.
-   Target: at most 2x the limit.
+   Target: at most 2x the limit. Each side gets its input made beforehand: the limit its
+   rows, the store the source's records (the time the source took is printed beside).
 2. Incremental sync of the 1% change, against the initial load. Target: at most 1/50.
 3. The same two on PostgreSQL; the limits there are psycopg ``COPY`` and ``executemany``.
 4. Peak memory of the initial load into SQLite, each in a fresh process, for a tenth of
@@ -345,17 +346,26 @@ def postgres_limits(rows: Rows, url: str, schema: str) -> dict[str, float]:
 # -- The store ----------------------------------------------------------------------------
 
 
-def time_source(org: SyntheticOrg, page_size: int) -> float:
-    """Seconds the source alone takes to make the initial org's records."""
-    gc.collect()
-    started = time.perf_counter()
-    for stream in ("Account", "Contact"):
-        for _ in org.read_changes(stream, None, page_size=page_size):
-            pass
-    return time.perf_counter() - started
+class PrebuiltOrg:
+    """A `Source` over an org's pages made beforehand: what the limits get, as records."""
+
+    def __init__(self, org: SyntheticOrg, page_size: int) -> None:
+        self.accounts, self.contacts = org.accounts, org.contacts
+        self.page_size = page_size
+        self.pages = {
+            stream: list(org.read_changes(stream, None, page_size=page_size))
+            for stream in ("Account", "Contact")
+        }
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[Sequence[Any]]:
+        assert since is None, "made for one initial load"
+        assert page_size == self.page_size
+        return iter(self.pages[object_type])
 
 
-def initial_load(store: SqlStore, org: SyntheticOrg, page_size: int) -> float:
+def initial_load(store: SqlStore, org: PrebuiltOrg, page_size: int) -> float:
     """Seconds to sync the whole org into an empty store."""
     engine = SyncEngine(source=org, store=store, page_size=page_size, clock=lambda: CLOCK)
     gc.collect()
@@ -399,22 +409,24 @@ def report_store(
     step: tuple[float, str],
     records: int,
 ) -> None:
-    print(f"  store initial load: {initial:.2f} s ({records / initial:,.0f} records/s)")
-    print(f"    of which the synthetic source making records: {source:.2f} s (measured alone)")
+    print(
+        f"  store initial load of pre-built records: {initial:.2f} s"
+        f" ({records / initial:,.0f} records/s)"
+    )
     for limit_name, limit in limits.items():
         print(
             f"  {name} limit, {limit_name} of pre-built rows: {limit:.2f} s"
             f" ({records / limit:,.0f} rows/s)"
         )
         print(
-            f"    ratio store / limit: {initial / limit:.1f}x"
-            f" ({(initial - source) / limit:.1f}x without the source's share) [target <= 2x]"
+            f"    ratio store / limit: {initial / limit:.2f}x [target <= 2x];"
+            f" {(initial + source) / limit:.2f}x counting the source's {source:.2f} s"
         )
     print(f"  incremental sync of the 1% change: {step[0]:.3f} s ({step[1]})")
     print(f"    ratio incremental / initial load: 1/{initial / step[0]:,.0f} [target <= 1/50]")
 
 
-def bench_sqlite(org: SyntheticOrg, rows: Rows, source: float, page_size: int) -> None:
+def bench_sqlite(org: PrebuiltOrg, rows: Rows, source: float, page_size: int) -> None:
     print(f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL, a temporary file):")
     with tempfile.TemporaryDirectory() as tmp:
         limit = sqlite_limit(rows, Path(tmp) / "limit.db")
@@ -429,7 +441,7 @@ def bench_sqlite(org: SyntheticOrg, rows: Rows, source: float, page_size: int) -
     print(f"  database file after both syncs: {size:,.0f} MiB")
 
 
-def bench_postgres(org: SyntheticOrg, rows: Rows, source: float, page_size: int, url: str) -> None:
+def bench_postgres(org: PrebuiltOrg, rows: Rows, source: float, page_size: int, url: str) -> None:
     admin = sqlalchemy.create_engine(url)
     try:
         with admin.connect() as conn:
@@ -561,14 +573,17 @@ def main() -> None:
     if not args.skip_memory:  # first, while this process is small
         measure_memory(accounts, contacts, args.page_size)
     org = SyntheticOrg(accounts, contacts)
-    source = time_source(org, args.page_size)
-    print(f"the synthetic source alone makes the org's records in {source:.2f} s")
+    gc.collect()
+    started = time.perf_counter()
+    records = PrebuiltOrg(org, args.page_size)
+    source = time.perf_counter() - started
+    print(f"the synthetic source made the org's records for the stores in {source:.2f} s")
     started = time.perf_counter()
     rows = Rows(org, args.page_size)
     print(f"pre-built {len(rows):,} rows for the limits in {time.perf_counter() - started:.1f} s")
-    bench_sqlite(org, rows, source, args.page_size)
+    bench_sqlite(records, rows, source, args.page_size)
     if not args.skip_postgres:
-        bench_postgres(org, rows, source, args.page_size, args.postgres_url)
+        bench_postgres(records, rows, source, args.page_size, args.postgres_url)
 
 
 if __name__ == "__main__":
