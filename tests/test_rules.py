@@ -30,6 +30,7 @@ from acctsync import (
     NoAccountError,
     Origin,
     Person,
+    RawRecord,
     SyncEngine,
     UnknownContactError,
 )
@@ -1334,6 +1335,24 @@ def test_r7_malformed_raw_record_rejected_rest_applied() -> None:
     assert store.contact_ids(A1) == [C1]
     assert store.get_account(A2) is None
     assert store.get_account(A3) is None
+
+
+def test_r7_a_rejection_names_where_the_source_read_the_record() -> None:
+    class FileSource:
+        def read_changes(self, object_type: Any, since: Any, *, page_size: int) -> Any:
+            if object_type == "Account":
+                bad = rest("Account", "001XYZ", at(1), Name="Bad id")
+                good = rest("Account", A1, at(2), Name="Good")
+                yield [
+                    RawRecord(object_type="Account", payload=bad, origin="accounts.csv:2"),
+                    RawRecord(object_type="Account", payload=good, origin="accounts.csv:3"),
+                ]
+
+    store = InMemoryStore()
+    report = SyncEngine(source=FileSource(), store=store).sync()
+
+    assert [(r.record_id, r.origin) for r in report.rejected] == [("001XYZ", "accounts.csv:2")]
+    assert store.get_account(A1).fields == {"Name": "Good"}
 
 
 def test_r7_odd_payloads_are_rejected_never_crash_the_sync() -> None:

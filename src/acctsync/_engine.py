@@ -411,5 +411,9 @@ def _rejection(
         record_id = raw_id if isinstance(raw_id, str) else None
     object_type = item.object_type if isinstance(item, RawRecord) else stream
     return Rejection(
-        object_type=object_type, record_id=record_id, reason=error.reason, field=error.field
+        object_type=object_type,
+        record_id=record_id,
+        reason=error.reason,
+        field=error.field,
+        origin=item.origin,
     )

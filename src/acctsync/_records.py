@@ -331,17 +331,23 @@ class RawRecord:
     """A Salesforce REST JSON record as a source received it, not yet decoded (rule R8).
 
     It may be malformed: the engine decodes it and rejects it with a reason if it is.
+    ``origin`` says where it was read (``"accounts.csv:17"``); a rejection names it.
     """
 
     object_type: str
     payload: Mapping[str, Any] = field(hash=False)
+    origin: str | None = None
 
 
 @frozen(kw_only=True)
 class RawChangeEvent:
-    """A Change Data Capture event payload (with its ``ChangeEventHeader``), not yet decoded."""
+    """A Change Data Capture event payload (with its ``ChangeEventHeader``), not yet decoded.
+
+    ``origin`` says where it was read (a replay id, say); a rejection names it.
+    """
 
     payload: Mapping[str, Any] = field(hash=False)
+    origin: str | None = None
 
 
 Change: TypeAlias = (

@@ -16,12 +16,16 @@ __all__ = ["EditResult", "Rejection", "Suppression", "SyncReport"]
 
 @frozen(kw_only=True)
 class Rejection:
-    """A record the sync could not apply, and why (rule R7)."""
+    """A record the sync could not apply, and why (rule R7).
+
+    ``origin`` is where the source read it (a file and line, say), when it said.
+    """
 
     object_type: str
     record_id: str | None
     reason: str
     field: str | None = None
+    origin: str | None = None
 
 
 @frozen(kw_only=True)
