@@ -404,3 +404,27 @@ def test_postgresql_a_runner_whose_session_ended_cannot_write(
             store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert store.get_contact(C1) is None
     store.close()
+
+
+def test_contact_ids_after_a_count_see_writes_made_in_between(make_store: StoreFactory) -> None:
+    store, other = make_store(), make_store()
+    synced(store)
+    with store.exclusive():
+        assert store.count_contacts(A1) == 2
+        store.apply(Batch(contacts=[contact(C3, A1, 5)]))
+        assert store.contact_ids(A1) == sorted([C1, C2, C3])
+    # Not holding the store, another runner may write between the two calls.
+    assert store.count_contacts(A1) == 3
+    other.apply(Batch(contacts=[Deletion(object_type="Contact", id=C3, deleted_at=LATER)]))
+    assert store.contact_ids(A1) == sorted([C1, C2])
+
+
+def test_a_large_account_is_counted_beyond_the_ids_read_with_a_count(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    contacts = [contact(make_id("003", 100 + n), A1, 1) for n in range(5001)]
+    store.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))], contacts=contacts))
+    with store.exclusive():
+        assert store.count_contacts(A1) == 5001
+        assert len(store.contact_ids(A1)) == 5001

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
+    Integer,
     MetaData,
     Row,
     String,
@@ -58,6 +59,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
+_COUNTED_BY_IDS = 5000
 _T = TypeVar("_T")
 
 
@@ -137,10 +139,11 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    # Straight to the driver: this runs for every read, and SQLAlchemy's execution
-    # machinery would cost more than the statement.
-    begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN"
-    conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
+    # Each read is one statement, which SQLite runs in a read transaction of its own:
+    # only writes need one around them.
+    if conn.get_execution_options().get(WRITE):
+        # Straight to the driver: SQLAlchemy's execution machinery costs more here.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 class SqlStore:
@@ -199,6 +202,7 @@ class SqlStore:
             else AdvisoryLock(self._tables, org, lock_timeout)
         )
         self._pinned: Connection | None = None
+        self._counted: tuple[str, list[str]] | None = None  # see count_contacts
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
@@ -305,7 +309,7 @@ class SqlStore:
             try:
                 yield
             finally:
-                self._pinned, self._depth = None, 0
+                self._pinned, self._depth, self._counted = None, 0, None
                 try:
                     self._lock.release(conn)
                 except SQLAlchemyError:
@@ -342,9 +346,23 @@ class SqlStore:
             return {row.id: read(row) for row in rows}
 
     def count_contacts(self, account_id: str) -> int:
-        """The number of live contacts of the account, counted in the database."""
+        """The number of live contacts of the account, counted in the database.
+
+        An account of up to 5,000 contacts is counted by reading their IDs, which a
+        `contact_ids` call that follows at once then gets without a second query: the
+        engine's fan-out asks for both. A larger account is counted, not read.
+        """
         account_id = normalize_id(account_id)
         with self._transaction(write=False) as conn:
+            rows = self._statements.first_contact_ids.execute(
+                conn, org=self._org, account_id=account_id, limit=_COUNTED_BY_IDS + 1, offset=0
+            )
+            ids = [row[0] for row in rows]
+            if len(ids) <= _COUNTED_BY_IDS:
+                # Only while holding the store: another runner may write in between.
+                if self._pinned is not None:
+                    self._counted = (account_id, ids)
+                return len(ids)
             count = self._statements.count_contacts.execute(
                 conn, org=self._org, account_id=account_id
             )
@@ -353,6 +371,9 @@ class SqlStore:
     def contact_ids(self, account_id: str) -> Sequence[str]:
         """The IDs of the account's live contacts, in ID order."""
         account_id = normalize_id(account_id)
+        counted, self._counted = self._counted, None
+        if counted is not None and counted[0] == account_id:
+            return counted[1]
         with self._transaction(write=False) as conn:
             ids = self._statements.contact_ids.execute(conn, org=self._org, account_id=account_id)
             return [row[0] for row in ids]
@@ -450,6 +471,7 @@ class SqlStore:
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
+        self._counted = None
         org, codec, statements = self._org, self._codec, self._statements
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice.
@@ -714,6 +736,15 @@ class _Statements:
             select(contacts.c.id).where(*live).order_by(contacts.c.id),
             dialect,
             ("org", "account_id"),
+        )
+        self.first_contact_ids = _Prepared(
+            select(contacts.c.id)
+            .where(*live)
+            .order_by(contacts.c.id)
+            .limit(bindparam("limit", type_=Integer))
+            .offset(bindparam("offset", type_=Integer)),  # SQLite writes one anyway
+            dialect,
+            ("org", "account_id", "limit", "offset"),
         )
         self.accounts_of, self.contacts_of = (
             _Prepared(
