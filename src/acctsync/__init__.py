@@ -18,6 +18,7 @@ from acctsync._errors import (
     LockTimeoutError,
     NoAccountError,
     SchemaVersionError,
+    SourceError,
     StoreError,
     UnknownContactError,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "Rejection",
     "SchemaVersionError",
     "Source",
+    "SourceError",
     "Store",
     "StoreError",
     "StoredAccount",

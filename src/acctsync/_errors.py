@@ -76,6 +76,19 @@ class AlreadyAContactError(AcctSyncError, ValueError):
         super().__init__(f"person {person_id!r} is already contact {contact_id!r}")
 
 
+class SourceError(AcctSyncError):
+    """A source could not read or write Salesforce data; ``__cause__`` holds why.
+
+    ``retryable`` says whether trying again later may succeed (a limit, a timeout, an
+    outage) or not (bad credentials, a malformed query). A sync that raised it stored the
+    pages before the failure with their watermark, and nothing after.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        self.retryable = retryable
+        super().__init__(message)
+
+
 class StoreError(AcctSyncError):
     """A store could not read or write; ``__cause__`` holds the database's own error.
 

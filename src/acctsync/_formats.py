@@ -42,6 +42,7 @@ __all__ = [
     "encode_record",
     "event_parts",
     "format_datetime",
+    "json_value",
     "parse_datetime",
 ]
 
@@ -173,7 +174,8 @@ def decode_record(object_type: str, payload: object) -> Account | Contact | Dele
     )
 
 
-def _json_value(value: FieldValue) -> object:
+def json_value(value: FieldValue) -> object:
+    """A field value as REST JSON writes it (a `Decimal` becomes a JSON number)."""
     if isinstance(value, datetime):
         return format_datetime(value)
     if isinstance(value, date):
@@ -202,7 +204,7 @@ def encode_record(record: Account | Contact | Deletion) -> dict[str, Any]:
     }
     if isinstance(record, Contact):
         out["AccountId"] = record.account_id
-    out.update((name, _json_value(value)) for name, value in record.fields.items())
+    out.update((name, json_value(value)) for name, value in record.fields.items())
     out["SystemModstamp"] = format_datetime(record.system_modstamp)
     return out
 
