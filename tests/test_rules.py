@@ -33,6 +33,7 @@ from acctsync import (
     RawRecord,
     SyncEngine,
     UnknownContactError,
+    Unreadable,
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
@@ -1346,12 +1347,17 @@ def test_r7_a_rejection_names_where_the_source_read_the_record() -> None:
                 yield [
                     RawRecord(object_type="Account", payload=bad, origin="accounts.csv:2"),
                     RawRecord(object_type="Account", payload=good, origin="accounts.csv:3"),
+                    Unreadable(object_type="Account", reason="not CSV", origin="accounts.csv:4"),
                 ]
 
     store = InMemoryStore()
     report = SyncEngine(source=FileSource(), store=store).sync()
 
-    assert [(r.record_id, r.origin) for r in report.rejected] == [("001XYZ", "accounts.csv:2")]
+    assert [(r.record_id, r.origin) for r in report.rejected] == [
+        ("001XYZ", "accounts.csv:2"),
+        (None, "accounts.csv:4"),
+    ]
+    assert report.rejected[1].reason == "not CSV"
     assert store.get_account(A1).fields == {"Name": "Good"}
 
 

@@ -41,6 +41,7 @@ from acctsync._records import (
     RawRecord,
     Refetch,
     Unchanged,
+    Unreadable,
 )
 from acctsync._report import EditResult, Rejection, Suppression, SyncReport
 from acctsync._state import (
@@ -106,6 +107,7 @@ __all__ = [
     "SyncReport",
     "Unchanged",
     "UnknownContactError",
+    "Unreadable",
     "Watermark",
     "WritableSource",
     "decode_change_event",

@@ -51,6 +51,7 @@ from acctsync._records import (
     RawChangeEvent,
     RawRecord,
     Refetch,
+    Unreadable,
     check_field,
     same_value,
 )
@@ -210,6 +211,17 @@ class SyncEngine:
                 changes.append(item)
                 continue
             decoded: Sequence[object]
+            if isinstance(item, Unreadable):
+                tally.rejected.append(
+                    Rejection(
+                        object_type=item.object_type,
+                        record_id=item.record_id,
+                        reason=item.reason,
+                        field=item.field,
+                        origin=item.origin,
+                    )
+                )
+                continue
             if isinstance(item, RawRecord | RawChangeEvent):
                 try:
                     if isinstance(item, RawRecord):

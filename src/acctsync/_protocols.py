@@ -44,7 +44,8 @@ class Source(Protocol):
           `Deletion` (or a raw record with ``IsDeleted``), a merged one with its
           ``master_record_id``.
         - Raw items (`RawRecord`, `RawChangeEvent`) may be malformed: the engine decodes
-          and rejects them; the source passes them on as received.
+          and rejects them; the source passes them on as received. An item the source
+          cannot even read goes in as `Unreadable`, which the engine reports.
         """
         ...
 

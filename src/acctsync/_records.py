@@ -37,6 +37,7 @@ __all__ = [
     "RawRecord",
     "Refetch",
     "Unchanged",
+    "Unreadable",
     "check_field",
     "fields_attribute",
     "parse_object_type",
@@ -350,7 +351,29 @@ class RawChangeEvent:
     origin: str | None = None
 
 
+@frozen(kw_only=True)
+class Unreadable:
+    """An item a source found but could not read (a broken CSV row, invalid JSON).
+
+    The engine reports it as a rejection, with ``reason`` and ``origin``, and applies
+    the rest of the page (rule R7).
+    """
+
+    object_type: str
+    reason: str
+    record_id: str | None = None
+    field: str | None = None
+    origin: str | None = None
+
+
 Change: TypeAlias = (
-    Account | Contact | Deletion | PartialUpdate | Refetch | RawRecord | RawChangeEvent
+    Account
+    | Contact
+    | Deletion
+    | PartialUpdate
+    | Refetch
+    | RawRecord
+    | RawChangeEvent
+    | Unreadable
 )
 """One item of a source's page."""

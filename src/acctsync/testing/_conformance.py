@@ -27,6 +27,7 @@ from acctsync._records import (
     RawChangeEvent,
     RawRecord,
     Refetch,
+    Unreadable,
 )
 from acctsync._state import (
     AccountState,
@@ -320,7 +321,7 @@ def _decoded(page: Sequence[Change]) -> list[Account | Contact | Deletion | Part
             out.append(decode_record(item.object_type, item.payload))
         elif isinstance(item, RawChangeEvent):
             out.extend(c for c in decode_change_event(item.payload) if not isinstance(c, Refetch))
-        elif not isinstance(item, Refetch):
+        elif not isinstance(item, Refetch | Unreadable):
             out.append(item)
     return out
 
