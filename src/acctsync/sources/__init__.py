@@ -1,0 +1,8 @@
+"""Sources shipped with acctsync, each behind its own extra where it needs one.
+
+- `acctsync.sources.salesforce`: a live org through a ``simple_salesforce`` client.
+- `acctsync.sources.files`: a folder of CSV or JSON Lines exports.
+- `acctsync.sources.cdc`: Change Data Capture events from the caller's subscriber.
+
+The core never imports them.
+"""

@@ -1,0 +1,552 @@
+"""A source over a folder of Salesforce export files: Data Loader / Bulk API CSV, JSON Lines.
+
+Theory of operation
+-------------------
+`ExportFolder.read_changes` reads the files of one object in two passes. The first pass
+scans every row and keeps an index entry of where it is (file, byte offset, line) with
+its ``SystemModstamp`` and ``Id``: one entry per record, its latest version, and only if
+stamped at or after ``since`` (an older version can never be the one to send). The
+entries are sorted by ``(SystemModstamp, Id)``; the second pass reads the rows of one
+page at a time again from their offsets and hands them on as `RawRecord` s, for the
+engine to decode or reject. Memory holds the index, not the rows.
+
+A row that cannot be placed in that order (no readable stamp, broken CSV, the wrong
+number of columns, not JSON) still goes to the engine, to be rejected with its file and
+line: such rows come first, in every read, whatever ``since`` is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, Final, TypeAlias
+
+from attrs import frozen
+
+from acctsync._errors import ConfigurationError, InvalidRecordError
+from acctsync._formats import parse_datetime
+from acctsync._ids import normalize_id
+from acctsync._records import (
+    OBJECT_PREFIXES,
+    ObjectType,
+    RawRecord,
+    Unreadable,
+    parse_object_type,
+)
+
+__all__ = ["ExportFileError", "ExportFolder", "types_from_describe"]
+
+_OBJECT_FILE: Final = re.compile(
+    r"(account|contact)s?(?:[\W\d_].*)?\.(csv|jsonl|ndjson)", re.IGNORECASE | re.DOTALL
+)
+_BOM: Final = b"\xef\xbb\xbf"
+_INT: Final = re.compile(r"[+-]?\d+")
+_DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+# parse_float=Decimal: a currency amount keeps its exact digits.
+_JSON: Final = json.JSONDecoder(parse_float=Decimal)
+
+_TEXT_TYPES: Final = (
+    "text string textarea picklist multipicklist combobox id reference email phone url"
+    " encryptedstring time base64 anytype"
+)
+# Type names, the Salesforce describe's and a few plain ones, by how a value is read.
+_KINDS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(_TEXT_TYPES.split(), "text"),
+    **dict.fromkeys(("decimal", "double", "currency", "percent"), "decimal"),
+    "int": "int",
+    "long": "int",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+}
+_SYSTEM_COLUMNS: Final[Mapping[str, tuple[str, str]]] = {
+    "id": ("Id", "text"),
+    "accountid": ("AccountId", "text"),
+    "masterrecordid": ("MasterRecordId", "text"),
+    "systemmodstamp": ("SystemModstamp", "datetime"),
+    "isdeleted": ("IsDeleted", "boolean"),
+}
+
+
+class ExportFileError(ConfigurationError):
+    """A file of the export folder cannot be read as an export at all (not one bad row).
+
+    ``path`` is the file, ``reason`` says why; ``__cause__`` holds an OS error, if any.
+    """
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def types_from_describe(describe: Mapping[str, Any]) -> dict[str, str]:
+    """The ``types`` of an sObject describe (``GET .../sobjects/Account/describe``).
+
+    Keys are qualified by the describe's object name (``"Account.AnnualRevenue"``).
+    Compound fields (address, location) are left out, and so are field types this module
+    does not know: those columns stay text.
+    """
+    name = describe.get("name")
+    fields = describe.get("fields")
+    if not isinstance(name, str) or not isinstance(fields, Sequence):
+        raise ConfigurationError("a describe must have a 'name' and a list of 'fields'")
+    types: dict[str, str] = {}
+    for described in fields:
+        if not isinstance(described, Mapping):
+            raise ConfigurationError("each entry of a describe's 'fields' must be an object")
+        field, kind = described.get("name"), described.get("type")
+        if isinstance(field, str) and isinstance(kind, str) and kind.lower() in _KINDS:
+            types[f"{name}.{field}"] = kind
+    return types
+
+
+def _text(text: str, field: str) -> object:
+    return text
+
+
+def _boolean(text: str, field: str) -> object:
+    lowered = text.lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise InvalidRecordError(f"{text!r} is not a boolean (true or false)", field=field)
+
+
+def _int(text: str, field: str) -> object:
+    if _INT.fullmatch(text) is None:
+        raise InvalidRecordError(f"{text!r} is not an integer", field=field)
+    return int(text)
+
+
+def _decimal(text: str, field: str) -> object:
+    if _DECIMAL.fullmatch(text) is None:
+        raise InvalidRecordError(f"{text!r} is not a number", field=field)
+    return Decimal(text)
+
+
+def _date(text: str, field: str) -> object:
+    if _DATE.fullmatch(text) is not None:
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return text  # the decoder turns a Salesforce date string into a date
+    raise InvalidRecordError(f"{text!r} is not a date (YYYY-MM-DD)", field=field)
+
+
+def _datetime(text: str, field: str) -> object:
+    parse_datetime(text, field=field)
+    return text  # the decoder turns a Salesforce datetime string into a datetime
+
+
+_Reader: TypeAlias = Callable[[str, str], object]
+_READERS: Final[Mapping[str, _Reader]] = {
+    "text": _text,
+    "boolean": _boolean,
+    "int": _int,
+    "decimal": _decimal,
+    "date": _date,
+    "datetime": _datetime,
+}
+
+
+@frozen
+class _Problem:
+    """Why a row cannot be read; it becomes an `Unreadable` item of its page."""
+
+    reason: str
+    record_id: str | None = None
+    field: str | None = None
+
+
+class _Lines:
+    """The lines of a binary file from an offset, decoded, counting bytes and lines."""
+
+    def __init__(self, handle: IO[bytes], offset: int, line: int):
+        handle.seek(offset)
+        self._handle = handle
+        self.offset = offset
+        self.line = line  # lines consumed so far
+        self.undecodable = False
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._handle.readline()
+        if not raw:
+            raise StopIteration
+        self.offset += len(raw)
+        self.line += 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.undecodable = True
+            return raw.decode("utf-8", "replace")
+
+
+# What the first pass learns of a row: offset, line, SystemModstamp and Id as written,
+# whether it is a deletion, and whether it could be read at all.
+_Scanned: TypeAlias = tuple[int, int, object, object, bool, bool]
+
+
+class _CsvFile:
+    """A CSV export: a header row of API field names, then one record per row."""
+
+    def __init__(
+        self,
+        path: Path,
+        object_type: ObjectType,
+        types: Mapping[str, str],
+        delimiter: str,
+    ):
+        self.path = path
+        self.object_type = object_type
+        self._delimiter = delimiter
+        self.header: list[str] = []
+        self._id_at = 0
+        self._readers: list[_Reader] = []
+        self._body = (0, 0)  # offset and lines consumed where the rows begin
+        self._types = types
+
+    def _reader(self, lines: _Lines) -> Iterator[list[str]]:
+        return csv.reader(lines, delimiter=self._delimiter, strict=True)
+
+    def _read_header(self, handle: IO[bytes]) -> bool:
+        start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+        lines = _Lines(handle, start, 0)
+        try:
+            header = next(self._reader(lines), None)
+        except csv.Error as error:
+            raise ExportFileError(self.path, f"the header row is not valid CSV: {error}") from None
+        if header is None:
+            return False
+        if lines.undecodable:
+            raise ExportFileError(self.path, "the header row is not UTF-8 text")
+        if not header:
+            raise ExportFileError(self.path, "the first line is empty, not a header row")
+        names: list[str] = []
+        seen: set[str] = set()
+        for position, written in enumerate(header, start=1):
+            system = _SYSTEM_COLUMNS.get(written.casefold())
+            # Older Data Loaders wrote headers in upper case; the system columns are
+            # recognised in any case, other columns keep the name as written.
+            name = system[0] if system else written
+            if not name:
+                raise ExportFileError(self.path, f"column {position} of the header has no name")
+            if name.casefold() in seen:
+                raise ExportFileError(self.path, f"column {name!r} appears twice in the header")
+            seen.add(name.casefold())
+            names.append(name)
+        for required in ("Id", "SystemModstamp"):
+            if required not in names:
+                raise ExportFileError(self.path, f"the header row has no {required} column")
+        self.header = names
+        self._id_at = names.index("Id")
+        self._readers = [_READERS[self._kind(name)] for name in names]
+        self._body = (lines.offset, lines.line)
+        return True
+
+    def _kind(self, name: str) -> str:
+        system = _SYSTEM_COLUMNS.get(name.casefold())
+        if system is not None:
+            return system[1]
+        qualified = f"{self.object_type}.{name}".casefold()
+        return self._types.get(qualified) or self._types.get(name.casefold()) or "text"
+
+    def scan(self, handle: IO[bytes]) -> Iterator[_Scanned]:
+        if not self._read_header(handle):
+            return
+        id_at, stamp_at = self._id_at, self.header.index("SystemModstamp")
+        deleted_at = self.header.index("IsDeleted") if "IsDeleted" in self.header else None
+        width = len(self.header)
+        lines = _Lines(handle, *self._body)
+        rows = self._reader(lines)
+        while True:
+            offset, line = lines.offset, lines.line + 1
+            lines.undecodable = False
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield offset, line, None, None, False, False
+                continue
+            if not row:  # a blank line
+                continue
+            if len(row) != width or lines.undecodable:
+                yield offset, line, None, None, False, False
+                continue
+            deleted = deleted_at is not None and row[deleted_at].lower() == "true"
+            yield offset, line, row[stamp_at], row[id_at], deleted, True
+
+    def payload(self, handle: IO[bytes], offset: int, line: int) -> Mapping[str, Any] | _Problem:
+        lines = _Lines(handle, offset, line - 1)
+        try:
+            row = next(self._reader(lines), None)
+        except csv.Error as error:
+            return _Problem(f"not valid CSV: {error}", record_id=None)
+        if row is None:
+            raise ExportFileError(self.path, "the file changed while it was read")
+        complete = len(row) == len(self.header)
+        record_id = (row[self._id_at] or None) if complete else None
+        if lines.undecodable:
+            return _Problem("the row is not UTF-8 text", record_id=record_id)
+        if not complete:
+            return _Problem(
+                f"the row has {len(row)} values, the header {len(self.header)} columns",
+                record_id=record_id,
+            )
+        payload: dict[str, Any] = {}
+        for name, read, text in zip(self.header, self._readers, row, strict=True):
+            if not text:
+                payload[name] = None  # an export writes null as an empty cell
+                continue
+            try:
+                payload[name] = read(text, name)
+            except InvalidRecordError as error:
+                return _Problem(error.reason, record_id=record_id, field=name)
+        return payload
+
+
+class _JsonLinesFile:
+    """A JSON Lines export: one REST JSON record per line; blank lines are skipped."""
+
+    def __init__(self, path: Path, object_type: ObjectType):
+        self.path = path
+        self.object_type = object_type
+
+    def scan(self, handle: IO[bytes]) -> Iterator[_Scanned]:
+        start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+        lines = _Lines(handle, start, 0)
+        for offset, line, record in self._records(lines):
+            if isinstance(record, dict):
+                deleted = record.get("IsDeleted") is True
+                yield offset, line, record.get("SystemModstamp"), record.get("Id"), deleted, True
+            else:
+                yield offset, line, None, None, False, False
+
+    def _records(self, lines: _Lines) -> Iterator[tuple[int, int, object]]:
+        while True:
+            offset = lines.offset
+            lines.undecodable = False
+            text = next(lines, None)
+            if text is None:
+                return
+            if text.strip():
+                yield offset, lines.line, None if lines.undecodable else _parse_json(text)
+
+    def payload(self, handle: IO[bytes], offset: int, line: int) -> Mapping[str, Any] | _Problem:
+        lines = _Lines(handle, offset, line - 1)
+        for _, _, record in self._records(lines):
+            if lines.undecodable:
+                return _Problem("the line is not UTF-8 text", record_id=None)
+            if isinstance(record, Mapping | _Problem):
+                return record
+            return _Problem(
+                f"a record must be a JSON object, not {type(record).__name__}", record_id=None
+            )
+        raise ExportFileError(self.path, "the file changed while it was read")
+
+
+def _parse_json(text: str) -> object:
+    try:
+        return _JSON.decode(text)
+    except json.JSONDecodeError as error:
+        return _Problem(f"not valid JSON: {error.msg} (column {error.colno})", record_id=None)
+    except RecursionError:
+        return _Problem("not valid JSON: nested too deeply", record_id=None)
+
+
+_ExportFile: TypeAlias = _CsvFile | _JsonLinesFile
+# Where a row is: (file number, byte offset, line); an index entry puts its
+# (SystemModstamp, Id) in front.
+_Location: TypeAlias = tuple[int, int, int]
+_Entry: TypeAlias = tuple[datetime, str, int, int, int]
+
+
+def _check_types(types: Mapping[str, str]) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for name, type_name in types.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a field name in types must be a non-empty string: {name!r}")
+        kind = _KINDS.get(type_name.lower()) if isinstance(type_name, str) else None
+        if kind is None:
+            known = ", ".join(sorted(_KINDS))
+            raise ConfigurationError(
+                f"unknown type name {type_name!r} for field {name!r}; known: {known}"
+            )
+        system = _SYSTEM_COLUMNS.get(name.rpartition(".")[2].casefold())
+        if system is not None and system[1] != kind:
+            raise ConfigurationError(
+                f"{system[0]} is always read as {system[1]}, not as {type_name!r}"
+            )
+        checked[name.casefold()] = kind
+    return checked
+
+
+class ExportFolder:
+    """A `Source` over a folder of Account and Contact export files.
+
+    A file belongs to an object when its name, in any case, is the object's name,
+    optionally plural, optionally followed by anything that starts with a non-letter,
+    and ends in ``.csv`` (Data Loader / Bulk API CSV) or ``.jsonl`` / ``.ndjson`` (one
+    REST JSON record per line): ``Account.csv``, ``contacts_2024-01-31.jsonl``. Other
+    files and subfolders are ignored. ``types`` maps CSV columns to Salesforce field
+    types (``{"AnnualRevenue": "currency", "Contact.Birthdate": "date"}``); untyped
+    columns stay text. ``delimiter`` is the CSV column separator.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        types: Mapping[str, str] | None = None,
+        delimiter: str = ",",
+    ):
+        self._path = Path(path)
+        if not self._path.is_dir():
+            raise ConfigurationError(f"no export folder at {self._path}")
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+            raise ConfigurationError(f"the delimiter must be one character: {delimiter!r}")
+        self._types = _check_types(types or {})
+        self._delimiter = delimiter
+
+    def __repr__(self) -> str:
+        return f"<ExportFolder {self._path.name!r} typed_columns={len(self._types)}>"
+
+    @property
+    def path(self) -> Path:
+        """The folder."""
+        return self._path
+
+    def files(self, object_type: ObjectType) -> list[Path]:
+        """The files holding ``object_type`` records, in the order they are read (by name)."""
+        kind = parse_object_type(object_type)
+        try:
+            entries = sorted(self._path.iterdir(), key=lambda entry: entry.name)
+        except OSError as error:
+            raise ExportFileError(self._path, "cannot list the export folder") from error
+        found = []
+        for entry in entries:
+            match = _OBJECT_FILE.fullmatch(entry.name)
+            if match is not None and match[1].capitalize() == kind and not entry.is_dir():
+                found.append(entry)
+        return found
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """Yield pages of the records stamped at or after ``since``, by (SystemModstamp, Id).
+
+        Each record comes once, in its latest version across all files: the highest
+        stamp; on a tie a deletion, else the row read last. Rows that cannot be ordered
+        come first. The files are indexed before this returns: a file that cannot be
+        read raises `ExportFileError` here.
+        """
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
+            raise ConfigurationError(f"page_size must be an int >= 1: {page_size!r}")
+        if since is not None and since.utcoffset() is None:
+            raise ConfigurationError(f"since must be timezone-aware: {since.isoformat()}")
+        kind = parse_object_type(object_type)
+        files = [self._export_file(path, kind) for path in self.files(kind)]
+        unordered, ordered = self._index(files, kind, since)
+        return self._pages(files, [*unordered, *(entry[2:] for entry in ordered)], page_size)
+
+    def _export_file(self, path: Path, kind: ObjectType) -> _ExportFile:
+        if path.suffix.lower() == ".csv":
+            return _CsvFile(path, kind, self._types, self._delimiter)
+        return _JsonLinesFile(path, kind)
+
+    def _index(
+        self, files: Sequence[_ExportFile], kind: ObjectType, since: datetime | None
+    ) -> tuple[list[_Location], list[_Entry]]:
+        prefix = OBJECT_PREFIXES[kind]
+        unordered: list[_Location] = []
+        latest: dict[str, tuple[datetime, bool, _Entry]] = {}
+        unnamed: list[_Entry] = []  # rows with a stamp but no usable Id
+        for number, export in enumerate(files):
+            with _open(export.path) as handle:
+                for offset, line, raw_stamp, raw_id, deleted, readable in _scan(export, handle):
+                    try:
+                        stamp = parse_datetime(raw_stamp, field="SystemModstamp")
+                    except InvalidRecordError:
+                        readable = False
+                    if not readable:
+                        unordered.append((number, offset, line))
+                        continue
+                    if since is not None and stamp < since:
+                        continue
+                    try:
+                        record_id = normalize_id(raw_id, prefix=prefix)
+                    except InvalidRecordError:
+                        text = raw_id if isinstance(raw_id, str) else ""
+                        unnamed.append((stamp, text, number, offset, line))
+                        continue
+                    entry = (stamp, record_id, number, offset, line)
+                    known = latest.get(record_id)
+                    if known is None or (stamp, deleted) >= known[:2]:
+                        latest[record_id] = (stamp, deleted, entry)
+        ordered = [entry for _, _, entry in latest.values()]
+        ordered.extend(unnamed)
+        ordered.sort(key=lambda entry: entry[:2])
+        return unordered, ordered
+
+    def _pages(
+        self, files: Sequence[_ExportFile], locations: Sequence[_Location], page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        with ExitStack() as stack:
+            handles: dict[int, IO[bytes]] = {}
+            for start in range(0, len(locations), page_size):
+                page: list[RawRecord | Unreadable] = []
+                for number, offset, line in locations[start : start + page_size]:
+                    export = files[number]
+                    if number not in handles:
+                        handles[number] = stack.enter_context(_open(export.path))
+                    try:
+                        payload = export.payload(handles[number], offset, line)
+                    except OSError as error:
+                        raise ExportFileError(export.path, "cannot read the file") from error
+                    origin = f"{export.path.name}:{line}"
+                    if isinstance(payload, _Problem):
+                        page.append(
+                            Unreadable(
+                                object_type=export.object_type,
+                                reason=payload.reason,
+                                record_id=payload.record_id,
+                                field=payload.field,
+                                origin=origin,
+                            )
+                        )
+                    else:
+                        page.append(
+                            RawRecord(
+                                object_type=export.object_type, payload=payload, origin=origin
+                            )
+                        )
+                yield page
+
+
+def _scan(export: _ExportFile, handle: IO[bytes]) -> Iterator[_Scanned]:
+    try:
+        yield from export.scan(handle)
+    except OSError as error:
+        raise ExportFileError(export.path, "cannot read the file") from error
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as error:
+        raise ExportFileError(path, "cannot open the file") from error
