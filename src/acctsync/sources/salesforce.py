@@ -1,0 +1,330 @@
+"""A live org through the caller's ``simple_salesforce.Salesforce`` client (extra ``salesforce``).
+
+Reading: one SOQL query per stream and sync, through ``queryAll`` so that deleted and
+merged rows arrive too (``IsDeleted``, ``MasterRecordId``), filtered on the inclusive
+``SystemModstamp`` watermark the engine passes (rule R1), ordered by ``SystemModstamp, Id``
+and followed page by page along ``nextRecordsUrl``. Records go to the engine as
+`RawRecord` items, so that a malformed one is rejected, not fatal (rule R7).
+
+Writing: Convert Person (rule S6) is one all-or-none composite request of three upserts
+on an external ID field keyed by the conversion's idempotency key, so that a retry after
+a timeout finds the records the first try created instead of creating a second set.
+
+Failures become `SalesforceError` (a `SourceError`): limits, query timeouts, outages and
+dropped connections are retried with backoff first; an expired session or a malformed
+query stops at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import requests
+import tenacity
+from attrs import frozen
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError as ClientError
+
+from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
+from acctsync._formats import AUDIT_FIELDS, json_value
+from acctsync._ids import normalize_id
+from acctsync._records import FieldValue, ObjectType, RawRecord, parse_object_type
+from acctsync._state import Conversion, ConversionRequest
+
+__all__ = ["RetryPolicy", "SalesforceError", "SalesforceSource"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_SYSTEM_FIELDS: Final[Mapping[ObjectType, tuple[str, ...]]] = {
+    "Account": ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId"),
+    "Contact": ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId", "AccountId"),
+}
+# Compound fields repeat their components (BillingAddress is BillingStreet, ...), which
+# are synced one by one; base64 bodies are files, not account information.
+_SKIPPED_TYPES: Final = frozenset({"address", "location", "base64"})
+_RETRYABLE_CODES: Final = frozenset(
+    {"REQUEST_LIMIT_EXCEEDED", "QUERY_TIMEOUT", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"}
+)
+# Salesforce serves 200 to 2,000 records a page.
+_BATCH_SIZES: Final = range(200, 2001)
+
+
+class SalesforceError(SourceError):
+    """Salesforce refused or failed a request.
+
+    ``status`` is the HTTP status (None when no answer came), ``error_code`` Salesforce's
+    own code (``INVALID_SESSION_ID``, ``REQUEST_LIMIT_EXCEEDED``...), when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        retryable: bool = False,
+    ):
+        self.status = status
+        self.error_code = error_code
+        super().__init__(message, retryable=retryable)
+
+
+@frozen(kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a failed request that may succeed later is tried again.
+
+    Up to ``attempts`` tries in all, waiting exponentially longer between them (from
+    ``initial`` seconds, doubling, at most ``maximum``), plus up to ``initial`` seconds of
+    jitter so that runners that failed together do not retry together. ``sleep`` is how to
+    wait; tests pass a function that records instead.
+    """
+
+    attempts: int = 5
+    initial: float = 1.0
+    maximum: float = 60.0
+    sleep: Callable[[float], None] = tenacity.nap.sleep
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigurationError(f"attempts must be an integer >= 1: {self.attempts!r}")
+        if not 0 <= self.initial <= self.maximum:
+            raise ConfigurationError("waits must satisfy 0 <= initial <= maximum")
+
+    def call(self, what: str, request: Callable[[], _T]) -> _T:
+        """``request()``, tried again while it fails with a retryable `SalesforceError`."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
+            + tenacity.wait_random(0, self.initial),
+            retry=tenacity.retry_if_exception(
+                lambda error: isinstance(error, SourceError) and error.retryable
+            ),
+            sleep=self.sleep,
+            before_sleep=lambda state: _log.warning(
+                "%s failed (%s); try %d of %d follows",
+                what,
+                state.outcome.exception() if state.outcome else None,
+                state.attempt_number + 1,
+                self.attempts,
+            ),
+            reraise=True,
+        )
+        result: _T = retrying(_translated, what, request)
+        return result
+
+
+def _translated(what: str, request: Callable[[], _T]) -> _T:
+    try:
+        return request()
+    except ClientError as error:
+        raise _error(what, error) from error
+    except (requests.ConnectionError, requests.Timeout) as error:
+        raise SalesforceError(f"{what}: no answer ({error})", retryable=True) from error
+
+
+def _error(what: str, error: ClientError) -> SalesforceError:
+    content: object = error.content
+    code = message = None
+    if isinstance(content, list) and content and isinstance(content[0], Mapping):
+        code, message = content[0].get("errorCode"), content[0].get("message")
+    retryable = code in _RETRYABLE_CODES or (error.status >= 500 and code is None)
+    retryable = retryable or error.status in (502, 503, 504)
+    detail = f"{code}: {message}" if code else f"HTTP {error.status}"
+    return SalesforceError(
+        f"{what} failed: {detail}", status=error.status, error_code=code, retryable=retryable
+    )
+
+
+def soql_datetime(value: datetime) -> str:
+    """``value`` as a SOQL datetime literal, in whole seconds, rounded down.
+
+    Rounding down only widens an inclusive ``>=`` filter: nothing is missed.
+    """
+    if value.utcoffset() is None:
+        raise ConfigurationError("a SOQL datetime must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SalesforceSource:
+    """A `WritableSource` over a live org, through a ``simple_salesforce.Salesforce`` client.
+
+    ``fields`` names the fields to sync per object; an object not named syncs every
+    field its ``describe`` lists, except compound and file fields (the compounds'
+    components sync one by one) and audit fields. Create the client with
+    ``parse_float=decimal.Decimal`` to keep currency values exact.
+
+    ``external_id_field`` is an External ID field on Account, Contact and Opportunity
+    that Convert Person writes its idempotency key to (create it in the org first).
+    """
+
+    def __init__(
+        self,
+        client: Salesforce,
+        *,
+        fields: Mapping[str, Sequence[str]] | None = None,
+        retry: RetryPolicy | None = None,
+        external_id_field: str = "Acctsync_Key__c",
+    ) -> None:
+        self._client = client
+        self._retry = retry or RetryPolicy()
+        self._external_id_field = external_id_field
+        self._fields: dict[ObjectType, tuple[str, ...]] = {}
+        for object_type, names in (fields or {}).items():
+            try:
+                kind = parse_object_type(object_type)
+            except InvalidRecordError as error:
+                raise ConfigurationError(f"fields: {error.reason}") from None
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+                raise ConfigurationError(f"fields of {kind} must be a list of field names")
+            self._fields[kind] = tuple(n for n in names if n not in _SYSTEM_FIELDS[kind])
+
+    def __repr__(self) -> str:
+        return f"<SalesforceSource {self._client.base_url!r}>"
+
+    # -- Reading -------------------------------------------------------------------------
+
+    def fields(self, object_type: ObjectType) -> tuple[str, ...]:
+        """The fields synced for ``object_type``: those configured, or those described."""
+        kind = parse_object_type(object_type)
+        if kind not in self._fields:
+            described = self._retry.call(
+                f"describe {kind}", lambda: self._client.restful(f"sobjects/{kind}/describe")
+            )
+            self._fields[kind] = _syncable(kind, described)
+        return self._fields[kind]
+
+    def soql(self, object_type: ObjectType, since: datetime | None) -> str:
+        """The query that reads ``object_type`` changes stamped at or after ``since``."""
+        kind = parse_object_type(object_type)
+        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self.fields(kind)))
+        where = "" if since is None else f" WHERE SystemModstamp >= {soql_datetime(since)}"
+        return f"SELECT {selected} FROM {kind}{where} ORDER BY SystemModstamp, Id"
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[list[RawRecord]]:
+        """Pages of ``object_type`` records stamped at or after ``since`` (see `Source`)."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ConfigurationError(f"page_size must be a positive integer: {page_size!r}")
+        kind = parse_object_type(object_type)
+        query = self.soql(kind, since)
+        size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
+        headers = {"Sforce-Query-Options": f"batchSize={size}"}
+        result = self._retry.call(
+            f"query {kind}",
+            lambda: self._client.query(query, include_deleted=True, headers=headers),
+        )
+        while True:
+            records = [RawRecord(object_type=kind, payload=r) for r in _records(result)]
+            for start in range(0, len(records), page_size):
+                yield records[start : start + page_size]
+            next_url = result.get("nextRecordsUrl")
+            if result.get("done", True) or not next_url:
+                return
+            more = functools.partial(
+                self._client.query_more,
+                next_url,
+                identifier_is_url=True,
+                include_deleted=True,
+                headers=headers,
+            )
+            result = self._retry.call(f"query {kind} (next page)", more)
+
+    # -- Writing (Convert Person) --------------------------------------------------------
+
+    def convert_person(self, request: ConversionRequest) -> Conversion:
+        """Create the request's Account, Contact and Opportunity in one all-or-none call.
+
+        Each is an upsert keyed by ``request.idempotency_key`` on the external ID field:
+        repeating a request finds the records it created instead of creating more.
+        """
+        key = quote(request.idempotency_key, safe="")
+        sobjects = f"/services/data/v{self._client.sf_version}/sobjects"
+
+        def upsert(
+            reference: str, sobject: str, fields: Mapping[str, FieldValue]
+        ) -> dict[str, Any]:
+            return {
+                "method": "PATCH",
+                "url": f"{sobjects}/{sobject}/{self._external_id_field}/{key}",
+                "referenceId": reference,
+                "body": {name: json_value(value) for name, value in fields.items()},
+            }
+
+        payload = {
+            "allOrNone": True,
+            "compositeRequest": [
+                upsert("account", "Account", request.account_fields),
+                upsert(
+                    "contact",
+                    "Contact",
+                    {**request.contact_fields, "AccountId": "@{account.id}"},
+                ),
+                upsert(
+                    "opportunity",
+                    "Opportunity",
+                    {**request.opportunity_fields, "AccountId": "@{account.id}"},
+                ),
+            ],
+        }
+        answer = self._retry.call(
+            "Convert Person",
+            lambda: self._client.restful("composite", method="POST", json=payload),
+        )
+        ids = _composite_ids(answer)
+        try:
+            return Conversion(
+                person_id=request.person_id,
+                account_id=normalize_id(ids["account"], prefix="001"),
+                contact_id=normalize_id(ids["contact"], prefix="003"),
+                opportunity_id=normalize_id(ids["opportunity"], prefix="006"),
+            )
+        except (KeyError, ValueError) as error:
+            raise SalesforceError(f"Convert Person: unexpected answer ({error})") from error
+
+
+def _records(result: object) -> list[Mapping[str, Any]]:
+    records = result.get("records") if isinstance(result, Mapping) else None
+    if not isinstance(records, list):
+        raise SalesforceError("a query answer without a records list")
+    return records
+
+
+def _syncable(object_type: ObjectType, described: object) -> tuple[str, ...]:
+    fields = described.get("fields") if isinstance(described, Mapping) else None
+    if not isinstance(fields, list):
+        raise SalesforceError(f"describe {object_type}: an answer without a fields list")
+    system = set(_SYSTEM_FIELDS[object_type]) | AUDIT_FIELDS
+    return tuple(
+        field["name"]
+        for field in fields
+        if isinstance(field, Mapping)
+        and isinstance(field.get("name"), str)
+        and field["name"] not in system
+        and field.get("type") not in _SKIPPED_TYPES
+    )
+
+
+def _composite_ids(answer: object) -> dict[str, str]:
+    responses = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+    if not isinstance(responses, list):
+        raise SalesforceError("Convert Person: an answer without compositeResponse")
+    failures = [r for r in responses if not 200 <= r.get("httpStatusCode", 500) < 300]
+    if failures:
+        # Under allOrNone, every other subrequest says PROCESSING_HALTED: report the cause.
+        errors = [e for r in failures for e in r.get("body") or [] if isinstance(e, Mapping)]
+        causes = [e for e in errors if e.get("errorCode") != "PROCESSING_HALTED"] or errors
+        code = causes[0].get("errorCode") if causes else None
+        message = causes[0].get("message") if causes else None
+        raise SalesforceError(
+            f"Convert Person was rolled back: {code}: {message}",
+            status=failures[0].get("httpStatusCode"),
+            error_code=code,
+        )
+    return {r["referenceId"]: r["body"]["id"] for r in responses}

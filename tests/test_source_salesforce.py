@@ -1,0 +1,307 @@
+"""The simple-salesforce source against a loopback org that a real client talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from acctsync import (
+    Account,
+    ConfigurationError,
+    Contact,
+    Deletion,
+    Person,
+    SourceError,
+    SyncEngine,
+)
+from acctsync.sources.salesforce import (
+    RetryPolicy,
+    SalesforceError,
+    SalesforceSource,
+    soql_datetime,
+)
+from acctsync.stores.sql import SqlStore
+from acctsync.testing import InMemoryStore, check_source, make_id
+from acctsync.testing.salesforce import FakeSalesforce
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def org() -> Iterator[FakeSalesforce]:
+    with FakeSalesforce(clock=CLOCK) as fake:
+        yield fake
+
+
+def no_wait() -> tuple[RetryPolicy, list[float]]:
+    waits: list[float] = []
+    return RetryPolicy(attempts=3, initial=0.5, maximum=2.0, sleep=waits.append), waits
+
+
+def source_of(org: FakeSalesforce, **options: object) -> SalesforceSource:
+    options.setdefault("fields", {"Account": ["Name"], "Contact": ["Email"]})
+    options.setdefault("retry", no_wait()[0])
+    return SalesforceSource(org.client(parse_float=Decimal), **options)  # type: ignore[arg-type]
+
+
+def sync_of(
+    org: FakeSalesforce, store: object, *, page_size: int = 1000, **options: object
+) -> SyncEngine:
+    return SyncEngine(
+        source=source_of(org, **options),
+        store=store,  # type: ignore[arg-type]
+        page_size=page_size,
+        clock=lambda: CLOCK,
+    )
+
+
+def test_the_source_passes_the_conformance_checks() -> None:
+    def make_source(records: Sequence[Account | Contact | Deletion]) -> SalesforceSource:
+        fake = FakeSalesforce(clock=CLOCK)
+        fake.start()
+        opened.append(fake)
+        # A deleted record was live first: put it, then delete it at its stamp.
+        for record in records:
+            if isinstance(record, Deletion):
+                placeholder: Account | Contact
+                if record.object_type == "Account":
+                    placeholder = Account(id=record.id, system_modstamp=at(-60))
+                else:
+                    placeholder = Contact(id=record.id, system_modstamp=at(-60))
+                fake.put(placeholder)
+            else:
+                fake.put(record)
+        for record in records:
+            if isinstance(record, Deletion):
+                fake.delete(
+                    record.object_type,
+                    record.id,
+                    at=record.deleted_at,
+                    master_record_id=record.master_record_id,
+                )
+        return source_of(fake)
+
+    opened: list[FakeSalesforce] = []
+    try:
+        check_source(make_source)
+    finally:
+        for fake in opened:
+            fake.stop()
+
+
+def test_a_full_sync_into_sqlite_equals_the_org(org: FakeSalesforce, tmp_path: Path) -> None:
+    accounts = [
+        Account(
+            id=make_id("001", n),
+            fields={
+                "Name": f"Account {n}",
+                "AnnualRevenue": Decimal("1250000.50"),
+                "Founded__c": date(1990, 1, 1 + n % 28),
+                "IsPartner__c": n % 2 == 0,
+            },
+            system_modstamp=at(n // 3),
+        )
+        for n in range(450)
+    ]
+    contacts = [
+        Contact(
+            id=make_id("003", n),
+            account_id=make_id("001", n % 450),
+            fields={"Email": f"c{n}@example.test", "LastName": f"Name {n}"},
+            system_modstamp=at(n // 5),
+        )
+        for n in range(900)
+    ]
+    org.put(*accounts, *contacts)
+    org.delete("Account", make_id("001", 7), at=at(400))
+    fields = {
+        "Account": ["Name", "AnnualRevenue", "Founded__c", "IsPartner__c"],
+        "Contact": ["Email", "LastName"],
+    }
+    with SqlStore.sqlite(tmp_path / "org.db") as store:
+        report = sync_of(org, store, fields=fields, page_size=200).sync()
+        assert report.ok, report
+        for kind in ("Account", "Contact"):
+            held = list(store.accounts() if kind == "Account" else store.contacts())
+            assert held == org.records(kind)
+        assert store.get_account(make_id("001", 7)) is None
+        assert store.contact_ids(make_id("001", 7)) == []
+    # The client read page after page: 450 accounts in pages of 200.
+    assert sum("/query/01g" in r.path for r in org.requests) >= 2
+
+
+def test_fields_are_discovered_by_describe_without_compound_fields(org: FakeSalesforce) -> None:
+    source = SalesforceSource(org.client(), retry=no_wait()[0])
+    fields = source.fields("Account")
+    assert "Name" in fields
+    assert "BillingCity" in fields
+    assert "BillingAddress" not in fields
+    assert not {"Id", "SystemModstamp", "IsDeleted", "LastModifiedDate"} & set(fields)
+    soql = source.soql("Account", at(0))
+    assert soql.startswith("SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, ")
+    where = "WHERE SystemModstamp >= 2024-03-01T09:00:00Z ORDER BY SystemModstamp, Id"
+    assert soql.endswith(where)
+
+
+def test_r1_a_late_committed_record_is_picked_up(org: FakeSalesforce) -> None:
+    org.put(Account(id=make_id("001", 1), fields={"Name": "First"}, system_modstamp=at(100)))
+    store = InMemoryStore()
+    engine = sync_of(org, store)
+    engine.sync()
+    # Stamped before the watermark, visible only now (its transaction committed late).
+    late = Account(id=make_id("001", 2), fields={"Name": "Late"}, system_modstamp=at(40))
+    org.put(late)
+    report = engine.sync()
+    assert store.get_account(late.id) == late
+    assert report.accounts_upserted == 1
+    assert report.already_applied == 1
+
+
+def test_r1_records_sharing_a_stamp_across_pages_are_neither_lost_nor_doubled(
+    org: FakeSalesforce,
+) -> None:
+    # 250 contacts on one stamp: Salesforce's smallest page (200) ends among them.
+    contacts = [
+        Contact(id=make_id("003", n), fields={"Email": f"{n}@x.test"}, system_modstamp=at(5))
+        for n in range(250)
+    ]
+    org.put(*contacts)
+    store = InMemoryStore()
+    engine = SyncEngine(source=source_of(org), store=store, page_size=200, clock=lambda: CLOCK)
+    report = engine.sync()
+    assert report.contacts_upserted == 250
+    assert all(store.get_contact(c.id) == c for c in contacts)
+    again = engine.sync()
+    assert again.contacts_upserted == 0
+    assert again.already_applied == 250
+
+
+def test_soql_datetimes_round_down_to_the_second() -> None:
+    assert soql_datetime(datetime(2024, 1, 31, 12, 0, 5, 999_000, tzinfo=UTC)) == (
+        "2024-01-31T12:00:05Z"
+    )
+    with pytest.raises(ConfigurationError):
+        soql_datetime(datetime(2024, 1, 31))  # naive
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(403, "REQUEST_LIMIT_EXCEEDED"), (400, "QUERY_TIMEOUT"), (500, None), (503, None)],
+)
+def test_a_retryable_failure_is_retried_with_backoff(
+    org: FakeSalesforce, status: int, code: str | None
+) -> None:
+    org.put(Account(id=make_id("001", 1), fields={"Name": "Acme"}, system_modstamp=at(0)))
+    retry, waits = no_wait()
+    org.fail(status, code, "try later", times=2, path="/query")
+    store = InMemoryStore()
+    report = sync_of(org, store, retry=retry).sync()
+    assert report.ok
+    assert store.get_account(make_id("001", 1)) is not None
+    assert len(waits) == 2
+    assert all(0 < wait <= 2.0 for wait in waits)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (401, "INVALID_SESSION_ID", False),
+        (400, "MALFORMED_QUERY", False),
+        (403, "REQUEST_LIMIT_EXCEEDED", True),
+    ],
+)
+def test_a_failure_stops_the_sync_without_advancing_the_watermark(
+    org: FakeSalesforce, status: int, code: str, retryable: bool
+) -> None:
+    org.put(Account(id=make_id("001", 1), fields={"Name": "Acme"}, system_modstamp=at(0)))
+    store = InMemoryStore()
+    retry, waits = no_wait()
+    org.fail(status, code, "no", times=10, path="/query")
+    with pytest.raises(SalesforceError) as raised:
+        sync_of(org, store, retry=retry).sync()
+    assert isinstance(raised.value, SourceError)
+    assert (raised.value.status, raised.value.error_code) == (status, code)
+    assert raised.value.retryable is retryable
+    assert len(waits) == (2 if retryable else 0)
+    assert store.watermark("Account") is None
+    assert list(store.activities()) == []
+
+
+def test_a_failed_next_page_keeps_the_pages_before_and_resumes(org: FakeSalesforce) -> None:
+    org.put(
+        *(
+            Account(id=make_id("001", n), fields={"Name": str(n)}, system_modstamp=at(n))
+            for n in range(700)
+        )
+    )
+    store = InMemoryStore()
+    engine = SyncEngine(
+        source=source_of(org, retry=RetryPolicy(attempts=1)),
+        store=store,
+        page_size=200,
+        clock=lambda: CLOCK,
+    )
+    org.fail(500, None, times=1, path="-400")  # the third page, by its locator
+    with pytest.raises(SalesforceError):
+        engine.sync()
+    mark = store.watermark("Account")
+    assert mark is not None
+    assert mark < at(699)
+    report = engine.sync()
+    assert report.ok
+    assert len(list(store.accounts())) == 700
+
+
+def test_s6_convert_person_creates_three_records_once(org: FakeSalesforce) -> None:
+    store = InMemoryStore()
+    engine = sync_of(
+        org,
+        store,
+        fields={"Account": ["Name"], "Contact": ["LastName"]},
+        external_id_field="External_Id__c",
+    )
+    person = Person(id="p-1", fields={"LastName": "Doe", "Company": "Acme"})
+    conversion = engine.convert_person(person)
+    assert [a.id for a in org.records("Account")] == [conversion.account_id]
+    assert [c.id for c in org.records("Contact")] == [conversion.contact_id]
+    assert [o.id for o in org.opportunities()] == [conversion.opportunity_id]
+    # A retry of the same request (a timeout after Salesforce committed) creates nothing.
+    elsewhere = sync_of(org, InMemoryStore(), external_id_field="External_Id__c")
+    again = elsewhere.convert_person(person)
+    assert again == conversion
+    assert len(org.records("Account")) == 1
+    assert len(org.opportunities()) == 1
+    engine.sync()
+    contact = store.get_contact(conversion.contact_id)
+    assert contact is not None
+    assert contact.account_id == conversion.account_id
+
+
+def test_s6_a_rolled_back_conversion_names_the_cause(org: FakeSalesforce) -> None:
+    engine = sync_of(org, InMemoryStore(), external_id_field="External_Id__c")
+    person = Person(id="p-2", fields={"LastName": "Doe", "Company": "Acme"})
+    with pytest.raises(SalesforceError) as raised:
+        engine.convert_person(person, opportunity_fields={"StageName": None})
+    assert raised.value.error_code == "REQUIRED_FIELD_MISSING"
+    assert org.records("Account") == []
+    assert org.opportunities() == []
+
+
+def test_bad_settings_are_refused(org: FakeSalesforce) -> None:
+    with pytest.raises(ConfigurationError):
+        SalesforceSource(org.client(), fields={"Lead": ["Name"]})
+    with pytest.raises(ConfigurationError):
+        SalesforceSource(org.client(), fields={"Account": "Name"})
+    with pytest.raises(ConfigurationError):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ConfigurationError):
+        list(source_of(org).read_changes("Account", None, page_size=0))
