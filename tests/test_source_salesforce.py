@@ -305,3 +305,34 @@ def test_bad_settings_are_refused(org: FakeSalesforce) -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ConfigurationError):
         list(source_of(org).read_changes("Account", None, page_size=0))
+
+
+def test_reconcile_finds_purged_records_and_refreshed_formulas(
+    org: FakeSalesforce, tmp_path: Path
+) -> None:
+    a1, a2 = make_id("001", 1), make_id("001", 2)
+    org.put(
+        Account(id=a1, fields={"Name": "Acme", "Tier__c": "Gold"}, system_modstamp=at(0)),
+        Account(id=a2, fields={"Name": "Globex"}, system_modstamp=at(0)),
+        Contact(id=make_id("003", 1), account_id=a1, system_modstamp=at(0)),
+        Contact(id=make_id("003", 2), account_id=a2, system_modstamp=at(0)),
+    )
+    fields = {"Account": ["Name", "Tier__c"], "Contact": ["Email"]}
+    with SqlStore.sqlite(tmp_path / "org.db") as store:
+        engine = sync_of(org, store, fields=fields)
+        engine.sync()
+        org.delete("Account", a2, at=at(10))
+        org.purge("Account", a2)  # emptied from the recycle bin before any sync saw it
+        org.set_formula("Account", a1, Tier__c="Platinum")
+        assert engine.sync().ok
+
+        report = engine.reconcile()
+
+        assert report.ok
+        assert (report.accounts_deleted, report.refreshed) == (1, 1)
+        assert store.get_account(a2) is None
+        assert store.get_contact(make_id("003", 2)) is None
+        assert store.get_account(a1) == org.records("Account")[0]
+        assert [(e.field, e.old_value, e.new_value) for e in report.activities] == [
+            ("Tier__c", "Gold", "Platinum")
+        ]

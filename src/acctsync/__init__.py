@@ -24,7 +24,14 @@ from acctsync._errors import (
 )
 from acctsync._formats import AUDIT_FIELDS, decode_change_event, decode_record, encode_record
 from acctsync._ids import normalize_id
-from acctsync._protocols import ExclusiveStore, LoggingPolicy, Source, Store, WritableSource
+from acctsync._protocols import (
+    ExclusiveStore,
+    ListingStore,
+    LoggingPolicy,
+    Source,
+    Store,
+    WritableSource,
+)
 from acctsync._records import (
     RESERVED_FIELDS,
     UNCHANGED,
@@ -81,6 +88,7 @@ __all__ = [
     "ExclusiveStore",
     "FieldValue",
     "InvalidRecordError",
+    "ListingStore",
     "LockLostError",
     "LockTimeoutError",
     "LoggingPolicy",

@@ -91,6 +91,21 @@ def micros(stamp: datetime) -> str:
     return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
 
+def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
+    return a.keys() == b.keys() and all(same_value(a[name], b[name]) for name in a)
+
+
+def _refreshed(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
+    """Whether ``change``, of the stored version, holds other values than the store."""
+    if isinstance(change, Account) and isinstance(stored, AccountState):
+        return not _same_fields(change.fields, stored.upstream.fields)
+    if isinstance(change, Contact) and isinstance(stored, Contact):
+        return change.account_id != stored.account_id or not _same_fields(
+            change.fields, stored.fields
+        )
+    return False
+
+
 def _diff(
     before: AccountState, after: Mapping[str, FieldValue]
 ) -> list[tuple[str, FieldValue, FieldValue]]:
@@ -166,6 +181,7 @@ class Tally:
     already_applied: int = 0
     stale: int = 0
     local_edits_discarded: int = 0
+    refreshed: int = 0
     rejected: list[Rejection] = field(factory=list)
     suppressed: list[Suppression] = field(factory=list)
     activities: list[ChangeDataValue] = field(factory=list)
@@ -183,6 +199,7 @@ class Tally:
             already_applied=self.already_applied,
             stale=self.stale,
             local_edits_discarded=self.local_edits_discarded,
+            refreshed=self.refreshed,
             rejected=tuple(self.rejected),
             suppressed=tuple(self.suppressed),
             activities=tuple(self.activities),
@@ -216,11 +233,18 @@ class _Pending:
 
 @define
 class Applier:
-    """Applies pages of changes to ``store``, counting in ``tally``."""
+    """Applies pages of changes to ``store``, counting in ``tally``.
+
+    With a ``refresh`` tag (a reconciliation's), a version already stored whose values
+    differ is applied too: a formula field changes without moving ``SystemModstamp``.
+    The tag goes into the activity ids of such changes, which the original version's
+    entries already use.
+    """
 
     store: Store
     policy: LoggingPolicy
     tally: Tally
+    refresh: str | None = None
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -247,6 +271,9 @@ class Applier:
         if stored is None or _version(change) > _version(stored):
             return True
         if _version(change) == _version(stored):
+            if self.refresh is not None and _refreshed(change, stored):
+                self.tally.refreshed += 1
+                return True
             self.tally.already_applied += 1
         else:
             self.tally.stale += 1
@@ -301,13 +328,16 @@ class Applier:
             if changed:
                 if upstream.id in self._pending.dirty:
                     self._commit(self._pending.take())
+                version = micros(upstream.system_modstamp)
+                if stored.system_modstamp == upstream.system_modstamp:
+                    version += f"~{self.refresh}"  # a refresh: only reconcile gets here
                 entries = fan_out(
                     self.store,
                     self.policy,
                     upstream.id,
                     changed,
                     origin=Origin.SALESFORCE,
-                    version=micros(upstream.system_modstamp),
+                    version=version,
                     occurred_at=upstream.system_modstamp,
                     suppressed=self.tally.suppressed,
                 )

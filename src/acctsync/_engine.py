@@ -38,7 +38,14 @@ from acctsync._errors import (
 )
 from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
-from acctsync._protocols import ExclusiveStore, LoggingPolicy, Source, Store, WritableSource
+from acctsync._protocols import (
+    ExclusiveStore,
+    ListingStore,
+    LoggingPolicy,
+    Source,
+    Store,
+    WritableSource,
+)
 from acctsync._records import (
     Account,
     Change,
@@ -139,27 +146,83 @@ class SyncEngine:
             return self._store.exclusive()
         return nullcontext()
 
-    def _sync(self) -> SyncReport:
+    def reconcile(self) -> SyncReport:
+        """Read everything again and make the store equal the source.
+
+        A sync's reads cannot see two things: a record deleted beyond the recycle bin
+        (it is simply gone), and a formula field whose value changed (that does not move
+        ``SystemModstamp``). A reconciliation reads every record from the start, applies
+        it like a sync, applies values that changed under an unchanged stamp (``refreshed``
+        in the report; they discard local edits and log activities like any Salesforce
+        change), then deletes the records the store holds that the read did not return.
+
+        A read that rejected anything deletes nothing: a rejected record may be one the
+        store holds. Needs a `ListingStore`.
+        """
+        if not isinstance(self._store, ListingStore):
+            raise ConfigurationError(
+                f"{type(self._store).__name__} cannot list its records: it cannot reconcile"
+            )
+        with self._hold():
+            return self._sync(listing=self._store)
+
+    def _sync(self, *, listing: ListingStore | None = None) -> SyncReport:
+        """A sync; with ``listing`` (the store, listing its records), a reconciliation."""
+        reconcile = listing is not None
         tally = Tally()
-        applier = Applier(store=self._store, policy=self._policy, tally=tally)
+        ceiling = self._clock()
+        applier = Applier(
+            store=self._store,
+            policy=self._policy,
+            tally=tally,
+            refresh=f"r{micros(ceiling)}" if reconcile else None,
+        )
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
-        ceiling = self._clock()
+        reads = {stream: None if reconcile else committed[stream] for stream in STREAMS}
         merged = heapq.merge(
-            *(self._read(stream, committed[stream], tally) for stream in STREAMS), key=order
+            *(self._read(stream, reads[stream], tally) for stream in STREAMS),
+            key=order,
         )
+        read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
         page: list[Upstream] = []
         for change in merged:
             page.append(change)
+            if reconcile:
+                read_ids[stream_of(change)].add(change.id)
             if len(page) == self._page_size:
                 self._apply(applier, page, seen, committed, ceiling)
                 page = []
         if page or not tally.pages:
             self._apply(applier, page, seen, committed, ceiling)
+        if listing is not None and not tally.rejected:
+            self._purge(listing, applier, read_ids, ceiling)
         tally.watermarks.update(
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
         return tally.report()
+
+    def _purge(
+        self,
+        store: ListingStore,
+        applier: Applier,
+        read_ids: Mapping[ObjectType, set[str]],
+        at: datetime,
+    ) -> None:
+        """Delete, as of ``at``, the live records the store holds that a full read lacked."""
+        # Accounts first: deleting one deletes its contacts, which need no deletion then.
+        streams: tuple[tuple[ObjectType, Callable[[], Iterable[Account | Contact]]], ...] = (
+            ("Account", store.accounts),
+            ("Contact", store.contacts),
+        )
+        for stream, held in streams:
+            gone = [
+                Deletion(object_type=stream, id=record.id, deleted_at=at)
+                for record in held()
+                if record.id not in read_ids[stream]
+            ]
+            for start in range(0, len(gone), self._page_size):
+                applier.apply(gone[start : start + self._page_size], ())
 
     def _apply(
         self,

@@ -16,7 +16,7 @@ from acctsync._activity import ChangeDataValue, Origin
 from acctsync._records import Account, Change, Contact, ObjectType
 from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
 
-__all__ = ["ExclusiveStore", "LoggingPolicy", "Source", "Store", "WritableSource"]
+__all__ = ["ExclusiveStore", "ListingStore", "LoggingPolicy", "Source", "Store", "WritableSource"]
 
 
 class LoggingPolicy(Protocol):
@@ -135,4 +135,20 @@ class ExclusiveStore(Protocol):
 
     def exclusive(self) -> AbstractContextManager[None]:
         """Hold the store for this runner until the context exits."""
+        ...
+
+
+@runtime_checkable
+class ListingStore(Protocol):
+    """A store that lists the live records it holds: what `SyncEngine.reconcile` needs.
+
+    Both may be read page by page; the order does not matter.
+    """
+
+    def accounts(self) -> Iterable[Account]:
+        """Every live account."""
+        ...
+
+    def contacts(self) -> Iterable[Contact]:
+        """Every live contact."""
         ...

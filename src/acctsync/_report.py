@@ -49,7 +49,9 @@ class SyncReport:
     Counts are of records applied; ``already_applied`` counts versions read again (the
     lookback window re-reads some on purpose) and ``stale`` versions older than the stored
     one, neither applied. ``local_edits_discarded`` counts accounts whose local edits a
-    newer Salesforce version overwrote (rule S3).
+    newer Salesforce version overwrote (rule S3). ``refreshed`` counts records whose
+    values changed without a new ``SystemModstamp`` (formula fields), which only
+    `SyncEngine.reconcile` applies; they are among the upserted.
     """
 
     pages: int = 0
@@ -60,6 +62,7 @@ class SyncReport:
     already_applied: int = 0
     stale: int = 0
     local_edits_discarded: int = 0
+    refreshed: int = 0
     rejected: tuple[Rejection, ...] = ()
     suppressed: tuple[Suppression, ...] = ()
     activities: tuple[ChangeDataValue, ...] = ()
@@ -78,6 +81,7 @@ class SyncReport:
             f" contacts_upserted={self.contacts_upserted}"
             f" contacts_deleted={self.contacts_deleted} already_applied={self.already_applied}"
             f" stale={self.stale} local_edits_discarded={self.local_edits_discarded}"
+            f" refreshed={self.refreshed}"
             f" rejected={len(self.rejected)} suppressed={len(self.suppressed)}"
             f" activities={len(self.activities)} refetch={len(self.refetch)}>"
         )

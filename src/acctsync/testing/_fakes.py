@@ -30,6 +30,7 @@ from acctsync._records import (
     Opportunity,
     RawChangeEvent,
     RawRecord,
+    parse_object_type,
 )
 from acctsync._state import (
     AccountState,
@@ -155,6 +156,20 @@ class InMemorySource:
             contacts[contact.id] = Deletion(
                 object_type="Contact", id=contact.id, deleted_at=deletion.deleted_at
             )
+
+    def purge(self, object_type: ObjectType, record_id: str) -> None:
+        """Remove a record beyond the recycle bin: no read returns it any more.
+
+        Purging an account purges the contacts deleted with it. Only
+        `SyncEngine.reconcile` finds out.
+        """
+        kind = parse_object_type(object_type)
+        record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
+        self._records[kind].pop(record_id, None)
+        self._buried.pop(record_id, None)
+        for contact_id in self._deleted_with.pop(record_id, []):
+            self._records["Contact"].pop(contact_id, None)
+            self._buried.pop(contact_id, None)
 
     def undelete(self, object_type: ObjectType, record_id: str, *, at: datetime) -> None:
         """Restore a deleted record from the recycle bin, stamped ``at``.

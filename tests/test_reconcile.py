@@ -1,0 +1,175 @@
+"""`SyncEngine.reconcile`: what a sync cannot see, a full read finds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from acctsync import (
+    Account,
+    ActivityPolicy,
+    ConfigurationError,
+    Contact,
+    Origin,
+    RawRecord,
+    SyncEngine,
+)
+from acctsync.testing import InMemorySource, InMemoryStore, make_id
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
+A1, A2 = make_id("001", 1), make_id("001", 2)
+C1, C2, C3 = (make_id("003", n) for n in (1, 2, 3))
+
+
+def seeded() -> tuple[InMemorySource, InMemoryStore, SyncEngine]:
+    source, store = InMemorySource(), InMemoryStore()
+    source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Gold"}, system_modstamp=T0))
+    source.upsert(Account(id=A2, fields={"Name": "Globex"}, system_modstamp=T0))
+    for contact_id, account_id in ((C1, A1), (C2, A1), (C3, A2)):
+        source.upsert(Contact(id=contact_id, account_id=account_id, system_modstamp=T0))
+    engine = SyncEngine(source=source, store=store, clock=lambda: CLOCK)
+    engine.sync()
+    return source, store, engine
+
+
+def test_a_record_purged_beyond_the_recycle_bin_is_deleted_with_its_contacts() -> None:
+    source, store, engine = seeded()
+    source.purge("Account", A2)
+    source.purge("Contact", C2)
+
+    assert engine.sync().accounts_deleted == 0  # a sync cannot see what is gone
+    report = engine.reconcile()
+
+    assert store.get_account(A2) is None
+    assert store.contact_ids(A2) == []
+    assert store.get_contact(C3) is None
+    assert store.get_contact(C2) is None
+    assert store.contact_ids(A1) == [C1]
+    assert (report.accounts_deleted, report.contacts_deleted) == (1, 1)
+    assert store.get_account(A1) is not None
+
+
+def test_a_formula_value_changed_under_the_same_stamp_is_refreshed_and_logged() -> None:
+    source, store, engine = seeded()
+    source.upsert(
+        Account(id=A1, fields={"Name": "Acme", "Tier__c": "Platinum"}, system_modstamp=T0)
+    )
+    assert engine.sync().already_applied >= 1  # the same stamp: a sync takes it as known
+
+    report = engine.reconcile()
+
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields["Tier__c"] == "Platinum"
+    assert report.refreshed == 1
+    assert {(e.contact_id, e.field, e.old_value, e.new_value) for e in report.activities} == {
+        (C1, "Tier__c", "Gold", "Platinum"),
+        (C2, "Tier__c", "Gold", "Platinum"),
+    }
+    assert all(e.origin is Origin.SALESFORCE for e in report.activities)
+    # The entries of the original version and of the refresh are distinct, and kept.
+    logged = [e.id for e in store.activities()]
+    assert len(logged) == len(set(logged)) == 2
+
+
+def test_a_second_reconciliation_changes_and_logs_nothing() -> None:
+    source, store, engine = seeded()
+    source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Silver"}, system_modstamp=T0))
+    source.purge("Contact", C3)
+    engine.reconcile()
+    before = list(store.activities())
+
+    again = engine.reconcile()
+
+    assert (again.refreshed, again.accounts_deleted, again.contacts_deleted) == (0, 0, 0)
+    assert again.activities == ()
+    assert list(store.activities()) == before
+
+
+def test_a_value_changing_back_and_forth_logs_each_change() -> None:
+    source, store, _ = seeded()
+    for tier in ("Silver", "Gold", "Silver"):
+        source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": tier}, system_modstamp=T0))
+        clock = CLOCK + timedelta(days=len(list(store.activities())))
+        SyncEngine(source=source, store=store, clock=lambda c=clock: c).reconcile()  # type: ignore[misc]
+    changes = [(e.contact_id, e.old_value, e.new_value) for e in store.activities()]
+    assert changes == [
+        (C1, "Gold", "Silver"),
+        (C2, "Gold", "Silver"),
+        (C1, "Silver", "Gold"),
+        (C2, "Silver", "Gold"),
+        (C1, "Gold", "Silver"),
+        (C2, "Gold", "Silver"),
+    ]
+
+
+def test_s3_a_refresh_discards_local_edits_like_any_salesforce_change() -> None:
+    source, store, engine = seeded()
+    engine.edit_account_field(contact_id=C1, field="Name", value="Acme (local)")
+    source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Silver"}, system_modstamp=T0))
+
+    report = engine.reconcile()
+
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme", "Tier__c": "Silver"}
+    assert report.local_edits_discarded == 1
+
+
+def test_a_contact_moved_under_the_same_stamp_is_refreshed() -> None:
+    source, store, engine = seeded()
+    source.upsert(Contact(id=C3, account_id=A1, system_modstamp=T0))
+    report = engine.reconcile()
+    assert store.contact_ids(A1) == [C1, C2, C3]
+    assert report.refreshed == 1
+
+
+def test_s8_a_refresh_of_a_large_account_is_suppressed_not_logged() -> None:
+    source, store, _ = seeded()
+    engine = SyncEngine(
+        source=source,
+        store=store,
+        policy=ActivityPolicy(max_contacts_per_account=1),
+        clock=lambda: CLOCK,
+    )
+    source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Silver"}, system_modstamp=T0))
+    report = engine.reconcile()
+    assert report.activities == ()
+    assert [(s.account_id, s.contact_count) for s in report.suppressed] == [(A1, 2)]
+
+
+def test_a_read_that_rejected_anything_deletes_nothing() -> None:
+    class Broken:
+        def __init__(self, inner: InMemorySource) -> None:
+            self.inner = inner
+
+        def read_changes(self, object_type: Any, since: Any, *, page_size: int) -> Any:
+            yield from self.inner.read_changes(object_type, since, page_size=page_size)
+            if object_type == "Account":
+                yield [RawRecord(object_type="Account", payload={"Name": "no Id"})]
+
+    source, store, _ = seeded()
+    source.purge("Account", A2)
+    report = SyncEngine(source=Broken(source), store=store, clock=lambda: CLOCK).reconcile()
+    assert not report.ok
+    assert report.accounts_deleted == 0
+    assert store.get_account(A2) is not None
+
+
+def test_a_store_that_cannot_list_its_records_cannot_reconcile() -> None:
+    class Unlisted:
+        def __init__(self, inner: InMemoryStore) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("accounts", "contacts"):
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    source, store, _ = seeded()
+    engine = SyncEngine(source=source, store=Unlisted(store), clock=lambda: CLOCK)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="cannot reconcile"):
+        engine.reconcile()
