@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -336,3 +337,13 @@ def test_reconcile_finds_purged_records_and_refreshed_formulas(
         assert [(e.field, e.old_value, e.new_value) for e in report.activities] == [
             ("Tier__c", "Gold", "Platinum")
         ]
+
+
+def test_the_documented_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "source-salesforce.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "Fake" in b]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/source-salesforce.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["1 1", "{'Name': 'Acme'}", "True"]
