@@ -1767,3 +1767,39 @@ def test_r2_a_shared_store_is_held_for_every_sync_edit_and_conversion() -> None:
     assert store.holds == 3
     assert store.unheld_writes == 0
     assert store.depth == 0
+
+
+def test_s7_a_store_without_a_contact_index_logs_the_same_entries() -> None:
+    class PlainStore:
+        """Only the `Store` protocol: no `contact_ids_of`."""
+
+        def __init__(self) -> None:
+            self.inner = InMemoryStore()
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "contact_ids_of":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    logs = []
+    for store in (InMemoryStore(), PlainStore()):
+        src = InMemorySource()
+        put_account(src, A1, T0, Name="Acme")
+        put_account(src, A2, T0, Name="Globex")
+        for contact_id, account_id in ((C1, A1), (C2, A1), (C4, A2)):
+            put_contact(src, contact_id, account_id, T0)
+        engine = SyncEngine(source=src, store=store, clock=lambda: EDIT_TIME)  # type: ignore[arg-type]
+        engine.sync()
+        # One page: A2 changes before C5 joins it, A1 after C3 joins it.
+        put_account(src, A2, at(1), Name="Globex Inc")
+        put_contact(src, C3, A1, at(2))
+        put_contact(src, C5, A2, at(2))
+        put_account(src, A1, at(3), Name="Acme Inc")
+        engine.sync()
+        logs.append([(e.contact_id, e.new_value) for e in store.activities()])
+    assert logs[0] == logs[1] == [
+        (C4, "Globex Inc"),
+        (C1, "Acme Inc"),
+        (C2, "Acme Inc"),
+        (C3, "Acme Inc"),
+    ]

@@ -419,12 +419,15 @@ def test_contact_ids_after_a_count_see_writes_made_in_between(make_store: StoreF
     assert store.contact_ids(A1) == sorted([C1, C2])
 
 
-def test_a_large_account_is_counted_beyond_the_ids_read_with_a_count(
+def test_contacts_of_many_accounts_leave_a_large_one_to_a_count(
     make_store: StoreFactory,
 ) -> None:
     store = make_store()
     contacts = [contact(make_id("003", 100 + n), A1, 1) for n in range(5001)]
-    store.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))], contacts=contacts))
-    with store.exclusive():
-        assert store.count_contacts(A1) == 5001
-        assert len(store.contact_ids(A1)) == 5001
+    contacts.append(contact(C1, A2, 1))
+    accounts = [AccountState(upstream=account(a, 0)) for a in (A1, A2)]
+    store.apply(Batch(accounts=accounts, contacts=contacts))
+    unknown = make_id("001", 3)
+    assert store.contact_ids_of([A1, A2, unknown], up_to=5000) == {A2: [C1], unknown: []}
+    assert store.count_contacts(A1) == 5001
+    assert len(store.contact_ids_of([A1], up_to=5001)[A1]) == 5001

@@ -25,6 +25,7 @@ from acctsync._errors import (
 from acctsync._formats import AUDIT_FIELDS, decode_change_event, decode_record, encode_record
 from acctsync._ids import normalize_id
 from acctsync._protocols import (
+    ContactIndex,
     ExclusiveStore,
     ListingStore,
     LoggingPolicy,
@@ -79,6 +80,7 @@ __all__ = [
     "ChangeDataValue",
     "ConfigurationError",
     "Contact",
+    "ContactIndex",
     "ContactOp",
     "Conversion",
     "ConversionRequest",

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from attrs import define, field
 
 from acctsync._activity import ChangeDataValue, Origin, activity_id_prefix
-from acctsync._protocols import LoggingPolicy, Store
+from acctsync._protocols import ContactIndex, LoggingPolicy, Store
 from acctsync._records import (
     UNCHANGED,
     Account,
@@ -60,6 +60,9 @@ Upstream = Account | Contact | Deletion | PartialUpdate
 """A decoded change, ready to apply."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Up to this many contacts of an account are read with a page; a larger account is
+# counted first (rule S8 exists for accounts too big to load).
+_MEMBERS_UP_TO = 5000
 
 
 _STREAMS: dict[type, ObjectType] = {Account: "Account", Contact: "Contact"}
@@ -136,9 +139,13 @@ def fan_out(
     version: str,
     occurred_at: datetime,
     suppressed: list[Suppression],
+    contact_ids: Sequence[str] | None = None,
 ) -> list[ChangeDataValue]:
-    """One entry per contact and changed field, unless the policy says otherwise (S7, S8)."""
-    count = store.count_contacts(account_id)
+    """One entry per contact and changed field, unless the policy says otherwise (S7, S8).
+
+    ``contact_ids`` are the account's contacts when the caller has them already.
+    """
+    count = store.count_contacts(account_id) if contact_ids is None else len(contact_ids)
     if count == 0:
         return []
     if not policy.logs_activities(account_id=account_id, contact_count=count, origin=origin):
@@ -164,7 +171,7 @@ def fan_out(
             origin=origin,
             occurred_at=occurred_at,
         )
-        for contact_id in store.contact_ids(account_id)
+        for contact_id in (store.contact_ids(account_id) if contact_ids is None else contact_ids)
         for name, old, new in changes
     ]
 
@@ -249,6 +256,9 @@ class Applier:
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
     _pending: _Pending = field(init=False, factory=_Pending)
+    # The contacts of accounts this page may fan out to, as the store held them when the
+    # page began: good until the page writes (see _commit).
+    _members: Mapping[str, Sequence[str]] = field(init=False, factory=dict)
 
     def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
         """Apply ``changes`` (in `order`) and then store ``watermarks``."""
@@ -260,6 +270,7 @@ class Applier:
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
         self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
+        self._members = self._members_of(changes, streams)
         for change, stream in zip(changes, streams, strict=True):
             if stream == "Account":
                 self._account_change(change, contact_ids)
@@ -279,10 +290,25 @@ class Applier:
             self.tally.stale += 1
         return False
 
+    def _members_of(
+        self, changes: Sequence[Upstream], streams: Sequence[ObjectType]
+    ) -> Mapping[str, Sequence[str]]:
+        if not isinstance(self.store, ContactIndex):
+            return {}
+        updated = {
+            change.id
+            for change, stream in zip(changes, streams, strict=True)
+            if stream == "Account"
+            and isinstance(change, Account | PartialUpdate)
+            and isinstance(self._accounts.get(change.id), AccountState)
+        }
+        return self.store.contact_ids_of(updated, up_to=_MEMBERS_UP_TO) if updated else {}
+
     def _commit(self, batch: Batch) -> None:
         # A page that only re-read known versions changes nothing: no need for a write.
         if batch:
             self.store.apply(batch)
+            self._members = {}
 
     def _account_change(self, change: Upstream, contact_ids: Collection[str]) -> None:
         stored = self._accounts.get(change.id)
@@ -340,6 +366,7 @@ class Applier:
                     version=version,
                     occurred_at=upstream.system_modstamp,
                     suppressed=self.tally.suppressed,
+                    contact_ids=self._members.get(upstream.id),
                 )
                 self._pending.activities.extend(entries)
                 self.tally.activities.extend(entries)

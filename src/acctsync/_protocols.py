@@ -16,7 +16,15 @@ from acctsync._activity import ChangeDataValue, Origin
 from acctsync._records import Account, Change, Contact, ObjectType
 from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
 
-__all__ = ["ExclusiveStore", "ListingStore", "LoggingPolicy", "Source", "Store", "WritableSource"]
+__all__ = [
+    "ContactIndex",
+    "ExclusiveStore",
+    "ListingStore",
+    "LoggingPolicy",
+    "Source",
+    "Store",
+    "WritableSource",
+]
 
 
 class LoggingPolicy(Protocol):
@@ -151,4 +159,23 @@ class ListingStore(Protocol):
 
     def contacts(self) -> Iterable[Contact]:
         """Every live contact."""
+        ...
+
+
+@runtime_checkable
+class ContactIndex(Protocol):
+    """A store that answers the contacts of many accounts at once.
+
+    A sync asks it once per page, for the accounts the page changes, instead of twice
+    per account: for a store behind a network, that is most of an incremental sync.
+    """
+
+    def contact_ids_of(
+        self, account_ids: Collection[str], *, up_to: int
+    ) -> Mapping[str, Sequence[str]]:
+        """The live contact IDs of each of ``account_ids`` that has at most ``up_to``.
+
+        An account with none maps to an empty sequence; one with more than ``up_to`` is
+        left out (the engine counts it with `Store.count_contacts`, never loading it).
+        """
         ...

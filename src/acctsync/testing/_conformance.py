@@ -15,7 +15,7 @@ from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin
 from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError
 from acctsync._formats import decode_change_event, decode_record
-from acctsync._protocols import Source, Store
+from acctsync._protocols import ContactIndex, Source, Store
 from acctsync._records import (
     Account,
     Change,
@@ -146,6 +146,16 @@ def _store_membership(store: Store) -> None:
     )
     _expect(store.count_contacts(A1) == 2, "count_contacts counts an account's contacts")
     _expect(sorted(store.contact_ids(A1)) == sorted([C1, C2]), "contact_ids lists them")
+    if isinstance(store, ContactIndex):
+        members = {k: sorted(v) for k, v in store.contact_ids_of([A1, A2, A3], up_to=2).items()}
+        _expect(
+            members == {A1: sorted([C1, C2]), A2: [], A3: []},
+            "contact_ids_of lists the contacts of each account, none as empty",
+        )
+        _expect(
+            dict(store.contact_ids_of([A1, A2], up_to=1)) == {A2: []},
+            "contact_ids_of leaves out an account with more than up_to contacts",
+        )
     store.apply(Batch(contacts=[_contact(C1, A2, 2)]))
     _expect(
         sorted(store.contact_ids(A1)) == [C2] and list(store.contact_ids(A2)) == [C1],

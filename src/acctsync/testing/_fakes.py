@@ -332,6 +332,13 @@ class InMemoryStore:
         """The IDs of the account's live contacts."""
         return list(self._members.get(normalize_id(account_id), ()))
 
+    def contact_ids_of(
+        self, account_ids: Collection[str], *, up_to: int
+    ) -> Mapping[str, Sequence[str]]:
+        """The contact IDs of each account with at most ``up_to`` of them (`ContactIndex`)."""
+        members = {i: self.contact_ids(i) for i in account_ids}
+        return {i: ids for i, ids in members.items() if len(ids) <= up_to}
+
     def conversion(self, person_id: str) -> Conversion | None:
         """The recorded conversion of ``person_id``."""
         return self._conversions.get(person_id)

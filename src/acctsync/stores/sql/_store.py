@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar, cast
 
 import orjson
 from sqlalchemy import (
@@ -19,7 +19,6 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
-    Integer,
     MetaData,
     Row,
     String,
@@ -59,7 +58,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
-_COUNTED_BY_IDS = 5000
 _T = TypeVar("_T")
 
 
@@ -202,7 +200,6 @@ class SqlStore:
             else AdvisoryLock(self._tables, org, lock_timeout)
         )
         self._pinned: Connection | None = None
-        self._counted: tuple[str, list[str]] | None = None  # see count_contacts
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
@@ -309,7 +306,7 @@ class SqlStore:
             try:
                 yield
             finally:
-                self._pinned, self._depth, self._counted = None, 0, None
+                self._pinned, self._depth = None, 0
                 try:
                     self._lock.release(conn)
                 except SQLAlchemyError:
@@ -346,23 +343,9 @@ class SqlStore:
             return {row.id: read(row) for row in rows}
 
     def count_contacts(self, account_id: str) -> int:
-        """The number of live contacts of the account, counted in the database.
-
-        An account of up to 5,000 contacts is counted by reading their IDs, which a
-        `contact_ids` call that follows at once then gets without a second query: the
-        engine's fan-out asks for both. A larger account is counted, not read.
-        """
+        """The number of live contacts of the account, counted in the database."""
         account_id = normalize_id(account_id)
         with self._transaction(write=False) as conn:
-            rows = self._statements.first_contact_ids.execute(
-                conn, org=self._org, account_id=account_id, limit=_COUNTED_BY_IDS + 1, offset=0
-            )
-            ids = [row[0] for row in rows]
-            if len(ids) <= _COUNTED_BY_IDS:
-                # Only while holding the store: another runner may write in between.
-                if self._pinned is not None:
-                    self._counted = (account_id, ids)
-                return len(ids)
             count = self._statements.count_contacts.execute(
                 conn, org=self._org, account_id=account_id
             )
@@ -371,12 +354,34 @@ class SqlStore:
     def contact_ids(self, account_id: str) -> Sequence[str]:
         """The IDs of the account's live contacts, in ID order."""
         account_id = normalize_id(account_id)
-        counted, self._counted = self._counted, None
-        if counted is not None and counted[0] == account_id:
-            return counted[1]
         with self._transaction(write=False) as conn:
             ids = self._statements.contact_ids.execute(conn, org=self._org, account_id=account_id)
             return [row[0] for row in ids]
+
+    def contact_ids_of(
+        self, account_ids: Collection[str], *, up_to: int
+    ) -> Mapping[str, Sequence[str]]:
+        """The contact IDs, in ID order, of each account with at most ``up_to`` of them.
+
+        Two queries for all the accounts: their counts, then the IDs of the small ones.
+        """
+        wanted = [normalize_id(i) for i in account_ids]
+        if not wanted:
+            return {}
+        listed = json.dumps(wanted) if self._dialect == "sqlite" else wanted
+        with self._transaction(write=False) as conn:
+            counted = self._statements.contact_counts_of.execute(conn, org=self._org, ids=listed)
+            counts = dict(cast("list[tuple[str, int]]", counted.all()))
+            small = [i for i in wanted if 0 < counts.get(i, 0) <= up_to]
+            members: dict[str, list[str]] = {i: [] for i in wanted if i not in counts}
+            if small:
+                listed = json.dumps(small) if self._dialect == "sqlite" else small
+                rows = self._statements.contacts_of_accounts.execute(
+                    conn, org=self._org, ids=listed
+                )
+                for account_id, contact_id in cast("Iterable[tuple[str, str]]", rows):
+                    members.setdefault(account_id, []).append(contact_id)
+            return members
 
     def conversion(self, person_id: str) -> Conversion | None:
         """The recorded Convert Person result for ``person_id``."""
@@ -471,7 +476,6 @@ class SqlStore:
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
-        self._counted = None
         org, codec, statements = self._org, self._codec, self._statements
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice.
@@ -737,14 +741,20 @@ class _Statements:
             dialect,
             ("org", "account_id"),
         )
-        self.first_contact_ids = _Prepared(
-            select(contacts.c.id)
-            .where(*live)
-            .order_by(contacts.c.id)
-            .limit(bindparam("limit", type_=Integer))
-            .offset(bindparam("offset", type_=Integer)),  # SQLite writes one anyway
+        account_is_one_of = self._one_of(contacts.c.account_id, dialect)
+        self.contact_counts_of = _Prepared(
+            select(contacts.c.account_id, func.count())
+            .where(contacts.c.org == org, account_is_one_of)
+            .group_by(contacts.c.account_id),
             dialect,
-            ("org", "account_id", "limit", "offset"),
+            ("org", "ids"),
+        )
+        self.contacts_of_accounts = _Prepared(
+            select(contacts.c.account_id, contacts.c.id)
+            .where(contacts.c.org == org, account_is_one_of)
+            .order_by(contacts.c.account_id, contacts.c.id),
+            dialect,
+            ("org", "ids"),
         )
         self.accounts_of, self.contacts_of = (
             _Prepared(
