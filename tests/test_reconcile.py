@@ -16,6 +16,7 @@ from acctsync import (
     RawRecord,
     SyncEngine,
 )
+from acctsync.sources.cdc import ChangeEventSource
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -106,7 +107,7 @@ def test_a_value_changing_back_and_forth_logs_each_change() -> None:
     ]
 
 
-def test_s3_a_refresh_discards_local_edits_like_any_salesforce_change() -> None:
+def test_s3_a_refresh_keeps_local_edits_and_their_entries_stay_distinct() -> None:
     source, store, engine = seeded()
     engine.edit_account_field(contact_id=C1, field="Name", value="Acme (local)")
     source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Silver"}, system_modstamp=T0))
@@ -115,8 +116,14 @@ def test_s3_a_refresh_discards_local_edits_like_any_salesforce_change() -> None:
 
     account = store.get_account(A1)
     assert account is not None
-    assert account.fields == {"Name": "Acme", "Tier__c": "Silver"}
-    assert report.local_edits_discarded == 1
+    assert account.fields == {"Name": "Acme (local)", "Tier__c": "Silver"}
+    assert report.local_edits_discarded == 0
+    assert {e.field for e in report.activities} == {"Tier__c"}
+    assert all(e.occurred_at == CLOCK for e in report.activities)
+    # A later local edit gets an entry of its own, not one the first edit's id took.
+    engine.edit_account_field(contact_id=C1, field="Name", value="Acme (again)")
+    names = [e.new_value for e in store.activities() if e.field == "Name"]
+    assert names == ["Acme (local)", "Acme (local)", "Acme (again)", "Acme (again)"]
 
 
 def test_a_contact_moved_under_the_same_stamp_is_refreshed() -> None:
@@ -141,19 +148,29 @@ def test_s8_a_refresh_of_a_large_account_is_suppressed_not_logged() -> None:
     assert [(s.account_id, s.contact_count) for s in report.suppressed] == [(A1, 2)]
 
 
+class Broken:
+    """The source's records and then one it cannot decode; not a complete source."""
+
+    def __init__(self, inner: InMemorySource) -> None:
+        self.inner = inner
+
+    def read_changes(self, object_type: Any, since: Any, *, page_size: int) -> Any:
+        yield from self.inner.read_changes(object_type, since, page_size=page_size)
+        if object_type == "Account":
+            yield [RawRecord(object_type="Account", payload={"Name": "no Id"})]
+
+
+class BrokenComplete(Broken):
+    def read_all(self, object_type: Any, *, page_size: int) -> Any:
+        return self.read_changes(object_type, None, page_size=page_size)
+
+
 def test_a_read_that_rejected_anything_deletes_nothing() -> None:
-    class Broken:
-        def __init__(self, inner: InMemorySource) -> None:
-            self.inner = inner
-
-        def read_changes(self, object_type: Any, since: Any, *, page_size: int) -> Any:
-            yield from self.inner.read_changes(object_type, since, page_size=page_size)
-            if object_type == "Account":
-                yield [RawRecord(object_type="Account", payload={"Name": "no Id"})]
-
     source, store, _ = seeded()
     source.purge("Account", A2)
-    report = SyncEngine(source=Broken(source), store=store, clock=lambda: CLOCK).reconcile()
+    report = SyncEngine(
+        source=BrokenComplete(source), store=store, clock=lambda: CLOCK
+    ).reconcile()
     assert not report.ok
     assert report.accounts_deleted == 0
     assert store.get_account(A2) is not None
@@ -165,7 +182,7 @@ def test_a_store_that_cannot_list_its_records_cannot_reconcile() -> None:
             self.inner = inner
 
         def __getattr__(self, name: str) -> Any:
-            if name in ("accounts", "contacts"):
+            if name == "live_ids":
                 raise AttributeError(name)
             return getattr(self.inner, name)
 
@@ -173,3 +190,51 @@ def test_a_store_that_cannot_list_its_records_cannot_reconcile() -> None:
     engine = SyncEngine(source=source, store=Unlisted(store), clock=lambda: CLOCK)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="cannot reconcile"):
         engine.reconcile()
+
+
+def test_a_source_that_cannot_read_the_whole_org_cannot_reconcile() -> None:
+    # A stream of events or a folder of exports lacks what the org still holds: taking
+    # its read for the org would delete the store.
+    source, store, _ = seeded()
+    for partial in (ChangeEventSource(), Broken(source)):
+        engine = SyncEngine(source=partial, store=store, clock=lambda: CLOCK)
+        with pytest.raises(ConfigurationError, match="cannot reconcile"):
+            engine.reconcile()
+    assert len(store.accounts()) == 2
+
+
+def test_a_record_the_org_holds_live_replaces_a_tombstone() -> None:
+    # A CDC DELETE without its merge, or a purge that should not have been: the contacts
+    # were deleted locally, and the org still holds them live, with their own stamps.
+    source, store, _ = seeded()
+    gone = InMemorySource()
+    gone.upsert(Account(id=A2, fields={"Name": "Globex"}, system_modstamp=T0))
+    SyncEngine(source=gone, store=store, clock=lambda: CLOCK).reconcile()
+    assert store.get_account(A1) is None
+    assert store.get_contact(C1) is None
+
+    report = SyncEngine(source=source, store=store, clock=lambda: CLOCK).reconcile()
+
+    assert store.get_account(A1) is not None
+    assert store.contact_ids(A1) == [C1, C2]
+    assert store.contact_ids(A2) == [C3]
+    assert report.refreshed == 4
+
+
+def test_a_read_that_asked_for_a_refetch_deletes_nothing() -> None:
+    source, store, _ = seeded()
+    source.purge("Account", A2)
+    source.add_change_event(
+        {
+            "ChangeEventHeader": {
+                "entityName": "Account",
+                "changeType": "GAP_OVERFLOW",
+                "recordIds": [],
+                "commitTimestamp": 1_700_000_000_000,
+            }
+        }
+    )
+    report = SyncEngine(source=source, store=store, clock=lambda: CLOCK).reconcile()
+    assert report.refetch
+    assert report.accounts_deleted == 0
+    assert store.get_account(A2) is not None

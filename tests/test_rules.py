@@ -1797,9 +1797,13 @@ def test_s7_a_store_without_a_contact_index_logs_the_same_entries() -> None:
         put_account(src, A1, at(3), Name="Acme Inc")
         engine.sync()
         logs.append([(e.contact_id, e.new_value) for e in store.activities()])
-    assert logs[0] == logs[1] == [
-        (C4, "Globex Inc"),
-        (C1, "Acme Inc"),
-        (C2, "Acme Inc"),
-        (C3, "Acme Inc"),
-    ]
+    assert (
+        logs[0]
+        == logs[1]
+        == [
+            (C4, "Globex Inc"),
+            (C1, "Acme Inc"),
+            (C2, "Acme Inc"),
+            (C3, "Acme Inc"),
+        ]
+    )

@@ -30,6 +30,7 @@ from acctsync import (
     Deletion,
     FieldValue,
     ObjectType,
+    SourceError,
     Store,
     SyncEngine,
     Unreadable,
@@ -558,7 +559,8 @@ def test_an_unreadable_file_is_an_export_file_error(folder: Path) -> None:
     with pytest.raises(ExportFileError, match="cannot open") as error:
         ExportFolder(folder).read_changes("Contact", None, page_size=10)
     assert isinstance(error.value.__cause__, OSError)
-    assert isinstance(error.value, ConfigurationError)
+    assert isinstance(error.value, SourceError)
+    assert not error.value.retryable
 
 
 def test_types_from_a_describe_apply_to_their_object_only(folder: Path) -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 
 from acctsync import (
     Account,
@@ -23,6 +24,7 @@ from acctsync.sources.salesforce import (
     RetryPolicy,
     SalesforceError,
     SalesforceSource,
+    _composite_ids,
     soql_datetime,
 )
 from acctsync.stores.sql import SqlStore
@@ -196,7 +198,13 @@ def test_soql_datetimes_round_down_to_the_second() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(403, "REQUEST_LIMIT_EXCEEDED"), (400, "QUERY_TIMEOUT"), (500, None), (503, None)],
+    [
+        (403, "REQUEST_LIMIT_EXCEEDED"),
+        (400, "QUERY_TIMEOUT"),
+        (500, None),
+        (500, "UNKNOWN_EXCEPTION"),
+        (503, None),
+    ],
 )
 def test_a_retryable_failure_is_retried_with_backoff(
     org: FakeSalesforce, status: int, code: str | None
@@ -302,8 +310,9 @@ def test_bad_settings_are_refused(org: FakeSalesforce) -> None:
         SalesforceSource(org.client(), fields={"Lead": ["Name"]})
     with pytest.raises(ConfigurationError):
         SalesforceSource(org.client(), fields={"Account": "Name"})
-    with pytest.raises(ConfigurationError):
-        RetryPolicy(attempts=0)
+    for bad in ({"attempts": 0}, {"attempts": True}, {"initial": "1"}, {"initial": 90.0}):
+        with pytest.raises(ConfigurationError):
+            RetryPolicy(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         list(source_of(org).read_changes("Account", None, page_size=0))
 
@@ -347,3 +356,53 @@ def test_the_documented_example_runs(
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "docs/source-salesforce.md", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["1 1", "{'Name': 'Acme'}", "True"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "retryable"),
+    [
+        (requests.ConnectionError("reset"), True),
+        (requests.exceptions.ChunkedEncodingError("cut short"), True),
+        (requests.JSONDecodeError("Expecting value", "<html>", 0), True),
+        (requests.exceptions.InvalidURL("no"), False),
+    ],
+)
+def test_transport_failures_become_library_errors(failure: Exception, retryable: bool) -> None:
+    retry, waits = no_wait()
+
+    def request() -> None:
+        raise failure
+
+    with pytest.raises(SalesforceError) as raised:
+        retry.call("query Account", request)
+    assert raised.value.retryable is retryable
+    assert raised.value.__cause__ is failure
+    assert len(waits) == (2 if retryable else 0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        {"compositeResponse": "no"},
+        {"compositeResponse": [None]},
+        {"compositeResponse": [{"httpStatusCode": "201", "referenceId": "account"}]},
+    ],
+)
+def test_s6_a_malformed_composite_answer_is_a_library_error(answer: object) -> None:
+    with pytest.raises(SalesforceError):
+        _composite_ids(answer)
+
+
+def test_s6_a_rollback_for_a_locked_row_is_retryable() -> None:
+    halted = {"errorCode": "PROCESSING_HALTED", "message": "rolled back"}
+    locked = {"errorCode": "UNABLE_TO_LOCK_ROW", "message": "locked"}
+    answer = {
+        "compositeResponse": [
+            {"httpStatusCode": 400, "referenceId": "account", "body": [halted]},
+            {"httpStatusCode": 400, "referenceId": "contact", "body": [locked]},
+        ]
+    }
+    with pytest.raises(SalesforceError) as raised:
+        _composite_ids(answer)
+    assert (raised.value.error_code, raised.value.retryable) == ("UNABLE_TO_LOCK_ROW", True)

@@ -25,6 +25,7 @@ from acctsync._errors import (
 from acctsync._formats import AUDIT_FIELDS, decode_change_event, decode_record, encode_record
 from acctsync._ids import normalize_id
 from acctsync._protocols import (
+    CompleteSource,
     ContactIndex,
     ExclusiveStore,
     ListingStore,
@@ -78,6 +79,7 @@ __all__ = [
     "Batch",
     "Change",
     "ChangeDataValue",
+    "CompleteSource",
     "ConfigurationError",
     "Contact",
     "ContactIndex",

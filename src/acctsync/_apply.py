@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
+import attrs
 from attrs import define, field
 
 from acctsync._activity import ChangeDataValue, Origin, activity_id_prefix
@@ -242,16 +243,16 @@ class _Pending:
 class Applier:
     """Applies pages of changes to ``store``, counting in ``tally``.
 
-    With a ``refresh`` tag (a reconciliation's), a version already stored whose values
-    differ is applied too: a formula field changes without moving ``SystemModstamp``.
-    The tag goes into the activity ids of such changes, which the original version's
-    entries already use.
+    ``refresh_at`` is set by a reconciliation, whose full read of a complete source is
+    the org as it is: a version already stored whose values differ is applied too (a
+    formula field changes without moving ``SystemModstamp``), and a live record replaces
+    a tombstone whatever their stamps.
     """
 
     store: Store
     policy: LoggingPolicy
     tally: Tally
-    refresh: str | None = None
+    refresh_at: datetime | None = None
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -281,10 +282,13 @@ class Applier:
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
         if stored is None or _version(change) > _version(stored):
             return True
+        if self.refresh_at is not None and (
+            (isinstance(stored, Deletion) and isinstance(change, Account | Contact))
+            or (_version(change) == _version(stored) and _refreshed(change, stored))
+        ):
+            self.tally.refreshed += 1
+            return True
         if _version(change) == _version(stored):
-            if self.refresh is not None and _refreshed(change, stored):
-                self.tally.refreshed += 1
-                return True
             self.tally.already_applied += 1
         else:
             self.tally.stale += 1
@@ -347,16 +351,21 @@ class Applier:
             )
         else:
             upstream = change
+        state = AccountState(upstream=upstream)
         if isinstance(stored, AccountState):
-            if stored.local_edits:
+            version, occurred_at = micros(upstream.system_modstamp), upstream.system_modstamp
+            if self.refresh_at is not None and stored.system_modstamp == upstream.system_modstamp:
+                # A refresh, not a newer version: local edits stay (S3), and its entries
+                # are of the reconciliation, apart from the version's own.
+                state = attrs.evolve(stored, upstream=upstream)
+                version += f"~r{micros(self.refresh_at)}"
+                occurred_at = self.refresh_at
+            elif stored.local_edits:
                 self.tally.local_edits_discarded += 1
-            changed = _diff(stored, upstream.fields)
+            changed = _diff(stored, state.effective().fields)
             if changed:
                 if upstream.id in self._pending.dirty:
                     self._commit(self._pending.take())
-                version = micros(upstream.system_modstamp)
-                if stored.system_modstamp == upstream.system_modstamp:
-                    version += f"~{self.refresh}"  # a refresh: only reconcile gets here
                 entries = fan_out(
                     self.store,
                     self.policy,
@@ -364,13 +373,12 @@ class Applier:
                     changed,
                     origin=Origin.SALESFORCE,
                     version=version,
-                    occurred_at=upstream.system_modstamp,
+                    occurred_at=occurred_at,
                     suppressed=self.tally.suppressed,
                     contact_ids=self._members.get(upstream.id),
                 )
                 self._pending.activities.extend(entries)
                 self.tally.activities.extend(entries)
-        state = AccountState(upstream=upstream)
         self._accounts[upstream.id] = state
         self._pending.accounts.append(state)
         self.tally.accounts_upserted += 1

@@ -39,6 +39,7 @@ from acctsync._errors import (
 from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
 from acctsync._protocols import (
+    CompleteSource,
     ExclusiveStore,
     ListingStore,
     LoggingPolicy,
@@ -147,42 +148,56 @@ class SyncEngine:
         return nullcontext()
 
     def reconcile(self) -> SyncReport:
-        """Read everything again and make the store equal the source.
+        """Read the whole org again and make the store equal it.
 
-        A sync's reads cannot see two things: a record deleted beyond the recycle bin
-        (it is simply gone), and a formula field whose value changed (that does not move
-        ``SystemModstamp``). A reconciliation reads every record from the start, applies
-        it like a sync, applies values that changed under an unchanged stamp (``refreshed``
-        in the report; they discard local edits and log activities like any Salesforce
-        change), then deletes the records the store holds that the read did not return.
+        A sync reads what changed since its watermark, which misses a record deleted
+        beyond the recycle bin (it is gone) and a formula value that changed (that does
+        not move ``SystemModstamp``). A reconciliation reads every record, as the org
+        holds it now, and:
 
-        A read that rejected anything deletes nothing: a rejected record may be one the
-        store holds. Needs a `ListingStore`.
+        - applies it like a sync; a live record also replaces a tombstone, whatever
+          their stamps, since the org holds it live;
+        - applies values changed under an unchanged stamp (``refreshed`` in the report):
+          local edits stay, since no newer version came (S3), and the entries it logs
+          are of the reconciliation's time;
+        - deletes, as of now, the live records the store holds that the read lacked.
+
+        A read that rejected anything, or asked for a re-fetch, deletes nothing: the
+        record it could not read may be one the store holds. Needs a `CompleteSource`
+        and a `ListingStore`.
         """
-        if not isinstance(self._store, ListingStore):
+        source, store = self._source, self._store
+        if not isinstance(source, CompleteSource):
             raise ConfigurationError(
-                f"{type(self._store).__name__} cannot list its records: it cannot reconcile"
+                f"{type(source).__name__} cannot read the whole org: it cannot reconcile"
+            )
+        if not isinstance(store, ListingStore):
+            raise ConfigurationError(
+                f"{type(store).__name__} cannot list its records: it cannot reconcile"
             )
         with self._hold():
-            return self._sync(listing=self._store)
+            return self._sync(reconcile=(source, store))
 
-    def _sync(self, *, listing: ListingStore | None = None) -> SyncReport:
-        """A sync; with ``listing`` (the store, listing its records), a reconciliation."""
-        reconcile = listing is not None
+    def _sync(self, *, reconcile: tuple[CompleteSource, ListingStore] | None = None) -> SyncReport:
         tally = Tally()
         ceiling = self._clock()
         applier = Applier(
             store=self._store,
             policy=self._policy,
             tally=tally,
-            refresh=f"r{micros(ceiling)}" if reconcile else None,
+            refresh_at=ceiling if reconcile else None,
         )
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
-        reads = {stream: None if reconcile else committed[stream] for stream in STREAMS}
+        size = self._page_size
+        reads = {
+            stream: reconcile[0].read_all(stream, page_size=size)
+            if reconcile
+            else self._source.read_changes(stream, self._since(committed[stream]), page_size=size)
+            for stream in STREAMS
+        }
         merged = heapq.merge(
-            *(self._read(stream, reads[stream], tally) for stream in STREAMS),
-            key=order,
+            *(self._read(stream, reads[stream], tally) for stream in STREAMS), key=order
         )
         read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
         page: list[Upstream] = []
@@ -190,13 +205,13 @@ class SyncEngine:
             page.append(change)
             if reconcile:
                 read_ids[stream_of(change)].add(change.id)
-            if len(page) == self._page_size:
+            if len(page) == size:
                 self._apply(applier, page, seen, committed, ceiling)
                 page = []
         if page or not tally.pages:
             self._apply(applier, page, seen, committed, ceiling)
-        if listing is not None and not tally.rejected:
-            self._purge(listing, applier, read_ids, ceiling)
+        if reconcile and not tally.rejected and not tally.refetch:
+            self._purge(reconcile[1], applier, read_ids, ceiling)
         tally.watermarks.update(
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
@@ -211,18 +226,23 @@ class SyncEngine:
     ) -> None:
         """Delete, as of ``at``, the live records the store holds that a full read lacked."""
         # Accounts first: deleting one deletes its contacts, which need no deletion then.
-        streams: tuple[tuple[ObjectType, Callable[[], Iterable[Account | Contact]]], ...] = (
-            ("Account", store.accounts),
-            ("Contact", store.contacts),
-        )
-        for stream, held in streams:
+        for stream in STREAMS:
             gone = [
-                Deletion(object_type=stream, id=record.id, deleted_at=at)
-                for record in held()
-                if record.id not in read_ids[stream]
+                Deletion(object_type=stream, id=record_id, deleted_at=at)
+                for record_id in store.live_ids(stream)
+                if record_id not in read_ids[stream]
             ]
             for start in range(0, len(gone), self._page_size):
                 applier.apply(gone[start : start + self._page_size], ())
+
+    def _since(self, mark: datetime | None) -> datetime | None:
+        """Where a sync reads from: the watermark less the lookback (R1)."""
+        if mark is None:
+            return None
+        try:
+            return mark - self._lookback
+        except OverflowError:  # a lookback reaching before year 1: read everything
+            return None
 
     def _apply(
         self,
@@ -244,15 +264,11 @@ class SyncEngine:
                 watermarks.append(Watermark(stream=stream, system_modstamp=min(mark, ceiling)))
         applier.apply(page, watermarks)
 
-    def _read(self, stream: ObjectType, mark: datetime | None, tally: Tally) -> Iterator[Upstream]:
-        since = None
-        if mark is not None:
-            try:
-                since = mark - self._lookback
-            except OverflowError:  # a lookback reaching before year 1: read everything
-                since = None
+    def _read(
+        self, stream: ObjectType, pages: Iterable[Sequence[Change]], tally: Tally
+    ) -> Iterator[Upstream]:
         held: list[Upstream] = []
-        for page in self._source.read_changes(stream, since, page_size=self._page_size):
+        for page in pages:
             tally.pages += 1
             changes = sorted([*held, *self._decode(stream, page, tally)], key=order)
             if not changes:

@@ -17,6 +17,7 @@ from acctsync._records import Account, Change, Contact, ObjectType
 from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
 
 __all__ = [
+    "CompleteSource",
     "ContactIndex",
     "ExclusiveStore",
     "ListingStore",
@@ -148,17 +149,27 @@ class ExclusiveStore(Protocol):
 
 @runtime_checkable
 class ListingStore(Protocol):
-    """A store that lists the live records it holds: what `SyncEngine.reconcile` needs.
+    """A store that lists the live records it holds: what `SyncEngine.reconcile` needs."""
 
-    Both may be read page by page; the order does not matter.
-    """
-
-    def accounts(self) -> Iterable[Account]:
-        """Every live account."""
+    def live_ids(self, object_type: ObjectType) -> Iterable[str]:
+        """The IDs of every live record of ``object_type``, in any order."""
         ...
 
-    def contacts(self) -> Iterable[Contact]:
-        """Every live contact."""
+
+@runtime_checkable
+class CompleteSource(Source, Protocol):
+    """A source that can read the whole org: what `SyncEngine.reconcile` compares with.
+
+    A live org is one; a folder of exports or a stream of events is not, since what it
+    lacks may still be in the org.
+    """
+
+    def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterable[Sequence[Change]]:
+        """Every record of ``object_type`` the org holds, as `Source.read_changes` gives them.
+
+        Records in the recycle bin come as deletions; a record it does not return is
+        gone from the org.
+        """
         ...
 
 

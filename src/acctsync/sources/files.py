@@ -30,7 +30,7 @@ from typing import IO, Any, Final, TypeAlias
 
 from attrs import frozen
 
-from acctsync._errors import ConfigurationError, InvalidRecordError
+from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
 from acctsync._formats import parse_datetime
 from acctsync._ids import normalize_id
 from acctsync._records import (
@@ -76,7 +76,7 @@ _SYSTEM_COLUMNS: Final[Mapping[str, tuple[str, str]]] = {
 }
 
 
-class ExportFileError(ConfigurationError):
+class ExportFileError(SourceError):
     """A file of the export folder cannot be read as an export at all (not one bad row).
 
     ``path`` is the file, ``reason`` says why; ``__cause__`` holds an OS error, if any.

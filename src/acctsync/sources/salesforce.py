@@ -27,6 +27,7 @@ from urllib.parse import quote
 import requests
 import tenacity
 from attrs import frozen
+from requests.exceptions import ChunkedEncodingError
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as ClientError
 
@@ -91,10 +92,13 @@ class RetryPolicy:
     sleep: Callable[[float], None] = tenacity.nap.sleep
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
             raise ConfigurationError(f"attempts must be an integer >= 1: {self.attempts!r}")
-        if not 0 <= self.initial <= self.maximum:
-            raise ConfigurationError("waits must satisfy 0 <= initial <= maximum")
+        waits = (self.initial, self.maximum)
+        if any(isinstance(w, bool) or not isinstance(w, int | float) for w in waits):
+            raise ConfigurationError(f"waits must be numbers of seconds: {waits!r}")
+        if self.attempts < 1 or not 0 <= self.initial <= self.maximum:
+            raise ConfigurationError("retries need attempts >= 1 and 0 <= initial <= maximum")
 
     def call(self, what: str, request: Callable[[], _T]) -> _T:
         """``request()``, tried again while it fails with a retryable `SalesforceError`."""
@@ -124,8 +128,12 @@ def _translated(what: str, request: Callable[[], _T]) -> _T:
         return request()
     except ClientError as error:
         raise _error(what, error) from error
-    except (requests.ConnectionError, requests.Timeout) as error:
-        raise SalesforceError(f"{what}: no answer ({error})", retryable=True) from error
+    except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as error:
+        raise SalesforceError(f"{what}: no full answer ({error})", retryable=True) from error
+    except requests.JSONDecodeError as error:  # cut short, or a proxy's page instead
+        raise SalesforceError(f"{what}: an answer that is not JSON", retryable=True) from error
+    except requests.RequestException as error:
+        raise SalesforceError(f"{what}: the request failed ({error})") from error
 
 
 def _error(what: str, error: ClientError) -> SalesforceError:
@@ -133,8 +141,7 @@ def _error(what: str, error: ClientError) -> SalesforceError:
     code = message = None
     if isinstance(content, list) and content and isinstance(content[0], Mapping):
         code, message = content[0].get("errorCode"), content[0].get("message")
-    retryable = code in _RETRYABLE_CODES or (error.status >= 500 and code is None)
-    retryable = retryable or error.status in (502, 503, 504)
+    retryable = code in _RETRYABLE_CODES or error.status >= 500
     detail = f"{code}: {message}" if code else f"HTTP {error.status}"
     return SalesforceError(
         f"{what} failed: {detail}", status=error.status, error_code=code, retryable=retryable
@@ -236,6 +243,10 @@ class SalesforceSource:
             )
             result = self._retry.call(f"query {kind} (next page)", more)
 
+    def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[list[RawRecord]]:
+        """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`)."""
+        return self.read_changes(object_type, None, page_size=page_size)
+
     # -- Writing (Convert Person) --------------------------------------------------------
 
     def convert_person(self, request: ConversionRequest) -> Conversion:
@@ -273,20 +284,22 @@ class SalesforceSource:
                 ),
             ],
         }
-        answer = self._retry.call(
-            "Convert Person",
-            lambda: self._client.restful("composite", method="POST", json=payload),
-        )
-        ids = _composite_ids(answer)
-        try:
-            return Conversion(
-                person_id=request.person_id,
-                account_id=normalize_id(ids["account"], prefix="001"),
-                contact_id=normalize_id(ids["contact"], prefix="003"),
-                opportunity_id=normalize_id(ids["opportunity"], prefix="006"),
-            )
-        except (KeyError, ValueError) as error:
-            raise SalesforceError(f"Convert Person: unexpected answer ({error})") from error
+
+        def convert() -> Conversion:
+            # Inside the retry: a rolled-back request may fail for a reason that passes
+            # (a locked row), and the upserts make a second try create nothing twice.
+            ids = _composite_ids(self._client.restful("composite", method="POST", json=payload))
+            try:
+                return Conversion(
+                    person_id=request.person_id,
+                    account_id=normalize_id(ids["account"], prefix="001"),
+                    contact_id=normalize_id(ids["contact"], prefix="003"),
+                    opportunity_id=normalize_id(ids["opportunity"], prefix="006"),
+                )
+            except (KeyError, ValueError) as error:
+                raise SalesforceError(f"Convert Person: an unexpected answer ({error})") from None
+
+        return self._retry.call("Convert Person", convert)
 
 
 def _records(result: object) -> list[Mapping[str, Any]]:
@@ -312,19 +325,33 @@ def _syncable(object_type: ObjectType, described: object) -> tuple[str, ...]:
 
 
 def _composite_ids(answer: object) -> dict[str, str]:
+    """The IDs a composite answer gives by reference, or the error that rolled it back."""
     responses = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
-    if not isinstance(responses, list):
+    if not isinstance(responses, list) or not all(isinstance(r, Mapping) for r in responses):
         raise SalesforceError("Convert Person: an answer without compositeResponse")
-    failures = [r for r in responses if not 200 <= r.get("httpStatusCode", 500) < 300]
+    failures = [r for r in responses if r.get("httpStatusCode") not in range(200, 300)]
     if failures:
         # Under allOrNone, every other subrequest says PROCESSING_HALTED: report the cause.
-        errors = [e for r in failures for e in r.get("body") or [] if isinstance(e, Mapping)]
+        errors = [
+            e
+            for r in failures
+            if isinstance(r.get("body"), list)
+            for e in r["body"]
+            if isinstance(e, Mapping)
+        ]
         causes = [e for e in errors if e.get("errorCode") != "PROCESSING_HALTED"] or errors
         code = causes[0].get("errorCode") if causes else None
         message = causes[0].get("message") if causes else None
+        status = failures[0].get("httpStatusCode")
         raise SalesforceError(
             f"Convert Person was rolled back: {code}: {message}",
-            status=failures[0].get("httpStatusCode"),
+            status=status if isinstance(status, int) else None,
             error_code=code,
+            retryable=code in _RETRYABLE_CODES,
         )
-    return {r["referenceId"]: r["body"]["id"] for r in responses}
+    ids = {
+        r.get("referenceId"): r["body"].get("id")
+        for r in responses
+        if isinstance(r.get("body"), Mapping)
+    }
+    return {k: v for k, v in ids.items() if isinstance(k, str) and isinstance(v, str)}

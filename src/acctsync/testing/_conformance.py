@@ -15,7 +15,7 @@ from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin
 from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError
 from acctsync._formats import decode_change_event, decode_record
-from acctsync._protocols import ContactIndex, Source, Store
+from acctsync._protocols import ContactIndex, ListingStore, Source, Store
 from acctsync._records import (
     Account,
     Change,
@@ -170,6 +170,12 @@ def _store_membership(store: Store) -> None:
         "contact_states returns the tombstone of a deleted contact",
     )
     _expect(store.count_contacts(A3) == 0, "an unknown account has no contacts")
+    if isinstance(store, ListingStore):
+        _expect(
+            sorted(store.live_ids("Account")) == sorted([A1, A2])
+            and sorted(store.live_ids("Contact")) == sorted([C1, C3]),
+            "live_ids lists the live records of each object, not tombstones",
+        )
 
 
 def _store_contact_ops(store: Store) -> None:

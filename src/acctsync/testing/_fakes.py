@@ -225,6 +225,10 @@ class InMemorySource:
         for start in range(0, len(keyed), page_size):
             yield [entry[3] for entry in keyed[start : start + page_size]]
 
+    def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
+        """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
+        return self.read_changes(object_type, None, page_size=page_size)
+
     # -- Convert Person's write side ----------------------------------------------------
 
     def convert_person(self, request: ConversionRequest) -> Conversion:
@@ -418,3 +422,9 @@ class InMemoryStore:
     def contacts(self) -> tuple[Contact, ...]:
         """Every live contact."""
         return tuple(c for c in self._contacts.values() if isinstance(c, Contact))
+
+    def live_ids(self, object_type: ObjectType) -> list[str]:
+        """The IDs of every live account or contact (`ListingStore`)."""
+        if parse_object_type(object_type) == "Account":
+            return [i for i, state in self._accounts.items() if isinstance(state, AccountState)]
+        return [i for i, contact in self._contacts.items() if isinstance(contact, Contact)]

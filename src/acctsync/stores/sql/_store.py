@@ -39,7 +39,14 @@ from acctsync._activity import ChangeDataValue, Origin
 from acctsync._convert import make_converter
 from acctsync._errors import ConfigurationError, SchemaVersionError, StoreError
 from acctsync._ids import normalize_id
-from acctsync._records import Account, Contact, Deletion, FieldValue, ObjectType
+from acctsync._records import (
+    Account,
+    Contact,
+    Deletion,
+    FieldValue,
+    ObjectType,
+    parse_object_type,
+)
 from acctsync._state import (
     AccountState,
     Batch,
@@ -455,6 +462,28 @@ class SqlStore:
         for contact in self._walk(self._tables.contacts, self._contact_state):
             if isinstance(contact, Contact):
                 yield contact
+
+    def live_ids(self, object_type: ObjectType) -> Iterator[str]:
+        """The IDs of every live account or contact, in ID order (`ListingStore`)."""
+        kind = parse_object_type(object_type)
+        table = self._tables.accounts if kind == "Account" else self._tables.contacts
+        after = ""
+        while True:
+            with self._transaction(write=False) as conn:
+                ids = (
+                    conn.execute(
+                        select(table.c.id)
+                        .where(table.c.org == self._org, table.c.id > after, ~table.c.deleted)
+                        .order_by(table.c.id)
+                        .limit(_LOG_PAGE)
+                    )
+                    .scalars()
+                    .all()
+                )
+            yield from ids
+            if len(ids) < _LOG_PAGE:
+                return
+            after = ids[-1]
 
     def _walk(self, table: Table, read: Callable[[Row[Any]], _T]) -> Iterator[_T]:
         after = ""
