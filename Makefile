@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEMO_DB ?= acctsync-demo.db
 
 .PHONY: demo test lint bench bench-sql clean
 
@@ -14,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m acctsync.demo --db acctsync-demo.db
+	$(BIN)/python -m acctsync.demo --db $(DEMO_DB)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
