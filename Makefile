@@ -18,8 +18,8 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m acctsync.demo --db $(DEMO_DB)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy --strict src
 
 test: lint

@@ -49,7 +49,7 @@ def test_a_record_purged_beyond_the_recycle_bin_is_deleted_with_its_contacts() -
     assert store.get_contact(C3) is None
     assert store.get_contact(C2) is None
     assert store.contact_ids(A1) == [C1]
-    assert (report.accounts_deleted, report.contacts_deleted) == (1, 1)
+    assert (report.accounts_deleted, report.contacts_deleted) == (1, 2)
     assert store.get_account(A1) is not None
 
 

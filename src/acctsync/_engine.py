@@ -225,8 +225,9 @@ class SyncEngine:
         at: datetime,
     ) -> None:
         """Delete, as of ``at``, the live records the store holds that a full read lacked."""
-        # Accounts first: deleting one deletes its contacts, which need no deletion then.
-        for stream in STREAMS:
+        # Contacts first, each counted in the report; an account deleted after them has
+        # none of the org's purged contacts left to delete with it.
+        for stream in reversed(STREAMS):
             gone = [
                 Deletion(object_type=stream, id=record_id, deleted_at=at)
                 for record_id in store.live_ids(stream)

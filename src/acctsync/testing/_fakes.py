@@ -160,15 +160,21 @@ class InMemorySource:
     def purge(self, object_type: ObjectType, record_id: str) -> None:
         """Remove a record beyond the recycle bin: no read returns it any more.
 
-        Purging an account purges the contacts deleted with it. Only
-        `SyncEngine.reconcile` finds out.
+        Purging an account purges its contacts and those deleted with it, as a hard
+        delete in Salesforce does. Only `SyncEngine.reconcile` finds out.
         """
         kind = parse_object_type(object_type)
         record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
         self._records[kind].pop(record_id, None)
         self._buried.pop(record_id, None)
-        for contact_id in self._deleted_with.pop(record_id, []):
-            self._records["Contact"].pop(contact_id, None)
+        if kind != "Account":
+            return
+        contacts = self._records["Contact"]
+        members = [
+            i for i, c in contacts.items() if isinstance(c, Contact) and c.account_id == record_id
+        ]
+        for contact_id in [*members, *self._deleted_with.pop(record_id, [])]:
+            contacts.pop(contact_id, None)
             self._buried.pop(contact_id, None)
 
     def undelete(self, object_type: ObjectType, record_id: str, *, at: datetime) -> None:
