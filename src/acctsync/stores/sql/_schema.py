@@ -55,6 +55,7 @@ class Tables:
     watermarks: Table
     conversions: Table
     locks: Table
+    runs: Table
 
     @classmethod
     def define(cls, prefix: str, schema: str | None) -> Tables:
@@ -137,7 +138,22 @@ class Tables:
             Column("pid", Integer, nullable=False),
             Column("expires_at", BigInteger, nullable=False),
         )
-        return cls(metadata, meta, accounts, contacts, activities, watermarks, conversions, locks)
+        runs = Table(
+            f"{prefix}runs",
+            metadata,
+            Column("seq", _SEQ, primary_key=True, autoincrement=True),
+            Column("org", _ORG, nullable=False),
+            Column("started_at", BigInteger, nullable=False),
+            Column("outcome", String(16), nullable=False),
+            # The rest of the `SyncRun` (counts, rejections...) as JSON: it grows without
+            # a schema step.
+            Column("summary", Text, nullable=False),
+            # The last run of an org is its row with the highest seq.
+            Index(f"{prefix}runs_by_org", "org", "seq"),
+        )
+        return cls(
+            metadata, meta, accounts, contacts, activities, watermarks, conversions, locks, runs
+        )
 
 
 def _create_core(conn: Connection, tables: Tables) -> None:
@@ -156,9 +172,14 @@ def _create_locks(conn: Connection, tables: Tables) -> None:
     tables.locks.create(conn)
 
 
+def _create_runs(conn: Connection, tables: Tables) -> None:
+    tables.runs.create(conn)  # with its index
+
+
 _STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
     _create_core,  # 1: records, activity log, watermarks, conversions
     _create_locks,  # 2: the runner lease that SQLite needs (PostgreSQL uses advisory locks)
+    _create_runs,  # 3: the sync runs, for a later look at what the last one did
 )
 
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final, Self, TypeVar, cast
 
+import attrs
 import orjson
 from sqlalchemy import (
     URL,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -57,6 +59,7 @@ from acctsync._state import (
     StoredContact,
 )
 from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
+from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
 
 __all__ = ["SqlStore"]
@@ -65,6 +68,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
+# A run keeps this many of its rejections and suppressions (with their total counts),
+# and an org this many runs: enough to see what went wrong, not a second log.
+_KEPT_ITEMS = 1000
+_KEPT_RUNS = 100
 _T = TypeVar("_T")
 
 
@@ -201,6 +208,7 @@ class SqlStore:
         self._org = org
         self._tables = Tables.define(table_prefix, schema)
         self._codec = _Codec()
+        self._runs = make_converter()
         self._lock: RunnerLock = (
             Lease(self._tables, org, lock_timeout, lease)
             if self._dialect == "sqlite"
@@ -484,6 +492,106 @@ class SqlStore:
             if len(ids) < _LOG_PAGE:
                 return
             after = ids[-1]
+
+    def counts(self) -> StoreCounts:
+        """How many live accounts and contacts, and activity entries, this org has."""
+        accounts, contacts, log = (
+            self._tables.accounts,
+            self._tables.contacts,
+            self._tables.activities,
+        )
+        with self._transaction(write=False) as conn:
+            return StoreCounts(
+                accounts=self._count(conn, accounts, ~accounts.c.deleted),
+                contacts=self._count(conn, contacts, ~contacts.c.deleted),
+                activities=self._count(conn, log),
+            )
+
+    def _count(self, conn: Connection, table: Table, *where: Any) -> int:
+        found = conn.scalar(select(func.count()).where(table.c.org == self._org, *where))
+        return int(found or 0)
+
+    def orgs(self) -> list[str]:
+        """Every org this database holds a sync, a run or a conversion of, in order.
+
+        Unlike the other reads it looks beyond this store's org: at the whole database.
+        """
+        tables = self._tables
+        listed = [
+            select(table.c.org).distinct()
+            for table in (tables.watermarks, tables.runs, tables.conversions)
+        ]
+        with self._transaction(write=False) as conn:
+            found: set[str] = set()
+            for query in listed:
+                found.update(conn.scalars(query))
+        return sorted(found)
+
+    # -- Runs ----------------------------------------------------------------------------
+
+    def record_run(self, run: SyncRun) -> SyncRun:
+        """Keep ``run`` as this org's latest, and return it with its ``id``.
+
+        The store keeps the newest 100 runs of each org, and of each run the first 1,000
+        rejections and suppressions (``rejected_count`` and ``suppressed_count`` keep the
+        totals).
+        """
+        kept = attrs.evolve(
+            run,
+            rejected=run.rejected[:_KEPT_ITEMS],
+            suppressed=run.suppressed[:_KEPT_ITEMS],
+            rejected_count=max(run.rejected_count, len(run.rejected)),
+            suppressed_count=max(run.suppressed_count, len(run.suppressed)),
+            id=None,
+        )
+        summary = json.dumps(self._runs.unstructure(kept), ensure_ascii=False)
+        table = self._tables.runs
+        with self._transaction(write=True) as conn:
+            inserted = conn.execute(
+                table.insert().values(
+                    org=self._org,
+                    started_at=_micros(run.started_at),
+                    outcome=run.outcome,
+                    summary=summary,
+                )
+            )
+            seq = int(cast("tuple[int]", inserted.inserted_primary_key)[0])
+            newest = (
+                select(table.c.seq)
+                .where(table.c.org == self._org)
+                .order_by(table.c.seq.desc())
+                .limit(_KEPT_RUNS)
+                .subquery()
+            )
+            conn.execute(
+                delete(table).where(
+                    table.c.org == self._org,
+                    table.c.seq < select(func.min(newest.c.seq)).scalar_subquery(),
+                )
+            )
+        return attrs.evolve(kept, id=seq)
+
+    def runs(self, *, limit: int = 10) -> list[SyncRun]:
+        """This org's latest ``limit`` recorded runs, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be an int >= 1: {limit!r}")
+        table = self._tables.runs
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(table.c.seq, table.c.summary)
+                .where(table.c.org == self._org)
+                .order_by(table.c.seq.desc())
+                .limit(limit)
+            ).all()
+        return [
+            attrs.evolve(self._runs.structure(json.loads(row.summary), SyncRun), id=row.seq)
+            for row in rows
+        ]
+
+    def last_run(self) -> SyncRun | None:
+        """This org's latest recorded run, or None before the first."""
+        latest = self.runs(limit=1)
+        return latest[0] if latest else None
 
     def _walk(self, table: Table, read: Callable[[Row[Any]], _T]) -> Iterator[_T]:
         after = ""
