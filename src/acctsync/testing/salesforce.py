@@ -16,8 +16,13 @@ and lets the code under test talk to it over HTTP, so that the client and the wi
 tested too, not a mock of them. One lock guards the org and each request runs whole under
 it, as one transaction.
 
+With ``tls=True`` it serves HTTPS under a certificate it makes for 127.0.0.1, so that a
+client built as in production (from an instance URL, trusting the CA bundle named by
+``REQUESTS_CA_BUNDLE``) reaches it, in another process too.
+
 Only the standard library and acctsync are imported here; ``requests`` and
-``simple_salesforce`` are imported when `FakeSalesforce.client` is called.
+``simple_salesforce`` are imported when `FakeSalesforce.client` is called, and
+``cryptography`` when a TLS fake starts.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ import json
 import operator
 import re
 import secrets
+import shutil
+import ssl
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -543,9 +552,14 @@ class FakeSalesforce:
     describe and writable, required fields present, references live. The records one
     request writes share one ``SystemModstamp``, the org's `now`, which then moves on
     by a millisecond. ``clock`` is the first `now`; the current time when None.
+
+    ``tls=True`` serves HTTPS (`url` is ``https://127.0.0.1:PORT``) under a certificate
+    issued for 127.0.0.1 by a CA made at `start`, whose certificate is at `certificate`.
     """
 
-    def __init__(self, *, api_version: str = "59.0", clock: datetime | None = None) -> None:
+    def __init__(
+        self, *, api_version: str = "59.0", clock: datetime | None = None, tls: bool = False
+    ) -> None:
         self.api_version = api_version
         """The API version `client` speaks."""
         self.session_id = f"00D000000000001!{secrets.token_urlsafe(24)}"
@@ -561,6 +575,8 @@ class FakeSalesforce:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._sessions: list[Session] = []
+        self._tls = tls
+        self._certificates: Path | None = None
 
     def __repr__(self) -> str:
         with self._lock:
@@ -588,6 +604,15 @@ class FakeSalesforce:
             return
         server = _Server(("127.0.0.1", 0), _Handler)
         server.org = self
+        if self._tls:
+            self._certificates = Path(tempfile.mkdtemp(prefix="fake-salesforce-"))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*_issue_certificates(self._certificates))
+            # The handshake then happens in the request's thread, on its first read: a
+            # client that never completes one cannot stall the accepting loop.
+            server.socket = context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -610,13 +635,29 @@ class FakeSalesforce:
         for session in self._sessions:
             session.close()
         self._sessions.clear()
+        if self._certificates is not None:
+            shutil.rmtree(self._certificates, ignore_errors=True)
+            self._certificates = None
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``, once started."""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls``), once started."""
         if self._server is None:
             raise ConfigurationError("the fake Salesforce is not serving; call start()")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def certificate(self) -> Path:
+        """The PEM file of the CA that issued the server's certificate, for a client to trust.
+
+        Only with ``tls``, once started; it is removed by `stop`.
+        """
+        if not self._tls:
+            raise ConfigurationError("the fake Salesforce serves plain HTTP: pass tls=True")
+        if self._certificates is None:
+            raise ConfigurationError("the fake Salesforce is not serving; call start()")
+        return self._certificates / "ca.pem"
 
     def client(self, *, timeout: float = 10.0, **options: Any) -> Salesforce:
         """A ``simple_salesforce.Salesforce`` client of this org.
@@ -626,7 +667,9 @@ class FakeSalesforce:
         """
         from simple_salesforce.api import Salesforce
 
-        session = _loopback_session(self.url, timeout)
+        session = _loopback_session(
+            self.url, timeout, verify=str(self.certificate) if self._tls else True
+        )
         self._sessions.append(session)
         return Salesforce(
             instance_url=self.url,
@@ -1373,24 +1416,26 @@ def _typed(kind: str, raw: Any) -> FieldValue:
     return raw if isinstance(raw, str) else _dumps(raw)
 
 
-def _loopback_session(url: str, timeout: float) -> Session:
-    """A ``requests`` session that reaches the fake at ``url`` over plain HTTP.
+def _loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session:
+    """A ``requests`` session that reaches the fake at ``url``.
 
     simple-salesforce builds every URL as ``https://`` whatever the instance URL says,
-    so the session turns this server's ``https://`` URLs back into ``http://``. It
+    so for a plain-HTTP fake the session turns this server's ``https://`` URLs back into
+    ``http://``; a TLS fake is reached as is, trusting ``verify`` (its CA file). It
     ignores the environment (``trust_env``), whose CA bundle and proxy settings are
     meant for the real Salesforce, not for 127.0.0.1; and since simple-salesforce sets
     no timeout anywhere, it gives each request one, so that a hung test fails.
     """
     import requests
 
-    https = "https" + url.removeprefix("http") + "/"
+    # Nothing to rewrite for a TLS fake: its URLs are https:// already.
+    https = "https" + url.removeprefix("http") + "/" if url.startswith("http:") else None
 
     class LoopbackSession(requests.Session):
         def request(  # type: ignore[override]
             self, method: str, url: str, *args: Any, **kwargs: Any
         ) -> requests.Response:
-            if url.startswith(https):
+            if https is not None and url.startswith(https):
                 url = "http" + url.removeprefix("https")
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = timeout
@@ -1398,7 +1443,81 @@ def _loopback_session(url: str, timeout: float) -> Session:
 
     session = LoopbackSession()
     session.trust_env = False
+    session.verify = verify
     return session
+
+
+def _issue_certificates(directory: Path) -> tuple[Path, Path]:
+    """Make a CA and a server certificate for 127.0.0.1 in ``directory``.
+
+    Returns the server's certificate chain and key files; the CA's certificate is
+    ``ca.pem``. A CA rather than one self-signed certificate: strict verifiers (Python
+    3.13's default context among them) refuse a leaf certificate as its own issuer.
+    """
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def usage(**granted: bool) -> x509.KeyUsage:
+        names = (
+            "digital_signature content_commitment key_encipherment data_encipherment"
+            " key_agreement key_cert_sign crl_sign encipher_only decipher_only"
+        )
+        return x509.KeyUsage(**{name: granted.get(name, False) for name in names.split()})
+
+    def builder(subject: x509.Name, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acctsync FakeSalesforce CA")])
+    ca = (
+        builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        builder(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+            ca_name,
+            key.public_key(),
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    chain, key_file = directory / "server.pem", directory / "server-key.pem"
+    chain.write_bytes(server.public_bytes(pem) + ca.public_bytes(pem))
+    key_file.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return chain, key_file
 
 
 class _Server(ThreadingHTTPServer):
