@@ -40,16 +40,19 @@ def test_readme_python_example_runs() -> None:
 def test_demo_shows_every_rule_it_promises(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    demo.main(["--db", str(tmp_path / "demo.db")])
+    assert demo.main(["--db", str(tmp_path / "demo.db")]) == 0
     out = capsys.readouterr().out
+    assert "31 accounts of every size, 12,869 contacts" in out
     assert "rejected: Account not-an-id" in out
     assert "Industry: 'Tech' -> 'Retail' (salesforce)" in out
     assert "5,001 contacts (> 5,000): 5,001 entries not logged" in out
+    # At exactly 5,000 contacts the entries are logged (S8).
+    assert re.search(r"\b5,000 +. 5,000 +. 0 ", out)
     assert "a sync with no newer Acme version keeps it: 'Finance'" in out
     assert "Acme now: {'Name': 'Acme Inc', 'Industry': 'Retail'}" in out
     assert "a retry gave the same: True" in out
     assert "in the local store before the next sync: None" in out
-    assert "holds 3 accounts, 5,004 contacts and 8 Change Data Value entries" in out
+    assert "holds 32 accounts, 12,870 contacts and 6,119 Change Data Value entries" in out
 
 
 def test_demo_resumes_from_the_stored_watermark(
@@ -62,7 +65,7 @@ def test_demo_resumes_from_the_stored_watermark(
         demo.main(["--db", db])
         out = capsys.readouterr().out
         assert "Resuming from the stored watermark" in out
-        # Only the changed account is read: not the org's 5,003 contacts again.
+        # Only the changed account is read: not the org's 12,870 contacts again.
         assert "pages: 1 | applied: accounts 1, contacts 0 | already applied: 0" in out
         assert f"Phone: {'None' if phone == '5550101' else repr('5550101')} -> {phone!r}" in out
 

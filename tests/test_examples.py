@@ -138,6 +138,6 @@ def test_make_demo_as_the_readme_says(tmp_path: Path) -> None:
     assert f"A new local copy in {db}" in out
     assert "Industry: 'Tech' -> 'Retail' (salesforce)" in out
     assert "a retry gave the same: True" in out
-    assert "holds 3 accounts, 5,004 contacts and 8 Change Data Value entries" in out
+    assert "holds 32 accounts, 12,870 contacts and 6,119 Change Data Value entries" in out
     assert db.is_file()
     assert sorted(ROOT.glob("acctsync-demo.db*")) == demo_dbs

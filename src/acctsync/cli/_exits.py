@@ -1,0 +1,33 @@
+"""The exit codes of the ``acctsync`` command, one per kind of outcome a script acts on."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ExitCode"]
+
+
+class ExitCode(enum.IntEnum):
+    """What an ``acctsync`` command's exit status means."""
+
+    OK = 0
+    """Done."""
+    UNEXPECTED = 1
+    """An error acctsync did not expect (a bug): the traceback is on stderr."""
+    USAGE = 2
+    """The command could not start: bad arguments or settings, missing credentials or a
+    missing extra. Nothing was read or written."""
+    REJECTED = 3
+    """The sync finished, but rejected records (rule R7): the rest was applied."""
+    REFUSED = 4
+    """An edit was refused: no such contact, or the contact has no account (rule S5)."""
+    LOCKED = 5
+    """Another runner held the org's store for longer than ``--lock-timeout``."""
+    SOURCE = 6
+    """Salesforce or the export folder failed; what was applied before stays."""
+    STORE = 7
+    """The database failed, or was written by a newer acctsync."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (SIGINT) before it finished."""
+    TERMINATED = 143
+    """Stopped by SIGTERM before it finished."""

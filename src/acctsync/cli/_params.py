@@ -1,0 +1,187 @@
+"""How the command line's text becomes values: databases, IDs, times, field values.
+
+The parameter types make a bad value a usage error (exit 2) raised while the arguments
+are parsed: before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from acctsync._convert import make_converter
+from acctsync._errors import InvalidRecordError
+from acctsync._ids import normalize_id
+from acctsync._records import FieldValue
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
+    _ParamType = click.ParamType[Any, Any]
+else:  # click < 8.2's ParamType is not generic
+    _ParamType = click.ParamType
+
+__all__ = ["DATABASE", "SINCE", "Database", "RecordId", "parse_json_value"]
+
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_AGO: Final = re.compile(r"(\d+)([smhd])")
+_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class Database:
+    """Where ``--db`` points: a SQLAlchemy URL, or a path that means a SQLite file.
+
+    SQLAlchemy is imported only when the URL is needed, so that ``--help`` and a usage
+    error answer without it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.given_as_path = not _SCHEME.match(text)
+        """A plain path (a Windows drive letter has no ``//``): a SQLite file."""
+
+    def __repr__(self) -> str:
+        return f"<Database {self.shown!r}>"
+
+    @functools.cached_property
+    def url(self) -> URL:
+        """The SQLAlchemy URL; `click.BadParameter` if the text is not one."""
+        from sqlalchemy import URL, make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if self.given_as_path:
+            return URL.create("sqlite", database=self.text)
+        try:
+            return make_url(self.text)
+        except ArgumentError:
+            raise click.BadParameter(
+                "not a SQLAlchemy URL (dialect+driver://user@host/database)",
+                param_hint="'--db'",
+            ) from None
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file the database is in; None for a server or an in-memory one."""
+        if self.given_as_path:
+            return Path(self.text)
+        name = self.url.database if self.url.get_backend_name() == "sqlite" else None
+        if name in (None, "", ":memory:") or str(name).startswith("file:"):
+            return None
+        return Path(str(name))
+
+    @property
+    def shown(self) -> str:
+        """The database as it may be printed: the path as given, or the URL without password."""
+        if self.given_as_path:
+            return self.text
+        return self.url.render_as_string(hide_password=True)
+
+    def check(self) -> None:
+        """Raise `click.BadParameter` now if the text is not a URL."""
+        _ = self.url
+
+    def exists(self) -> bool:
+        """False for a SQLite file that is not there (a server database always counts)."""
+        path = self.path
+        return path is None or path.is_file()
+
+
+class _DatabaseType(_ParamType):
+    name = "URL|PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Database):
+            return value
+        text = str(value)
+        if not text:
+            self.fail("an empty database", param, ctx)
+        database = Database(text)
+        if not database.given_as_path:
+            backend = text.partition(":")[0].partition("+")[0].lower()
+            if backend not in ("sqlite", "postgresql"):
+                self.fail(f"acctsync stores in SQLite or PostgreSQL, not {backend}", param, ctx)
+        return database
+
+
+DATABASE: Final = _DatabaseType()
+
+
+class RecordId(_ParamType):
+    """A 15- or 18-character Salesforce ID of one object, as its 18-character form."""
+
+    name = "ID"
+
+    def __init__(self, prefix: str, what: str) -> None:
+        self._prefix = prefix
+        self._what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return normalize_id(value, prefix=self._prefix)
+        except InvalidRecordError as error:
+            self.fail(f"not {self._what} ID: {error.reason}", param, ctx)
+
+
+class _SinceType(_ParamType):
+    """An aware datetime, a date (its midnight in UTC) or a time ago (``15m``, ``7d``)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        ago = _AGO.fullmatch(text)
+        if ago is not None:
+            try:
+                return datetime.now(UTC) - timedelta(**{_UNITS[ago[2]]: int(ago[1])})
+            except OverflowError:
+                self.fail(f"{text!r} reaches back before year 1", param, ctx)
+        try:
+            if len(text) == 10:
+                return datetime.combine(date.fromisoformat(text), time(), UTC)
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is not a time: give 2024-01-31T12:00:00Z, 2024-01-31 or 15m / 2h / 7d",
+                param,
+                ctx,
+            )
+        if parsed.utcoffset() is None:
+            # Guessing the zone would move the window by hours without a word.
+            self.fail(f"{text!r} has no time zone: add Z (UTC) or an offset", param, ctx)
+        return parsed
+
+
+SINCE: Final = _SinceType()
+
+_CONVERTER: Final = make_converter()
+_STRUCTURE_VALUE: Final = _CONVERTER.get_structure_hook(FieldValue)
+# Exact digits: 1500000.50 stays a Decimal, as currency fields hold it.
+_JSON: Final = json.JSONDecoder(parse_float=Decimal)
+
+
+def parse_json_value(text: str) -> FieldValue:
+    """A field value from JSON: a string, a number, true/false, null, or a tagged value.
+
+    Numbers with a fraction are `Decimal` s with exactly their digits; ``{"$date":
+    "2024-01-31"}``, ``{"$datetime": "..."}`` and ``{"$decimal": "1.50"}`` are the
+    library's lossless form. Raises `InvalidRecordError`.
+    """
+    try:
+        raw = _JSON.decode(text)
+    except json.JSONDecodeError as error:
+        raise InvalidRecordError(f"not JSON: {error}") from None
+    if isinstance(raw, list) or (isinstance(raw, dict) and len(raw) != 1):
+        raise InvalidRecordError("a field value is one value, not a list or an object")
+    if isinstance(raw, Decimal):
+        return raw
+    value: FieldValue = _STRUCTURE_VALUE(raw, FieldValue)
+    return value

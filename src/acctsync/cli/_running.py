@@ -1,0 +1,297 @@
+"""Running syncs for ``acctsync sync``: pages counted, progress shown, stops honoured.
+
+The engine has no callback, and needs none: `ObservedSource` stands between it and the
+real source, so it sees every page the engine pulls. A stop request (Ctrl-C, SIGTERM)
+only sets a flag; the next pull raises `Stopped`, which ends the sync between pages.
+The store commits each batch with its watermark, so a stopped sync leaves whole batches
+and the next one reads the rest. `Runner` runs one sync or a polling loop of them, and
+records each run in the store.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from acctsync._engine import SyncEngine
+from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
+from acctsync._protocols import Source
+from acctsync._records import Change, ObjectType
+from acctsync.cli._exits import ExitCode
+from acctsync.cli._output import Output, print_run, run_document
+
+if TYPE_CHECKING:
+    from acctsync.stores.sql import SqlStore, SyncRun
+
+__all__ = ["ObservedSource", "Runner", "StopRequest", "Stopped", "progress_bar"]
+
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_STREAMS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Stopped(BaseException):
+    """A stop was requested: the sync ends before its next page.
+
+    A `BaseException`, as `KeyboardInterrupt` is, so that no ``except Exception`` on the
+    way out takes it for an error of the source.
+    """
+
+
+class StopRequest:
+    """The flag that Ctrl-C (SIGINT) and SIGTERM set while `handling` is active.
+
+    The first signal asks for a clean stop; a second SIGINT interrupts at once, as
+    Ctrl-C does by default.
+    """
+
+    def __init__(self, announce: Callable[[str], None]) -> None:
+        self._announce = announce
+        self._event = threading.Event()
+        self.signal: int | None = None
+        """The signal that asked for the stop, if one did."""
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    def request(self, number: int | None = None) -> None:
+        """Ask for a stop, as signal ``number`` (when one asked)."""
+        if self.signal is None:
+            self.signal = number
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if a stop is asked for; whether one was."""
+        return self._event.wait(seconds)
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """Turn SIGINT and SIGTERM into stop requests inside the context."""
+        previous = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
+        for number in _STOP_SIGNALS:
+            signal.signal(number, self._on_signal)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        if self.requested:
+            if number == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.request(number)
+        self._announce(
+            f"{signal.Signals(number).name}: stopping; a sync in progress stops after its"
+            " current batch"
+            + (" (Ctrl-C again to stop at once)" if number == signal.SIGINT else "")
+        )
+
+
+class ObservedSource:
+    """A `Source` that passes another's pages on, counting them, and stops on request."""
+
+    def __init__(
+        self,
+        source: Source,
+        stop: StopRequest,
+        on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+    ) -> None:
+        self._source = source
+        self._stop = stop
+        self._on_page = on_page
+        self.pages = 0
+        """Pages pulled so far."""
+        self.records = 0
+        """Records (and other items) on those pages."""
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        """The source's pages; `Stopped` before the next one once a stop is asked for."""
+        # Called now, not on the first pull, so that a source that checks its input up
+        # front (an export folder indexes its files) fails where it would unwatched.
+        pages = iter(self._source.read_changes(object_type, since, page_size=page_size))
+        return self._watched(object_type, pages)
+
+    def _watched(
+        self, object_type: ObjectType, pages: Iterator[Sequence[Change]]
+    ) -> Iterator[Sequence[Change]]:
+        while True:
+            if self._stop.requested:
+                raise Stopped
+            page = next(pages, None)
+            if page is None:
+                return
+            self.pages += 1
+            self.records += len(page)
+            self._on_page(object_type, len(page))
+            yield page
+
+
+class _RateColumn(ProgressColumn):
+    """Records a second, as rich measures the task's speed."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text(
+            "" if speed is None else f"{speed:,.0f} records/s", style="progress.data.speed"
+        )
+
+
+def progress_bar(console: Console) -> Progress:
+    """A bar of records and pages read, with the rate; the total is not known up front."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} records, {task.fields[pages]:,} pages"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+class Runner:
+    """Runs syncs into one store and records each, for ``sync`` and ``sync --every``."""
+
+    def __init__(
+        self,
+        *,
+        out: Output,
+        store: SqlStore,
+        source: Source,
+        label: str,
+        stop: StopRequest,
+        engine_options: dict[str, Any],
+        progress: Console | None,
+    ) -> None:
+        self._out = out
+        self._store = store
+        self._source = source
+        self._label = label
+        self._stop = stop
+        self._engine_options = engine_options
+        self._progress = progress
+
+    def once(self) -> ExitCode:
+        """One sync; its exit code."""
+        run = self._sync()
+        self._show(run, one_line=False)
+        if run.outcome == "interrupted":
+            return (
+                ExitCode.TERMINATED
+                if self._stop.signal == signal.SIGTERM
+                else ExitCode.INTERRUPTED
+            )
+        return ExitCode.REJECTED if run.outcome == "rejected" else ExitCode.OK
+
+    def every(self, seconds: float) -> ExitCode:
+        """Syncs ``seconds`` apart until a stop request: then `ExitCode.OK`.
+
+        A sync that fails in a way the next may not (a lock held by another runner, a
+        source error that is retryable) is reported and the loop goes on; any other
+        error ends it.
+        """
+        while not self._stop.requested:
+            try:
+                run = self._sync()
+            except LockTimeoutError as error:
+                self._out.note(f"skipped a sync: {error}")
+            except SourceError as error:
+                if not error.retryable:
+                    raise
+                self._out.note(f"a sync failed, the next will try again: {error}")
+            else:
+                self._show(run, one_line=True)
+            if self._stop.wait(seconds):
+                break
+        return ExitCode.OK
+
+    def _show(self, run: SyncRun, *, one_line: bool) -> None:
+        if self._out.json:
+            self._out.document(run_document(run, self._store.org), one_line=one_line)
+        else:
+            print_run(self._out.console, run, title=f"sync of org {self._store.org!r}")
+
+    def _sync(self) -> SyncRun:
+        from acctsync.stores.sql import SyncRun
+
+        store = self._store
+        bar = None if self._progress is None else progress_bar(self._progress)
+        with bar if bar is not None else nullcontext():
+            observed = ObservedSource(self._source, self._stop, self._counter(bar))
+            engine = SyncEngine(source=observed, store=store, **self._engine_options)
+            # Held across the sync and its record, so that the record is of this sync.
+            with store.exclusive():
+                started = _now()
+
+                def ended(outcome: str, error: str) -> SyncRun:
+                    # Where the batches it applied got to.
+                    marks = {stream: store.watermark(stream) for stream in _STREAMS}
+                    return SyncRun(
+                        started_at=started,
+                        finished_at=_now(),
+                        outcome=outcome,
+                        source=self._label,
+                        error=error,
+                        pages=observed.pages,
+                        watermarks={k: v for k, v in marks.items() if v is not None},
+                    )
+
+                try:
+                    report = engine.sync()
+                except Stopped:
+                    name = signal.Signals(self._stop.signal or signal.SIGINT).name
+                    return store.record_run(ended("interrupted", f"stopped by {name}"))
+                except (KeyboardInterrupt, AcctSyncError) as error:
+                    # The run's own error is what the caller needs; a store that failed
+                    # may not record this either.
+                    with suppress(Exception):
+                        outcome = "failed" if isinstance(error, AcctSyncError) else "interrupted"
+                        store.record_run(ended(outcome, str(error) or type(error).__name__))
+                    raise
+                return store.record_run(
+                    SyncRun.from_report(
+                        report, started_at=started, finished_at=_now(), source=self._label
+                    )
+                )
+
+    @staticmethod
+    def _counter(bar: Progress | None) -> Callable[[ObjectType, int], None]:
+        """What to do with each page the engine pulls: move the bar, if there is one."""
+        if bar is None:
+            return lambda kind, size: None
+        task = bar.add_task("syncing", total=None, pages=0)
+        pages = 0
+
+        def count(kind: ObjectType, size: int) -> None:
+            nonlocal pages
+            pages += 1
+            bar.update(task, advance=size, pages=pages)
+
+        return count

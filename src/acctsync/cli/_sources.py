@@ -1,0 +1,142 @@
+"""The sources a command reads: an export folder, or a live org named by the environment.
+
+Salesforce credentials come from the environment only: an argument would show in the
+process list and in shell history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from acctsync._errors import ConfigurationError
+from acctsync._records import Change, ObjectType
+
+if TYPE_CHECKING:
+    from acctsync.sources.files import ExportFolder
+    from acctsync.sources.salesforce import SalesforceSource
+
+__all__ = ["SALESFORCE_VARIABLES", "NoReads", "export_folder", "salesforce"]
+
+SALESFORCE_VARIABLES: Final = (
+    "SALESFORCE_INSTANCE_URL",
+    "SALESFORCE_SESSION_ID",
+    "SALESFORCE_USERNAME",
+    "SALESFORCE_PASSWORD",
+    "SALESFORCE_SECURITY_TOKEN",
+    "SALESFORCE_DOMAIN",
+    "SALESFORCE_API_VERSION",
+)
+
+
+def export_folder(path: Path, types: Sequence[str], delimiter: str) -> ExportFolder:
+    """The folder's source; ``types`` are ``COLUMN=TYPE`` texts."""
+    from acctsync.sources.files import ExportFolder
+
+    typed: dict[str, str] = {}
+    for entry in types:
+        column, equals, kind = entry.partition("=")
+        if not equals or not column.strip() or not kind.strip():
+            raise click.BadParameter(f"{entry!r} is not COLUMN=TYPE", param_hint="'--type'")
+        typed[column.strip()] = kind.strip()
+    try:
+        return ExportFolder(path, types=typed, delimiter=delimiter)
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _field_list(entries: Sequence[str]) -> list[str]:
+    return [name.strip() for entry in entries for name in entry.split(",") if name.strip()]
+
+
+def salesforce(
+    environ: Mapping[str, str],
+    *,
+    fields_account: Sequence[str],
+    fields_contact: Sequence[str],
+    timeout: float,
+) -> tuple[SalesforceSource, str]:
+    """A source over the org the environment names, and how to name it in a report.
+
+    A session (``SALESFORCE_INSTANCE_URL`` and ``SALESFORCE_SESSION_ID``) wins over a
+    login (``SALESFORCE_USERNAME``, ``SALESFORCE_PASSWORD``, ``SALESFORCE_SECURITY_TOKEN``
+    and ``SALESFORCE_DOMAIN``). A login that fails raises `SalesforceError`.
+    """
+    try:
+        import requests
+        from simple_salesforce.api import Salesforce
+        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+        from acctsync.sources.salesforce import SalesforceError, SalesforceSource
+    except ImportError as error:
+        raise click.UsageError(
+            f"--salesforce needs the salesforce extra ({error.name} is missing):"
+            " pip install 'acctsync[salesforce]'"
+        ) from None
+
+    class TimedSession(requests.Session):
+        """simple-salesforce sets no timeout: without one a lost connection hangs a sync."""
+
+        def request(  # type: ignore[override]
+            self, method: str, url: str, *args: Any, **kwargs: Any
+        ) -> requests.Response:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            return super().request(method, url, *args, **kwargs)
+
+    def get(name: str) -> str | None:
+        return environ.get(name) or None
+
+    options: dict[str, Any] = {"session": TimedSession(), "parse_float": Decimal}
+    if get("SALESFORCE_API_VERSION"):
+        options["version"] = get("SALESFORCE_API_VERSION")
+    instance_url, session_id = get("SALESFORCE_INSTANCE_URL"), get("SALESFORCE_SESSION_ID")
+    username, password = get("SALESFORCE_USERNAME"), get("SALESFORCE_PASSWORD")
+    if instance_url and session_id:
+        options.update(instance_url=instance_url, session_id=session_id)
+    elif username and password:
+        options.update(
+            username=username,
+            password=password,
+            security_token=get("SALESFORCE_SECURITY_TOKEN") or "",
+            domain=get("SALESFORCE_DOMAIN"),
+        )
+    else:
+        raise click.UsageError(
+            "--salesforce reads its credentials from the environment: set"
+            " SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID, or SALESFORCE_USERNAME,"
+            " SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN"
+        )
+    try:
+        client = Salesforce(**options)
+    except SalesforceAuthenticationFailed as error:
+        raise SalesforceError(f"the Salesforce login failed: {error.message}") from error
+    except requests.RequestException as error:
+        raise SalesforceError(
+            f"the Salesforce login failed: no answer ({type(error).__name__})", retryable=True
+        ) from error
+    fields = {
+        kind: _field_list(entries)
+        for kind, entries in (("Account", fields_account), ("Contact", fields_contact))
+        if entries
+    }
+    try:
+        source = SalesforceSource(client, fields=fields)
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
+    return source, f"salesforce https://{client.sf_instance}"
+
+
+class NoReads:
+    """A source that reads nothing: a local edit needs a source, and never reads one."""
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterable[Sequence[Change]]:
+        """Refuse: an edit that read from Salesforce would be a bug."""
+        raise ConfigurationError("a local edit reads nothing from Salesforce")

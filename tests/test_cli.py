@@ -1,0 +1,676 @@
+"""The ``acctsync`` command, run as a user runs it: a process, its output and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("click")
+pytest.importorskip("rich")
+pytest.importorskip("sqlalchemy")
+
+from acctsync import Account, Contact, InvalidRecordError, Origin, SyncEngine
+from acctsync.cli import ExitCode
+from acctsync.cli._params import parse_json_value
+from acctsync.cli._running import ObservedSource, Stopped, StopRequest
+from acctsync.stores.sql import SqlStore
+from acctsync.testing import InMemorySource, InMemoryStore, make_id
+
+ACME, GLOBEX = "001Ak00000AcmeQIAR", make_id("001", 2)
+ADA, BO = "003Ak00000AdaLvIAJ", make_id("003", 2)
+LONER = make_id("003", 3)
+T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
+SCRIPT = Path(sys.executable).with_name("acctsync")
+COMMAND = (sys.executable, "-m", "acctsync.cli")
+RUN_KEYS = [
+    "org",
+    "id",
+    "outcome",
+    "source",
+    "error",
+    "started_at",
+    "finished_at",
+    "seconds",
+    "pages",
+    "accounts_upserted",
+    "accounts_deleted",
+    "contacts_upserted",
+    "contacts_deleted",
+    "already_applied",
+    "stale",
+    "local_edits_discarded",
+    "refreshed",
+    "activities",
+    "rejected",
+    "rejected_count",
+    "suppressed",
+    "suppressed_count",
+    "refetch_count",
+    "watermarks",
+]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """The test's environment without settings the command would read on its own."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("ACCTSYNC_", "SALESFORCE_", "REQUESTS_CA_BUNDLE"))
+    }
+    return {**env, **extra}
+
+
+def acctsync(
+    *args: str | Path, env: dict[str, str] | None = None, code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m acctsync.cli ARGS``, and check that it exits with ``code``."""
+    done = subprocess.run(
+        [*COMMAND, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env or environment(),
+        timeout=60,
+    )
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def write_exports(folder: Path) -> Path:
+    """An export folder: Acme, two contacts (one 15-character reference), one bad row."""
+    folder.mkdir()
+    (folder / "Account.csv").write_text(
+        '"Id","Name","AnnualRevenue","SystemModstamp","IsDeleted"\n'
+        f'"{ACME}","Acme","1500000.50","2024-01-31T12:00:00.000Z","false"\n'
+        '"not-an-id","Nope","1","2024-01-31T12:00:00.000Z","false"\n'
+    )
+    (folder / "Contact.jsonl").write_text(
+        f'{{"attributes": {{"type": "Contact"}}, "Id": "{ADA}", "AccountId": "001Ak00000AcmeQ",'
+        ' "Email": "ada@acme.example", "SystemModstamp": "2024-01-31T12:00:00.000+0000"}\n'
+        f'{{"attributes": {{"type": "Contact"}}, "Id": "{BO}", "AccountId": "{ACME}",'
+        ' "Email": "bo@acme.example", "SystemModstamp": "2024-01-31T12:00:00.000+0000"}\n'
+        f'{{"attributes": {{"type": "Contact"}}, "Id": "{LONER}", "AccountId": null,'
+        ' "SystemModstamp": "2024-01-31T12:00:00.000+0000"}\n'
+    )
+    return folder
+
+
+@pytest.fixture
+def exports(tmp_path: Path) -> Path:
+    """The export folder, for one test."""
+    return write_exports(tmp_path / "exports")
+
+
+@pytest.fixture
+def synced(tmp_path: Path, exports: Path) -> Path:
+    """A SQLite file the export folder was synced into."""
+    db = tmp_path / "acctsync.db"
+    acctsync(
+        "sync", "--db", db, "--export-dir", exports, "--type", "AnnualRevenue=currency", code=3
+    )
+    return db
+
+
+# -- sync ---------------------------------------------------------------------------------
+
+
+def test_sync_of_an_export_folder_reports_and_exits_3_for_rejections(
+    tmp_path: Path, exports: Path
+) -> None:
+    db = tmp_path / "acctsync.db"
+    done = acctsync(
+        "sync", "--db", db, "--export-dir", exports, "--type", "AnnualRevenue=currency", code=3
+    )
+    assert "sync of org 'default': rejected" in done.stdout
+    assert "accounts: 1 upserted" in done.stdout
+    assert "contacts: 3 upserted" in done.stdout
+    assert (
+        "Account not-an-id (Account.csv:3) Id: 'not-an-id' is not a Salesforce ID" in done.stdout
+    )
+    assert "\x1b[" not in done.stdout + done.stderr  # piped: no colours, no progress bar
+    with SqlStore.sqlite(db) as store:
+        acme = store.get_account(ACME)
+        assert acme is not None
+        assert acme.fields["AnnualRevenue"] == Decimal("1500000.50")
+        assert store.contact_ids(ACME) == sorted([ADA, BO])
+
+
+def test_sync_json_is_one_document_of_the_run(tmp_path: Path, exports: Path) -> None:
+    (exports / "Account.csv").write_text(
+        "Id,Name,SystemModstamp\n" + f"{ACME},Acme,2024-01-31T12:00:00.000Z\n"
+    )
+    done = acctsync("sync", "--db", tmp_path / "x.db", "--export-dir", exports, "--json")
+    run = json.loads(done.stdout)
+    assert list(run) == RUN_KEYS
+    assert run["outcome"] == "ok"
+    assert run["org"] == "default"
+    assert run["source"] == f"export folder {exports}"
+    assert (run["accounts_upserted"], run["contacts_upserted"]) == (1, 3)
+    assert run["rejected"] == []
+    assert run["watermarks"] == {
+        "Account": "2024-01-31T12:00:00+00:00",
+        "Contact": "2024-01-31T12:00:00+00:00",
+    }
+    assert datetime.fromisoformat(run["finished_at"]) >= datetime.fromisoformat(run["started_at"])
+    assert done.stderr == ""
+
+
+def test_an_unreadable_export_file_exits_6_and_is_recorded(tmp_path: Path, exports: Path) -> None:
+    (exports / "Account.csv").write_text("Name,SystemModstamp\nAcme,2024-01-31T12:00:00.000Z\n")
+    db = tmp_path / "x.db"
+    done = acctsync("sync", "--db", db, "--export-dir", exports, "--json", code=6)
+    error = json.loads(done.stdout)["error"]
+    assert error["exit_code"] == 6
+    assert error["type"] == "ExportFileError"
+    assert "Id" in error["message"]
+    assert "Error:" in done.stderr
+    with SqlStore.sqlite(db) as store:
+        run = store.last_run()
+    assert run is not None
+    assert run.outcome == "failed"
+    assert run.error == error["message"]
+
+
+def test_the_installed_script_runs(tmp_path: Path, exports: Path) -> None:
+    if not SCRIPT.exists():
+        pytest.skip("acctsync is not installed next to this Python")
+    done = subprocess.run(
+        [SCRIPT, "--help"], capture_output=True, text=True, env=environment(), check=True
+    )
+    for command in ("demo", "sync", "status", "activities", "edit"):
+        assert command in done.stdout
+
+
+def test_a_progress_bar_is_shown_when_asked(tmp_path: Path, exports: Path) -> None:
+    done = acctsync(
+        "sync", "--db", tmp_path / "x.db", "--export-dir", exports, "--progress", code=3
+    )
+    assert "records" in done.stderr
+    assert "pages" in done.stderr
+    assert "records/s" in done.stderr
+
+
+# -- bad arguments ------------------------------------------------------------------------
+
+
+NAIVE = '{{"$datetime": "2024-01-31T12:00:00"}}'  # braces doubled for str.format
+BAD = [
+    (["sync", "--export-dir", "{exports}"], "Missing option '--db'"),
+    (["sync", "--db", "{db}"], "give one source"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--salesforce"], "give one source"),
+    (["sync", "--db", "{db}", "--export-dir", "{tmp}/nope"], "does not exist"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--type", "Amount"], "COLUMN=TYPE"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--type", "A=money"], "money"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--fields-account", "Name"], "go with"),
+    (["sync", "--db", "{db}", "--salesforce"], "SALESFORCE_INSTANCE_URL"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "0"], "--every"),
+    (["sync", "--db", "mysql://u@h/d", "--export-dir", "{exports}"], "SQLite or PostgreSQL"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--org", ""], "org must be"),
+    (["edit", "--db", "{db}", "--contact", ADA[:-1] + "X", "--field", "F", "--value", "v"], "IAJ"),
+    (["edit", "--db", "{db}", "--contact", ACME, "--field", "F", "--value", "v"], "key prefix"),
+    (["edit", "--db", "{db}", "--contact", ADA, "--field", "F"], "--value TEXT or --json-value"),
+    (["edit", "--db", "{db}", "--contact", ADA, "--field", "Id", "--value", "v"], "attribute"),
+    (["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--json-value", "x"], "not JSON"),
+    (["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--json-value", "[1]"], "a list"),
+    (
+        ["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--json-value", NAIVE],
+        "Invalid value for '--json-value': datetimes must be timezone-aware",
+    ),
+    (["edit", "--db", "{tmp}/nope.db", "--contact", ADA, "--field", "F", "--value", "v"], "no "),
+    (["activities", "--db", "{db}", "--since", "2024-01-31T12:00"], "no time zone"),
+    (["activities", "--db", "{db}", "--since", "yesterday"], "is not a time"),
+    (["activities", "--db", "{db}", "--json", "--format", "csv"], "does not go with"),
+    (["status", "--db", "{tmp}/nope.db"], "no database at"),
+    (["frobnicate"], "No such command"),
+]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a database and an export folder, for tests that must not change them."""
+    folder = tmp_path_factory.mktemp("shared")
+    acctsync(
+        "sync",
+        "--db",
+        folder / "acctsync.db",
+        "--export-dir",
+        write_exports(folder / "exports"),
+        code=3,
+    )
+    return folder
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD])
+def test_bad_arguments_exit_2_and_write_nothing(
+    shared: Path, args: list[str], message: str
+) -> None:
+    before = {path: path.read_bytes() for path in shared.glob("*.db*")}
+    filled = [
+        a.format(db=shared / "acctsync.db", exports=shared / "exports", tmp=shared) for a in args
+    ]
+    done = acctsync(*filled, code=ExitCode.USAGE)
+    assert message in done.stderr
+    assert done.stdout == ""
+    assert {path: path.read_bytes() for path in shared.glob("*.db*")} == before
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def test_status_shows_each_org_with_its_last_run(synced: Path, exports: Path) -> None:
+    acctsync("sync", "--db", synced, "--export-dir", exports, "--org", "globex", code=3)
+    done = acctsync("status", "--db", synced, "--json")
+    status = json.loads(done.stdout)
+    assert status["database"] == str(synced)
+    assert status["schema_version"] == 3
+    assert [org["org"] for org in status["orgs"]] == ["default", "globex"]
+    org = status["orgs"][0]
+    assert list(org) == ["org", "watermarks", "counts", "last_run"]
+    assert org["counts"] == {"accounts": 1, "contacts": 3, "activities": 0}
+    assert org["watermarks"]["Account"] == "2024-01-31T12:00:00+00:00"
+    run = org["last_run"]
+    assert list(run) == RUN_KEYS
+    assert run["outcome"] == "rejected"
+    assert run["rejected"][0]["origin"] == "Account.csv:3"
+    assert run["rejected_count"] == 1
+
+    text = acctsync("status", "--db", synced, "--org", "globex").stdout
+    assert f"{synced}: schema version 3" in text
+    assert "org 'globex'" in text
+    assert "org 'default'" not in text
+    assert "holds 1 accounts, 3 contacts, 0 activities" in text
+    assert "last run: rejected" in text
+    assert "Account not-an-id (Account.csv:3)" in text
+
+
+def test_status_of_a_database_without_syncs(tmp_path: Path) -> None:
+    SqlStore.sqlite(tmp_path / "empty.db").close()
+    done = acctsync("status", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert "No org has synced into this database yet." in done.stdout
+    assert (
+        json.loads(acctsync("status", "--db", tmp_path / "empty.db", "--json").stdout)["orgs"]
+        == []
+    )
+
+
+# -- edit and activities ------------------------------------------------------------------
+
+
+def test_an_edit_reaches_every_contact_and_the_log(synced: Path) -> None:
+    done = acctsync(
+        "edit", "--db", synced, "--contact", ADA, "--field", "Industry", "--value", "42"
+    )
+    assert f'account {ACME} field Industry: null -> "42"' in done.stdout
+    assert "seen by every contact of the account (2); 2 Change Data Value entries logged" in (
+        done.stdout
+    )
+    edited = json.loads(
+        acctsync(
+            "edit", "--db", synced, "--contact", BO, "--field", "AnnualRevenue",
+            "--json-value", "12.50", "--json",
+        ).stdout
+    )  # fmt: skip
+    assert edited == {
+        "org": "default",
+        "contact_id": BO,
+        "account_id": ACME,
+        "field": "AnnualRevenue",
+        "old_value": {"$decimal": "1500000.50"},
+        "new_value": {"$decimal": "12.50"},
+        "changed": True,
+        "contact_count": 2,
+        "activities": 2,
+        "suppressed": None,
+    }
+    again = acctsync(
+        "edit",
+        "--db",
+        synced,
+        "--contact",
+        BO,
+        "--field",
+        "AnnualRevenue",
+        "--json-value",
+        "12.50",
+    )
+    assert "already 12.50: nothing written" in again.stdout
+    with SqlStore.sqlite(synced) as store:
+        acme = store.get_account(ACME)
+        assert acme is not None
+        assert acme.fields["Industry"] == "42"
+        assert acme.fields["AnnualRevenue"] == Decimal("12.50")
+        logged = list(store.activities())
+    assert len(logged) == 4
+    assert {entry.origin for entry in logged} == {Origin.LOCAL}
+
+
+def test_an_edit_the_rules_refuse_exits_4(synced: Path) -> None:
+    unknown = make_id("003", 99)
+    done = acctsync(
+        "edit", "--db", synced, "--contact", unknown, "--field", "F", "--value", "v", "--json",
+        code=ExitCode.REFUSED,
+    )  # fmt: skip
+    assert json.loads(done.stdout) == {
+        "error": {
+            "exit_code": 4,
+            "type": "UnknownContactError",
+            "message": f"no contact '{unknown}' in the store",
+        }
+    }
+    done = acctsync(
+        "edit", "--db", synced, "--contact", LONER, "--field", "F", "--value", "v",
+        code=ExitCode.REFUSED,
+    )  # fmt: skip
+    assert "has no account; accounts are created only by a sync from Salesforce" in done.stderr
+    with SqlStore.sqlite(synced) as store:
+        assert store.counts().activities == 0
+
+
+def test_activities_as_a_table_json_and_csv(synced: Path) -> None:
+    acctsync("edit", "--db", synced, "--contact", ADA, "--field", "Industry", "--value", "Retail")
+    acctsync(
+        "edit", "--db", synced, "--contact", ADA, "--field", "Since",
+        "--json-value", '{"$date": "2024-02-01"}',
+    )  # fmt: skip
+    table = acctsync("activities", "--db", synced).stdout
+    assert '"Retail"' in table
+    assert "2024-02-01" in table
+    assert "4 entries" in table
+
+    log = json.loads(acctsync("activities", "--db", synced, "--contact", ADA, "--json").stdout)
+    assert list(log) == ["org", "activities"]
+    assert [(e["field"], e["new_value"]) for e in log["activities"]] == [
+        ("Industry", "Retail"),
+        ("Since", {"$date": "2024-02-01"}),
+    ]
+    entry = log["activities"][0]
+    assert list(entry) == [
+        "id",
+        "contact_id",
+        "account_id",
+        "field",
+        "old_value",
+        "new_value",
+        "origin",
+        "occurred_at",
+    ]
+    assert (entry["account_id"], entry["old_value"], entry["origin"]) == (ACME, None, "local")
+
+    rows = acctsync("activities", "--db", synced, "--format", "csv", "--limit", "3").stdout
+    lines = rows.splitlines()
+    assert lines[0] == "occurred_at,origin,account_id,contact_id,field,old_value,new_value,id"
+    assert len(lines) == 4
+    assert f",local,{ACME},{ADA},Industry,,Retail," in rows
+
+    later = acctsync("activities", "--db", synced, "--since", "1d", "--account", ACME, "--json")
+    assert len(json.loads(later.stdout)["activities"]) == 4
+    future = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert "0 entries" in acctsync("activities", "--db", synced, "--since", future).stdout
+
+
+def test_field_values_from_json_keep_their_types() -> None:
+    assert parse_json_value('"42"') == "42"
+    assert parse_json_value("42") == 42
+    assert parse_json_value("1500000.50") == Decimal("1500000.50")
+    assert parse_json_value("true") is True
+    assert parse_json_value("null") is None
+    assert parse_json_value('{"$date": "2024-01-31"}') == date(2024, 1, 31)
+    assert parse_json_value('{"$datetime": "2024-01-31T12:00:00+00:00"}') == T0
+    for bad in ("[1]", '{"a": 1, "b": 2}', '{"$date": "31.1."}', "nope"):
+        with pytest.raises(InvalidRecordError):
+            parse_json_value(bad)
+
+
+# -- one runner at a time -----------------------------------------------------------------
+
+
+def test_a_held_lock_exits_5(synced: Path, exports: Path) -> None:
+    with SqlStore.sqlite(synced) as holder, holder.exclusive():
+        done = acctsync(
+            "sync", "--db", synced, "--export-dir", exports, "--lock-timeout", "0.2", "--json",
+            code=ExitCode.LOCKED,
+        )  # fmt: skip
+        error = json.loads(done.stdout)["error"]
+        assert error["type"] == "LockTimeoutError"
+        assert "gave up after waiting 0.2 s" in error["message"]
+        done = acctsync(
+            "edit", "--db", synced, "--contact", ADA, "--field", "F", "--value", "v",
+            "--lock-timeout", "0", code=ExitCode.LOCKED,
+        )  # fmt: skip
+        assert "another runner holds the store of org 'default'" in done.stderr
+    with SqlStore.sqlite(synced) as store:
+        assert len(store.runs()) == 1  # the first sync's: a run that never started is not
+        assert store.counts().activities == 0
+
+
+# -- Salesforce ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def org() -> Iterator[Any]:
+    pytest.importorskip("simple_salesforce")
+    pytest.importorskip("cryptography")
+    from acctsync.testing.salesforce import FakeSalesforce
+
+    with FakeSalesforce(tls=True, clock=T0 + timedelta(days=1)) as fake:
+        fake.put(
+            Account(id=ACME, fields={"Name": "Acme", "Industry": "Tech"}, system_modstamp=T0),
+            Contact(id=ADA, account_id=ACME, fields={"LastName": "Lovelace"}, system_modstamp=T0),
+        )
+        yield fake
+
+
+def salesforce_env(org: Any, **extra: str) -> dict[str, str]:
+    """What a scheduler would set: the org's session, and trust in its certificate."""
+    settings = {
+        "SALESFORCE_INSTANCE_URL": org.url,
+        "SALESFORCE_SESSION_ID": org.session_id,
+        "SALESFORCE_API_VERSION": org.api_version,
+        "REQUESTS_CA_BUNDLE": str(org.certificate),
+        "NO_PROXY": "127.0.0.1",
+    }
+    return environment(**{**settings, **extra})
+
+
+def test_sync_from_salesforce_over_tls_with_credentials_from_the_environment(
+    tmp_path: Path, org: Any
+) -> None:
+    assert org.url.startswith("https://127.0.0.1:")
+    db = tmp_path / "sf.db"
+    done = acctsync(
+        "sync", "--db", db, "--salesforce", "--fields-account", "Name,Industry",
+        "--fields-contact", "LastName", "--json", env=salesforce_env(org),
+    )  # fmt: skip
+    run = json.loads(done.stdout)
+    assert run["outcome"] == "ok"
+    assert run["source"] == f"salesforce {org.url}"
+    assert (run["accounts_upserted"], run["contacts_upserted"]) == (1, 1)
+    assert org.session_id not in done.stdout + done.stderr
+    with SqlStore.sqlite(db) as store:
+        assert store.get_account(ACME).fields == {"Name": "Acme", "Industry": "Tech"}  # type: ignore[union-attr]
+        assert store.contact_ids(ACME) == [ADA]
+    soql = [r.soql for r in org.requests if r.soql]
+    assert soql[0].startswith("SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, Name,")
+
+
+def test_the_fake_org_serves_https_under_a_ca_of_its_own(org: Any) -> None:
+    import requests
+
+    from acctsync import ConfigurationError
+    from acctsync.testing.salesforce import FakeSalesforce
+
+    certificate = org.certificate
+    assert certificate.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert org.client().query("SELECT Id FROM Account")["totalSize"] == 1
+    with requests.Session() as session:
+        session.trust_env = False  # no proxy: straight to 127.0.0.1, which is not trusted
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(f"{org.url}/services/data/", timeout=5)
+    with FakeSalesforce() as plain:
+        assert plain.url.startswith("http://")
+        with pytest.raises(ConfigurationError, match="tls=True"):
+            plain.certificate  # noqa: B018
+    org.stop()
+    assert not certificate.exists()
+
+
+def test_a_refused_session_exits_6(tmp_path: Path, org: Any) -> None:
+    env = salesforce_env(org, SALESFORCE_SESSION_ID="00D000000000001!not-this-one")
+    done = acctsync(
+        "sync", "--db", tmp_path / "sf.db", "--salesforce", "--fields-account", "Name",
+        "--fields-contact", "LastName", env=env, code=ExitCode.SOURCE,
+    )  # fmt: skip
+    assert "INVALID_SESSION_ID" in done.stderr
+    assert "not-this-one" not in done.stderr
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_every_keeps_syncing_until_stopped(
+    tmp_path: Path, exports: Path, stop: signal.Signals
+) -> None:
+    db = tmp_path / "x.db"
+    process = subprocess.Popen(
+        [*COMMAND, "sync", "--db", db, "--export-dir", exports, "--every", "30", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())  # one JSON document a line
+    assert first["outcome"] == "rejected"
+    started = time.monotonic()
+    process.send_signal(stop)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.OK, err
+    assert time.monotonic() - started < 10  # not after the 30 s wait
+    assert out == ""
+    assert f"{stop.name}: stopping" in err
+    with SqlStore.sqlite(db) as store:
+        assert [run.outcome for run in store.runs()] == ["rejected"]
+
+
+def test_ctrl_c_stops_a_sync_between_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "Account.csv").write_text(
+        f"Id,Name,SystemModstamp\n{ACME},Acme,2024-01-01T00:00:00.000Z\n"
+    )
+    total = 20_000
+    with (folder / "Contact.csv").open("w") as rows:
+        rows.write("Id,AccountId,SystemModstamp\n")
+        for n in range(total):
+            stamp = T0 - timedelta(minutes=total - n)
+            rows.write(f"{make_id('003', n)},{ACME},{stamp:%Y-%m-%dT%H:%M:%S}.000Z\n")
+    db = tmp_path / "big.db"
+    process = subprocess.Popen(
+        [*COMMAND, "sync", "--db", db, "--export-dir", folder, "--page-size", "10", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    deadline = time.monotonic() + 30
+    while not committed_watermark(db):  # the first batch is in
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    run = json.loads(out)
+    assert run["outcome"] == "interrupted"
+    assert run["error"] == "stopped by SIGINT"
+    assert "stopping" in err
+    with SqlStore.sqlite(db) as store:
+        applied = store.counts().contacts
+        mark = store.watermark("Contact")
+    assert 0 < applied < total
+    assert run["watermarks"]["Contact"] == mark.isoformat()  # type: ignore[union-attr]
+    # The next sync reads on from the watermark and misses nothing.
+    done = acctsync("sync", "--db", db, "--export-dir", folder, "--json")
+    assert json.loads(done.stdout)["already_applied"] < applied
+    with SqlStore.sqlite(db) as store:
+        assert store.counts().contacts == total
+        assert store.watermark("Contact") == T0 - timedelta(minutes=1)
+
+
+def committed_watermark(db: Path) -> bool:
+    try:
+        with sqlite3.connect(db, timeout=0.1) as conn:
+            return conn.execute("SELECT count(*) FROM acctsync_watermarks").fetchone()[0] > 0
+    except sqlite3.Error:  # not created yet, or busy
+        return False
+
+
+def test_a_stop_request_ends_a_sync_with_whole_batches_only() -> None:
+    source = InMemorySource()
+    source.upsert(Account(id=ACME, fields={"Name": "Acme"}, system_modstamp=T0))
+    for n in range(95):
+        stamp = T0 + timedelta(seconds=n)
+        source.upsert(
+            Contact(id=make_id("003", n), account_id=ACME, fields={}, system_modstamp=stamp)
+        )
+    store = InMemoryStore()
+    stop = StopRequest(announce=print)
+    pages: list[int] = []
+
+    def on_page(kind: str, size: int) -> None:
+        pages.append(size)
+        if len(pages) == 3:
+            stop.request()
+
+    watched = ObservedSource(source, stop, on_page)
+    with pytest.raises(Stopped):
+        SyncEngine(source=watched, store=store, page_size=10).sync()
+    assert watched.pages == 3
+    assert stop.requested
+    applied = len(store.contacts())
+    assert (applied + len(store.accounts())) % 10 == 0  # whole batches of 10 changes
+    mark = store.watermark("Contact")
+    assert mark is not None
+    assert all(c.system_modstamp <= mark for c in store.contacts())
+    SyncEngine(source=source, store=store, page_size=10).sync()
+    reference = InMemoryStore()
+    SyncEngine(source=source, store=reference, page_size=10).sync()
+    assert store.contacts() == reference.contacts()
+    assert store.accounts() == reference.accounts()
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+def test_demo_as_json_then_resumed(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    first = json.loads(acctsync("demo", "--db", db, "--json").stdout)
+    assert first["resumed"] is False
+    assert first["holds"] == {"accounts": 32, "contacts": 12_870, "activities": 6_119}
+    assert len(first["steps"]) == 6
+    step3 = first["steps"][2]["runs"][0]
+    assert step3["suppressed"][0]["contact_count"] == 5_001
+    assert step3["activities"] == 6_111  # 5,000 contacts at the threshold logged, too
+    assert first["steps"][0]["runs"][0]["rejected"][0]["record_id"] == "not-an-id"
+    again = json.loads(acctsync("demo", "--db", db, "--json").stdout)
+    assert again["resumed"] is True
+    resumed = again["steps"][0]["runs"][0]
+    assert (resumed["pages"], resumed["accounts_upserted"], resumed["already_applied"]) == (
+        1,
+        1,
+        0,
+    )
+    status = json.loads(acctsync("status", "--db", db, "--json").stdout)
+    assert status["orgs"][0]["last_run"]["source"] == "demo org"
