@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= acctsync-demo.db
 
-.PHONY: demo test lint bench bench-sql clean
+.PHONY: demo test lint docs bench bench-sql clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +15,19 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m acctsync.demo --db $(DEMO_DB)
+	$(BIN)/acctsync demo --db $(DEMO_DB)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs/_ext
+	$(BIN)/ruff format --check src tests benchmarks examples docs/_ext
 	$(BIN)/mypy --strict src
 
 test: lint
 	$(BIN)/pytest
+
+# The documentation site, into site/; --strict fails on a broken link or a page left out.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_core.py
@@ -32,4 +36,4 @@ bench-sql: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_sql.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis acctsync-demo.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site acctsync-demo.db*
