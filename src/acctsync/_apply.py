@@ -297,7 +297,8 @@ class Applier:
     def _members_of(
         self, changes: Sequence[Upstream], streams: Sequence[ObjectType]
     ) -> Mapping[str, Sequence[str]]:
-        if not isinstance(self.store, ContactIndex):
+        # Only accounts the store holds fan out: none in an initial load, so no query.
+        if not self._accounts or not isinstance(self.store, ContactIndex):
             return {}
         updated = {
             change.id
@@ -385,6 +386,14 @@ class Applier:
 
     def _contact_change(self, change: Upstream) -> None:
         stored = self._contacts.get(change.id)
+        if stored is None and type(change) is Contact:
+            # A contact first seen, as all are in an initial load: the short way.
+            if change.account_id is not None:
+                self._pending.dirty.add(change.account_id)
+            self._contacts[change.id] = change
+            self._pending.contacts.append(change)
+            self.tally.contacts_upserted += 1
+            return
         if not self._is_new(change, stored) or isinstance(change, Account):
             return
         new: StoredContact
