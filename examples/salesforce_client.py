@@ -87,9 +87,9 @@ def main() -> None:
         #     from simple_salesforce import Salesforce
         #
         #     client = Salesforce(
-        #         username=os.environ["SF_USERNAME"],
-        #         password=os.environ["SF_PASSWORD"],
-        #         security_token=os.environ["SF_SECURITY_TOKEN"],
+        #         username=os.environ["SALESFORCE_USERNAME"],
+        #         password=os.environ["SALESFORCE_PASSWORD"],
+        #         security_token=os.environ["SALESFORCE_SECURITY_TOKEN"],
         #         domain="test",  # a sandbox; leave it out for production
         #         parse_float=Decimal,
         #     )

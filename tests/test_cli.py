@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -215,6 +216,13 @@ BAD = [
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--fields-account", "Name"], "go with"),
     (["sync", "--db", "{db}", "--salesforce"], "SALESFORCE_INSTANCE_URL"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "0"], "--every"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "nan"], "--every"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "inf"], "--every"),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--lookback", "1e30"], "--lookback"),
+    (
+        ["sync", "--db", "{tmp}/new.db", "--export-dir", "{exports}", "--lock-timeout", "nan"],
+        "--lock-timeout",
+    ),
     (["sync", "--db", "mysql://u@h/d", "--export-dir", "{exports}"], "SQLite or PostgreSQL"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--org", ""], "org must be"),
     (["edit", "--db", "{db}", "--contact", ADA[:-1] + "X", "--field", "F", "--value", "v"], "IAJ"),
@@ -232,6 +240,8 @@ BAD = [
     (["activities", "--db", "{db}", "--since", "yesterday"], "is not a time"),
     (["activities", "--db", "{db}", "--json", "--format", "csv"], "does not go with"),
     (["status", "--db", "{tmp}/nope.db"], "no database at"),
+    (["status", "--db", "{tmp}/other.db"], "holds no acctsync tables"),
+    (["activities", "--db", "{tmp}/other.db"], "holds no acctsync tables"),
     (["frobnicate"], "No such command"),
 ]
 
@@ -248,6 +258,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_exports(folder / "exports"),
         code=3,
     )
+    # Another application's database, which reading commands must leave as it is.
+    with contextlib.closing(sqlite3.connect(folder / "other.db")) as other:
+        other.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        other.commit()
     return folder
 
 

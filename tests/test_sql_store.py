@@ -344,6 +344,8 @@ def test_tables_take_a_prefix(tmp_path: Path) -> None:
         ({"org": ""}, "org"),
         ({"table_prefix": "x; DROP TABLE y"}, "table_prefix"),
         ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lock_timeout": float("nan")}, "lock_timeout"),
+        ({"lease": float("inf")}, "lease"),
         ({"lease": "long"}, "lease"),
     ],
 )

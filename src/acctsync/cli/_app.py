@@ -46,7 +46,14 @@ from acctsync.cli._output import (
     edit_document,
     shown_value,
 )
-from acctsync.cli._params import DATABASE, SINCE, Database, RecordId, parse_json_value
+from acctsync.cli._params import (
+    DATABASE,
+    SINCE,
+    Database,
+    RecordId,
+    Seconds,
+    parse_json_value,
+)
 from acctsync.cli._running import Runner, StopRequest
 from acctsync.cli._sources import NoReads, export_folder, salesforce
 
@@ -128,7 +135,7 @@ def _store_options(function: _F) -> _F:
 def _lock_timeout(function: _F) -> _F:
     return click.option(
         "--lock-timeout",
-        type=click.FloatRange(min=0),
+        type=Seconds(),
         default=30.0,
         show_default=True,
         metavar="SECONDS",
@@ -143,9 +150,31 @@ def _open(database: Database, *, org: str, lock_timeout: float = 30.0) -> SqlSto
 
 
 def _existing(database: Database) -> None:
-    """Refuse a SQLite file that is not there: reading one must not create it."""
+    """Refuse a database that holds no acctsync tables: reading one must not create them.
+
+    Looked at through a bare engine, before a `SqlStore` would create the tables (and
+    put a SQLite file in WAL mode).
+    """
     if not database.exists():
         raise click.BadParameter(f"no database at {database.path}", param_hint="'--db'")
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from acctsync.stores.sql._schema import Tables
+
+    meta = Tables.define("acctsync_", None).meta
+    engine = create_engine(database.url)
+    try:
+        with engine.connect() as conn:
+            held = inspect(conn).has_table(meta.name)
+    except SQLAlchemyError as error:
+        raise click.BadParameter(f"cannot read it: {error}", param_hint="'--db'") from None
+    finally:
+        engine.dispose()
+    if not held:
+        raise click.BadParameter(
+            f"{database.shown} holds no acctsync tables: sync into it first", param_hint="'--db'"
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,7 +227,7 @@ def app() -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(open=True),
     default=120.0,
     show_default=True,
     metavar="SECONDS",
@@ -206,7 +235,7 @@ def app() -> None:
 )
 @click.option(
     "--every",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(open=True),
     metavar="SECONDS",
     help="Keep syncing, this long after each sync ends, until stopped.",
 )
@@ -221,7 +250,7 @@ def app() -> None:
 )
 @click.option(
     "--lookback",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=300.0,
     show_default=True,
     metavar="SECONDS",

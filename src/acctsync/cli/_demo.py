@@ -343,9 +343,13 @@ def resume(tour: _Tour, watermark: datetime) -> None:
         )
 
 
+DEMO_ORG: Final = "demo"
+"""The demo's org key: the demo never writes to another org's data in the database."""
+
+
 def run_demo(out: Output, database: Database) -> None:
     """Run the tour into ``database`` (or resume there), and show what happens."""
-    with SqlStore(database.url) as store:
+    with SqlStore(database.url, org=DEMO_ORG) as store:
         tour_ = _Tour(out, store)
         watermark = store.watermark("Account")
         if watermark is None:

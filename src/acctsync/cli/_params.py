@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 else:  # click < 8.2's ParamType is not generic
     _ParamType = click.ParamType
 
-__all__ = ["DATABASE", "SINCE", "Database", "RecordId", "parse_json_value"]
+__all__ = ["DATABASE", "SINCE", "Database", "RecordId", "Seconds", "parse_json_value"]
 
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _AGO: Final = re.compile(r"(\d+)([smhd])")
@@ -78,10 +79,11 @@ class Database:
 
     @property
     def shown(self) -> str:
-        """The database as it may be printed: the path as given, or the URL without password."""
+        """The database as it may be printed: the path as given, or the URL without its
+        password and query (where drivers also take passwords)."""
         if self.given_as_path:
             return self.text
-        return self.url.render_as_string(hide_password=True)
+        return self.url.set(query={}).render_as_string(hide_password=True)
 
     def check(self) -> None:
         """Raise `click.BadParameter` now if the text is not a URL."""
@@ -111,6 +113,36 @@ class _DatabaseType(_ParamType):
 
 
 DATABASE: Final = _DatabaseType()
+
+_LONGEST: Final = 10 * 366 * 86_400.0  # ten years: beyond that a duration is a mistake
+
+
+class Seconds(_ParamType):
+    """A finite number of seconds, at least ``minimum`` (more than it with ``open``).
+
+    click's FloatRange lets ``nan`` and ``inf`` through, which then loop or overflow.
+    """
+
+    name = "SECONDS"
+
+    def __init__(self, minimum: float = 0.0, *, open: bool = False) -> None:
+        self._minimum = minimum
+        self._open = open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        low = seconds <= self._minimum if self._open else seconds < self._minimum
+        if not math.isfinite(seconds) or low or seconds > _LONGEST:
+            bound = "more than" if self._open else "at least"
+            self.fail(
+                f"{value!r} is not {bound} {self._minimum:g} and at most {_LONGEST:g} seconds",
+                param,
+                ctx,
+            )
+        return seconds
 
 
 class RecordId(_ParamType):

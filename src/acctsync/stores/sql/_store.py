@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -194,7 +195,8 @@ class SqlStore:
                 f" {table_prefix!r}"
             )
         for name, seconds in (("lock_timeout", lock_timeout), ("lease", lease)):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            number = not isinstance(seconds, bool) and isinstance(seconds, int | float)
+            if not number or not math.isfinite(seconds) or seconds < 0:
                 raise ConfigurationError(f"{name} must be a number of seconds >= 0: {seconds!r}")
         self._owns_engine = not isinstance(engine, Engine)
         self._engine = engine if isinstance(engine, Engine) else create_engine(engine)
