@@ -433,3 +433,12 @@ def test_contacts_of_many_accounts_leave_a_large_one_to_a_count(
     assert store.contact_ids_of([A1, A2, unknown], up_to=5000) == {A2: [C1], unknown: []}
     assert store.count_contacts(A1) == 5001
     assert len(store.contact_ids_of([A1], up_to=5001)[A1]) == 5001
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg2://u:secret@127.0.0.1/db", "nosuchdb://u:secret@h/db", "::"]
+)
+def test_a_url_without_its_driver_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        SqlStore(url)
+    assert "secret" not in str(raised.value)

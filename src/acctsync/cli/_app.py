@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from acctsync._engine import SyncEngine
+from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import (
     AcctSyncError,
     ConfigurationError,
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_STREAMS: Final = ("Account", "Contact")
 _CSV_COLUMNS: Final = (
     "occurred_at",
     "origin",
@@ -355,7 +354,7 @@ def status(out: Output, *, database: Database, org: str | None, as_json: bool) -
             orgs.append(
                 OrgStatus(
                     org=name,
-                    watermarks={stream: store.watermark(stream) for stream in _STREAMS},
+                    watermarks={stream: store.watermark(stream) for stream in STREAMS},
                     counts=store.counts(),
                     last_run=store.last_run(),
                 )

@@ -13,7 +13,10 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Done."""
     UNEXPECTED = 1
-    """An error acctsync did not expect (a bug): the traceback is on stderr."""
+    """An error acctsync did not expect (a bug): the traceback is on stderr.
+
+    Also, with nothing on stderr, how click ends a command whose reader closed the pipe.
+    """
     USAGE = 2
     """The command could not start: bad arguments or settings, missing credentials or a
     missing extra. Nothing was read or written."""

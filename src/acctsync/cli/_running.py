@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from acctsync._engine import SyncEngine
+from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
 from acctsync._protocols import Source
 from acctsync._records import Change, ObjectType
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["ObservedSource", "Runner", "StopRequest", "Stopped", "progress_bar"]
 
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-_STREAMS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
 
 
 def _now() -> datetime:
@@ -125,8 +124,6 @@ class ObservedSource:
         self._on_page = on_page
         self.pages = 0
         """Pages pulled so far."""
-        self.records = 0
-        """Records (and other items) on those pages."""
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
@@ -147,7 +144,6 @@ class ObservedSource:
             if page is None:
                 return
             self.pages += 1
-            self.records += len(page)
             self._on_page(object_type, len(page))
             yield page
 
@@ -252,7 +248,7 @@ class Runner:
 
                 def ended(outcome: str, error: str) -> SyncRun:
                     # Where the batches it applied got to.
-                    marks = {stream: store.watermark(stream) for stream in _STREAMS}
+                    marks = {stream: store.watermark(stream) for stream in STREAMS}
                     return SyncRun(
                         started_at=started,
                         finished_at=_now(),

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,17 +21,7 @@ if TYPE_CHECKING:
     from acctsync.sources.files import ExportFolder
     from acctsync.sources.salesforce import SalesforceSource
 
-__all__ = ["SALESFORCE_VARIABLES", "NoReads", "export_folder", "salesforce"]
-
-SALESFORCE_VARIABLES: Final = (
-    "SALESFORCE_INSTANCE_URL",
-    "SALESFORCE_SESSION_ID",
-    "SALESFORCE_USERNAME",
-    "SALESFORCE_PASSWORD",
-    "SALESFORCE_SECURITY_TOKEN",
-    "SALESFORCE_DOMAIN",
-    "SALESFORCE_API_VERSION",
-)
+__all__ = ["NoReads", "export_folder", "salesforce"]
 
 
 def export_folder(path: Path, types: Sequence[str], delimiter: str) -> ExportFolder:

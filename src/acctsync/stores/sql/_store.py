@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from acctsync._activity import ChangeDataValue, Origin
@@ -199,7 +199,14 @@ class SqlStore:
             if not number or not math.isfinite(seconds) or seconds < 0:
                 raise ConfigurationError(f"{name} must be a number of seconds >= 0: {seconds!r}")
         self._owns_engine = not isinstance(engine, Engine)
-        self._engine = engine if isinstance(engine, Engine) else create_engine(engine)
+        try:
+            self._engine = engine if isinstance(engine, Engine) else create_engine(engine)
+        except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
+            # Not the URL itself: it may hold a password.
+            raise ConfigurationError(
+                f"cannot open that database URL ({type(error).__name__}: {error}); PostgreSQL"
+                " needs the postgres extra, whose driver is psycopg 3 (postgresql+psycopg://)"
+            ) from None
         self._dialect = self._engine.dialect.name
         if self._dialect not in _DIALECTS:
             raise ConfigurationError(
