@@ -21,8 +21,8 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
-from typing import Final
+from operator import itemgetter
+from typing import Final, TypeAlias
 
 import attrs
 from attrs import define, field
@@ -69,6 +69,14 @@ from acctsync._state import AccountState, Batch, Conversion, ConversionRequest, 
 __all__ = ["CONVERSION_FIELD_MAP", "SyncEngine"]
 
 STREAMS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
+
+_Order: TypeAlias = tuple[datetime, bool, bool, str]
+_KEY: Final = itemgetter(0)  # of a (key, change) pair: compares keys only, never changes
+
+
+def _stamp(pair: tuple[_Order, Upstream]) -> datetime:
+    return pair[0][0]
+
 
 CONVERSION_FIELD_MAP: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
     "Company": (("Account", "Name"),),
@@ -197,11 +205,11 @@ class SyncEngine:
             for stream in STREAMS
         }
         merged = heapq.merge(
-            *(self._read(stream, reads[stream], tally) for stream in STREAMS), key=order
+            *(self._read(stream, reads[stream], tally) for stream in STREAMS), key=_KEY
         )
         read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
         page: list[Upstream] = []
-        for change in merged:
+        for _, change in merged:
             page.append(change)
             if reconcile:
                 read_ids[stream_of(change)].add(change.id)
@@ -267,20 +275,20 @@ class SyncEngine:
 
     def _read(
         self, stream: ObjectType, pages: Iterable[Sequence[Change]], tally: Tally
-    ) -> Iterator[Upstream]:
-        held: list[Upstream] = []
+    ) -> Iterator[tuple[_Order, Upstream]]:
+        """The stream's changes in `order`, each with its key (computed once, merged on)."""
+        held: list[tuple[_Order, Upstream]] = []
         for page in pages:
             tally.pages += 1
-            changes = sorted([*held, *self._decode(stream, page, tally)], key=order)
-            if not changes:
+            keyed = [(order(change), change) for change in self._decode(stream, page, tally)]
+            keyed = sorted([*held, *keyed], key=_KEY)
+            if not keyed:
                 continue
             # The source orders by (stamp, Id), `order` puts deletions last on a stamp: the
             # page's last stamp is held back until a later page shows that none follow.
-            cut = bisect.bisect_left(
-                changes, changes[-1].system_modstamp, key=attrgetter("system_modstamp")
-            )
-            yield from changes[:cut]
-            held = changes[cut:]
+            cut = bisect.bisect_left(keyed, keyed[-1][0][0], key=_stamp)
+            yield from keyed[:cut]
+            held = keyed[cut:]
         yield from held
 
     def _decode(self, stream: ObjectType, page: Iterable[Change], tally: Tally) -> list[Upstream]:
