@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,40 +25,13 @@ from acctsync import (
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore, StoreCounts, SyncRun
 from acctsync.stores.sql._schema import Tables, current_version, migrate
 from acctsync.testing import InMemorySource, make_id
+from sql_fixtures import StoreFactory
 
 T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 A1, A2 = make_id("001", 1), make_id("001", 2)
 C1, C2, C3 = (make_id("003", n) for n in (1, 2, 3))
 _1s = timedelta(seconds=1)
-
-StoreFactory = Callable[..., SqlStore]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Stores on one database: each call opens another store on it (``org=`` and so on)."""
-    opened: list[SqlStore] = []
-    if request.param == "sqlite":
-        path = tmp_path / "acctsync.db"
-
-        def open_store(**options: object) -> SqlStore:
-            opened.append(SqlStore.sqlite(path, **options))  # type: ignore[arg-type]
-            return opened[-1]
-
-        yield open_store
-    else:
-        url, schema = request.getfixturevalue("postgres_schema")
-        engine = create_engine(url)
-
-        def open_store(**options: object) -> SqlStore:
-            opened.append(SqlStore(engine, schema=schema, **options))  # type: ignore[arg-type]
-            return opened[-1]
-
-        yield open_store
-        engine.dispose()
-    for store in opened:
-        store.close()
 
 
 def org_with_a_bad_record() -> InMemorySource:
