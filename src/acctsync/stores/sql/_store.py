@@ -1,4 +1,11 @@
-"""`SqlStore`: the `Store` protocol on SQLAlchemy Core, for SQLite and PostgreSQL."""
+"""`SqlStore`: the `Store` protocol on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+This module holds what the store does: its configuration, transactions and the runner's
+hold, the reads, the one write (`SqlStore.apply`), and records to rows and back. How it
+does each cheaply lives beside it: values as JSON and timestamps in `_codec`, compiled
+statements and bulk writes in `_statements`, the run history and overview in `_history`,
+tables in `_schema`, the hold in `_locks`.
+"""
 
 from __future__ import annotations
 
@@ -8,124 +15,38 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
+from datetime import datetime
 from typing import Any, Final, Self, TypeVar, cast
 
 import attrs
-import orjson
-from sqlalchemy import (
-    URL,
-    BigInteger,
-    Column,
-    Connection,
-    CursorResult,
-    Engine,
-    MetaData,
-    Row,
-    String,
-    Table,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
+from sqlalchemy import URL, Connection, Engine, Row, Table, create_engine, event, func, select
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.schema import CreateTable
 
 from acctsync._activity import ChangeDataValue, Origin
 from acctsync._convert import make_converter
 from acctsync._errors import ConfigurationError, SchemaVersionError, StoreError
 from acctsync._ids import normalize_id
-from acctsync._records import (
-    Account,
-    Contact,
-    Deletion,
-    FieldValue,
-    ObjectType,
-    parse_object_type,
-)
+from acctsync._records import Account, Contact, Deletion, ObjectType, parse_object_type
 from acctsync._state import (
     AccountState,
     Batch,
     Conversion,
-    DeleteContacts,
-    MoveContacts,
     StoredAccount,
     StoredContact,
 )
+from acctsync.stores.sql import _history as history
+from acctsync.stores.sql._codec import Codec, micros, stamp
 from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
+from acctsync.stores.sql._statements import Prepared, Statements
 
 __all__ = ["SqlStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
-# A run keeps this many of its rejections and suppressions (with their total counts),
-# and an org this many runs: enough to see what went wrong, not a second log.
-_KEPT_ITEMS = 1000
-_KEPT_RUNS = 100
 _T = TypeVar("_T")
-
-
-def _micros(stamp: datetime) -> int:
-    delta = stamp - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _stamp(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-class _Codec:
-    """Field maps and values to JSON text and back, in the library's lossless form."""
-
-    def __init__(self) -> None:
-        converter = make_converter()
-        self._load_fields = converter.get_structure_hook(Mapping[str, FieldValue])
-        self._load_value = converter.get_structure_hook(FieldValue)
-        # JSON calls ``default`` only for what it does not write itself (decimals, dates,
-        # datetimes): the converter tags those, and plain values cost no Python call.
-        self._tag = converter.get_unstructure_hook(FieldValue)
-        self._fallback = json.JSONEncoder(
-            ensure_ascii=False, separators=(",", ":"), default=self._tag
-        ).encode
-
-    def _dump(self, value: object) -> str:
-        try:
-            return orjson.dumps(value, default=self._tag, option=_DATES_BY_HOOK).decode()
-        except TypeError:  # an integer beyond 64 bits: the standard library writes any
-            return self._fallback(value)
-
-    def fields(self, fields: Mapping[str, FieldValue]) -> str:
-        if not fields:
-            return "{}"
-        # Records hold a read-only proxy: its copy() is a plain dict, several times faster
-        # than dict(proxy), and orjson writes dicts only.
-        plain = fields.copy() if isinstance(fields, MappingProxyType) else dict(fields)
-        return self._dump(plain)
-
-    def read_fields(self, raw: str) -> Mapping[str, FieldValue]:
-        # The standard library, not orjson, reads: orjson turns integers beyond 64 bits
-        # into floats.
-        return self._load_fields(json.loads(raw), Mapping[str, FieldValue])  # type: ignore[no-any-return]
-
-    def value(self, value: FieldValue) -> str:
-        return self._dump(value)
-
-    def read_value(self, raw: str) -> FieldValue:
-        return self._load_value(json.loads(raw), FieldValue)  # type: ignore[no-any-return]
-
-
-_DATES_BY_HOOK = orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
@@ -216,7 +137,7 @@ class SqlStore:
             _install_sqlite_transactions(self._engine, busy_timeout=max(lock_timeout, 5.0))
         self._org = org
         self._tables = Tables.define(table_prefix, schema)
-        self._codec = _Codec()
+        self._codec = Codec()
         self._runs = make_converter()
         self._lock: RunnerLock = (
             Lease(self._tables, org, lock_timeout, lease)
@@ -228,7 +149,7 @@ class SqlStore:
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
-        self._statements = _Statements(self._tables, self._engine.dialect)
+        self._statements = Statements(self._tables, self._engine.dialect)
         self._open()
 
     @classmethod
@@ -342,9 +263,9 @@ class SqlStore:
     def watermark(self, stream: str) -> datetime | None:
         """The stored watermark of ``stream`` for this org."""
         with self._transaction(write=False) as conn:
-            micros = self._statements.watermark.execute(conn, org=self._org, stream=stream)
-            found = micros.scalar()
-        return None if found is None else _stamp(found)
+            cursor = self._statements.watermark.execute(conn, org=self._org, stream=stream)
+            found = cursor.scalar()
+        return None if found is None else stamp(found)
 
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
@@ -355,7 +276,7 @@ class SqlStore:
         return self._states(self._statements.contacts_of, ids, self._contact_state)
 
     def _states(
-        self, query: _Prepared, ids: Collection[str], read: Callable[[Row[Any]], _T]
+        self, query: Prepared, ids: Collection[str], read: Callable[[Row[Any]], _T]
     ) -> dict[str, _T]:
         if not ids:
             return {}
@@ -452,7 +373,7 @@ class SqlStore:
         if contact_id is not None:
             where.append(table.c.contact_id == normalize_id(contact_id))
         if since is not None:
-            where.append(table.c.occurred_at >= _micros(since))
+            where.append(table.c.occurred_at >= micros(since))
         after = 0
         while True:
             with self._transaction(write=False) as conn:
@@ -504,37 +425,16 @@ class SqlStore:
 
     def counts(self) -> StoreCounts:
         """How many live accounts and contacts, and activity entries, this org has."""
-        accounts, contacts, log = (
-            self._tables.accounts,
-            self._tables.contacts,
-            self._tables.activities,
-        )
         with self._transaction(write=False) as conn:
-            return StoreCounts(
-                accounts=self._count(conn, accounts, ~accounts.c.deleted),
-                contacts=self._count(conn, contacts, ~contacts.c.deleted),
-                activities=self._count(conn, log),
-            )
-
-    def _count(self, conn: Connection, table: Table, *where: Any) -> int:
-        found = conn.scalar(select(func.count()).where(table.c.org == self._org, *where))
-        return int(found or 0)
+            return history.count(conn, self._tables, self._org)
 
     def orgs(self) -> list[str]:
         """Every org this database holds a sync, a run or a conversion of, in order.
 
         Unlike the other reads it looks beyond this store's org: at the whole database.
         """
-        tables = self._tables
-        listed = [
-            select(table.c.org).distinct()
-            for table in (tables.watermarks, tables.runs, tables.conversions)
-        ]
         with self._transaction(write=False) as conn:
-            found: set[str] = set()
-            for query in listed:
-                found.update(conn.scalars(query))
-        return sorted(found)
+            return history.orgs(conn, self._tables)
 
     # -- Runs ----------------------------------------------------------------------------
 
@@ -545,57 +445,17 @@ class SqlStore:
         rejections and suppressions (``rejected_count`` and ``suppressed_count`` keep the
         totals).
         """
-        kept = attrs.evolve(
-            run,
-            rejected=run.rejected[:_KEPT_ITEMS],
-            suppressed=run.suppressed[:_KEPT_ITEMS],
-            rejected_count=max(run.rejected_count, len(run.rejected)),
-            suppressed_count=max(run.suppressed_count, len(run.suppressed)),
-            id=None,
-        )
-        summary = json.dumps(self._runs.unstructure(kept), ensure_ascii=False)
-        table = self._tables.runs
+        kept, summary = history.kept(run, self._runs)
         with self._transaction(write=True) as conn:
-            inserted = conn.execute(
-                table.insert().values(
-                    org=self._org,
-                    started_at=_micros(run.started_at),
-                    outcome=run.outcome,
-                    summary=summary,
-                )
-            )
-            seq = int(cast("tuple[int]", inserted.inserted_primary_key)[0])
-            newest = (
-                select(table.c.seq)
-                .where(table.c.org == self._org)
-                .order_by(table.c.seq.desc())
-                .limit(_KEPT_RUNS)
-                .subquery()
-            )
-            conn.execute(
-                delete(table).where(
-                    table.c.org == self._org,
-                    table.c.seq < select(func.min(newest.c.seq)).scalar_subquery(),
-                )
-            )
+            seq = history.record_run(conn, self._tables, self._org, kept, summary)
         return attrs.evolve(kept, id=seq)
 
     def runs(self, *, limit: int = 10) -> list[SyncRun]:
         """This org's latest ``limit`` recorded runs, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"limit must be an int >= 1: {limit!r}")
-        table = self._tables.runs
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(table.c.seq, table.c.summary)
-                .where(table.c.org == self._org)
-                .order_by(table.c.seq.desc())
-                .limit(limit)
-            ).all()
-        return [
-            attrs.evolve(self._runs.structure(json.loads(row.summary), SyncRun), id=row.seq)
-            for row in rows
-        ]
+            return history.recent_runs(conn, self._tables, self._org, self._runs, limit)
 
     def last_run(self) -> SyncRun | None:
         """This org's latest recorded run, or None before the first."""
@@ -639,7 +499,7 @@ class SqlStore:
                     codec.value(entry.old_value),
                     codec.value(entry.new_value),
                     entry.origin.value,
-                    _micros(entry.occurred_at),
+                    micros(entry.occurred_at),
                 )
         with self._transaction(write=True) as conn:
             if accounts:
@@ -667,7 +527,7 @@ class SqlStore:
                     {
                         "org": org,
                         "stream": watermark.stream,
-                        "system_modstamp": _micros(watermark.system_modstamp),
+                        "system_modstamp": micros(watermark.system_modstamp),
                     },
                 )
         self._written += len(accounts) + len(contacts) + len(activities)
@@ -690,17 +550,17 @@ class SqlStore:
 
     # -- Rows ----------------------------------------------------------------------------
 
-    # Rows are tuples in the tables' column order (see `_Bulk`).
+    # Rows are tuples in the tables' column order, as `Statements` takes them.
 
     def _account_row(self, entry: StoredAccount) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            stamp = _micros(entry.deleted_at)
-            return (self._org, entry.id, True, stamp, entry.master_record_id, "{}", "{}", 0)
+            deleted_at = micros(entry.deleted_at)
+            return (self._org, entry.id, True, deleted_at, entry.master_record_id, "{}", "{}", 0)
         return (
             self._org,
             entry.id,
             False,
-            _micros(entry.system_modstamp),
+            micros(entry.system_modstamp),
             None,
             self._codec.fields(entry.upstream.fields),
             self._codec.fields(entry.local_edits),
@@ -709,13 +569,13 @@ class SqlStore:
 
     def _contact_row(self, entry: StoredContact) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            stamp = _micros(entry.deleted_at)
-            return (self._org, entry.id, True, stamp, entry.master_record_id, None, "{}")
+            deleted_at = micros(entry.deleted_at)
+            return (self._org, entry.id, True, deleted_at, entry.master_record_id, None, "{}")
         return (
             self._org,
             entry.id,
             False,
-            _micros(entry.system_modstamp),
+            micros(entry.system_modstamp),
             None,
             entry.account_id,
             self._codec.fields(entry.fields),
@@ -728,7 +588,7 @@ class SqlStore:
             upstream=Account(
                 id=row.id,
                 fields=self._codec.read_fields(row.fields),
-                system_modstamp=_stamp(row.system_modstamp),
+                system_modstamp=stamp(row.system_modstamp),
             ),
             local_edits=self._codec.read_fields(row.local_edits),
             local_revision=row.local_revision,
@@ -741,7 +601,7 @@ class SqlStore:
             id=row.id,
             account_id=row.account_id,
             fields=self._codec.read_fields(row.fields),
-            system_modstamp=_stamp(row.system_modstamp),
+            system_modstamp=stamp(row.system_modstamp),
         )
 
     def _entry(self, row: Row[Any]) -> ChangeDataValue:
@@ -753,7 +613,7 @@ class SqlStore:
             old_value=self._codec.read_value(row.old_value),
             new_value=self._codec.read_value(row.new_value),
             origin=Origin(row.origin),
-            occurred_at=_stamp(row.occurred_at),
+            occurred_at=stamp(row.occurred_at),
         )
 
 
@@ -761,193 +621,6 @@ def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
     return Deletion(
         object_type=object_type,
         id=row.id,
-        deleted_at=_stamp(row.system_modstamp),
+        deleted_at=stamp(row.system_modstamp),
         master_record_id=row.master_record_id,
     )
-
-
-class _Prepared:
-    """A statement compiled once, run straight through the driver.
-
-    SQLAlchemy builds it in the dialect's own form; parameters skip its per-row
-    processing, which for these column types (text, integers, booleans) does nothing but
-    costs more than the database's own work on the store's small, frequent statements.
-    """
-
-    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        self._sql = str(compiled)
-        self._keys = tuple(keys)
-        self._positional = bool(compiled.positional)
-        if self._positional and tuple(compiled.positiontup or ()) != self._keys:
-            raise AssertionError(f"unexpected parameter order in {self._sql}")
-
-    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
-        """Execute once per row; each row holds the values of ``keys``, in order.
-
-        For SQLite, whose parameters are positional (PostgreSQL's many rows go by
-        `_CopyBulk`).
-        """
-        if not self._positional:
-            raise AssertionError("run() takes positional rows")
-        conn.exec_driver_sql(self._sql, list(rows))
-
-    def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
-        """Execute once with ``params``, one per key."""
-        values = tuple(params[key] for key in self._keys) if self._positional else params
-        return conn.exec_driver_sql(self._sql, values)
-
-
-class _CopyBulk:
-    """PostgreSQL's fast path for many rows: ``COPY`` into a temporary table, then one
-    ``INSERT ... SELECT ... ON CONFLICT`` from it, in the caller's transaction.
-
-    Rows are tuples in the table's column order, as for `_Prepared.run`; they keep their
-    order (the activity log's order) through a row number.
-    """
-
-    def __init__(self, table: Table, keys: Sequence[str], *, update: bool) -> None:
-        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-        names = [c.name for c in table.c if c is not table.autoincrement_column]
-        stage = Table(
-            f"{table.name}_stage",
-            MetaData(),
-            Column("n", BigInteger),
-            *(Column(name, table.c[name].type) for name in names),
-            prefixes=["TEMPORARY"],
-            postgresql_on_commit="DELETE ROWS",
-        )
-        self._create = str(CreateTable(stage, if_not_exists=True).compile(dialect=dialect))
-        quote = dialect.identifier_preparer.quote
-        columns = ", ".join(quote(name) for name in ("n", *names))
-        self._copy = f"COPY {quote(stage.name)} ({columns}) FROM STDIN"
-        insert = postgresql.insert(table).from_select(
-            names, select(*(stage.c[name] for name in names)).order_by(stage.c.n)
-        )
-        if update:
-            insert = insert.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={name: insert.excluded[name] for name in names if name not in keys},
-            )
-        else:
-            insert = insert.on_conflict_do_nothing(index_elements=list(keys))
-        self._insert = str(insert.compile(dialect=dialect))
-
-    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
-        """Write ``rows`` to the table."""
-        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(self._create)
-            with cursor.copy(self._copy) as copy:
-                for n, row in enumerate(rows):
-                    copy.write_row((n, *row))
-            cursor.execute(self._insert)
-
-
-class _Statements:
-    """The store's frequent statements, built once, upserts in the dialect's own form."""
-
-    def __init__(self, tables: Tables, dialect: Dialect) -> None:
-        self._tables = tables
-        self._insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
-        self.upsert_account: _Prepared | _CopyBulk
-        self.upsert_contact: _Prepared | _CopyBulk
-        self.insert_activity: _Prepared | _CopyBulk
-        if dialect.name == "postgresql":
-            self.upsert_account = _CopyBulk(tables.accounts, ("org", "id"), update=True)
-            self.upsert_contact = _CopyBulk(tables.contacts, ("org", "id"), update=True)
-            self.insert_activity = _CopyBulk(tables.activities, ("org", "id"), update=False)
-        else:
-            self.upsert_account = self._bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
-            self.upsert_contact = self._bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
-            self.insert_activity = self._bulk(
-                self._insert(tables.activities).on_conflict_do_nothing(
-                    index_elements=["org", "id"]
-                ),
-                dialect,
-            )
-        self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
-        self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
-
-        org = bindparam("org", type_=String)
-        account_id = bindparam("account_id", type_=String)
-        contacts, marks = tables.contacts, tables.watermarks
-        self.watermark = _Prepared(
-            select(marks.c.system_modstamp).where(
-                marks.c.org == org, marks.c.stream == bindparam("stream")
-            ),
-            dialect,
-            ("org", "stream"),
-        )
-        live = (contacts.c.org == org, contacts.c.account_id == account_id)
-        self.count_contacts = _Prepared(
-            select(func.count()).where(*live), dialect, ("org", "account_id")
-        )
-        self.contact_ids = _Prepared(
-            select(contacts.c.id).where(*live).order_by(contacts.c.id),
-            dialect,
-            ("org", "account_id"),
-        )
-        account_is_one_of = self._one_of(contacts.c.account_id, dialect)
-        self.contact_counts_of = _Prepared(
-            select(contacts.c.account_id, func.count())
-            .where(contacts.c.org == org, account_is_one_of)
-            .group_by(contacts.c.account_id),
-            dialect,
-            ("org", "ids"),
-        )
-        self.contacts_of_accounts = _Prepared(
-            select(contacts.c.account_id, contacts.c.id)
-            .where(contacts.c.org == org, account_is_one_of)
-            .order_by(contacts.c.account_id, contacts.c.id),
-            dialect,
-            ("org", "ids"),
-        )
-        self.accounts_of, self.contacts_of = (
-            _Prepared(
-                select(table).where(table.c.org == org, self._one_of(table.c.id, dialect)),
-                dialect,
-                ("org", "ids"),
-            )
-            for table in (tables.accounts, tables.contacts)
-        )
-
-    @staticmethod
-    def _one_of(column: Any, dialect: Dialect) -> Any:
-        """``column`` is one of the parameter ``ids``: one parameter, thousands of IDs."""
-        if dialect.name == "sqlite":
-            listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
-            return column.in_(select(listed.c.value))
-        # Not ``= ANY(:ids)``: on a sequential scan PostgreSQL compares each row with the
-        # whole array; a set from unnest lets it hash or probe the index.
-        ids = bindparam("ids", type_=postgresql.ARRAY(String))
-        return column.in_(select(func.unnest(ids)))
-
-    @staticmethod
-    def _bulk(statement: Any, dialect: Dialect) -> _Prepared:
-        table = statement.table
-        # Only the columns rows give: not an autoincrementing key.
-        keys = [c.name for c in table.c if c is not table.autoincrement_column]
-        return _Prepared(statement, dialect, keys)
-
-    def _upsert(self, table: Table, keys: Sequence[str]) -> Any:
-        statement = self._insert(table)
-        return statement.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in keys},
-        )
-
-    def contact_op(self, org: str, op: MoveContacts | DeleteContacts) -> Any:
-        """The statement that carries out a `MoveContacts` or `DeleteContacts`."""
-        table = self._tables.contacts
-        if isinstance(op, MoveContacts):
-            return (
-                update(table)
-                .where(table.c.org == org, table.c.account_id == op.from_account_id)
-                .values(account_id=op.to_account_id)
-            )
-        # A deleted account's contacts become tombstones with their own stamps.
-        return (
-            update(table)
-            .where(table.c.org == org, table.c.account_id == op.account_id)
-            .values(deleted=True, account_id=None, master_record_id=None, fields="{}")
-        )

@@ -1,0 +1,79 @@
+"""Records' fields, values and timestamps in the form the SQL store's columns hold.
+
+Field maps and values are JSON text in the library's lossless form
+(`acctsync.make_converter`); timestamps are integers, microseconds since the Unix epoch
+in UTC (see `_schema`). Apart from the store because it is pure translation, with no
+SQL in it, and because it is the store's hot path: every row of every batch goes through
+it, so its speed-minded choices (orjson to write, the standard library to read) sit
+together with the reasons for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+import orjson
+
+from acctsync._convert import make_converter
+from acctsync._records import FieldValue
+
+__all__ = ["Codec", "micros", "stamp"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# orjson would write datetimes itself, as bare ISO text; passed through, they reach the
+# converter's hook and get the library's tagged form, as from the standard library.
+_DATES_BY_HOOK = orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def micros(moment: datetime) -> int:
+    """``moment`` as microseconds since the Unix epoch, as the columns hold it."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def stamp(since_epoch: int) -> datetime:
+    """The UTC datetime ``since_epoch`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=since_epoch)
+
+
+class Codec:
+    """Field maps and values to JSON text and back, in the library's lossless form."""
+
+    def __init__(self) -> None:
+        converter = make_converter()
+        self._load_fields = converter.get_structure_hook(Mapping[str, FieldValue])
+        self._load_value = converter.get_structure_hook(FieldValue)
+        # JSON calls ``default`` only for what it does not write itself (decimals, dates,
+        # datetimes): the converter tags those, and plain values cost no Python call.
+        self._tag = converter.get_unstructure_hook(FieldValue)
+        self._fallback = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), default=self._tag
+        ).encode
+
+    def _dump(self, value: object) -> str:
+        try:
+            return orjson.dumps(value, default=self._tag, option=_DATES_BY_HOOK).decode()
+        except TypeError:  # an integer beyond 64 bits: the standard library writes any
+            return self._fallback(value)
+
+    def fields(self, fields: Mapping[str, FieldValue]) -> str:
+        if not fields:
+            return "{}"
+        # Records hold a read-only proxy: its copy() is a plain dict, several times faster
+        # than dict(proxy), and orjson writes dicts only.
+        plain = fields.copy() if isinstance(fields, MappingProxyType) else dict(fields)
+        return self._dump(plain)
+
+    def read_fields(self, raw: str) -> Mapping[str, FieldValue]:
+        # The standard library, not orjson, reads: orjson turns integers beyond 64 bits
+        # into floats.
+        return self._load_fields(json.loads(raw), Mapping[str, FieldValue])  # type: ignore[no-any-return]
+
+    def value(self, value: FieldValue) -> str:
+        return self._dump(value)
+
+    def read_value(self, raw: str) -> FieldValue:
+        return self._load_value(json.loads(raw), FieldValue)  # type: ignore[no-any-return]

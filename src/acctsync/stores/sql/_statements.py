@@ -1,0 +1,223 @@
+"""The SQL store's compiled statements, and the fast paths for a batch's many rows.
+
+`Statements` builds every frequent statement once per store, in its dialect's own form:
+the reads by ID and account, and the upserts a batch applies. Rows go in as tuples in
+their table's column order: on SQLite through `Prepared.run` (one executemany), on
+PostgreSQL through `CopyBulk` (``COPY`` then one upsert). Apart from the store because
+this is how the store talks fast to each database, not what it does: the store decides
+which statement to run, this module how to run it cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    CursorResult,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateTable
+
+from acctsync._state import DeleteContacts, MoveContacts
+from acctsync.stores.sql._schema import Tables
+
+__all__ = ["CopyBulk", "Prepared", "Statements"]
+
+
+class Prepared:
+    """A statement compiled once, run straight through the driver.
+
+    SQLAlchemy builds it in the dialect's own form; parameters skip its per-row
+    processing, which for these column types (text, integers, booleans) does nothing but
+    costs more than the database's own work on the store's small, frequent statements.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        self._sql = str(compiled)
+        self._keys = tuple(keys)
+        self._positional = bool(compiled.positional)
+        if self._positional and tuple(compiled.positiontup or ()) != self._keys:
+            raise AssertionError(f"unexpected parameter order in {self._sql}")
+
+    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+        """Execute once per row; each row holds the values of ``keys``, in order.
+
+        For SQLite, whose parameters are positional (PostgreSQL's many rows go by
+        `CopyBulk`).
+        """
+        if not self._positional:
+            raise AssertionError("run() takes positional rows")
+        conn.exec_driver_sql(self._sql, list(rows))
+
+    def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
+        """Execute once with ``params``, one per key."""
+        values = tuple(params[key] for key in self._keys) if self._positional else params
+        return conn.exec_driver_sql(self._sql, values)
+
+
+class CopyBulk:
+    """PostgreSQL's fast path for many rows: ``COPY`` into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT`` from it, in the caller's transaction.
+
+    Rows are tuples in the table's column order, as for `Prepared.run`; they keep their
+    order (the activity log's order) through a row number.
+    """
+
+    def __init__(self, table: Table, keys: Sequence[str], *, update: bool) -> None:
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        names = [c.name for c in table.c if c is not table.autoincrement_column]
+        stage = Table(
+            f"{table.name}_stage",
+            MetaData(),
+            Column("n", BigInteger),
+            *(Column(name, table.c[name].type) for name in names),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DELETE ROWS",
+        )
+        self._create = str(CreateTable(stage, if_not_exists=True).compile(dialect=dialect))
+        quote = dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in ("n", *names))
+        self._copy = f"COPY {quote(stage.name)} ({columns}) FROM STDIN"
+        insert = postgresql.insert(table).from_select(
+            names, select(*(stage.c[name] for name in names)).order_by(stage.c.n)
+        )
+        if update:
+            insert = insert.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={name: insert.excluded[name] for name in names if name not in keys},
+            )
+        else:
+            insert = insert.on_conflict_do_nothing(index_elements=list(keys))
+        self._insert = str(insert.compile(dialect=dialect))
+
+    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+        """Write ``rows`` to the table."""
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(self._create)
+            with cursor.copy(self._copy) as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((n, *row))
+            cursor.execute(self._insert)
+
+
+class Statements:
+    """The store's frequent statements, built once, upserts in the dialect's own form."""
+
+    def __init__(self, tables: Tables, dialect: Dialect) -> None:
+        self._tables = tables
+        self._insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+        self.upsert_account: Prepared | CopyBulk
+        self.upsert_contact: Prepared | CopyBulk
+        self.insert_activity: Prepared | CopyBulk
+        if dialect.name == "postgresql":
+            self.upsert_account = CopyBulk(tables.accounts, ("org", "id"), update=True)
+            self.upsert_contact = CopyBulk(tables.contacts, ("org", "id"), update=True)
+            self.insert_activity = CopyBulk(tables.activities, ("org", "id"), update=False)
+        else:
+            self.upsert_account = self._bulk(self._upsert(tables.accounts, ("org", "id")), dialect)
+            self.upsert_contact = self._bulk(self._upsert(tables.contacts, ("org", "id")), dialect)
+            self.insert_activity = self._bulk(
+                self._insert(tables.activities).on_conflict_do_nothing(
+                    index_elements=["org", "id"]
+                ),
+                dialect,
+            )
+        self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
+        self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
+
+        org = bindparam("org", type_=String)
+        account_id = bindparam("account_id", type_=String)
+        contacts, marks = tables.contacts, tables.watermarks
+        self.watermark = Prepared(
+            select(marks.c.system_modstamp).where(
+                marks.c.org == org, marks.c.stream == bindparam("stream")
+            ),
+            dialect,
+            ("org", "stream"),
+        )
+        live = (contacts.c.org == org, contacts.c.account_id == account_id)
+        self.count_contacts = Prepared(
+            select(func.count()).where(*live), dialect, ("org", "account_id")
+        )
+        self.contact_ids = Prepared(
+            select(contacts.c.id).where(*live).order_by(contacts.c.id),
+            dialect,
+            ("org", "account_id"),
+        )
+        account_is_one_of = self._one_of(contacts.c.account_id, dialect)
+        self.contact_counts_of = Prepared(
+            select(contacts.c.account_id, func.count())
+            .where(contacts.c.org == org, account_is_one_of)
+            .group_by(contacts.c.account_id),
+            dialect,
+            ("org", "ids"),
+        )
+        self.contacts_of_accounts = Prepared(
+            select(contacts.c.account_id, contacts.c.id)
+            .where(contacts.c.org == org, account_is_one_of)
+            .order_by(contacts.c.account_id, contacts.c.id),
+            dialect,
+            ("org", "ids"),
+        )
+        self.accounts_of, self.contacts_of = (
+            Prepared(
+                select(table).where(table.c.org == org, self._one_of(table.c.id, dialect)),
+                dialect,
+                ("org", "ids"),
+            )
+            for table in (tables.accounts, tables.contacts)
+        )
+
+    @staticmethod
+    def _one_of(column: Any, dialect: Dialect) -> Any:
+        """``column`` is one of the parameter ``ids``: one parameter, thousands of IDs."""
+        if dialect.name == "sqlite":
+            listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+            return column.in_(select(listed.c.value))
+        # Not ``= ANY(:ids)``: on a sequential scan PostgreSQL compares each row with the
+        # whole array; a set from unnest lets it hash or probe the index.
+        ids = bindparam("ids", type_=postgresql.ARRAY(String))
+        return column.in_(select(func.unnest(ids)))
+
+    @staticmethod
+    def _bulk(statement: Any, dialect: Dialect) -> Prepared:
+        table = statement.table
+        # Only the columns rows give: not an autoincrementing key.
+        keys = [c.name for c in table.c if c is not table.autoincrement_column]
+        return Prepared(statement, dialect, keys)
+
+    def _upsert(self, table: Table, keys: Sequence[str]) -> Any:
+        statement = self._insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in keys},
+        )
+
+    def contact_op(self, org: str, op: MoveContacts | DeleteContacts) -> Any:
+        """The statement that carries out a `MoveContacts` or `DeleteContacts`."""
+        table = self._tables.contacts
+        if isinstance(op, MoveContacts):
+            return (
+                update(table)
+                .where(table.c.org == org, table.c.account_id == op.from_account_id)
+                .values(account_id=op.to_account_id)
+            )
+        # A deleted account's contacts become tombstones with their own stamps.
+        return (
+            update(table)
+            .where(table.c.org == org, table.c.account_id == op.account_id)
+            .values(deleted=True, account_id=None, master_record_id=None, fields="{}")
+        )
