@@ -1,0 +1,350 @@
+"""The REST API of `FakeSalesforce`'s org: routing, and the handlers of each resource.
+
+`RestApi` holds what the API reads and changes (the `Org`, the describe, the cursors of
+queries being paged through, the failures a test injected) and answers one `Request` at
+a time, under the lock `FakeSalesforce` holds. Handlers raise `ApiError` for an error
+response. A write stages its changes on a copy of the org and commits the copy only when
+the request succeeds, so a failed request, or a composite one with ``allOrNone``, leaves
+no trace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, Final, TypeAlias
+from urllib.parse import urlsplit
+
+from attrs import Factory, define, frozen
+
+from acctsync._ids import normalize_id
+from acctsync.testing._describe import (
+    COMPOUND_TYPES,
+    KEY_PREFIXES,
+    ApiError,
+    Described,
+    Row,
+    by_name,
+    dumps,
+    malformed,
+    no_column,
+    object_type_named,
+    wire,
+)
+from acctsync.testing._org import SOBJECT, VERSION, Org, write
+from acctsync.testing._soql import Parser, Soql, filter_literal, matches, sort_key
+
+MESSAGES: Final = {
+    "INVALID_SESSION_ID": "Session expired or invalid",
+    "REQUEST_LIMIT_EXCEEDED": "TotalRequests Limit exceeded.",
+    "QUERY_TIMEOUT": "Your query request was running for too long.",
+    "SERVER_UNAVAILABLE": "Server temporarily unavailable.",
+}
+_HALTED: Final = (
+    "The transaction was rolled back since another operation in the same transaction failed."
+)
+
+
+# A failure `FakeSalesforce.fail` injected, answered in place of the next ``times``
+# requests whose path contains ``path`` (any path when None).
+@define
+class Failure:
+    status: int
+    error_code: str | None
+    message: str
+    path: str | None
+    times: int
+
+
+# An HTTP request as the handlers read it; a body that is not JSON comes as an object
+# that no handler's check accepts.
+@frozen
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # by lower-case name
+    body: Any
+
+
+Response: TypeAlias = tuple[int, str, bytes]  # status, content type, body
+_JSON: Final = "application/json;charset=UTF-8"
+_REFERENCE: Final = re.compile(r"@\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
+
+
+def _json_response(status: int, body: Any) -> Response:
+    return status, _JSON, dumps(body).encode()
+
+
+@define
+class RestApi:
+    """The org as the REST API sees it; the caller holds the lock around each call."""
+
+    org: Org
+    describe: dict[str, list[Described]]
+    failures: list[Failure] = Factory(list)
+    _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
+
+    def respond(self, request: Request, session_id: str) -> Response:
+        """The answer to ``request``: an injected failure, or the API's own."""
+        for rule in self.failures:
+            if rule.path is None or rule.path in request.path:
+                rule.times -= 1
+                if rule.times == 0:
+                    self.failures.remove(rule)
+                if rule.error_code is None:
+                    page = f"<html><body><h1>{rule.status} {rule.message}</h1></body></html>"
+                    return rule.status, "text/html;charset=UTF-8", page.encode()
+                return _json_response(
+                    rule.status, [{"message": rule.message, "errorCode": rule.error_code}]
+                )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "oauth") or token != session_id:
+            body = [{"message": MESSAGES["INVALID_SESSION_ID"], "errorCode": "INVALID_SESSION_ID"}]
+            return _json_response(401, body)
+        try:
+            return self._route(request)
+        except ApiError as error:
+            return _json_response(error.status, error.body)
+        except Exception as error:  # a fault of the fake: show it as Salesforce shows its own
+            message = f"{type(error).__name__}: {error}"
+            return _json_response(500, [{"message": message, "errorCode": "UNKNOWN_EXCEPTION"}])
+
+    def _route(self, request: Request) -> Response:
+        routes: tuple[tuple[str, str, Callable[[Request, re.Match[str]], Response]], ...] = (
+            ("GET", VERSION + r"/(?P<resource>query|queryAll)/?", self._serve_query),
+            ("GET", VERSION + r"/(?:query|queryAll)/(?P<locator>[^/]+)", self._serve_more),
+            ("GET", VERSION + r"/sobjects/(?P<object>\w+)/describe/?", self._serve_describe),
+            ("POST", VERSION + r"/composite/?", self._serve_composite),
+            ("POST PATCH", SOBJECT.pattern, self._serve_write),
+        )
+        for methods, pattern, serve in routes:
+            match = re.fullmatch(pattern, request.path)
+            if match is None:
+                continue
+            if request.method not in methods.split():
+                raise ApiError(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    f"HTTP Method '{request.method}' not allowed. Allowed are {methods}",
+                )
+            return serve(request, match)
+        raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def _serve_describe(self, request: Request, match: re.Match[str]) -> Response:
+        try:
+            object_type = object_type_named(self.describe, match["object"])
+        except ApiError:
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist") from None
+        return _json_response(
+            200,
+            {
+                "name": object_type,
+                "label": object_type,
+                "keyPrefix": KEY_PREFIXES[object_type],
+                "custom": False,
+                "queryable": True,
+                "createable": True,
+                "updateable": True,
+                "deletable": True,
+                "fields": [dict(entry) for entry in self.describe[object_type]],
+            },
+        )
+
+    # -- Queries -----------------------------------------------------------------------------
+
+    def _serve_query(self, request: Request, match: re.Match[str]) -> Response:
+        soql = request.query.get("q", [""])[0]
+        if not soql.strip():
+            raise malformed("A query string has to be specified")
+        records = self._run(
+            Parser(soql).parse(), match["version"], match["resource"] == "queryAll"
+        )
+        option = re.search(
+            r"batchSize\s*=\s*(\d+)", request.headers.get("sforce-query-options", "")
+        )
+        # Salesforce takes batch sizes from 200 to 2000 and bends others into that range.
+        size = min(max(int(option[1]), 200), 2000) if option else 2000
+        cursor = ""
+        if len(records) > size:
+            cursor = normalize_id(f"01g{len(self._cursors) + 1:012d}")
+            self._cursors[cursor] = (records, size)
+        return self._page(match["version"], cursor, records, 0, size)
+
+    def _serve_more(self, request: Request, match: re.Match[str]) -> Response:
+        cursor, _, offset = match["locator"].partition("-")
+        found = self._cursors.get(cursor)
+        if found is None or not offset.isdigit() or int(offset) >= len(found[0]):
+            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        records, size = found
+        return self._page(match["version"], cursor, records, int(offset), size)
+
+    def _page(
+        self, version: str, cursor: str, records: list[dict[str, Any]], offset: int, size: int
+    ) -> Response:
+        body: dict[str, Any] = {"totalSize": len(records), "done": offset + size >= len(records)}
+        if not body["done"]:
+            # Even a queryAll cursor is read under query/, as in Salesforce.
+            body["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{offset + size}"
+        body["records"] = records[offset : offset + size]
+        return _json_response(200, body)
+
+    def _run(self, soql: Soql, version: str, include_deleted: bool) -> list[dict[str, Any]]:
+        """The query's records, encoded: the snapshot its cursor pages through."""
+        object_type = object_type_named(self.describe, soql.object_type)
+        described = by_name(self.describe[object_type])
+
+        def entry(name: str) -> Described:
+            found = described.get(name.lower())
+            if found is None:
+                raise no_column(name, object_type)
+            return found
+
+        selected = [entry(name) for name in soql.fields]
+        names = [e["name"] for e in selected]
+        for name in names:
+            if names.count(name) > 1:
+                raise malformed(f"duplicate field selected: {name}")
+        where = []
+        for name, op, literals in soql.where:
+            found = entry(name)
+            values = tuple(filter_literal(found, literal) for literal in literals)
+            where.append((found["name"], found["type"], op, values))
+        order = [(entry(name), descending) for name, descending in soql.order]
+        rows = [
+            row
+            for _, row in sorted(self.org.rows[object_type].items())
+            if (include_deleted or not row["IsDeleted"])
+            and all(matches(kind, row.get(n), op, lits) for n, kind, op, lits in where)
+        ]
+        for e, descending in reversed(order):
+            if e["type"] in COMPOUND_TYPES:
+                raise ApiError(400, "INVALID_FIELD", f"field '{e['name']}' can not be sorted")
+            rows.sort(key=sort_key(e), reverse=descending)
+        if soql.limit is not None:
+            rows = rows[: soql.limit]
+        return [self._encode(object_type, row, selected, version) for row in rows]
+
+    def _encode(
+        self, object_type: str, row: Row, selected: list[Described], version: str
+    ) -> dict[str, Any]:
+        url = f"/services/data/v{version}/sobjects/{object_type}/{row['Id']}"
+        out: dict[str, Any] = {"attributes": {"type": object_type, "url": url}}
+        for entry in selected:
+            name = entry["name"]
+            if entry["type"] in COMPOUND_TYPES:
+                out[name] = self._compound(object_type, row, name)
+            else:
+                out[name] = wire(row.get(name))
+        return out
+
+    def _compound(self, object_type: str, row: Row, parent: str) -> dict[str, Any] | None:
+        # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...}.
+        prefix = parent.removesuffix("Address")
+        parts: dict[str, Any] = {}
+        for entry in self.describe[object_type]:
+            if entry["compoundFieldName"] == parent:
+                key = entry["name"].removeprefix(prefix)
+                parts[key[:1].lower() + key[1:]] = wire(row.get(entry["name"]))
+        return parts if any(value is not None for value in parts.values()) else None
+
+    # -- Writes ------------------------------------------------------------------------------
+
+    def _serve_write(self, request: Request, match: re.Match[str]) -> Response:
+        staged = self.org.copy()
+        status, body, _ = write(staged, self.describe, request.method, match, request.body)
+        self._commit(staged)
+        return _json_response(status, body)
+
+    def _commit(self, staged: Org) -> None:
+        # Each record written in a request carries the request's stamp; the next gets a later one.
+        staged.now += timedelta(milliseconds=1)
+        self.org = staged
+
+    def _serve_composite(self, request: Request, match: re.Match[str]) -> Response:
+        body = request.body
+        if not isinstance(body, dict) or not isinstance(body.get("compositeRequest"), list):
+            raise ApiError(400, "JSON_PARSER_ERROR", "The request body must hold compositeRequest")
+        subrequests: list[dict[str, Any]] = body["compositeRequest"]
+        seen: set[str] = set()
+        for sub in subrequests:
+            ref = sub.get("referenceId") if isinstance(sub, dict) else None
+            if (
+                not isinstance(ref, str)
+                or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", ref)
+                or ref in seen
+                or not isinstance(sub.get("method"), str)
+                or not isinstance(sub.get("url"), str)
+            ):
+                raise ApiError(400, "JSON_PARSER_ERROR", f"Invalid subrequest: {dumps(sub)}")
+            seen.add(ref)
+        all_or_none = body.get("allOrNone") is True
+        staged = self.org.copy()
+        results: dict[str, dict[str, Any]] = {}
+        entries: list[dict[str, Any]] = []
+        failed: int | None = None
+        for position, sub in enumerate(subrequests):
+            ref = sub["referenceId"]
+            if failed is not None and all_or_none:
+                entries.append(_halted(ref))
+                continue
+            try:
+                url = _resolve(sub["url"], results)
+                sub_match = SOBJECT.fullmatch(urlsplit(url).path)
+                if sub_match is None:
+                    raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+                if sub["method"] not in ("POST", "PATCH"):
+                    raise ApiError(
+                        405, "METHOD_NOT_ALLOWED", f"HTTP Method '{sub['method']}' not allowed"
+                    )
+                sub_body = _resolve(sub.get("body"), results)
+                status, out, headers = write(
+                    staged, self.describe, sub["method"], sub_match, sub_body
+                )
+            except ApiError as error:
+                failed = position if failed is None else failed
+                entries.append(_entry(ref, error.status, error.body, {}))
+            else:
+                results[ref] = out
+                entries.append(_entry(ref, status, out, headers))
+        if failed is not None and all_or_none:
+            entries = [
+                e if i == failed else _halted(e["referenceId"]) for i, e in enumerate(entries)
+            ]
+        elif results:
+            self._commit(staged)
+        return _json_response(200, {"compositeResponse": entries})
+
+
+def _entry(ref: str, status: int, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    return {"body": body, "httpHeaders": headers, "httpStatusCode": status, "referenceId": ref}
+
+
+def _halted(ref: str) -> dict[str, Any]:
+    return _entry(ref, 400, [{"errorCode": "PROCESSING_HALTED", "message": _HALTED}], {})
+
+
+def _resolve(value: Any, results: Mapping[str, Mapping[str, Any]]) -> Any:
+    """``value`` with each ``@{ref.field}`` replaced by that field of an earlier result."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, results) for item in value]
+    if not isinstance(value, str) or "@{" not in value:
+        return value
+
+    def lookup(match: re.Match[str]) -> Any:
+        ref, name = match.groups()
+        if name not in results.get(ref, {}):
+            raise ApiError(
+                400,
+                "PROCESSING_HALTED",
+                f"Invalid reference specified. No value for {ref}.{name} found in {ref}.",
+            )
+        return results[ref][name]
+
+    whole = _REFERENCE.fullmatch(value)
+    if whole is not None:
+        return lookup(whole)
+    return _REFERENCE.sub(lambda match: str(lookup(match)), value)
