@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Final
 
 import attrs
 from attrs import field, frozen
 
 from acctsync._errors import ConfigurationError
-from acctsync._report import Rejection, Suppression, SyncReport
+from acctsync._report import Rejection, Suppression, SyncReport, _frozen_watermarks
 
 __all__ = ["OUTCOMES", "StoreCounts", "SyncRun"]
 
@@ -29,8 +28,8 @@ def _aware(instance: object, attribute: attrs.Attribute[datetime], value: dateti
         raise ConfigurationError(f"{attribute.name} must be a timezone-aware datetime")
 
 
-def _frozen_marks(marks: Mapping[str, datetime]) -> Mapping[str, datetime]:
-    return MappingProxyType(dict(marks))
+# The counts a run keeps as its report has them: the report's fields that count from 0.
+_REPORT_COUNTS: Final = tuple(f.name for f in attrs.fields(SyncReport) if type(f.default) is int)
 
 
 @frozen(kw_only=True, repr=False)
@@ -68,7 +67,7 @@ class SyncRun:
     suppressed: tuple[Suppression, ...] = ()
     suppressed_count: int = 0
     refetch_count: int = 0
-    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen_marks)
+    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen_watermarks)
     id: int | None = None
 
     @classmethod
@@ -86,15 +85,7 @@ class SyncRun:
             finished_at=finished_at,
             outcome="ok" if report.ok else "rejected",
             source=source,
-            pages=report.pages,
-            accounts_upserted=report.accounts_upserted,
-            accounts_deleted=report.accounts_deleted,
-            contacts_upserted=report.contacts_upserted,
-            contacts_deleted=report.contacts_deleted,
-            already_applied=report.already_applied,
-            stale=report.stale,
-            local_edits_discarded=report.local_edits_discarded,
-            refreshed=report.refreshed,
+            **{name: getattr(report, name) for name in _REPORT_COUNTS},
             activities=len(report.activities),
             rejected=report.rejected,
             rejected_count=len(report.rejected),
