@@ -1807,3 +1807,39 @@ def test_s7_a_store_without_a_contact_index_logs_the_same_entries() -> None:
             (C3, "Acme Inc"),
         ]
     )
+
+
+def test_s7_versions_read_again_ask_the_store_for_no_contacts() -> None:
+    class CountingStore(InMemoryStore):
+        asked: list[set[str]]
+
+        def contact_ids_of(self, account_ids: Any, *, up_to: int) -> Any:
+            self.asked.append(set(account_ids))
+            return super().contact_ids_of(account_ids, up_to=up_to)
+
+    store = CountingStore()
+    store.asked = []
+    src = InMemorySource()
+    put_account(src, A1, T0, Name="Acme")
+    put_contact(src, C1, A1, T0)
+    engine = SyncEngine(source=src, store=store, clock=lambda: EDIT_TIME)
+    engine.sync()
+    engine.sync()  # the lookback reads Acme again: nothing to fan out
+    assert store.asked == []
+    put_account(src, A1, at(1), Name="Acme Inc")
+    engine.sync()
+    assert store.asked == [{A1}]
+
+
+def test_s8_a_threshold_above_5000_logs_an_account_of_5001_contacts() -> None:
+    src, store = InMemorySource(), InMemoryStore()
+    put_account(src, A1, T0, Name="Acme")
+    for n in range(5001):
+        put_contact(src, make_id("003", 1000 + n), A1, T0)
+    policy = ActivityPolicy(max_contacts_per_account=10_000)
+    engine = SyncEngine(source=src, store=store, policy=policy, clock=lambda: EDIT_TIME)
+    engine.sync()
+    put_account(src, A1, at(1), Name="Acme Inc")
+    report = engine.sync()
+    assert report.suppressed == ()
+    assert len(report.activities) == 5001

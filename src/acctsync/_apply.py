@@ -305,9 +305,21 @@ class Applier:
             for change, stream in zip(changes, streams, strict=True)
             if stream == "Account"
             and isinstance(change, Account | PartialUpdate)
-            and isinstance(self._accounts.get(change.id), AccountState)
+            and self._updates(change, self._accounts.get(change.id))
         }
         return self.store.contact_ids_of(updated, up_to=_MEMBERS_UP_TO) if updated else {}
+
+    def _updates(self, change: Account | PartialUpdate, stored: StoredAccount | None) -> bool:
+        """Whether ``change`` may change a held account: a version read again does not."""
+        if not isinstance(stored, AccountState):
+            return False
+        if _version(change) > _version(stored):
+            return True
+        return (
+            self.refresh_at is not None
+            and _version(change) == _version(stored)
+            and _refreshed(change, stored)
+        )
 
     def _commit(self, batch: Batch) -> None:
         # A page that only re-read known versions changes nothing: no need for a write.
@@ -386,14 +398,6 @@ class Applier:
 
     def _contact_change(self, change: Upstream) -> None:
         stored = self._contacts.get(change.id)
-        if stored is None and type(change) is Contact:
-            # A contact first seen, as all are in an initial load: the short way.
-            if change.account_id is not None:
-                self._pending.dirty.add(change.account_id)
-            self._contacts[change.id] = change
-            self._pending.contacts.append(change)
-            self.tally.contacts_upserted += 1
-            return
         if not self._is_new(change, stored) or isinstance(change, Account):
             return
         new: StoredContact
