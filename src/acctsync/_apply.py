@@ -89,10 +89,10 @@ def _version(record: Upstream | AccountState) -> tuple[datetime, bool]:
     return (record.system_modstamp, isinstance(record, Deletion))
 
 
-def micros(stamp: datetime) -> str:
-    """A timestamp as microseconds since the epoch: a version in activity ids."""
+def micros(stamp: datetime) -> int:
+    """A timestamp as microseconds since the epoch: versions in activity ids, store columns."""
     delta = stamp - _EPOCH
-    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
@@ -366,7 +366,7 @@ class Applier:
             upstream = change
         state = AccountState(upstream=upstream)
         if isinstance(stored, AccountState):
-            version, occurred_at = micros(upstream.system_modstamp), upstream.system_modstamp
+            version, occurred_at = str(micros(upstream.system_modstamp)), upstream.system_modstamp
             if self.refresh_at is not None and stored.system_modstamp == upstream.system_modstamp:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
                 # are of the reconciliation, apart from the version's own.

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 import orjson
 
+from acctsync._apply import micros
 from acctsync._convert import make_converter
 from acctsync._records import FieldValue
 
@@ -26,12 +27,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # orjson would write datetimes itself, as bare ISO text; passed through, they reach the
 # converter's hook and get the library's tagged form, as from the standard library.
 _DATES_BY_HOOK = orjson.OPT_PASSTHROUGH_DATETIME
-
-
-def micros(moment: datetime) -> int:
-    """``moment`` as microseconds since the Unix epoch, as the columns hold it."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def stamp(since_epoch: int) -> datetime:
