@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Final, Self, TypeVar, cast
 
 import attrs
@@ -280,12 +281,14 @@ class SqlStore:
     ) -> dict[str, _T]:
         if not ids:
             return {}
-        # One parameter for a page's thousands of IDs: a JSON array for SQLite's
-        # json_each, an array for PostgreSQL.
-        listed = json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
         with self._transaction(write=False) as conn:
-            rows = query.execute(conn, org=self._org, ids=listed)
+            rows = query.execute(conn, org=self._org, ids=self._listed(ids))
             return {row.id: read(row) for row in rows}
+
+    def _listed(self, ids: Collection[str]) -> object:
+        """``ids`` as one parameter, for a page's thousands of IDs: a JSON array for
+        SQLite's json_each, an array for PostgreSQL."""
+        return json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
 
     def count_contacts(self, account_id: str) -> int:
         """The number of live contacts of the account, counted in the database."""
@@ -313,14 +316,14 @@ class SqlStore:
         wanted = [normalize_id(i) for i in account_ids]
         if not wanted:
             return {}
-        listed = json.dumps(wanted) if self._dialect == "sqlite" else wanted
+        listed = self._listed(wanted)
         with self._transaction(write=False) as conn:
             counted = self._statements.contact_counts_of.execute(conn, org=self._org, ids=listed)
             counts = dict(cast("list[tuple[str, int]]", counted.all()))
             small = [i for i in wanted if 0 < counts.get(i, 0) <= up_to]
             members: dict[str, list[str]] = {i: [] for i in wanted if i not in counts}
             if small:
-                listed = json.dumps(small) if self._dialect == "sqlite" else small
+                listed = self._listed(small)
                 rows = self._statements.contacts_of_accounts.execute(
                     conn, org=self._org, ids=listed
                 )
@@ -405,23 +408,7 @@ class SqlStore:
         """The IDs of every live account or contact, in ID order (`ListingStore`)."""
         kind = parse_object_type(object_type)
         table = self._tables.accounts if kind == "Account" else self._tables.contacts
-        after = ""
-        while True:
-            with self._transaction(write=False) as conn:
-                ids = (
-                    conn.execute(
-                        select(table.c.id)
-                        .where(table.c.org == self._org, table.c.id > after, ~table.c.deleted)
-                        .order_by(table.c.id)
-                        .limit(_LOG_PAGE)
-                    )
-                    .scalars()
-                    .all()
-                )
-            yield from ids
-            if len(ids) < _LOG_PAGE:
-                return
-            after = ids[-1]
+        return self._walk(table, attrgetter("id"), table.c.id)
 
     def counts(self) -> StoreCounts:
         """How many live accounts and contacts, and activity entries, this org has."""
@@ -462,12 +449,13 @@ class SqlStore:
         latest = self.runs(limit=1)
         return latest[0] if latest else None
 
-    def _walk(self, table: Table, read: Callable[[Row[Any]], _T]) -> Iterator[_T]:
+    def _walk(self, table: Table, read: Callable[[Row[Any]], _T], *columns: Any) -> Iterator[_T]:
+        """The table's live rows of this org (only ``columns``, if given), in ID order."""
         after = ""
         while True:
             with self._transaction(write=False) as conn:
                 rows = conn.execute(
-                    select(table)
+                    select(*(columns or (table,)))
                     .where(table.c.org == self._org, table.c.id > after, ~table.c.deleted)
                     .order_by(table.c.id)
                     .limit(_LOG_PAGE)
