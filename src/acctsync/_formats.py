@@ -42,6 +42,7 @@ __all__ = [
     "encode_record",
     "event_parts",
     "format_datetime",
+    "is_gap",
     "json_value",
     "parse_datetime",
 ]
@@ -275,6 +276,15 @@ def _event_fields(
         if flat not in _NOT_FIELDS and flat not in AUDIT_FIELDS:
             fields[flat] = None
     return fields
+
+
+def is_gap(change_type: str | None, record_ids: Sequence[str]) -> bool:
+    """Whether a change event says changes were lost: a gap type or a wildcard record ID.
+
+    `decode_change_event` turns such an event into a `Refetch`.
+    """
+    gap = change_type == "GAP_OVERFLOW" or change_type in _CDC_GAPS
+    return gap or any(i.endswith("*") for i in record_ids)
 
 
 def event_parts(event: object) -> tuple[Mapping[str, Any], Mapping[str, Any]]:

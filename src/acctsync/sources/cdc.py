@@ -52,6 +52,7 @@ from acctsync._formats import (
     decode_change_event,
     decode_record,
     event_parts,
+    is_gap,
     parse_datetime,
 )
 from acctsync._protocols import Source
@@ -71,9 +72,6 @@ __all__ = ["ChangeEventSource", "ReplayId"]
 ReplayId: TypeAlias = int | str | bytes
 """A replay id, kept as given: an ``int`` from CometD, opaque ``bytes`` from the Pub/Sub API."""
 
-_GAPS: Final = frozenset(
-    {"GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW"}
-)
 _STREAMS: Final = frozenset({"Account", "Contact"})
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 
@@ -102,7 +100,7 @@ class _Event:
 
     @property
     def is_gap(self) -> bool:
-        return self.change_type in _GAPS or any(i.endswith("*") for i in self.record_ids)
+        return is_gap(self.change_type, self.record_ids)
 
 
 def _replay_id(value: object) -> ReplayId:

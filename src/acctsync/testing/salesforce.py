@@ -50,8 +50,17 @@ from urllib.parse import parse_qs, urlsplit
 from attrs import frozen
 
 from acctsync._errors import ConfigurationError, InvalidRecordError
-from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, normalize_id
-from acctsync._records import Account, Contact, FieldValue, ObjectType, Opportunity, check_field
+from acctsync._ids import normalize_id
+from acctsync._records import (
+    OBJECT_PREFIXES,
+    Account,
+    Contact,
+    FieldValue,
+    ObjectType,
+    Opportunity,
+    check_field,
+    parse_object_type,
+)
 from acctsync.testing._describe import (
     KEY_PREFIXES,
     Row,
@@ -73,7 +82,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FakeSalesforce", "ServedRequest"]
 
-_PREFIXES: Final = {"Account": ACCOUNT_PREFIX, "Contact": CONTACT_PREFIX}
 _ROW_KEYS: Final = frozenset({"Id", "SystemModstamp", "IsDeleted", "MasterRecordId", "AccountId"})
 # A body that is not JSON: the handlers refuse it, and the log shows it as None.
 _UNREADABLE: Final = object()
@@ -475,9 +483,7 @@ class FakeSalesforce:
 
     @staticmethod
     def _id(object_type: str, record_id: str) -> str:
-        if object_type not in _PREFIXES:
-            raise InvalidRecordError(f"unknown object type {object_type!r}")
-        return normalize_id(record_id, prefix=_PREFIXES[object_type])
+        return normalize_id(record_id, prefix=OBJECT_PREFIXES[parse_object_type(object_type)])
 
     def _known_field(
         self, object_type: str, name: str, value: FieldValue, *, calculated: bool = False
