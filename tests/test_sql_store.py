@@ -168,6 +168,56 @@ def test_a_failed_batch_writes_nothing(
     assert store.watermark("Account") == T0
 
 
+def test_a_row_another_writer_adds_between_read_and_write_is_updated(
+    make_store: StoreFactory,
+) -> None:
+    # PostgreSQL copies rows it read no entry of straight into the table; one that
+    # another writer added meanwhile makes it roll back and upsert everything instead.
+    store, other = make_store(), make_store()
+    synced(store)
+    assert store.contact_states([C1, C3]).keys() == {C1}
+    other.apply(Batch(contacts=[contact(C3, None, 1, LastName="Theirs")]))
+    entry = ChangeDataValue(
+        id="entry-1",
+        contact_id=C1,
+        account_id=A1,
+        field="Industry",
+        old_value="Tech",
+        new_value="Retail",
+        origin=Origin.LOCAL,
+        occurred_at=T0,
+    )
+    store.apply(
+        Batch(
+            contacts=[contact(C1, A1, 5, LastName="Uno"), contact(C3, A1, 5, LastName="Mine")],
+            activities=[entry],
+        )
+    )
+    assert store.get_contact(C3) == contact(C3, A1, 5, LastName="Mine")
+    assert store.get_contact(C1) == contact(C1, A1, 5, LastName="Uno")
+    assert list(store.activities()) == [entry]
+    assert store.contact_ids(A1) == sorted([C1, C2, C3])
+
+
+def test_postgresql_errors_in_bulk_writes_are_store_errors(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    store = SqlStore(
+        create_engine(url, connect_args={"options": "-c lock_timeout=200"}), schema=schema
+    )
+    admin = create_engine(url)
+    with admin.begin() as conn:  # the bulk write waits for this, then gives up
+        conn.exec_driver_sql(f'LOCK TABLE "{schema}".acctsync_contacts')
+        with pytest.raises(StoreError, match="lock timeout"):
+            store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    admin.dispose()
+    assert store.get_contact(C1) is None
+    store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) == contact(C1, None, 0)
+    store.engine.dispose()
+
+
 def test_activities_read_in_pages_and_by_account_contact_and_time(
     make_store: StoreFactory,
 ) -> None:

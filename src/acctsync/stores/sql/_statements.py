@@ -10,7 +10,7 @@ which statement to run, this module how to run it cheaply.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    cast,
     func,
     select,
     update,
@@ -33,7 +34,7 @@ from sqlalchemy.schema import CreateTable
 from acctsync._state import DeleteContacts, MoveContacts
 from acctsync.stores.sql._schema import Tables
 
-__all__ = ["CopyBulk", "Prepared", "Statements"]
+__all__ = ["CopyBulk", "NotNewError", "Prepared", "Statements"]
 
 
 class Prepared:
@@ -52,11 +53,18 @@ class Prepared:
         if self._positional and tuple(compiled.positiontup or ()) != self._keys:
             raise AssertionError(f"unexpected parameter order in {self._sql}")
 
-    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
+    def run(
+        self,
+        conn: Connection,
+        rows: Iterable[tuple[object, ...]],
+        *,
+        new: Container[str] = frozenset(),
+    ) -> None:
         """Execute once per row; each row holds the values of ``keys``, in order.
 
         For SQLite, whose parameters are positional (PostgreSQL's many rows go by
-        `CopyBulk`).
+        `CopyBulk`). ``new`` is there to match `CopyBulk.run`: SQLite's upsert of a new
+        row costs what its plain insert does.
         """
         if not self._positional:
             raise AssertionError("run() takes positional rows")
@@ -68,15 +76,23 @@ class Prepared:
         return conn.exec_driver_sql(self._sql, values)
 
 
+class NotNewError(Exception):
+    """A row `CopyBulk.run` was told is new was in the table: the transaction failed."""
+
+
 class CopyBulk:
     """PostgreSQL's fast path for many rows: ``COPY`` into a temporary table, then one
     ``INSERT ... SELECT ... ON CONFLICT`` from it, in the caller's transaction.
 
     Rows are tuples in the table's column order, as for `Prepared.run`; they keep their
-    order (the activity log's order) through a row number.
+    order (the activity log's order) through a row number. Rows the caller knows to be
+    new may skip the temporary table (see `run`).
     """
 
     def __init__(self, table: Table, keys: Sequence[str], *, update: bool) -> None:
+        from psycopg.errors import UniqueViolation  # only PostgreSQL stores get here
+
+        self._conflict = UniqueViolation
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         names = [c.name for c in table.c if c is not table.autoincrement_column]
         stage = Table(
@@ -89,8 +105,10 @@ class CopyBulk:
         )
         self._create = str(CreateTable(stage, if_not_exists=True).compile(dialect=dialect))
         quote = dialect.identifier_preparer.quote
-        columns = ", ".join(quote(name) for name in ("n", *names))
-        self._copy = f"COPY {quote(stage.name)} ({columns}) FROM STDIN"
+        columns = ", ".join(quote(name) for name in names)
+        self._copy = f"COPY {quote(stage.name)} (n, {columns}) FROM STDIN"
+        target = dialect.identifier_preparer.format_table(table)
+        self._copy_in = f"COPY {target} ({columns}) FROM STDIN"
         insert = postgresql.insert(table).from_select(
             names, select(*(stage.c[name] for name in names)).order_by(stage.c.n)
         )
@@ -103,14 +121,40 @@ class CopyBulk:
             insert = insert.on_conflict_do_nothing(index_elements=list(keys))
         self._insert = str(insert.compile(dialect=dialect))
 
-    def run(self, conn: Connection, rows: Iterable[tuple[object, ...]]) -> None:
-        """Write ``rows`` to the table."""
+    def run(
+        self,
+        conn: Connection,
+        rows: Iterable[tuple[object, ...]],
+        *,
+        new: Container[str] = frozenset(),
+    ) -> None:
+        """Write ``rows`` to the table.
+
+        Rows whose ID (their second value) is in ``new``, which the caller expects the
+        table not to hold (it read none of them), are copied straight into it: half the
+        work of an upsert. Should one be there after all, `NotNewError` says so; the
+        transaction is then lost, and the caller runs it again without ``new``.
+        """
+        rest = list(rows)
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(self._create)
-            with cursor.copy(self._copy) as copy:
-                for n, row in enumerate(rows):
-                    copy.write_row((n, *row))
-            cursor.execute(self._insert)
+            fresh = [row for row in rest if row[1] in new]
+            if fresh:
+                try:
+                    with cursor.copy(self._copy_in) as copy:
+                        for row in fresh:
+                            copy.write_row(row)
+                except self._conflict as error:
+                    raise NotNewError from error
+                rest = [row for row in rest if row[1] not in new]
+            if rest:
+                self._upsert(cursor, rest)
+
+    def _upsert(self, cursor: Any, rows: Iterable[tuple[object, ...]]) -> None:
+        cursor.execute(self._create)
+        with cursor.copy(self._copy) as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((n, *row))
+        cursor.execute(self._insert)
 
 
 class Statements:
@@ -183,14 +227,13 @@ class Statements:
 
     @staticmethod
     def _one_of(column: Any, dialect: Dialect) -> Any:
-        """``column`` is one of the parameter ``ids``: one parameter, thousands of IDs."""
+        """``column`` is one of the parameter ``ids``, a JSON array: one parameter for
+        thousands of IDs, written by C code (psycopg writes an array's items in Python)."""
+        ids = bindparam("ids", type_=String)
         if dialect.name == "sqlite":
-            listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
-            return column.in_(select(listed.c.value))
-        # Not ``= ANY(:ids)``: on a sequential scan PostgreSQL compares each row with the
-        # whole array; a set from unnest lets it hash or probe the index.
-        ids = bindparam("ids", type_=postgresql.ARRAY(String))
-        return column.in_(select(func.unnest(ids)))
+            return column.in_(select(func.json_each(ids).table_valued("value").c.value))
+        # A set, not ``= ANY(array)``: PostgreSQL can hash it or probe the index with it.
+        return column.in_(select(func.json_array_elements_text(cast(ids, postgresql.JSON))))
 
     @staticmethod
     def _bulk(statement: Any, dialect: Dialect) -> Prepared:

@@ -40,7 +40,7 @@ from acctsync.stores.sql._codec import Codec, micros, stamp
 from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
-from acctsync.stores.sql._statements import Prepared, Statements
+from acctsync.stores.sql._statements import NotNewError, Prepared, Statements
 
 __all__ = ["SqlStore"]
 
@@ -130,6 +130,7 @@ class SqlStore:
                 " needs the postgres extra, whose driver is psycopg 3 (postgresql+psycopg://)"
             ) from None
         self._dialect = self._engine.dialect.name
+        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         if self._dialect not in _DIALECTS:
             raise ConfigurationError(
                 f"SqlStore supports SQLite and PostgreSQL, not {self._dialect!r}"
@@ -147,6 +148,8 @@ class SqlStore:
         )
         self._pinned: Connection | None = None
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
+        # IDs of which the latest read of each kind found no entry (PostgreSQL only).
+        self._unheld: dict[Prepared, frozenset[str]] = {}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
@@ -222,7 +225,8 @@ class SqlStore:
                         yield conn
         except DBAPIError as error:
             raise StoreError(f"the database failed: {error.orig}") from error
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, self._driver_error) as error:
+            # The driver's own errors come from the bulk writes, which use it directly.
             raise StoreError(f"the database failed: {error}") from error
 
     @contextmanager
@@ -283,12 +287,17 @@ class SqlStore:
             return {}
         with self._transaction(write=False) as conn:
             rows = query.execute(conn, org=self._org, ids=self._listed(ids))
-            return {row.id: read(row) for row in rows}
+            found = {row.id: read(row) for row in rows}
+        if self._dialect == "postgresql":
+            # For `apply`: the engine reads a page's entries, then writes them, and
+            # PostgreSQL writes rows it knows to be new fastest (see `CopyBulk.run`).
+            self._unheld[query] = frozenset(ids).difference(found)
+        return found
 
-    def _listed(self, ids: Collection[str]) -> object:
-        """``ids`` as one parameter, for a page's thousands of IDs: a JSON array for
-        SQLite's json_each, an array for PostgreSQL."""
-        return json.dumps(list(ids)) if self._dialect == "sqlite" else list(ids)
+    @staticmethod
+    def _listed(ids: Collection[str]) -> str:
+        """``ids`` as one parameter, for a page's thousands of IDs: a JSON array."""
+        return json.dumps(list(ids))
 
     def count_contacts(self, account_id: str) -> int:
         """The number of live contacts of the account, counted in the database."""
@@ -470,7 +479,7 @@ class SqlStore:
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
-        org, codec, statements = self._org, self._codec, self._statements
+        org, codec = self._org, self._codec
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice.
         accounts = {entry.id: self._account_row(entry) for entry in batch.accounts}
@@ -489,15 +498,38 @@ class SqlStore:
                     entry.origin.value,
                     micros(entry.occurred_at),
                 )
+        unheld, self._unheld = self._unheld, {}
+        try:
+            self._write(batch, accounts, contacts, activities, unheld)
+        except NotNewError:
+            # Another writer added one of the rows since this store read them; the
+            # transaction was rolled back whole.
+            self._write(batch, accounts, contacts, activities, {})
+        self._written += len(accounts) + len(contacts) + len(activities)
+        if self._dialect == "postgresql" and self._written >= self._analyze_at:
+            self._analyze()
+
+    def _write(
+        self,
+        batch: Batch,
+        accounts: Mapping[str, tuple[object, ...]],
+        contacts: Mapping[str, tuple[object, ...]],
+        activities: Mapping[str, tuple[object, ...]],
+        unheld: Mapping[Prepared, frozenset[str]],
+    ) -> None:
+        org, statements = self._org, self._statements
         with self._transaction(write=True) as conn:
-            if accounts:
-                statements.upsert_account.run(conn, accounts.values())
-            if contacts:
-                statements.upsert_contact.run(conn, contacts.values())
+            for bulk, rows, read in (
+                (statements.upsert_account, accounts, statements.accounts_of),
+                (statements.upsert_contact, contacts, statements.contacts_of),
+            ):
+                if rows:
+                    bulk.run(conn, rows.values(), new=unheld.get(read, frozenset()))
             for op in batch.contact_ops:
                 conn.execute(statements.contact_op(org, op))
             if activities:
-                statements.insert_activity.run(conn, activities.values())
+                # Replays aside, which are rare, each entry is new to the log.
+                statements.insert_activity.run(conn, activities.values(), new=activities)
             for conversion in batch.conversions:
                 conn.execute(
                     statements.upsert_conversion,
@@ -518,9 +550,6 @@ class SqlStore:
                         "system_modstamp": micros(watermark.system_modstamp),
                     },
                 )
-        self._written += len(accounts) + len(contacts) + len(activities)
-        if self._dialect == "postgresql" and self._written >= self._analyze_at:
-            self._analyze()
 
     def _analyze(self) -> None:
         """Refresh PostgreSQL's statistics of tables this store has grown tenfold.
