@@ -13,7 +13,15 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
@@ -40,7 +48,7 @@ from acctsync.stores.sql._codec import Codec, micros, stamp
 from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
-from acctsync.stores.sql._statements import NotNewError, Prepared, Statements
+from acctsync.stores.sql._statements import CopyBulk, NotNewError, Prepared, Statements
 
 __all__ = ["SqlStore"]
 
@@ -499,8 +507,15 @@ class SqlStore:
                     micros(entry.occurred_at),
                 )
         unheld, self._unheld = self._unheld, {}
+        statements = self._statements
+        new: dict[Prepared | CopyBulk, Container[str]] = {
+            statements.upsert_account: unheld.get(statements.accounts_of, frozenset()),
+            statements.upsert_contact: unheld.get(statements.contacts_of, frozenset()),
+            # Replays aside, which are rare, each entry is new to the log.
+            statements.insert_activity: activities.keys(),
+        }
         try:
-            self._write(batch, accounts, contacts, activities, unheld)
+            self._write(batch, accounts, contacts, activities, new)
         except NotNewError:
             # Another writer added one of the rows since this store read them; the
             # transaction was rolled back whole.
@@ -515,21 +530,22 @@ class SqlStore:
         accounts: Mapping[str, tuple[object, ...]],
         contacts: Mapping[str, tuple[object, ...]],
         activities: Mapping[str, tuple[object, ...]],
-        unheld: Mapping[Prepared, frozenset[str]],
+        new: Mapping[Prepared | CopyBulk, Container[str]],
     ) -> None:
+        """One transaction; rows whose ID is in ``new`` of their statement are presumed
+        new (see `CopyBulk.run`)."""
         org, statements = self._org, self._statements
+
+        def write(bulk: Prepared | CopyBulk, rows: Mapping[str, tuple[object, ...]]) -> None:
+            if rows:
+                bulk.run(conn, rows.values(), new=new.get(bulk, frozenset()))
+
         with self._transaction(write=True) as conn:
-            for bulk, rows, read in (
-                (statements.upsert_account, accounts, statements.accounts_of),
-                (statements.upsert_contact, contacts, statements.contacts_of),
-            ):
-                if rows:
-                    bulk.run(conn, rows.values(), new=unheld.get(read, frozenset()))
+            write(statements.upsert_account, accounts)
+            write(statements.upsert_contact, contacts)
             for op in batch.contact_ops:
                 conn.execute(statements.contact_op(org, op))
-            if activities:
-                # Replays aside, which are rare, each entry is new to the log.
-                statements.insert_activity.run(conn, activities.values(), new=activities)
+            write(statements.insert_activity, activities)
             for conversion in batch.conversions:
                 conn.execute(
                     statements.upsert_conversion,
