@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -576,6 +577,30 @@ def test_every_keeps_syncing_until_stopped(
     assert f"{stop.name}: stopping" in err
     with SqlStore.sqlite(db) as store:
         assert [run.outcome for run in store.runs()] == ["rejected"]
+
+
+def test_every_reports_a_skipped_sync_as_a_json_line(synced: Path, exports: Path) -> None:
+    with SqlStore.sqlite(synced) as holder, holder.exclusive():
+        process = subprocess.Popen(
+            [
+                *COMMAND, "sync", "--db", synced, "--export-dir", exports, "--every", "30",
+                "--lock-timeout", "0.1", "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(),
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = json.loads(process.stdout.readline()) if ready else {}
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.OK, err
+    assert line["skipped"]["type"] == "LockTimeoutError"
+    assert "gave up after waiting 0.1 s" in line["skipped"]["message"]
+    assert "skipped a sync" in err
+    assert out == ""
 
 
 def test_ctrl_c_stops_a_sync_between_batches(tmp_path: Path) -> None:

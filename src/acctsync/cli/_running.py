@@ -217,16 +217,23 @@ class Runner:
             try:
                 run = self._sync()
             except LockTimeoutError as error:
-                self._out.note(f"skipped a sync: {error}")
+                self._skipped(error, f"skipped a sync: {error}")
             except SourceError as error:
                 if not error.retryable:
                     raise
-                self._out.note(f"a sync failed, the next will try again: {error}")
+                self._skipped(error, f"a sync failed, the next will try again: {error}")
             else:
                 self._show(run, one_line=True)
             if self._stop.wait(seconds):
                 break
         return ExitCode.OK
+
+    def _skipped(self, error: Exception, note: str) -> None:
+        """Report a sync the loop goes on after: on stderr, and a line with ``--json``."""
+        self._out.note(note)
+        if self._out.json:
+            skipped = {"type": type(error).__name__, "message": str(error)}
+            self._out.document({"skipped": skipped}, one_line=True)
 
     def _show(self, run: SyncRun, *, one_line: bool) -> None:
         if self._out.json:
