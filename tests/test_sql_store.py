@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import threading
+import types
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -216,6 +217,38 @@ def test_postgresql_errors_in_bulk_writes_are_store_errors(
     store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert store.get_contact(C1) == contact(C1, None, 0)
     store.engine.dispose()
+
+
+def test_postgresql_a_clash_on_another_key_fails_without_a_retry(
+    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, schema = postgres_schema
+    store = SqlStore(url, schema=schema)
+    synced(store)
+    table = f'"{schema}".acctsync_activities'
+    with store.engine.begin() as conn:  # a row where the log's next seq will be
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} (seq, org, id, contact_id, account_id, field, old_value,"
+            f" new_value, origin, occurred_at) VALUES (nextval(pg_get_serial_sequence("
+            f"'{table}', 'seq')) + 1, 'other', 'x', 'c', 'a', 'f', 'null', 'null', 'local', 0)"
+        )
+    writes = []
+    write = store._write
+    monkeypatch.setattr(store, "_write", lambda *args: writes.append(1) or write(*args))
+    entry = ChangeDataValue(
+        id="entry-1",
+        contact_id=C1,
+        account_id=A1,
+        field="Industry",
+        old_value="Tech",
+        new_value="Retail",
+        origin=Origin.LOCAL,
+        occurred_at=T0,
+    )
+    with pytest.raises(StoreError, match="activities_pkey"):
+        store.apply(Batch(activities=[entry]))
+    assert writes == [1]  # not taken for a row presumed new that was there
+    store.close()
 
 
 def test_activities_read_in_pages_and_by_account_contact_and_time(
@@ -455,6 +488,14 @@ def test_contacts_of_many_accounts_leave_a_large_one_to_a_count(
     assert store.contact_ids_of([A1, A2, unknown], up_to=5000) == {A2: [C1], unknown: []}
     assert store.count_contacts(A1) == 5001
     assert len(store.contact_ids_of([A1], up_to=5001)[A1]) == 5001
+
+
+def test_postgresql_through_another_driver_is_a_configuration_error() -> None:
+    # pg8000 is not installed: SQLAlchemy takes a stand-in for its module.
+    stand_in = types.SimpleNamespace(paramstyle="format", __version__="1.31.2", Error=Exception)
+    engine = create_engine("postgresql+pg8000://u@127.0.0.1/db", module=stand_in)
+    with pytest.raises(ConfigurationError, match=r"psycopg 3 \(postgresql\+psycopg://\)"):
+        SqlStore(engine)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 `Statements` builds every frequent statement once per store, in its dialect's own form:
 the reads by ID and account, and the upserts a batch applies. Rows go in as tuples in
 their table's column order: on SQLite through `Prepared.run` (one executemany), on
-PostgreSQL through `CopyBulk` (``COPY`` then one upsert). Apart from the store because
-this is how the store talks fast to each database, not what it does: the store decides
-which statement to run, this module how to run it cheaply.
+PostgreSQL through `CopyBulk` (``COPY``, straight into the table for new rows). Apart
+from the store because this is how the store talks fast to each database, not what it
+does: the store decides which statement to run, this module how to run it cheaply.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     bindparam,
     cast,
     func,
@@ -81,18 +82,20 @@ class NotNewError(Exception):
 
 
 class CopyBulk:
-    """PostgreSQL's fast path for many rows: ``COPY`` into a temporary table, then one
-    ``INSERT ... SELECT ... ON CONFLICT`` from it, in the caller's transaction.
+    """PostgreSQL's fast path for many rows, in the caller's transaction: ``COPY``
+    straight into the table for rows presumed new; for the others ``COPY`` into a
+    temporary table, then one ``INSERT ... SELECT ... ON CONFLICT`` from it.
 
-    Rows are tuples in the table's column order, as for `Prepared.run`; they keep their
-    order (the activity log's order) through a row number. Rows the caller knows to be
-    new may skip the temporary table (see `run`).
+    Rows are tuples in the table's column order, as for `Prepared.run`. Those presumed
+    new go first; within each part rows keep their order (the activity log's order,
+    which is kept whole when all or none are presumed new).
     """
 
     def __init__(self, table: Table, keys: Sequence[str], *, update: bool) -> None:
         from psycopg.errors import UniqueViolation  # only PostgreSQL stores get here
 
         self._conflict = UniqueViolation
+        self._key = _constraint_on(table, keys)
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         names = [c.name for c in table.c if c is not table.autoincrement_column]
         stage = Table(
@@ -144,6 +147,8 @@ class CopyBulk:
                         for row in fresh:
                             copy.write_row(row)
                 except self._conflict as error:
+                    if error.diag.constraint_name != self._key:
+                        raise
                     raise NotNewError from error
                 rest = [row for row in rest if row[1] not in new]
             if rest:
@@ -155,6 +160,17 @@ class CopyBulk:
             for n, row in enumerate(rows):
                 copy.write_row((n, *row))
         cursor.execute(self._insert)
+
+
+def _constraint_on(table: Table, keys: Sequence[str]) -> str:
+    """The name PostgreSQL gives ``table``'s primary key or unique constraint on ``keys``."""
+    if [column.name for column in table.primary_key.columns] == list(keys):
+        return str(table.primary_key.name or f"{table.name}_pkey")  # PostgreSQL's default
+    for constraint in table.constraints:
+        columns = getattr(constraint, "columns", ())
+        if isinstance(constraint, UniqueConstraint) and [c.name for c in columns] == list(keys):
+            return str(constraint.name)
+    raise AssertionError(f"{table.name} has no unique constraint on {keys}")
 
 
 class Statements:

@@ -138,11 +138,16 @@ class SqlStore:
                 " needs the postgres extra, whose driver is psycopg 3 (postgresql+psycopg://)"
             ) from None
         self._dialect = self._engine.dialect.name
-        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         if self._dialect not in _DIALECTS:
             raise ConfigurationError(
                 f"SqlStore supports SQLite and PostgreSQL, not {self._dialect!r}"
             )
+        if self._dialect == "postgresql" and self._engine.dialect.driver != "psycopg":
+            raise ConfigurationError(
+                "SqlStore talks to PostgreSQL through psycopg 3 (postgresql+psycopg://),"
+                f" not {self._engine.dialect.driver}"
+            )
+        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         if self._dialect == "sqlite":
             _install_sqlite_transactions(self._engine, busy_timeout=max(lock_timeout, 5.0))
         self._org = org
@@ -156,8 +161,9 @@ class SqlStore:
         )
         self._pinned: Connection | None = None
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
-        # IDs of which the latest read of each kind found no entry (PostgreSQL only).
-        self._unheld: dict[Prepared, frozenset[str]] = {}
+        # IDs that reads of each kind found no entry of and no write has written since
+        # (PostgreSQL only; forgotten when a runner's hold ends).
+        self._unheld: dict[Prepared, set[str]] = {}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
@@ -234,7 +240,8 @@ class SqlStore:
         except DBAPIError as error:
             raise StoreError(f"the database failed: {error.orig}") from error
         except (SQLAlchemyError, self._driver_error) as error:
-            # The driver's own errors come from the bulk writes, which use it directly.
+            # The driver's own errors, from what goes to it directly: the bulk writes,
+            # SQLite's BEGIN.
             raise StoreError(f"the database failed: {error}") from error
 
     @contextmanager
@@ -264,7 +271,7 @@ class SqlStore:
             try:
                 yield
             finally:
-                self._pinned, self._depth = None, 0
+                self._pinned, self._depth, self._unheld = None, 0, {}
                 try:
                     self._lock.release(conn)
                 except SQLAlchemyError:
@@ -299,7 +306,9 @@ class SqlStore:
         if self._dialect == "postgresql":
             # For `apply`: the engine reads a page's entries, then writes them, and
             # PostgreSQL writes rows it knows to be new fastest (see `CopyBulk.run`).
-            self._unheld[query] = frozenset(ids).difference(found)
+            unheld = self._unheld.setdefault(query, set())
+            unheld.difference_update(found)
+            unheld.update(i for i in ids if i not in found)
         return found
 
     @staticmethod
@@ -506,8 +515,7 @@ class SqlStore:
                     entry.origin.value,
                     micros(entry.occurred_at),
                 )
-        unheld, self._unheld = self._unheld, {}
-        statements = self._statements
+        statements, unheld = self._statements, self._unheld
         new: dict[Prepared | CopyBulk, Container[str]] = {
             statements.upsert_account: unheld.get(statements.accounts_of, frozenset()),
             statements.upsert_contact: unheld.get(statements.contacts_of, frozenset()),
@@ -517,9 +525,14 @@ class SqlStore:
         try:
             self._write(batch, accounts, contacts, activities, new)
         except NotNewError:
-            # Another writer added one of the rows since this store read them; the
-            # transaction was rolled back whole.
+            # A row presumed new was there after all (a replayed log entry, another
+            # writer's row); the transaction was rolled back whole.
             self._write(batch, accounts, contacts, activities, {})
+        for query, written in (
+            (statements.accounts_of, accounts),
+            (statements.contacts_of, contacts),
+        ):
+            unheld.get(query, set()).difference_update(written)
         self._written += len(accounts) + len(contacts) + len(activities)
         if self._dialect == "postgresql" and self._written >= self._analyze_at:
             self._analyze()
