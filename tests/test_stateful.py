@@ -71,6 +71,7 @@ from acctsync import (
     Deletion,
     FieldValue,
     NoAccountError,
+    ObjectType,
     Origin,
     SyncEngine,
     SyncReport,
@@ -244,6 +245,7 @@ class AccountSync(RuleBasedStateMachine):
         self.deleted_with: dict[str, list[str]] = {}
         self.undeleted: set[str] = set()
         self.lifecycle: dict[str, datetime] = {}  # when each account was last (un)deleted
+        self.purged: set[str] = set()  # gone beyond the recycle bin; IDs are never reused
         # The local copy, as the rules say it must be.
         self.accounts: dict[str, ModelAccount] = {}
         self.contacts: dict[str, ModelContact] = {}
@@ -306,11 +308,13 @@ class AccountSync(RuleBasedStateMachine):
         return [a for a in ACCOUNT_IDS if isinstance(self.org_accounts.get(a), Account)]
 
     def unborn_accounts(self) -> list[str]:
-        return [a for a in ACCOUNT_IDS if a not in self.org_accounts]
+        return [a for a in ACCOUNT_IDS if a not in self.org_accounts and a not in self.purged]
 
     def writable(self, records: Mapping[str, object], pool: Sequence[str]) -> list[str]:
         """IDs that may be upserted: live records and new ones (a deleted ID stays deleted)."""
-        return [i for i in pool if not isinstance(records.get(i), Deletion)]
+        return [
+            i for i in pool if not isinstance(records.get(i), Deletion) and i not in self.purged
+        ]
 
     def account_targets(self) -> list[str | None]:
         # A contact points at a live account, at one that does not exist yet (R5), or at
@@ -523,6 +527,52 @@ class AccountSync(RuleBasedStateMachine):
             at = self.next_stamp(step, self.org_contacts[record_id])
             self.org_contacts[record_id] = attrs.evolve(buried, system_modstamp=at)
             self.source.undelete("Contact", record_id, at=at)
+
+    def purgeable(self) -> list[str]:
+        """Records a purge may take here, alone: contacts not waiting for their account's
+        undelete, and accounts no contact names or waits for."""
+        named = {
+            record.account_id
+            for record in [*self.org_contacts.values(), *self.recycle_bin.values()]
+            if isinstance(record, Contact)
+        }
+        waiting = {c for contacts in self.deleted_with.values() for c in contacts}
+        accounts = [
+            a for a in self.org_accounts if a not in named and not self.deleted_with.get(a)
+        ]
+        return sorted([*accounts, *(c for c in self.org_contacts if c not in waiting)])
+
+    @precondition(lambda self: self.purgeable())
+    @rule(data=st.data(), page_size=page_sizes)
+    def purge_and_reconcile(self, data: st.DataObject, page_size: int) -> None:
+        """A record deleted beyond the recycle bin: no sync reads that, a reconciliation
+        deletes it as of its own time; on a synced store it changes nothing else."""
+        self.sync(page_size)
+        record_id = data.draw(st.sampled_from(self.purgeable()))
+        kind: ObjectType = "Account" if record_id in ACCOUNT_IDS else "Contact"
+        self.source.purge(kind, record_id)
+        (self.org_accounts if kind == "Account" else self.org_contacts).pop(record_id)
+        self.recycle_bin.pop(record_id, None)
+        self.deleted_with.pop(record_id, None)
+        self.purged.add(record_id)
+        self.edit_time += timedelta(seconds=1)  # the reconciliation's clock
+        report = self.make_engine(page_size=page_size).reconcile()
+        local: Mapping[str, ModelAccount | ModelContact] = (
+            self.accounts if kind == "Account" else self.contacts
+        )
+        was_live = record_id in local and not local[record_id].deleted
+        if kind == "Account" and was_live:
+            self.accounts[record_id] = ModelAccount(stamp=self.edit_time, deleted=True)
+        elif was_live:
+            self.contacts[record_id] = ModelContact(stamp=self.edit_time, deleted=True)
+        note(f"reconcile: purged a live {kind.lower()}={was_live}")
+        deleted = (int(was_live and kind == "Account"), int(was_live and kind == "Contact"))
+        assert (report.accounts_deleted, report.contacts_deleted) == deleted
+        assert report.accounts_upserted == report.contacts_upserted == 0
+        assert report.activities == report.suppressed == report.rejected == ()
+        assert report.refreshed == report.stale == report.local_edits_discarded == 0
+        assert dict(report.watermarks) == self.marks
+        self.check_against_org()
 
     # -- The local copy, as the rules say ------------------------------------------------
 
