@@ -490,6 +490,17 @@ def test_contacts_of_many_accounts_leave_a_large_one_to_a_count(
     assert len(store.contact_ids_of([A1], up_to=5001)[A1]) == 5001
 
 
+def test_a_postgresql_url_without_a_driver_means_psycopg_3(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    plain = sqlalchemy.make_url(url).set(drivername="postgresql")
+    with SqlStore(plain.render_as_string(hide_password=False), schema=schema) as store:
+        assert store.engine.dialect.driver == "psycopg"
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        assert store.get_contact(C1) == contact(C1, None, 0)
+
+
 def test_postgresql_through_another_driver_is_a_configuration_error() -> None:
     # pg8000 is not installed: SQLAlchemy takes a stand-in for its module.
     stand_in = types.SimpleNamespace(paramstyle="format", __version__="1.31.2", Error=Exception)

@@ -28,7 +28,18 @@ from operator import attrgetter
 from typing import Any, Final, Self, TypeVar, cast
 
 import attrs
-from sqlalchemy import URL, Connection, Engine, Row, Table, create_engine, event, func, select
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Row,
+    Table,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+)
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from acctsync._activity import ChangeDataValue, Origin
@@ -81,6 +92,12 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
     event.listen(engine, "begin", _on_sqlite_begin)
 
 
+def _url(url: str | URL) -> URL:
+    """``url``, with PostgreSQL's driver named: SQLAlchemy's default is psycopg2."""
+    url = make_url(url)
+    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+
+
 def _on_sqlite_begin(conn: Connection) -> None:
     # Each read is one statement, which SQLite runs in a read transaction of its own:
     # only writes need one around them.
@@ -130,7 +147,7 @@ class SqlStore:
                 raise ConfigurationError(f"{name} must be a number of seconds >= 0: {seconds!r}")
         self._owns_engine = not isinstance(engine, Engine)
         try:
-            self._engine = engine if isinstance(engine, Engine) else create_engine(engine)
+            self._engine = engine if isinstance(engine, Engine) else create_engine(_url(engine))
         except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
             # Not the URL itself: it may hold a password.
             raise ConfigurationError(
