@@ -59,6 +59,19 @@ def contact(contact_id: str, account_id: str | None, seconds: int, **fields: obj
     )
 
 
+def log_entry() -> ChangeDataValue:
+    return ChangeDataValue(
+        id="entry-1",
+        contact_id=C1,
+        account_id=A1,
+        field="Industry",
+        old_value="Tech",
+        new_value="Retail",
+        origin=Origin.LOCAL,
+        occurred_at=T0,
+    )
+
+
 def synced(store: SqlStore) -> tuple[InMemorySource, SyncEngine]:
     source = InMemorySource()
     source.upsert(account(A1, 0, Name="Acme", Industry="Tech"))
@@ -178,16 +191,7 @@ def test_a_row_another_writer_adds_between_read_and_write_is_updated(
     synced(store)
     assert store.contact_states([C1, C3]).keys() == {C1}
     other.apply(Batch(contacts=[contact(C3, None, 1, LastName="Theirs")]))
-    entry = ChangeDataValue(
-        id="entry-1",
-        contact_id=C1,
-        account_id=A1,
-        field="Industry",
-        old_value="Tech",
-        new_value="Retail",
-        origin=Origin.LOCAL,
-        occurred_at=T0,
-    )
+    entry = log_entry()
     store.apply(
         Batch(
             contacts=[contact(C1, A1, 5, LastName="Uno"), contact(C3, A1, 5, LastName="Mine")],
@@ -235,16 +239,7 @@ def test_postgresql_a_clash_on_another_key_fails_without_a_retry(
     writes = []
     write = store._write
     monkeypatch.setattr(store, "_write", lambda *args: writes.append(1) or write(*args))
-    entry = ChangeDataValue(
-        id="entry-1",
-        contact_id=C1,
-        account_id=A1,
-        field="Industry",
-        old_value="Tech",
-        new_value="Retail",
-        origin=Origin.LOCAL,
-        occurred_at=T0,
-    )
+    entry = log_entry()
     with pytest.raises(StoreError, match="activities_pkey"):
         store.apply(Batch(activities=[entry]))
     assert writes == [1]  # not taken for a row presumed new that was there
