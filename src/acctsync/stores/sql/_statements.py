@@ -167,8 +167,7 @@ def _constraint_on(table: Table, keys: Sequence[str]) -> str:
     if [column.name for column in table.primary_key.columns] == list(keys):
         return str(table.primary_key.name or f"{table.name}_pkey")  # PostgreSQL's default
     for constraint in table.constraints:
-        columns = getattr(constraint, "columns", ())
-        if isinstance(constraint, UniqueConstraint) and [c.name for c in columns] == list(keys):
+        if isinstance(constraint, UniqueConstraint) and constraint.columns.keys() == list(keys):
             return str(constraint.name)
     raise AssertionError(f"{table.name} has no unique constraint on {keys}")
 
