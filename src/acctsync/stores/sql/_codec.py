@@ -1,11 +1,12 @@
-"""Records' fields, values and timestamps in the form the SQL store's columns hold.
+"""Records as the SQL store's rows, and back: fields, values and timestamps included.
 
-Field maps and values are JSON text in the library's lossless form
-(`acctsync.make_converter`); timestamps are integers, microseconds since the Unix epoch
-in UTC (see `_schema`). Apart from the store because it is pure translation, with no
-SQL in it, and because it is the store's hot path: every row of every batch goes through
-it, so its speed-minded choices (orjson to write, the standard library to read) sit
-together with the reasons for them.
+Rows are tuples in their tables' column order, as `_statements` takes them. Field maps
+and values are JSON text in the library's lossless form (`acctsync.make_converter`);
+timestamps are integers, microseconds since the Unix epoch in UTC (see `_schema`).
+Apart from the store because it is pure translation, with no SQL in it, and because it
+is the store's hot path: every row of every batch goes through it, so its speed-minded
+choices (orjson to write, the standard library to read) sit together with the reasons
+for them.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from acctsync._activity import ChangeDataValue, Origin
 from acctsync._apply import micros
 from acctsync._convert import make_converter
-from acctsync._records import FieldValue
+from acctsync._records import Account, Contact, Deletion, FieldValue, ObjectType
+from acctsync._state import AccountState, StoredAccount, StoredContact
 
-__all__ = ["Codec", "micros", "stamp"]
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+__all__ = ["Codec", "Rows", "micros", "stamp"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # orjson would write datetimes itself, as bare ISO text; passed through, they reach the
@@ -72,3 +79,97 @@ class Codec:
 
     def read_value(self, raw: str) -> FieldValue:
         return self._load_value(json.loads(raw), FieldValue)  # type: ignore[no-any-return]
+
+
+class Rows:
+    """One org's records as rows of its tables, and rows read back as records."""
+
+    def __init__(self, org: str) -> None:
+        self._org = org
+        self._codec = Codec()
+
+    def account(self, entry: StoredAccount) -> tuple[object, ...]:
+        if isinstance(entry, Deletion):
+            deleted_at = micros(entry.deleted_at)
+            return (self._org, entry.id, True, deleted_at, entry.master_record_id, "{}", "{}", 0)
+        return (
+            self._org,
+            entry.id,
+            False,
+            micros(entry.system_modstamp),
+            None,
+            self._codec.fields(entry.upstream.fields),
+            self._codec.fields(entry.local_edits),
+            entry.local_revision,
+        )
+
+    def contact(self, entry: StoredContact) -> tuple[object, ...]:
+        if isinstance(entry, Deletion):
+            deleted_at = micros(entry.deleted_at)
+            return (self._org, entry.id, True, deleted_at, entry.master_record_id, None, "{}")
+        return (
+            self._org,
+            entry.id,
+            False,
+            micros(entry.system_modstamp),
+            None,
+            entry.account_id,
+            self._codec.fields(entry.fields),
+        )
+
+    def activity(self, entry: ChangeDataValue) -> tuple[object, ...]:
+        return (
+            self._org,
+            entry.id,
+            entry.contact_id,
+            entry.account_id,
+            entry.field,
+            self._codec.value(entry.old_value),
+            self._codec.value(entry.new_value),
+            entry.origin.value,
+            micros(entry.occurred_at),
+        )
+
+    def account_state(self, row: Row[Any]) -> StoredAccount:
+        if row.deleted:
+            return _tombstone("Account", row)
+        return AccountState(
+            upstream=Account(
+                id=row.id,
+                fields=self._codec.read_fields(row.fields),
+                system_modstamp=stamp(row.system_modstamp),
+            ),
+            local_edits=self._codec.read_fields(row.local_edits),
+            local_revision=row.local_revision,
+        )
+
+    def contact_state(self, row: Row[Any]) -> StoredContact:
+        if row.deleted:
+            return _tombstone("Contact", row)
+        return Contact(
+            id=row.id,
+            account_id=row.account_id,
+            fields=self._codec.read_fields(row.fields),
+            system_modstamp=stamp(row.system_modstamp),
+        )
+
+    def entry(self, row: Row[Any]) -> ChangeDataValue:
+        return ChangeDataValue(
+            id=row.id,
+            contact_id=row.contact_id,
+            account_id=row.account_id,
+            field=row.field,
+            old_value=self._codec.read_value(row.old_value),
+            new_value=self._codec.read_value(row.new_value),
+            origin=Origin(row.origin),
+            occurred_at=stamp(row.occurred_at),
+        )
+
+
+def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
+    return Deletion(
+        object_type=object_type,
+        id=row.id,
+        deleted_at=stamp(row.system_modstamp),
+        master_record_id=row.master_record_id,
+    )

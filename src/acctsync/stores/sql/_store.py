@@ -1,10 +1,10 @@
 """`SqlStore`: the `Store` protocol on SQLAlchemy Core, for SQLite and PostgreSQL.
 
 This module holds what the store does: its configuration, transactions and the runner's
-hold, the reads, the one write (`SqlStore.apply`), and records to rows and back. How it
-does each cheaply lives beside it: values as JSON and timestamps in `_codec`, compiled
-statements and bulk writes in `_statements`, the run history and overview in `_history`,
-tables in `_schema`, the hold in `_locks`.
+hold, the reads and the one write (`SqlStore.apply`). How it does each cheaply lives
+beside it: records to rows and back in `_codec`, compiled statements and bulk writes in
+`_statements`, the run history and overview in `_history`, tables in `_schema`, the
+hold in `_locks`.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from acctsync._activity import ChangeDataValue, Origin
+from acctsync._activity import ChangeDataValue
 from acctsync._convert import make_converter
 from acctsync._errors import ConfigurationError, SchemaVersionError, StoreError
 from acctsync._ids import normalize_id
-from acctsync._records import Account, Contact, Deletion, ObjectType, parse_object_type
+from acctsync._records import Account, Contact, ObjectType, parse_object_type
 from acctsync._state import (
     AccountState,
     Batch,
@@ -55,7 +55,7 @@ from acctsync._state import (
     StoredContact,
 )
 from acctsync.stores.sql import _history as history
-from acctsync.stores.sql._codec import Codec, micros, stamp
+from acctsync.stores.sql._codec import Rows, micros, stamp
 from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
@@ -169,7 +169,7 @@ class SqlStore:
             _install_sqlite_transactions(self._engine, busy_timeout=max(lock_timeout, 5.0))
         self._org = org
         self._tables = Tables.define(table_prefix, schema)
-        self._codec = Codec()
+        self._rows = Rows(org)
         self._runs = make_converter()
         self._lock: RunnerLock = (
             Lease(self._tables, org, lock_timeout, lease)
@@ -306,11 +306,11 @@ class SqlStore:
 
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
-        return self._states(self._statements.accounts_of, ids, self._account_state)
+        return self._states(self._statements.accounts_of, ids, self._rows.account_state)
 
     def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
         """Stored entries of ``ids``, tombstones included."""
-        return self._states(self._statements.contacts_of, ids, self._contact_state)
+        return self._states(self._statements.contacts_of, ids, self._rows.contact_state)
 
     def _states(
         self, query: Prepared, ids: Collection[str], read: Callable[[Row[Any]], _T]
@@ -430,20 +430,20 @@ class SqlStore:
                     .limit(_LOG_PAGE)
                 ).all()
             for row in rows:
-                yield self._entry(row)
+                yield self._rows.entry(row)
             if len(rows) < _LOG_PAGE:
                 return
             after = rows[-1].seq
 
     def accounts(self) -> Iterator[Account]:
         """Every live account, with effective values, in ID order."""
-        for state in self._walk(self._tables.accounts, self._account_state):
+        for state in self._walk(self._tables.accounts, self._rows.account_state):
             if isinstance(state, AccountState):
                 yield state.effective()
 
     def contacts(self) -> Iterator[Contact]:
         """Every live contact, in ID order."""
-        for contact in self._walk(self._tables.contacts, self._contact_state):
+        for contact in self._walk(self._tables.contacts, self._rows.contact_state):
             if isinstance(contact, Contact):
                 yield contact
 
@@ -513,25 +513,15 @@ class SqlStore:
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
-        org, codec = self._org, self._codec
+        rows = self._rows
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
-        # the same row twice.
-        accounts = {entry.id: self._account_row(entry) for entry in batch.accounts}
-        contacts = {entry.id: self._contact_row(entry) for entry in batch.contacts}
+        # the same row twice; the log keeps an ID's first entry, as it would on a replay.
+        accounts = {entry.id: rows.account(entry) for entry in batch.accounts}
+        contacts = {entry.id: rows.contact(entry) for entry in batch.contacts}
         activities: dict[str, tuple[object, ...]] = {}
         for entry in batch.activities:
             if entry.id not in activities:
-                activities[entry.id] = (
-                    org,
-                    entry.id,
-                    entry.contact_id,
-                    entry.account_id,
-                    entry.field,
-                    codec.value(entry.old_value),
-                    codec.value(entry.new_value),
-                    entry.origin.value,
-                    micros(entry.occurred_at),
-                )
+                activities[entry.id] = rows.activity(entry)
         statements, unheld = self._statements, self._unheld
         new: dict[Prepared | CopyBulk, Container[str]] = {
             statements.upsert_account: unheld.get(statements.accounts_of, frozenset()),
@@ -610,80 +600,3 @@ class SqlStore:
 
     def _quoted(self, table: Table) -> str:
         return self._engine.dialect.identifier_preparer.format_table(table)
-
-    # -- Rows ----------------------------------------------------------------------------
-
-    # Rows are tuples in the tables' column order, as `Statements` takes them.
-
-    def _account_row(self, entry: StoredAccount) -> tuple[object, ...]:
-        if isinstance(entry, Deletion):
-            deleted_at = micros(entry.deleted_at)
-            return (self._org, entry.id, True, deleted_at, entry.master_record_id, "{}", "{}", 0)
-        return (
-            self._org,
-            entry.id,
-            False,
-            micros(entry.system_modstamp),
-            None,
-            self._codec.fields(entry.upstream.fields),
-            self._codec.fields(entry.local_edits),
-            entry.local_revision,
-        )
-
-    def _contact_row(self, entry: StoredContact) -> tuple[object, ...]:
-        if isinstance(entry, Deletion):
-            deleted_at = micros(entry.deleted_at)
-            return (self._org, entry.id, True, deleted_at, entry.master_record_id, None, "{}")
-        return (
-            self._org,
-            entry.id,
-            False,
-            micros(entry.system_modstamp),
-            None,
-            entry.account_id,
-            self._codec.fields(entry.fields),
-        )
-
-    def _account_state(self, row: Row[Any]) -> StoredAccount:
-        if row.deleted:
-            return _tombstone("Account", row)
-        return AccountState(
-            upstream=Account(
-                id=row.id,
-                fields=self._codec.read_fields(row.fields),
-                system_modstamp=stamp(row.system_modstamp),
-            ),
-            local_edits=self._codec.read_fields(row.local_edits),
-            local_revision=row.local_revision,
-        )
-
-    def _contact_state(self, row: Row[Any]) -> StoredContact:
-        if row.deleted:
-            return _tombstone("Contact", row)
-        return Contact(
-            id=row.id,
-            account_id=row.account_id,
-            fields=self._codec.read_fields(row.fields),
-            system_modstamp=stamp(row.system_modstamp),
-        )
-
-    def _entry(self, row: Row[Any]) -> ChangeDataValue:
-        return ChangeDataValue(
-            id=row.id,
-            contact_id=row.contact_id,
-            account_id=row.account_id,
-            field=row.field,
-            old_value=self._codec.read_value(row.old_value),
-            new_value=self._codec.read_value(row.new_value),
-            origin=Origin(row.origin),
-            occurred_at=stamp(row.occurred_at),
-        )
-
-
-def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
-    return Deletion(
-        object_type=object_type,
-        id=row.id,
-        deleted_at=stamp(row.system_modstamp),
-        master_record_id=row.master_record_id,
-    )
