@@ -185,23 +185,42 @@ def test_a_failed_batch_writes_nothing(
 def test_a_row_another_writer_adds_between_read_and_write_is_updated(
     make_store: StoreFactory,
 ) -> None:
-    # PostgreSQL copies rows it read no entry of straight into the table; one that
-    # another writer added meanwhile makes it roll back and upsert everything instead.
+    # On PostgreSQL a runner copies rows it read no entry of straight into the table;
+    # one that a writer not holding the store added meanwhile makes it roll back and
+    # upsert everything instead.
     store, other = make_store(), make_store()
     synced(store)
-    assert store.contact_states([C1, C3]).keys() == {C1}
-    other.apply(Batch(contacts=[contact(C3, None, 1, LastName="Theirs")]))
     entry = log_entry()
-    store.apply(
-        Batch(
-            contacts=[contact(C1, A1, 5, LastName="Uno"), contact(C3, A1, 5, LastName="Mine")],
-            activities=[entry],
+    with store.exclusive():
+        assert store.contact_states([C1, C3]).keys() == {C1}
+        other.apply(Batch(contacts=[contact(C3, None, 1, LastName="Theirs")]))
+        store.apply(
+            Batch(
+                contacts=[
+                    contact(C1, A1, 5, LastName="Uno"),
+                    contact(C3, A1, 5, LastName="Mine"),
+                ],
+                activities=[entry],
+            )
         )
-    )
     assert store.get_contact(C3) == contact(C3, A1, 5, LastName="Mine")
     assert store.get_contact(C1) == contact(C1, A1, 5, LastName="Uno")
     assert list(store.activities()) == [entry]
     assert store.contact_ids(A1) == sorted([C1, C2, C3])
+
+
+def test_postgresql_remembers_unheld_ids_only_for_the_runner_holding_the_store(
+    postgres_schema: tuple[str, str],
+) -> None:
+    # An app that looks up contacts it does not hold, for days, must not grow the store.
+    url, schema = postgres_schema
+    with SqlStore(url, schema=schema) as store:
+        assert store.get_contact(C3) is None
+        assert store._unheld == {}
+        with store.exclusive():
+            store.contact_states([C3])
+            assert C3 in store._unheld[store._statements.contacts_of]
+        assert store._unheld == {}
 
 
 def test_postgresql_errors_in_bulk_writes_are_store_errors(

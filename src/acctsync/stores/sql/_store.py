@@ -178,8 +178,8 @@ class SqlStore:
         )
         self._pinned: Connection | None = None
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
-        # IDs that reads of each kind found no entry of and no write has written since
-        # (PostgreSQL only; forgotten when a runner's hold ends).
+        # IDs that reads of each kind under the runner's hold found no entry of, and no
+        # write has written since (PostgreSQL only; forgotten when the hold ends).
         self._unheld: dict[Prepared, set[str]] = {}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
@@ -320,9 +320,10 @@ class SqlStore:
         with self._transaction(write=False) as conn:
             rows = query.execute(conn, org=self._org, ids=self._listed(ids))
             found = {row.id: read(row) for row in rows}
-        if self._dialect == "postgresql":
-            # For `apply`: the engine reads a page's entries, then writes them, and
+        if self._dialect == "postgresql" and self._depth:
+            # For `apply`: a runner reads a page's entries, then writes them, and
             # PostgreSQL writes rows it knows to be new fastest (see `CopyBulk.run`).
+            # Only under the hold, which bounds what is remembered by a run.
             unheld = self._unheld.setdefault(query, set())
             unheld.difference_update(found)
             unheld.update(i for i in ids if i not in found)
