@@ -36,6 +36,7 @@ from acctsync import (
 )
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
 from acctsync.stores.sql._schema import Tables, current_version, migrate
+from acctsync.stores.sql._store import engine_url
 from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
 from sql_fixtures import StoreFactory
 
@@ -502,6 +503,13 @@ def test_contacts_of_many_accounts_leave_a_large_one_to_a_count(
     assert store.contact_ids_of([A1, A2, unknown], up_to=5000) == {A2: [C1], unknown: []}
     assert store.count_contacts(A1) == 5001
     assert len(store.contact_ids_of([A1], up_to=5001)[A1]) == 5001
+
+
+def test_engine_url_names_psycopg_3_for_a_plain_postgresql_url() -> None:
+    # SQLAlchemy 2.0 reads a plain postgresql:// as psycopg2's; the CLI's reads use it too.
+    assert engine_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert engine_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    assert engine_url("sqlite:///x.db").drivername == "sqlite"
 
 
 def test_a_postgresql_url_without_a_driver_means_psycopg_3(

@@ -160,9 +160,10 @@ def _existing(database: Database) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from acctsync.stores.sql._schema import Tables
+    from acctsync.stores.sql._store import engine_url
 
     meta = Tables.define("acctsync_", None).meta
-    engine = create_engine(database.url)
+    engine = create_engine(engine_url(database.url))
     try:
         with engine.connect() as conn:
             held = inspect(conn).has_table(meta.name)
@@ -344,8 +345,9 @@ def status(out: Output, *, database: Database, org: str | None, as_json: bool) -
     from sqlalchemy import create_engine
 
     from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
+    from acctsync.stores.sql._store import engine_url
 
-    engine = create_engine(database.url)
+    engine = create_engine(engine_url(database.url))
     try:
         names = [org] if org is not None else SqlStore(engine).orgs()
         orgs = []

@@ -61,7 +61,7 @@ from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
 from acctsync.stores.sql._statements import CopyBulk, NotNewError, Prepared, Statements
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "engine_url"]
 
 _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
@@ -92,8 +92,9 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
     event.listen(engine, "begin", _on_sqlite_begin)
 
 
-def _url(url: str | URL) -> URL:
-    """``url``, with PostgreSQL's driver named: SQLAlchemy's default is psycopg2."""
+def engine_url(url: str | URL) -> URL:
+    """``url``, with PostgreSQL's driver named: psycopg 3, which SQLAlchemy 2.0 would
+    take for psycopg2."""
     url = make_url(url)
     return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
 
@@ -147,7 +148,9 @@ class SqlStore:
                 raise ConfigurationError(f"{name} must be a number of seconds >= 0: {seconds!r}")
         self._owns_engine = not isinstance(engine, Engine)
         try:
-            self._engine = engine if isinstance(engine, Engine) else create_engine(_url(engine))
+            self._engine = (
+                engine if isinstance(engine, Engine) else create_engine(engine_url(engine))
+            )
         except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
             # Not the URL itself: it may hold a password.
             raise ConfigurationError(
