@@ -44,6 +44,7 @@ from acctsync.cli._output import (
     activity_table,
     csv_value,
     edit_document,
+    iso,
     shown_value,
 )
 from acctsync.cli._params import (
@@ -432,7 +433,7 @@ def activities(
             for entry in entries:
                 writer.writerow(
                     [
-                        activity_document(entry)["occurred_at"],
+                        iso(entry.occurred_at),
                         entry.origin.value,
                         entry.account_id,
                         entry.contact_id,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from attrs import frozen
 from rich.console import Console
@@ -92,7 +92,12 @@ def when(stamp: datetime | None) -> str:
     return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _iso(stamp: datetime | None) -> str | None:
+@overload
+def iso(stamp: datetime) -> str: ...
+@overload
+def iso(stamp: datetime | None) -> str | None: ...
+def iso(stamp: datetime | None) -> str | None:
+    """A timestamp for documents: ISO 8601 in UTC, to the microsecond (None stays None)."""
     return None if stamp is None else stamp.astimezone(UTC).isoformat()
 
 
@@ -118,7 +123,7 @@ def csv_value(value: FieldValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return _iso(value) or ""
+        return iso(value)
     return str(value)
 
 
@@ -135,7 +140,7 @@ class OrgStatus:
         """The org as ``status --json`` writes it."""
         return {
             "org": self.org,
-            "watermarks": {stream: _iso(mark) for stream, mark in self.watermarks.items()},
+            "watermarks": {stream: iso(mark) for stream, mark in self.watermarks.items()},
             "counts": {
                 "accounts": self.counts.accounts,
                 "contacts": self.counts.contacts,
@@ -171,20 +176,20 @@ def run_document(run: SyncRun, org: str) -> dict[str, Any]:
         "outcome": run.outcome,
         "source": run.source,
         "error": run.error,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "seconds": round(run.duration.total_seconds(), 3),
     }
     counts = _CONVERTER.unstructure(run)
     document.update((key, value) for key, value in counts.items() if key not in document)
-    document["watermarks"] = {stream: _iso(mark) for stream, mark in run.watermarks.items()}
+    document["watermarks"] = {stream: iso(mark) for stream, mark in run.watermarks.items()}
     return document
 
 
 def activity_document(entry: ChangeDataValue) -> dict[str, Any]:
     """A Change Data Value entry as ``activities --format json`` writes it."""
     document: dict[str, Any] = _CONVERTER.unstructure(entry)
-    document["occurred_at"] = _iso(entry.occurred_at)
+    document["occurred_at"] = iso(entry.occurred_at)
     return document
 
 
