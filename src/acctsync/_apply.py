@@ -44,7 +44,7 @@ from acctsync._records import (
     Refetch,
     same_value,
 )
-from acctsync._report import Rejection, Suppression, SyncReport
+from acctsync._report import COUNTS, Rejection, Suppression, SyncReport
 from acctsync._state import (
     AccountState,
     Batch,
@@ -199,15 +199,7 @@ class Tally:
     def report(self) -> SyncReport:
         """The report of what was counted."""
         return SyncReport(
-            pages=self.pages,
-            accounts_upserted=self.accounts_upserted,
-            accounts_deleted=self.accounts_deleted,
-            contacts_upserted=self.contacts_upserted,
-            contacts_deleted=self.contacts_deleted,
-            already_applied=self.already_applied,
-            stale=self.stale,
-            local_edits_discarded=self.local_edits_discarded,
-            refreshed=self.refreshed,
+            **{name: getattr(self, name) for name in COUNTS},
             rejected=tuple(self.rejected),
             suppressed=tuple(self.suppressed),
             activities=tuple(self.activities),

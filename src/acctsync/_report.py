@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
+from typing import Final
 
+import attrs
 from attrs import field, frozen
 
 from acctsync._activity import ChangeDataValue, Origin
@@ -85,6 +87,10 @@ class SyncReport:
             f" rejected={len(self.rejected)} suppressed={len(self.suppressed)}"
             f" activities={len(self.activities)} refetch={len(self.refetch)}>"
         )
+
+
+# The report's fields that count from 0, for whatever copies them to or from a report.
+COUNTS: Final = tuple(f.name for f in attrs.fields(SyncReport) if type(f.default) is int)
 
 
 @frozen(kw_only=True, repr=False)

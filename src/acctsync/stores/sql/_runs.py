@@ -10,7 +10,7 @@ import attrs
 from attrs import field, frozen
 
 from acctsync._errors import ConfigurationError
-from acctsync._report import Rejection, Suppression, SyncReport, _frozen_watermarks
+from acctsync._report import COUNTS, Rejection, Suppression, SyncReport, _frozen_watermarks
 
 __all__ = ["OUTCOMES", "StoreCounts", "SyncRun"]
 
@@ -26,10 +26,6 @@ def _outcome(instance: object, attribute: attrs.Attribute[str], value: str) -> N
 def _aware(instance: object, attribute: attrs.Attribute[datetime], value: datetime) -> None:
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ConfigurationError(f"{attribute.name} must be a timezone-aware datetime")
-
-
-# The counts a run keeps as its report has them: the report's fields that count from 0.
-_REPORT_COUNTS: Final = tuple(f.name for f in attrs.fields(SyncReport) if type(f.default) is int)
 
 
 @frozen(kw_only=True, repr=False)
@@ -85,7 +81,7 @@ class SyncRun:
             finished_at=finished_at,
             outcome="ok" if report.ok else "rejected",
             source=source,
-            **{name: getattr(report, name) for name in _REPORT_COUNTS},
+            **{name: getattr(report, name) for name in COUNTS},
             activities=len(report.activities),
             rejected=report.rejected,
             rejected_count=len(report.rejected),
