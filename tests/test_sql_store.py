@@ -220,7 +220,7 @@ def test_postgresql_remembers_unheld_ids_only_for_the_runner_holding_the_store(
         assert store._unheld == {}
         with store.exclusive():
             store.contact_states([C3])
-            assert C3 in store._unheld[store._statements.contacts_of]
+            assert C3 in store._unheld[store._statements.upsert_contact]
         assert store._unheld == {}
 
 

@@ -138,9 +138,11 @@ class CopyBulk:
         work of an upsert. Should one be there after all, `NotNewError` says so; the
         transaction is then lost, and the caller runs it again without ``new``.
         """
-        rest = list(rows)
+        fresh: list[tuple[object, ...]] = []
+        rest: list[tuple[object, ...]] = []
+        for row in rows:
+            (fresh if row[1] in new else rest).append(row)
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            fresh = [row for row in rest if row[1] in new]
             if fresh:
                 try:
                     with cursor.copy(self._copy_in) as copy:
@@ -150,7 +152,6 @@ class CopyBulk:
                     if error.diag.constraint_name != self._key:
                         raise
                     raise NotNewError from error
-                rest = [row for row in rest if row[1] not in new]
             if rest:
                 self._upsert(cursor, rest)
 

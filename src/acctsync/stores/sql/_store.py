@@ -183,7 +183,7 @@ class SqlStore:
         self._options: dict[bool, dict[str, object]] = {True: {WRITE: True}, False: {WRITE: False}}
         # IDs that reads of each kind under the runner's hold found no entry of, and no
         # write has written since (PostgreSQL only; forgotten when the hold ends).
-        self._unheld: dict[Prepared, set[str]] = {}
+        self._unheld: dict[Prepared | CopyBulk, set[str]] = {}
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
@@ -309,14 +309,24 @@ class SqlStore:
 
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
-        return self._states(self._statements.accounts_of, ids, self._rows.account_state)
+        statements = self._statements
+        return self._states(
+            statements.accounts_of, ids, self._rows.account_state, statements.upsert_account
+        )
 
     def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
         """Stored entries of ``ids``, tombstones included."""
-        return self._states(self._statements.contacts_of, ids, self._rows.contact_state)
+        statements = self._statements
+        return self._states(
+            statements.contacts_of, ids, self._rows.contact_state, statements.upsert_contact
+        )
 
     def _states(
-        self, query: Prepared, ids: Collection[str], read: Callable[[Row[Any]], _T]
+        self,
+        query: Prepared,
+        ids: Collection[str],
+        read: Callable[[Row[Any]], _T],
+        written_by: Prepared | CopyBulk,
     ) -> dict[str, _T]:
         if not ids:
             return {}
@@ -327,7 +337,7 @@ class SqlStore:
             # For `apply`: a runner reads a page's entries, then writes them, and
             # PostgreSQL writes rows it knows to be new fastest (see `CopyBulk.run`).
             # Only under the hold, which bounds what is remembered by a run.
-            unheld = self._unheld.setdefault(query, set())
+            unheld = self._unheld.setdefault(written_by, set())
             unheld.difference_update(found)
             unheld.update(i for i in ids if i not in found)
         return found
@@ -527,23 +537,19 @@ class SqlStore:
             if entry.id not in activities:
                 activities[entry.id] = rows.activity(entry)
         statements, unheld = self._statements, self._unheld
-        new: dict[Prepared | CopyBulk, Container[str]] = {
-            statements.upsert_account: unheld.get(statements.accounts_of, frozenset()),
-            statements.upsert_contact: unheld.get(statements.contacts_of, frozenset()),
-            # Replays aside, which are rare, each entry is new to the log.
-            statements.insert_activity: activities.keys(),
-        }
+        # Replays aside, which are rare, each log entry is new to the log.
+        new = {**unheld, statements.insert_activity: activities.keys()}
         try:
             self._write(batch, accounts, contacts, activities, new)
         except NotNewError:
             # A row presumed new was there after all (a replayed log entry, another
             # writer's row); the transaction was rolled back whole.
             self._write(batch, accounts, contacts, activities, {})
-        for query, written in (
-            (statements.accounts_of, accounts),
-            (statements.contacts_of, contacts),
+        for bulk, written in (
+            (statements.upsert_account, accounts),
+            (statements.upsert_contact, contacts),
         ):
-            unheld.get(query, set()).difference_update(written)
+            unheld.get(bulk, set()).difference_update(written)
         self._written += len(accounts) + len(contacts) + len(activities)
         if self._dialect == "postgresql" and self._written >= self._analyze_at:
             self._analyze()
