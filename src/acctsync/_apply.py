@@ -230,6 +230,16 @@ class _Pending:
         self.dirty = set()
         return batch
 
+    def touched(self) -> set[str]:
+        """The accounts whose contacts the batch changes."""
+        named = set(self.dirty)
+        for op in self.contact_ops:
+            if isinstance(op, MoveContacts):
+                named.update((op.from_account_id, op.to_account_id))
+            else:
+                named.add(op.account_id)
+        return named
+
 
 @define
 class Applier:
@@ -250,7 +260,7 @@ class Applier:
     _asked: set[str] = field(init=False, factory=set)
     _pending: _Pending = field(init=False, factory=_Pending)
     # The contacts of accounts this page may fan out to, as the store held them when the
-    # page began: good until the page writes (see _commit).
+    # page began: good until the page writes contacts of theirs (see _commit).
     _members: Mapping[str, Sequence[str]] = field(init=False, factory=dict)
 
     def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
@@ -269,7 +279,7 @@ class Applier:
                 self._account_change(change, contact_ids)
             else:
                 self._contact_change(change)
-        self._commit(self._pending.take(watermarks))
+        self._commit(watermarks)
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
         if stored is None or _version(change) > _version(stored):
@@ -313,11 +323,14 @@ class Applier:
             and _refreshed(change, stored)
         )
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, watermarks: Sequence[Watermark] = ()) -> None:
+        touched = self._pending.touched()
+        batch = self._pending.take(watermarks)
         # A page that only re-read known versions changes nothing: no need for a write.
         if batch:
             self.store.apply(batch)
-            self._members = {}
+            # The contacts read with the page stay good for the accounts it left alone.
+            self._members = {k: v for k, v in self._members.items() if k not in touched}
 
     def _account_change(self, change: Upstream, contact_ids: Collection[str]) -> None:
         stored = self._accounts.get(change.id)
@@ -339,7 +352,7 @@ class Applier:
             self._pending.contact_ops.append(
                 MoveContacts(from_account_id=deletion.id, to_account_id=winner)
             )
-        self._commit(self._pending.take())
+        self._commit()
         # The operation moved or deleted contacts this page may hold: read them again.
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
 
@@ -370,7 +383,7 @@ class Applier:
             changed = _diff(stored, state.effective().fields)
             if changed:
                 if upstream.id in self._pending.dirty:
-                    self._commit(self._pending.take())
+                    self._commit()
                 entries = fan_out(
                     self.store,
                     self.policy,
