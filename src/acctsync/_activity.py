@@ -52,6 +52,10 @@ def activity_id_prefix(origin: Origin, account_id: str, version: str) -> str:
     return f"{origin.value}:{account_id}:{version}:"
 
 
+# Rule S8's default threshold: an account of more contacts logs no entries.
+MAX_CONTACTS = 5000
+
+
 def _non_negative(instance: object, attribute: object, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigurationError(f"max_contacts_per_account must be an int >= 0, not {value!r}")
@@ -65,7 +69,7 @@ class ActivityPolicy:
     default) still syncs, but its field changes log no per-contact entries (rule S8).
     """
 
-    max_contacts_per_account: int = field(default=5000, validator=_non_negative)
+    max_contacts_per_account: int = field(default=MAX_CONTACTS, validator=_non_negative)
 
     def logs_activities(self, *, account_id: str, contact_count: int, origin: Origin) -> bool:
         """Whether to log one entry per contact for a change to this account."""

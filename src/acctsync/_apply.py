@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 import attrs
 from attrs import define, field
 
-from acctsync._activity import ChangeDataValue, Origin, activity_id_prefix
+from acctsync._activity import MAX_CONTACTS, ChangeDataValue, Origin, activity_id_prefix
 from acctsync._protocols import ContactIndex, LoggingPolicy, Store
 from acctsync._records import (
     UNCHANGED,
@@ -63,7 +63,7 @@ Upstream = Account | Contact | Deletion | PartialUpdate
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Up to this many contacts of an account are read with a page; a larger account is
 # counted first (rule S8 exists for accounts too big to load).
-_MEMBERS_UP_TO = 5000
+_MEMBERS_UP_TO = MAX_CONTACTS
 
 
 _STREAMS: dict[type, ObjectType] = {Account: "Account", Contact: "Contact"}
