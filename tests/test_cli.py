@@ -517,6 +517,7 @@ def test_sync_from_salesforce_over_tls_with_credentials_from_the_environment(
         assert store.contact_ids(ACME) == [ADA]
     soql = [r.soql for r in org.requests if r.soql]
     assert soql[0].startswith("SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, Name,")
+    assert {r.method for r in org.requests} == {"GET"}  # S1: a sync only reads Salesforce
 
 
 def test_the_fake_org_serves_https_under_a_ca_of_its_own(org: Any) -> None:

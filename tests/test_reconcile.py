@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from acctsync import (
     SyncEngine,
 )
 from acctsync.sources.cdc import ChangeEventSource
+from acctsync.sources.files import ExportFolder
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -192,11 +194,11 @@ def test_a_store_that_cannot_list_its_records_cannot_reconcile() -> None:
         engine.reconcile()
 
 
-def test_a_source_that_cannot_read_the_whole_org_cannot_reconcile() -> None:
+def test_a_source_that_cannot_read_the_whole_org_cannot_reconcile(tmp_path: Path) -> None:
     # A stream of events or a folder of exports lacks what the org still holds: taking
     # its read for the org would delete the store.
     source, store, _ = seeded()
-    for partial in (ChangeEventSource(), Broken(source)):
+    for partial in (ChangeEventSource(), ExportFolder(tmp_path), Broken(source)):
         engine = SyncEngine(source=partial, store=store, clock=lambda: CLOCK)
         with pytest.raises(ConfigurationError, match="cannot reconcile"):
             engine.reconcile()
@@ -219,6 +221,7 @@ def test_a_record_the_org_holds_live_replaces_a_tombstone() -> None:
     assert store.contact_ids(A1) == [C1, C2]
     assert store.contact_ids(A2) == [C3]
     assert report.refreshed == 4
+    assert report.activities == ()  # S7: a record's first appearance logs nothing
 
 
 def test_a_read_that_asked_for_a_refetch_deletes_nothing() -> None:

@@ -317,6 +317,27 @@ def test_bad_settings_are_refused(org: FakeSalesforce) -> None:
         list(source_of(org).read_changes("Account", None, page_size=0))
 
 
+def test_r4_an_account_merge_moves_its_contacts_whose_stamps_stay(org: FakeSalesforce) -> None:
+    loser, winner = make_id("001", 1), make_id("001", 2)
+    moved = make_id("003", 1)
+    org.put(
+        Account(id=loser, fields={"Name": "Acme"}, system_modstamp=at(0)),
+        Account(id=winner, fields={"Name": "Acme Corp"}, system_modstamp=at(0)),
+        Contact(id=moved, account_id=loser, system_modstamp=at(0)),
+    )
+    store = InMemoryStore()
+    engine = sync_of(org, store)
+    engine.sync()
+    org.delete("Account", loser, at=at(10), master_record_id=winner)
+    report = engine.sync()
+    assert report.ok
+    assert report.accounts_deleted == 1
+    assert report.contacts_upserted == 0  # Salesforce moved it without a new stamp
+    assert store.get_account(loser) is None
+    assert store.contact_ids(winner) == [moved]
+    assert {r.method for r in org.requests} == {"GET"}  # S1: reads only
+
+
 def test_reconcile_finds_purged_records_and_refreshed_formulas(
     org: FakeSalesforce, tmp_path: Path
 ) -> None:
@@ -346,6 +367,7 @@ def test_reconcile_finds_purged_records_and_refreshed_formulas(
         assert [(e.field, e.old_value, e.new_value) for e in report.activities] == [
             ("Tier__c", "Gold", "Platinum")
         ]
+        assert {r.method for r in org.requests} == {"GET"}  # S1: reads only
 
 
 def test_the_documented_example_runs(
