@@ -196,9 +196,10 @@ class _Lines:
             return raw.decode("utf-8", "replace")
 
 
-# What the first pass learns of a row: offset, line, SystemModstamp and Id as written,
-# whether it is a deletion, and whether it could be read at all.
-_Scanned: TypeAlias = tuple[int, int, object, object, bool, bool]
+# What the first pass learns of a row: offset, line, SystemModstamp and Id as written
+# (None for a row it could not read, which then has no stamp to order it by), and
+# whether it is a deletion.
+_Scanned: TypeAlias = tuple[int, int, object, object, bool]
 
 
 class _CsvFile:
@@ -281,15 +282,15 @@ class _CsvFile:
             except StopIteration:
                 return
             except csv.Error:
-                yield offset, line, None, None, False, False
+                yield offset, line, None, None, False
                 continue
             if not row:  # a blank line
                 continue
             if len(row) != width or lines.undecodable:
-                yield offset, line, None, None, False, False
+                yield offset, line, None, None, False
                 continue
             deleted = deleted_at is not None and row[deleted_at].lower() == "true"
-            yield offset, line, row[stamp_at], row[id_at], deleted, True
+            yield offset, line, row[stamp_at], row[id_at], deleted
 
     def payload(self, handle: IO[bytes], offset: int, line: int) -> Mapping[str, Any] | _Problem:
         lines = _Lines(handle, offset, line - 1)
@@ -333,9 +334,9 @@ class _JsonLinesFile:
         for offset, line, record in self._records(lines):
             if isinstance(record, dict):
                 deleted = record.get("IsDeleted") is True
-                yield offset, line, record.get("SystemModstamp"), record.get("Id"), deleted, True
+                yield offset, line, record.get("SystemModstamp"), record.get("Id"), deleted
             else:
-                yield offset, line, None, None, False, False
+                yield offset, line, None, None, False
 
     def _records(self, lines: _Lines) -> Iterator[tuple[int, int, object]]:
         while True:
@@ -478,12 +479,10 @@ class ExportFolder:
         unnamed: list[_Entry] = []  # rows with a stamp but no usable Id
         for number, export in enumerate(files):
             with _open(export.path) as handle:
-                for offset, line, raw_stamp, raw_id, deleted, readable in _scan(export, handle):
+                for offset, line, raw_stamp, raw_id, deleted in _scan(export, handle):
                     try:
                         stamp = parse_datetime(raw_stamp, field="SystemModstamp")
                     except InvalidRecordError:
-                        readable = False
-                    if not readable:
                         unordered.append((number, offset, line))
                         continue
                     if since is not None and stamp < since:
