@@ -11,6 +11,7 @@ does: the store decides which statement to run, this module how to run it cheapl
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from sqlalchemy import (
@@ -138,20 +139,25 @@ class CopyBulk:
         work of an upsert. Should one be there after all, `NotNewError` says so; the
         transaction is then lost, and the caller runs it again without ``new``.
         """
-        fresh: list[tuple[object, ...]] = []
         rest: list[tuple[object, ...]] = []
-        for row in rows:
-            (fresh if row[1] in new else rest).append(row)
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            if fresh:
-                try:
-                    with cursor.copy(self._copy_in) as copy:
-                        for row in fresh:
-                            copy.write_row(row)
-                except self._conflict as error:
-                    if error.diag.constraint_name != self._key:
-                        raise
-                    raise NotNewError from error
+            try:
+                # One pass, the COPY opened at the first new row: rows made as they are
+                # iterated (see `SqlStore.apply`) are made while the server takes in
+                # those sent before.
+                with ExitStack() as copying:
+                    copy = None
+                    for row in rows:
+                        if row[1] not in new:
+                            rest.append(row)
+                            continue
+                        if copy is None:
+                            copy = copying.enter_context(cursor.copy(self._copy_in))
+                        copy.write_row(row)
+            except self._conflict as error:
+                if error.diag.constraint_name != self._key:
+                    raise
+                raise NotNewError from error
             if rest:
                 self._upsert(cursor, rest)
 

@@ -527,15 +527,13 @@ class SqlStore:
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction (see `Batch` for the order)."""
         batch.check()
-        rows = self._rows
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice; the log keeps an ID's first entry, as it would on a replay.
-        accounts = {entry.id: rows.account(entry) for entry in batch.accounts}
-        contacts = {entry.id: rows.contact(entry) for entry in batch.contacts}
-        activities: dict[str, tuple[object, ...]] = {}
+        accounts = {entry.id: entry for entry in batch.accounts}
+        contacts = {entry.id: entry for entry in batch.contacts}
+        activities: dict[str, ChangeDataValue] = {}
         for entry in batch.activities:
-            if entry.id not in activities:
-                activities[entry.id] = rows.activity(entry)
+            activities.setdefault(entry.id, entry)
         statements, unheld = self._statements, self._unheld
         # Replays aside, which are rare, each log entry is new to the log.
         new = {**unheld, statements.insert_activity: activities.keys()}
@@ -557,25 +555,30 @@ class SqlStore:
     def _write(
         self,
         batch: Batch,
-        accounts: Mapping[str, tuple[object, ...]],
-        contacts: Mapping[str, tuple[object, ...]],
-        activities: Mapping[str, tuple[object, ...]],
+        accounts: Mapping[str, StoredAccount],
+        contacts: Mapping[str, StoredContact],
+        activities: Mapping[str, ChangeDataValue],
         new: Mapping[Prepared | CopyBulk, Container[str]],
     ) -> None:
         """One transaction; rows whose ID is in ``new`` of their statement are presumed
         new (see `CopyBulk.run`)."""
-        org, statements = self._org, self._statements
+        org, statements, rows = self._org, self._statements, self._rows
 
-        def write(bulk: Prepared | CopyBulk, rows: Mapping[str, tuple[object, ...]]) -> None:
-            if rows:
-                bulk.run(conn, rows.values(), new=new.get(bulk, frozenset()))
+        def write(
+            bulk: Prepared | CopyBulk,
+            entries: Collection[_T],
+            row: Callable[[_T], tuple[object, ...]],
+        ) -> None:
+            # Rows made as they are written, on each attempt: see `CopyBulk.run`.
+            if entries:
+                bulk.run(conn, map(row, entries), new=new.get(bulk, frozenset()))
 
         with self._transaction(write=True) as conn:
-            write(statements.upsert_account, accounts)
-            write(statements.upsert_contact, contacts)
+            write(statements.upsert_account, accounts.values(), rows.account)
+            write(statements.upsert_contact, contacts.values(), rows.contact)
             for op in batch.contact_ops:
                 conn.execute(statements.contact_op(org, op))
-            write(statements.insert_activity, activities)
+            write(statements.insert_activity, activities.values(), rows.activity)
             for conversion in batch.conversions:
                 conn.execute(
                     statements.upsert_conversion,
@@ -587,14 +590,17 @@ class SqlStore:
                         "opportunity_id": conversion.opportunity_id,
                     },
                 )
-            for watermark in batch.watermarks:
+            if batch.watermarks:  # one statement for all, on PostgreSQL one round trip
                 conn.execute(
                     statements.upsert_watermark,
-                    {
-                        "org": org,
-                        "stream": watermark.stream,
-                        "system_modstamp": micros(watermark.system_modstamp),
-                    },
+                    [
+                        {
+                            "org": org,
+                            "stream": watermark.stream,
+                            "system_modstamp": micros(watermark.system_modstamp),
+                        }
+                        for watermark in batch.watermarks
+                    ],
                 )
 
     def _analyze(self) -> None:
