@@ -183,6 +183,30 @@ def test_a_failed_batch_writes_nothing(
     assert store.watermark("Account") == T0
 
 
+def test_sqlite_rows_are_made_before_the_write_lock_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runners of other orgs wait for SQLite's one write lock: a batch takes it to write,
+    # not to turn records into rows.
+    store = SqlStore.sqlite(tmp_path / "store.db")
+    other = sqlite3.connect(tmp_path / "store.db", timeout=0, isolation_level=None)
+    made = []
+    contact_row = store._rows.contact
+
+    def row_while_unlocked(entry: Contact) -> tuple[object, ...]:
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" while a write holds it
+        other.execute("ROLLBACK")
+        made.append(entry.id)
+        return contact_row(entry)
+
+    monkeypatch.setattr(store._rows, "contact", row_while_unlocked)
+    store.apply(Batch(contacts=[contact(C1, None, 0), contact(C2, None, 0)]))
+    assert made == [C1, C2]
+    assert store.get_contact(C2) == contact(C2, None, 0)
+    other.close()
+    store.close()
+
+
 def test_a_row_another_writer_adds_between_read_and_write_is_updated(
     make_store: StoreFactory,
 ) -> None:

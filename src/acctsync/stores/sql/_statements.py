@@ -62,7 +62,7 @@ class Prepared:
         *,
         new: Container[str] = frozenset(),
     ) -> None:
-        """Execute once per row; each row holds the values of ``keys``, in order.
+        """Execute once per row, if any; each row holds the values of ``keys``, in order.
 
         For SQLite, whose parameters are positional (PostgreSQL's many rows go by
         `CopyBulk`). ``new`` is there to match `CopyBulk.run`: SQLite's upsert of a new
@@ -70,7 +70,8 @@ class Prepared:
         """
         if not self._positional:
             raise AssertionError("run() takes positional rows")
-        conn.exec_driver_sql(self._sql, list(rows))
+        if listed := list(rows):
+            conn.exec_driver_sql(self._sql, listed)
 
     def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
         """Execute once with ``params``, one per key."""

@@ -563,22 +563,29 @@ class SqlStore:
         """One transaction; rows whose ID is in ``new`` of their statement are presumed
         new (see `CopyBulk.run`)."""
         org, statements, rows = self._org, self._statements, self._rows
+        lazy = self._dialect == "postgresql"
 
-        def write(
-            bulk: Prepared | CopyBulk,
-            entries: Collection[_T],
-            row: Callable[[_T], tuple[object, ...]],
-        ) -> None:
-            # Rows made as they are written, on each attempt: see `CopyBulk.run`.
-            if entries:
-                bulk.run(conn, map(row, entries), new=new.get(bulk, frozenset()))
+        def made(
+            row: Callable[[_T], tuple[object, ...]], entries: Collection[_T]
+        ) -> Iterable[tuple[object, ...]]:
+            # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
+            # SQLite writes in this thread, under the database's one write lock that
+            # other orgs' runners wait for: its rows are made before the lock is taken.
+            return map(row, entries) if lazy else list(map(row, entries))
+
+        account_rows = made(rows.account, accounts.values())
+        contact_rows = made(rows.contact, contacts.values())
+        activity_rows = made(rows.activity, activities.values())
+
+        def write(bulk: Prepared | CopyBulk, made_rows: Iterable[tuple[object, ...]]) -> None:
+            bulk.run(conn, made_rows, new=new.get(bulk, frozenset()))
 
         with self._transaction(write=True) as conn:
-            write(statements.upsert_account, accounts.values(), rows.account)
-            write(statements.upsert_contact, contacts.values(), rows.contact)
+            write(statements.upsert_account, account_rows)
+            write(statements.upsert_contact, contact_rows)
             for op in batch.contact_ops:
                 conn.execute(statements.contact_op(org, op))
-            write(statements.insert_activity, activities.values(), rows.activity)
+            write(statements.insert_activity, activity_rows)
             for conversion in batch.conversions:
                 conn.execute(
                     statements.upsert_conversion,
