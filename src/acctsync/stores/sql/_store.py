@@ -597,7 +597,7 @@ class SqlStore:
                         "opportunity_id": conversion.opportunity_id,
                     },
                 )
-            if batch.watermarks:  # one statement for all, on PostgreSQL one round trip
+            if batch.watermarks:  # one call for all: psycopg pipelines its executemany
                 conn.execute(
                     statements.upsert_watermark,
                     [
