@@ -512,7 +512,7 @@ def test_untyped_csv_values_stay_text_and_bad_typed_values_are_rejected(folder: 
     assert plain.fields == {"Amount": "1.50", "Flag": "true", "Day": date(2024, 1, 31)}
     for types, field, reason in [
         ({"Amount": "double"}, "Amount", "'1,5' is not a number"),
-        ({"Flag": "boolean"}, "Flag", "'yes' is not a boolean (true or false)"),
+        ({"Flag": "boolean"}, "Flag", "'yes' is not a boolean (true, false, 1 or 0)"),
         ({"Day": "date"}, "Day", "'2024-02-30' is not a date (YYYY-MM-DD)"),
     ]:
         rejected = read(ExportFolder(folder, types=types), "Account")[1]

@@ -1,4 +1,6 @@
-"""A source over a folder of Salesforce export files: Data Loader / Bulk API CSV, JSON Lines.
+"""A source over a folder of Salesforce export files: CSV and JSON Lines (rule R8).
+
+CSV comes as Data Loader, the Bulk API 2.0 and the weekly Data Export service write it.
 
 Theory of operation
 -------------------
@@ -13,6 +15,13 @@ engine to decode or reject. Memory holds the index, not the rows.
 A row that cannot be placed in that order (no readable stamp, broken CSV, the wrong
 number of columns, not JSON) still goes to the engine, to be rejected with its file and
 line: such rows come first, in every read, whatever ``since`` is.
+
+The CSV tools differ in how they write a value, not in what it means; a CSV row is handed
+on in the shape of a REST JSON record, so that one decoder reads every source. A checkbox
+``1`` / ``0`` is a boolean, a Data Export datetime (UTC, no zone) becomes a datetime in
+UTC, the empty ID in an ID column is null, and audit columns are dropped. A column typed
+by ``types`` takes the spelling of its ``types`` entry (a describe's), in whatever case
+the header wrote it.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from typing import IO, Any, Final, TypeAlias
 from attrs import frozen
 
 from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
-from acctsync._formats import parse_datetime
+from acctsync._formats import AUDIT_FIELDS, parse_datetime
 from acctsync._ids import normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -50,17 +59,24 @@ _BOM: Final = b"\xef\xbb\xbf"
 _INT: Final = re.compile(r"[+-]?\d+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The Data Export service writes datetimes in UTC with no zone: 2026-06-09 16:12:25.
+_EXPORT_DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+# Salesforce's empty ID: what the Data Export service writes for an empty lookup.
+_EMPTY_ID: Final = "000000000000000AAA"
+_AUDIT_COLUMNS: Final = frozenset(name.casefold() for name in AUDIT_FIELDS)
+_ID_KINDS: Final = frozenset({"text", "reference"})
 # parse_float=Decimal: a currency amount keeps its exact digits.
 _JSON: Final = json.JSONDecoder(parse_float=Decimal)
 
 _TEXT_TYPES: Final = (
-    "text string textarea picklist multipicklist combobox id reference email phone url"
+    "text string textarea picklist multipicklist combobox email phone url"
     " encryptedstring time base64 anytype"
 )
 # Type names, the Salesforce describe's and a few plain ones, by how a value is read.
 _KINDS: Final[Mapping[str, str]] = {
     **dict.fromkeys(_TEXT_TYPES.split(), "text"),
     **dict.fromkeys(("decimal", "double", "currency", "percent"), "decimal"),
+    **dict.fromkeys(("id", "reference"), "reference"),
     "int": "int",
     "long": "int",
     "boolean": "boolean",
@@ -68,9 +84,9 @@ _KINDS: Final[Mapping[str, str]] = {
     "datetime": "datetime",
 }
 _SYSTEM_COLUMNS: Final[Mapping[str, tuple[str, str]]] = {
-    "id": ("Id", "text"),
-    "accountid": ("AccountId", "text"),
-    "masterrecordid": ("MasterRecordId", "text"),
+    "id": ("Id", "reference"),
+    "accountid": ("AccountId", "reference"),
+    "masterrecordid": ("MasterRecordId", "reference"),
     "systemmodstamp": ("SystemModstamp", "datetime"),
     "isdeleted": ("IsDeleted", "boolean"),
 }
@@ -113,13 +129,20 @@ def _text(text: str, field: str) -> object:
     return text
 
 
+# Data Loader and the Bulk API write a checkbox as true / false, the Data Export service
+# as 1 / 0.
+_BOOLEANS: Final[Mapping[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
+
+
 def _boolean(text: str, field: str) -> object:
-    lowered = text.lower()
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    raise InvalidRecordError(f"{text!r} is not a boolean (true or false)", field=field)
+    value = _BOOLEANS.get(text.lower())
+    if value is None:
+        raise InvalidRecordError(f"{text!r} is not a boolean (true, false, 1 or 0)", field=field)
+    return value
+
+
+def _reference(text: str, field: str) -> object:
+    return None if text == _EMPTY_ID else text
 
 
 def _int(text: str, field: str) -> object:
@@ -145,7 +168,15 @@ def _date(text: str, field: str) -> object:
     raise InvalidRecordError(f"{text!r} is not a date (YYYY-MM-DD)", field=field)
 
 
+def _zoned(text: str) -> str:
+    """A Data Export datetime (UTC, no zone) as the REST API writes it; others as they are."""
+    if _EXPORT_DATETIME.fullmatch(text) is not None:
+        return f"{text[:10]}T{text[11:]}.000Z"
+    return text
+
+
 def _datetime(text: str, field: str) -> object:
+    text = _zoned(text)
     parse_datetime(text, field=field)
     return text  # the decoder turns a Salesforce datetime string into a datetime
 
@@ -153,6 +184,7 @@ def _datetime(text: str, field: str) -> object:
 _Reader: TypeAlias = Callable[[str, str], object]
 _READERS: Final[Mapping[str, _Reader]] = {
     "text": _text,
+    "reference": _reference,
     "boolean": _boolean,
     "int": _int,
     "decimal": _decimal,
@@ -196,10 +228,21 @@ class _Lines:
             return raw.decode("utf-8", "replace")
 
 
-# What the first pass learns of a row: offset, line, SystemModstamp and Id as written
-# (None for a row it could not read, which then has no stamp to order it by), and
-# whether it is a deletion.
-_Scanned: TypeAlias = tuple[int, int, object, object, bool]
+# What the first pass learns of a row: offset, line, its SystemModstamp (None when it has
+# none that reads, or the row itself cannot be read: then nothing orders it), its Id as
+# written, and whether it is a deletion.
+_Scanned: TypeAlias = tuple[int, int, datetime | None, object, bool]
+
+
+def _stamp(raw: object) -> datetime | None:
+    try:
+        return parse_datetime(raw, field="SystemModstamp")
+    except InvalidRecordError:
+        return None
+
+
+# A CSV column the payload keeps: its position in the row, its name, how it is read.
+_Column: TypeAlias = tuple[int, str, _Reader]
 
 
 class _CsvFile:
@@ -209,17 +252,18 @@ class _CsvFile:
         self,
         path: Path,
         object_type: ObjectType,
-        types: Mapping[str, str],
+        types: Mapping[str, tuple[str, str]],
         delimiter: str,
     ):
         self.path = path
         self.object_type = object_type
         self._delimiter = delimiter
-        self.header: list[str] = []
-        self._id_at = 0
-        self._readers: list[_Reader] = []
-        self._body = (0, 0)  # offset and lines consumed where the rows begin
         self._types = types
+        self._width = 0
+        self._columns: list[_Column] = []
+        self._id_at = self._stamp_at = 0
+        self._deleted_at: int | None = None
+        self._body = (0, 0)  # offset and lines consumed where the rows begin
 
     def _reader(self, lines: _Lines) -> Iterator[list[str]]:
         return csv.reader(lines, delimiter=self._delimiter, strict=True)
@@ -237,41 +281,43 @@ class _CsvFile:
             raise ExportFileError(self.path, "the header row is not UTF-8 text")
         if not header:
             raise ExportFileError(self.path, "the first line is empty, not a header row")
-        names: list[str] = []
-        seen: set[str] = set()
-        for position, written in enumerate(header, start=1):
-            system = _SYSTEM_COLUMNS.get(written.casefold())
-            # Older Data Loaders wrote headers in upper case; the system columns are
-            # recognised in any case, other columns keep the name as written.
-            name = system[0] if system else written
-            if not name:
-                raise ExportFileError(self.path, f"column {position} of the header has no name")
-            if name.casefold() in seen:
+        positions: dict[str, int] = {}
+        columns: list[_Column] = []
+        for position, written in enumerate(header):
+            if not written:
+                raise ExportFileError(
+                    self.path, f"column {position + 1} of the header has no name"
+                )
+            name, kind = self._column(written)
+            if name.casefold() in positions:
                 raise ExportFileError(self.path, f"column {name!r} appears twice in the header")
-            seen.add(name.casefold())
-            names.append(name)
+            positions[name.casefold()] = position
+            # Audit columns are not account information (see AUDIT_FIELDS); older Data
+            # Loaders write them in upper case, so they are known in any case.
+            if name.casefold() not in _AUDIT_COLUMNS:
+                columns.append((position, name, _READERS[kind]))
         for required in ("Id", "SystemModstamp"):
-            if required not in names:
+            if required.casefold() not in positions:
                 raise ExportFileError(self.path, f"the header row has no {required} column")
-        self.header = names
-        self._id_at = names.index("Id")
-        self._readers = [_READERS[self._kind(name)] for name in names]
+        self._width, self._columns = len(header), columns
+        self._id_at, self._stamp_at = positions["id"], positions["systemmodstamp"]
+        self._deleted_at = positions.get("isdeleted")
         self._body = (lines.offset, lines.line)
         return True
 
-    def _kind(self, name: str) -> str:
-        system = _SYSTEM_COLUMNS.get(name.casefold())
+    def _column(self, written: str) -> tuple[str, str]:
+        """A header's column name and kind: the system columns' own, else its type's."""
+        folded = written.casefold()
+        system = _SYSTEM_COLUMNS.get(folded)
         if system is not None:
-            return system[1]
-        qualified = f"{self.object_type}.{name}".casefold()
-        return self._types.get(qualified) or self._types.get(name.casefold()) or "text"
+            return system
+        qualified = f"{self.object_type}.{written}".casefold()
+        return self._types.get(qualified) or self._types.get(folded) or (written, "text")
 
     def scan(self, handle: IO[bytes]) -> Iterator[_Scanned]:
         if not self._read_header(handle):
             return
-        id_at, stamp_at = self._id_at, self.header.index("SystemModstamp")
-        deleted_at = self.header.index("IsDeleted") if "IsDeleted" in self.header else None
-        width = len(self.header)
+        id_at, stamp_at, deleted_at = self._id_at, self._stamp_at, self._deleted_at
         lines = _Lines(handle, *self._body)
         rows = self._reader(lines)
         while True:
@@ -286,11 +332,11 @@ class _CsvFile:
                 continue
             if not row:  # a blank line
                 continue
-            if len(row) != width or lines.undecodable:
+            if len(row) != self._width or lines.undecodable:
                 yield offset, line, None, None, False
                 continue
-            deleted = deleted_at is not None and row[deleted_at].lower() == "true"
-            yield offset, line, row[stamp_at], row[id_at], deleted
+            deleted = deleted_at is not None and _BOOLEANS.get(row[deleted_at].lower(), False)
+            yield offset, line, _stamp(_zoned(row[stamp_at])), row[id_at], deleted
 
     def payload(self, handle: IO[bytes], offset: int, line: int) -> Mapping[str, Any] | _Problem:
         lines = _Lines(handle, offset, line - 1)
@@ -300,17 +346,18 @@ class _CsvFile:
             return _Problem(f"not valid CSV: {error}", record_id=None)
         if row is None:
             raise ExportFileError(self.path, "the file changed while it was read")
-        complete = len(row) == len(self.header)
+        complete = len(row) == self._width
         record_id = (row[self._id_at] or None) if complete else None
         if lines.undecodable:
             return _Problem("the row is not UTF-8 text", record_id=record_id)
         if not complete:
             return _Problem(
-                f"the row has {len(row)} values, the header {len(self.header)} columns",
+                f"the row has {len(row)} values, the header {self._width} columns",
                 record_id=record_id,
             )
         payload: dict[str, Any] = {}
-        for name, read, text in zip(self.header, self._readers, row, strict=True):
+        for position, name, read in self._columns:
+            text = row[position]
             if not text:
                 payload[name] = None  # an export writes null as an empty cell
                 continue
@@ -319,6 +366,14 @@ class _CsvFile:
             except InvalidRecordError as error:
                 return _Problem(error.reason, record_id=record_id, field=name)
         return payload
+
+
+def _member(record: Mapping[str, Any], name: str) -> object:
+    """``record[name]``, the name matched in any case as Salesforce does (rule R9)."""
+    if name in record:
+        return record[name]
+    folded = name.casefold()
+    return next((v for k, v in record.items() if str(k).casefold() == folded), None)
 
 
 class _JsonLinesFile:
@@ -333,8 +388,9 @@ class _JsonLinesFile:
         lines = _Lines(handle, start, 0)
         for offset, line, record in self._records(lines):
             if isinstance(record, dict):
-                deleted = record.get("IsDeleted") is True
-                yield offset, line, record.get("SystemModstamp"), record.get("Id"), deleted
+                stamp = _stamp(_member(record, "SystemModstamp"))
+                deleted = _member(record, "IsDeleted") is True
+                yield offset, line, stamp, _member(record, "Id"), deleted
             else:
                 yield offset, line, None, None, False
 
@@ -377,8 +433,9 @@ _Location: TypeAlias = tuple[int, int, int]
 _Entry: TypeAlias = tuple[datetime, str, int, int, int]
 
 
-def _check_types(types: Mapping[str, str]) -> dict[str, str]:
-    checked: dict[str, str] = {}
+def _check_types(types: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``types`` by name in any case: each column's spelling (the name, unqualified) and kind."""
+    checked: dict[str, tuple[str, str]] = {}
     for name, type_name in types.items():
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a field name in types must be a non-empty string: {name!r}")
@@ -388,12 +445,15 @@ def _check_types(types: Mapping[str, str]) -> dict[str, str]:
             raise ConfigurationError(
                 f"unknown type name {type_name!r} for field {name!r}; known: {known}"
             )
-        system = _SYSTEM_COLUMNS.get(name.rpartition(".")[2].casefold())
-        if system is not None and system[1] != kind:
+        spelling = name.rpartition(".")[2]
+        system = _SYSTEM_COLUMNS.get(spelling.casefold())
+        # An ID column typed as text or as a reference reads the same: the system
+        # columns keep their own reader either way.
+        if system is not None and kind != system[1] and {kind, system[1]} != _ID_KINDS:
             raise ConfigurationError(
                 f"{system[0]} is always read as {system[1]}, not as {type_name!r}"
             )
-        checked[name.casefold()] = kind
+        checked[name.casefold()] = (spelling, kind)
     return checked
 
 
@@ -402,11 +462,13 @@ class ExportFolder:
 
     A file belongs to an object when its name, in any case, is the object's name,
     optionally plural, optionally followed by anything that starts with a non-letter,
-    and ends in ``.csv`` (Data Loader / Bulk API CSV) or ``.jsonl`` / ``.ndjson`` (one
-    REST JSON record per line): ``Account.csv``, ``contacts_2024-01-31.jsonl``. Other
-    files and subfolders are ignored. ``types`` maps CSV columns to Salesforce field
-    types (``{"AnnualRevenue": "currency", "Contact.Birthdate": "date"}``); untyped
-    columns stay text. ``delimiter`` is the CSV column separator.
+    and ends in ``.csv`` (as Data Loader, the Bulk API 2.0 or the Data Export service
+    write it) or ``.jsonl`` / ``.ndjson`` (one REST JSON record per line):
+    ``Account.csv``, ``contacts_2024-01-31.jsonl``. Other files and subfolders are
+    ignored. ``types`` maps CSV columns, in any case, to Salesforce field types
+    (``{"AnnualRevenue": "currency", "Contact.Birthdate": "date"}``, or
+    `types_from_describe`); a typed column takes its entry's spelling, untyped columns
+    stay text. ``delimiter`` is the CSV column separator.
     """
 
     def __init__(
@@ -479,10 +541,8 @@ class ExportFolder:
         unnamed: list[_Entry] = []  # rows with a stamp but no usable Id
         for number, export in enumerate(files):
             with _open(export.path) as handle:
-                for offset, line, raw_stamp, raw_id, deleted in _scan(export, handle):
-                    try:
-                        stamp = parse_datetime(raw_stamp, field="SystemModstamp")
-                    except InvalidRecordError:
+                for offset, line, stamp, raw_id, deleted in _scan(export, handle):
+                    if stamp is None:
                         unordered.append((number, offset, line))
                         continue
                     if since is not None and stamp < since:
