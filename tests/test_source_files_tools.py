@@ -27,6 +27,7 @@ from acctsync import (
     RawRecord,
     Store,
     SyncEngine,
+    Unreadable,
     decode_record,
 )
 from acctsync.sources.files import ExportFolder, types_from_describe
@@ -548,6 +549,27 @@ def test_r7_a_datetime_without_a_zone_in_any_other_form_is_rejected(
         LastName="Good",
         EmailBouncedDate=T_EXPORT,
     )
+
+
+def test_r7_a_data_export_datetime_that_is_no_date_is_rejected_as_written(folder: Path) -> None:
+    write(
+        folder,
+        "Contact.csv",
+        [
+            '"Id","EmailBouncedDate","SystemModstamp"',
+            f'"{C1}","","2026-02-30 16:12:25"',
+            f'"{C2}","2026-06-09 24:00:00","2026-06-09 16:12:25"',
+        ],
+    )
+    pages = ExportFolder(folder, types=DESCRIBED).read_changes("Contact", None, page_size=10)
+    items = [item for page in pages for item in page]
+    assert [
+        (i.origin, i.record_id, i.field, i.reason) if isinstance(i, Unreadable) else i
+        for i in items
+    ] == [
+        ("Contact.csv:2", C1, "SystemModstamp", "'2026-02-30 16:12:25' is not a valid datetime"),
+        ("Contact.csv:3", C2, "EmailBouncedDate", "'2026-06-09 24:00:00' is not a valid datetime"),
+    ]
 
 
 def test_r8_an_id_column_may_be_typed_as_text_or_reference_other_system_types_are_fixed(

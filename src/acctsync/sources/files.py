@@ -59,9 +59,10 @@ _BOM: Final = b"\xef\xbb\xbf"
 _INT: Final = re.compile(r"[+-]?\d+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-# The Data Export service writes datetimes in UTC with no zone: 2026-06-09 16:12:25.
+# The weekly Data Export service (Setup > Data Export) writes a datetime in UTC with no
+# zone, 2026-06-09 16:12:25, and an empty lookup as the empty ID (SALESFORCE.md, "Records
+# and time"; Salesforce Help's "Backing Up Data from Salesforce" does not give the values).
 _EXPORT_DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-# Salesforce's empty ID: what the Data Export service writes for an empty lookup.
 _EMPTY_ID: Final = "000000000000000AAA"
 _AUDIT_COLUMNS: Final = frozenset(name.casefold() for name in AUDIT_FIELDS)
 _ID_KINDS: Final = frozenset({"text", "reference"})
@@ -129,8 +130,8 @@ def _text(text: str, field: str) -> object:
     return text
 
 
-# Data Loader and the Bulk API write a checkbox as true / false, the Data Export service
-# as 1 / 0.
+# Data Loader and the Bulk API 2.0 write a checkbox as true / false (Bulk API 2.0 and Bulk
+# API Developer Guide, "Get Results for a Query Job"), the Data Export service as 1 / 0.
 _BOOLEANS: Final[Mapping[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -176,9 +177,14 @@ def _zoned(text: str) -> str:
 
 
 def _datetime(text: str, field: str) -> object:
-    text = _zoned(text)
-    parse_datetime(text, field=field)
-    return text  # the decoder turns a Salesforce datetime string into a datetime
+    zoned = _zoned(text)
+    try:
+        parse_datetime(zoned, field=field)
+    except InvalidRecordError:
+        if zoned == text:
+            raise
+        raise InvalidRecordError(f"{text!r} is not a valid datetime", field=field) from None
+    return zoned  # the decoder turns a Salesforce datetime string into a datetime
 
 
 _Reader: TypeAlias = Callable[[str, str], object]
@@ -292,8 +298,9 @@ class _CsvFile:
             if name.casefold() in positions:
                 raise ExportFileError(self.path, f"column {name!r} appears twice in the header")
             positions[name.casefold()] = position
-            # Audit columns are not account information (see AUDIT_FIELDS); older Data
-            # Loaders write them in upper case, so they are known in any case.
+            # Audit columns are not account information (see AUDIT_FIELDS). Data Loader
+            # writes every header in upper case (its CSVFileWriter, forcedotcom/dataloader):
+            # they are known in any case.
             if name.casefold() not in _AUDIT_COLUMNS:
                 columns.append((position, name, _READERS[kind]))
         for required in ("Id", "SystemModstamp"):
