@@ -380,7 +380,7 @@ def _member(record: Mapping[str, Any], name: str) -> object:
     if name in record:
         return record[name]
     folded = name.casefold()
-    return next((v for k, v in record.items() if str(k).casefold() == folded), None)
+    return next((v for k, v in record.items() if k.casefold() == folded), None)
 
 
 class _JsonLinesFile:
