@@ -8,11 +8,13 @@ simple-salesforce maps to its exceptions.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +46,20 @@ A1, A2, A3 = make_id("001", 1), make_id("001", 2), make_id("001", 3)
 C1, C2 = make_id("003", 1), make_id("003", 2)
 V = "/services/data/v59.0"
 ROW = "SELECT Id, Name, SystemModstamp, IsDeleted, MasterRecordId FROM Account"
+# Describes of a real org, as CumulusCI recorded them (see its README).
+REALWORLD = Path("/work/shared/realworld-data")
+# REST API Developer Guide, "Get Field Values from a Standard Object Record", and SOAP API
+# Developer Guide, "Address Compound Fields": an address comes as an object of its
+# components, keyed by their names without the address's prefix.
+NO_ADDRESS = {"street": None, "city": None, "state": None, "postalCode": None, "country": None}
+
+
+def realworld_describe(object_type: str) -> list[dict[str, Any]]:
+    path = REALWORLD / f"describe_{object_type.lower()}_cumulusci.json"
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    fields: list[dict[str, Any]] = json.loads(path.read_text())["fields"]
+    return fields
 
 
 @pytest.fixture
@@ -323,7 +339,10 @@ def test_keywords_and_names_are_case_insensitive(sf: Salesforce) -> None:
         "SELECT Id FROM Account ORDER BY Name DESC NULLS LAST",
         "SELECT Id FROM Account LIMIT x",
         "SELECT Id FROM Account LIMIT 1 extra",
-        "SELECT Id, Id FROM Account",
+        "SELECT FIELDS(EVERYTHING) FROM Account LIMIT 1",
+        "SELECT FIELDS(ALL FROM Account LIMIT 1",
+        "SELECT FIELDS(ALL) FROM Account",  # unbounded: a LIMIT is required
+        "SELECT FIELDS(CUSTOM) FROM Account LIMIT 201",
         "   ",
     ],
 )
@@ -344,6 +363,8 @@ def test_malformed_queries(sf: Salesforce, soql: str) -> None:
         ("SELECT Id FROM Account WHERE Name = 5", "INVALID_FIELD"),
         ("SELECT Id FROM Account WHERE BillingAddress = null", "INVALID_FIELD"),
         ("SELECT Id FROM Account WHERE Id = 'not-an-id'", "INVALID_QUERY_FILTER_OPERATOR"),
+        ("SELECT Id, Id FROM Account", "INVALID_FIELD"),
+        ("SELECT Id, FIELDS(ALL) FROM Account LIMIT 200", "INVALID_FIELD"),
         ("SELECT Id FROM Lead", "INVALID_TYPE"),
     ],
 )
@@ -380,6 +401,148 @@ def test_a_compound_field_selects_as_an_object(org: FakeSalesforce, sf: Salesfor
     assert row["BillingCity"] == "Oslo"
 
 
+def test_fields_all_selects_every_field_and_compounds_as_objects(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.put(account(1, BillingCity="Oslo", BillingPostalCode="0150", Region__c="EMEA"))
+
+    (row,) = sf.query("SELECT FIELDS(ALL) FROM Account LIMIT 200")["records"]
+    (standard,) = sf.query("SELECT FIELDS(STANDARD) FROM Account")["records"]
+    (custom,) = sf.query("SELECT Id, FIELDS(CUSTOM) FROM Account LIMIT 1")["records"]
+
+    described = [f["name"] for f in sf.Account.describe()["fields"]]
+    assert list(row) == ["attributes", *described]
+    assert row["BillingAddress"] == {**NO_ADDRESS, "city": "Oslo", "postalCode": "0150"}
+    assert (row["BillingCity"], row["Region__c"]) == ("Oslo", "EMEA")
+    assert "BillingAddress" in standard
+    assert "Region__c" not in standard
+    assert list(custom) == ["attributes", "Id", "Tier__c", "External_Id__c", "Region__c"]
+
+
+def test_an_sobject_get_answers_a_record_with_compounds_as_objects(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.put(account(1, BillingCity="Oslo"))
+    org.put(account(2))
+    org.delete("Account", A2, at=T + timedelta(hours=1))
+
+    record = sf.Account.get(A1)
+    some = sf.Account.get(A1[:15], params={"fields": "name,BillingAddress"})
+
+    assert record["attributes"] == {"type": "Account", "url": f"{V}/sobjects/Account/{A1}"}
+    assert record["BillingAddress"] == {**NO_ADDRESS, "city": "Oslo"}
+    assert (record["Id"], record["Name"], record["BillingCity"]) == (A1, "Account 1", "Oslo")
+    assert record["SystemModstamp"] == "2024-01-31T12:00:00.000+0000"
+    assert some == {
+        "attributes": record["attributes"],
+        "Name": "Account 1",
+        "BillingAddress": record["BillingAddress"],
+    }
+    for gone in (A2, A3, make_id("003", 1)):  # deleted, never there, another object's ID
+        with pytest.raises(SalesforceResourceNotFound):
+            sf.Account.get(gone)
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        sf.Account.get(A1, params={"fields": "Name,Nope__c"})
+    assert error_code(raised.value) == "INVALID_FIELD"
+
+
+# -- Field-level security -------------------------------------------------------------------
+
+
+def test_a_hidden_field_is_gone_from_describe_records_and_fields_all(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.put(account(1, Industry="Retail", BillingCity="Oslo"))
+    org.hide_fields("Account", "industry", "BillingCity")
+
+    described = [f["name"] for f in sf.Account.describe()["fields"]]
+    (row,) = sf.query("SELECT FIELDS(ALL) FROM Account LIMIT 200")["records"]
+    record = sf.Account.get(A1)
+
+    assert "Industry" not in described
+    assert "BillingCity" not in described
+    for seen in (row, record):
+        assert "Industry" not in seen
+        assert "BillingCity" not in seen
+        assert seen["BillingAddress"] is None  # its one visible component with a value is hidden
+    # The arranging side sees everything; the values are kept.
+    assert org.records("Account")[0].fields["Industry"] == "Retail"
+    org.show_fields("Account", "Industry", "BillingCity")
+    assert sf.Account.get(A1)["Industry"] == "Retail"
+    assert sf.Account.get(A1)["BillingAddress"] == {**NO_ADDRESS, "city": "Oslo"}
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        lambda sf: sf.query("SELECT Id, Industry FROM Account"),
+        lambda sf: sf.query("SELECT Id FROM Account WHERE Industry = 'Retail'"),
+        lambda sf: sf.query("SELECT Id FROM Account ORDER BY Industry"),
+        lambda sf: sf.Account.get(A1, params={"fields": "Industry"}),
+        lambda sf: sf.Account.create({"Name": "Acme", "Industry": "Retail"}),
+    ],
+    ids=["select", "where", "order-by", "fields-parameter", "create"],
+)
+def test_naming_a_hidden_field_is_an_invalid_field(
+    org: FakeSalesforce, sf: Salesforce, ask: Any
+) -> None:
+    org.put(account(1, Industry="Retail"))
+    org.hide_fields("Account", "Industry")
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        ask(sf)
+    assert error_code(raised.value) == "INVALID_FIELD"
+    assert "'Industry'" in str(raised.value.content)
+
+
+def test_a_composite_subrequest_naming_a_hidden_field_fails(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.hide_fields("Account", "Industry")
+    create = subrequest("POST", "/sobjects/Account", "a", {"Name": "A", "Industry": "Retail"})
+
+    answer = sf.restful("composite", method="POST", json={"compositeRequest": [create]})
+
+    assert answer is not None
+    (entry,) = answer["compositeResponse"]
+
+    assert (entry["httpStatusCode"], entry["body"][0]["errorCode"]) == (400, "INVALID_FIELD")
+    assert org.records("Account") == []
+
+
+def test_what_cannot_be_hidden(org: FakeSalesforce) -> None:
+    for name in ("Id", "SystemModstamp", "isdeleted", "MasterRecordId"):
+        with pytest.raises(InvalidRecordError):
+            org.hide_fields("Account", name)
+    with pytest.raises(InvalidRecordError):
+        org.hide_fields("Contact", "AccountId")
+    with pytest.raises(InvalidRecordError):
+        org.hide_fields("Account", "Nope__c")
+    with pytest.raises(InvalidRecordError):
+        org.hide_fields("Lead", "Name")
+
+
+def test_a_real_orgs_describes_are_served_as_recorded(org: FakeSalesforce, sf: Salesforce) -> None:
+    for object_type in ("Account", "Contact"):
+        recorded = realworld_describe(object_type)
+        org.describe_fields(object_type, recorded)
+        described = sf.restful(f"sobjects/{object_type}/describe")
+        assert described is not None
+        assert described["fields"] == recorded
+    org.put(account(1, BillingCity="Oslo", BillingLatitude=59.91, BillingGeocodeAccuracy="City"))
+
+    (row,) = sf.query("SELECT FIELDS(ALL) FROM Account LIMIT 200")["records"]
+
+    # Every component the recorded describe gives the address, keyed as the API keys them.
+    assert row["BillingAddress"] == {
+        **NO_ADDRESS,
+        "city": "Oslo",
+        "latitude": 59.91,
+        "longitude": None,
+        "geocodeAccuracy": "City",
+    }
+    assert row["ShippingAddress"] is None
+
+
 # -- Values ---------------------------------------------------------------------------------
 
 
@@ -410,9 +573,36 @@ def test_values_round_trip_through_the_wire(org: FakeSalesforce) -> None:
     assert org.records("Account") == [given]
 
 
-def test_put_keeps_datetimes_to_the_millisecond(org: FakeSalesforce) -> None:
-    org.put(account(1, at=T + timedelta(microseconds=1999)))
-    assert org.records("Account")[0].system_modstamp == T + timedelta(milliseconds=1)
+def test_put_keeps_datetimes_to_the_millisecond_and_stamps_to_the_second(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    audited = T + timedelta(microseconds=1999)
+    org.put(account(1, at=T + timedelta(milliseconds=999), Audited__c=audited))
+
+    (put,) = org.records("Account")
+    assert put.system_modstamp == T
+    assert put.fields["Audited__c"] == T + timedelta(milliseconds=1)
+    (row,) = sf.query("SELECT SystemModstamp, Audited__c FROM Account")["records"]
+    assert (row["SystemModstamp"], row["Audited__c"]) == (
+        "2024-01-31T12:00:00.000+0000",
+        "2024-01-31T12:00:00.001+0000",
+    )
+
+
+def test_r3_saves_in_one_second_share_a_stamp(org: FakeSalesforce, sf: Salesforce) -> None:
+    org.now = T + timedelta(milliseconds=998)
+    sf.Account.upsert("External_Id__c/X-1", {"Name": "Acme"})
+    first = org.records("Account")[0].system_modstamp
+    sf.Account.upsert("External_Id__c/X-1", {"Name": "Acme Corp"})  # at .999
+    second = org.records("Account")[0]
+    sf.Account.upsert("External_Id__c/X-1", {"Name": "Acme Inc"})  # at the next second
+
+    assert first == second.system_modstamp == T
+    assert second.fields["Name"] == "Acme Corp"
+    assert org.records("Account")[0].system_modstamp == T + timedelta(seconds=1)
+    org.delete("Account", second.id, at=T + timedelta(seconds=2, milliseconds=500))
+    (row,) = sf.query_all("SELECT SystemModstamp FROM Account", include_deleted=True)["records"]
+    assert row["SystemModstamp"] == "2024-01-31T12:00:02.000+0000"
 
 
 # -- Describe -------------------------------------------------------------------------------

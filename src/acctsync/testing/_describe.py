@@ -2,8 +2,9 @@
 
 Holds the describe metadata an org starts with (Account, Contact and Opportunity with
 their system fields), the field types the fake tells apart, how a field's value is
-stored (datetimes in UTC, to the millisecond), read from a JSON body and written back
-to JSON, and `ApiError`, Salesforce's error response, which every handler raises.
+stored (datetimes in UTC, to the millisecond; ``SystemModstamp`` to the second), read
+from a JSON body and written back to JSON, and `ApiError`, Salesforce's error response,
+which every handler raises.
 """
 
 from __future__ import annotations
@@ -160,6 +161,16 @@ def instant(value: object, what: str) -> datetime:
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise InvalidRecordError(f"{what} must be a timezone-aware datetime, not {value!r}")
     return _millis(value.astimezone(UTC))
+
+
+def modstamp(value: object, what: str) -> datetime:
+    """``value`` as a ``SystemModstamp``: in UTC, to the second.
+
+    Salesforce keeps it to the second (the API shows ``.000`` milliseconds), so two
+    saves in one second share a stamp (help article 000387261; salesforce.stackexchange
+    q. 234824).
+    """
+    return instant(value, what).replace(microsecond=0)
 
 
 def stored(value: FieldValue) -> FieldValue:

@@ -1,9 +1,10 @@
 """The rows of `FakeSalesforce`'s org, and the REST API's writes to them.
 
 `Org` holds the rows of each object type and the org's clock: the state a request
-stages on a copy and then commits or throws away. `write` is one create (POST) or
-upsert by external ID (PATCH) of a record, checked as Salesforce checks it: fields in
-the describe and writable, required fields present, references to live records.
+stages on a copy and then commits or throws away. `write` is one create (POST) or upsert
+by external ID (PATCH) of a record, checked as Salesforce checks it: fields in the
+describe and writable, required fields present, references to live records. It stamps
+the record with the clock to the second, as Salesforce stamps ``SystemModstamp``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from acctsync.testing._describe import (
     Row,
     by_name,
     dumps,
+    modstamp,
     object_type_named,
     typed,
 )
@@ -121,10 +123,10 @@ def write(
         )
     if existing is not None:
         record_id = existing["Id"]
-        org.rows[object_type][record_id] = {**merged, "SystemModstamp": org.now}
+        org.rows[object_type][record_id] = {**merged, "SystemModstamp": modstamp(org.now, "now")}
         return 200, {"id": record_id, "success": True, "errors": [], "created": False}, {}
     record_id = org.new_id(object_type)
-    row: Row = {"Id": record_id, "IsDeleted": False, "SystemModstamp": org.now}
+    row: Row = {"Id": record_id, "IsDeleted": False, "SystemModstamp": modstamp(org.now, "now")}
     if object_type != "Opportunity":
         row["MasterRecordId"] = None
     if object_type == "Contact":

@@ -1,8 +1,11 @@
 """The REST API of `FakeSalesforce`'s org: routing, and the handlers of each resource.
 
-`RestApi` holds what the API reads and changes (the `Org`, the describe, the cursors of
-queries being paged through, the failures a test injected) and answers one `Request` at
-a time, under the lock `FakeSalesforce` holds. Handlers raise `ApiError` for an error
+`RestApi` holds what the API reads and changes (the `Org`, the describe, the fields
+hidden from the integration user, the cursors of queries being paged through, the
+failures a test injected) and answers one `Request` at a time, under the lock
+`FakeSalesforce` holds. The API sees only the `visible` fields, as field-level security
+lets a user see them: a hidden field is missing from describe, from records and from
+``FIELDS()``, and naming one is ``INVALID_FIELD``. Handlers raise `ApiError` for an error
 response. A write stages its changes on a copy of the org and commits the copy only when
 the request succeeds, so a failed request, or a composite one with ``allOrNone``, leaves
 no trace.
@@ -18,6 +21,7 @@ from urllib.parse import urlsplit
 
 from attrs import Factory, define, frozen
 
+from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
 from acctsync.testing._describe import (
     COMPOUND_TYPES,
@@ -71,6 +75,11 @@ class Request:
 Response: TypeAlias = tuple[int, str, bytes]  # status, content type, body
 _JSON: Final = "application/json;charset=UTF-8"
 _REFERENCE: Final = re.compile(r"@\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
+# SOQL and SOSL Reference, "SELECT" (Bounded and Unbounded Queries): FIELDS(ALL) and
+# FIELDS(CUSTOM) name a set of fields the API cannot know in advance, and need a LIMIT
+# of at most 200; FIELDS(STANDARD) does not.
+_UNBOUNDED: Final = ("FIELDS(ALL)", "FIELDS(CUSTOM)")
+_UNBOUNDED_LIMIT: Final = 200
 
 
 def _json_response(status: int, body: Any) -> Response:
@@ -83,8 +92,19 @@ class RestApi:
 
     org: Org
     describe: dict[str, list[Described]]
+    hidden: dict[str, set[str]] = Factory(dict)  # by object type: lower-case field names
     failures: list[Failure] = Factory(list)
     _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
+
+    def visible(self, object_type: str) -> list[Described]:
+        """The describe of ``object_type`` as the integration user sees it."""
+        hidden = self.hidden.get(object_type, set())
+        return [
+            entry for entry in self.describe[object_type] if entry["name"].lower() not in hidden
+        ]
+
+    def _visible_describe(self) -> dict[str, list[Described]]:
+        return {object_type: self.visible(object_type) for object_type in self.describe}
 
     def respond(self, request: Request, session_id: str) -> Response:
         """The answer to ``request``: an injected failure, or the API's own."""
@@ -116,6 +136,11 @@ class RestApi:
             ("GET", VERSION + r"/(?P<resource>query|queryAll)/?", self._serve_query),
             ("GET", VERSION + r"/(?:query|queryAll)/(?P<locator>[^/]+)", self._serve_more),
             ("GET", VERSION + r"/sobjects/(?P<object>\w+)/describe/?", self._serve_describe),
+            (
+                "GET",
+                VERSION + r"/sobjects/(?P<object>\w+)/(?P<id>\w{15}|\w{18})/?",
+                self._serve_row,
+            ),
             ("POST", VERSION + r"/composite/?", self._serve_composite),
             ("POST PATCH", SOBJECT.pattern, self._serve_write),
         )
@@ -148,9 +173,33 @@ class RestApi:
                 "createable": True,
                 "updateable": True,
                 "deletable": True,
-                "fields": [dict(entry) for entry in self.describe[object_type]],
+                "fields": [dict(entry) for entry in self.visible(object_type)],
             },
         )
+
+    def _serve_row(self, request: Request, match: re.Match[str]) -> Response:
+        # REST API Developer Guide, "Get Field Values from a Standard Object Record": every
+        # field describe lists, or those of the fields parameter, where naming one that
+        # does not exist or is hidden is a 400 error.
+        try:
+            object_type = object_type_named(self.describe, match["object"])
+            record_id = normalize_id(match["id"], prefix=KEY_PREFIXES[object_type])
+        except (ApiError, InvalidRecordError):
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist") from None
+        row = self.org.live(object_type, record_id)
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+        visible = self.visible(object_type)
+        selected = visible
+        if "fields" in request.query:
+            described = by_name(visible)
+            selected = []
+            for name in request.query["fields"][0].split(","):
+                entry = described.get(name.strip().lower())
+                if entry is None:
+                    raise no_column(name.strip(), object_type)
+                selected.append(entry)
+        return _json_response(200, self._encode(object_type, row, selected, match["version"]))
 
     # -- Queries -----------------------------------------------------------------------------
 
@@ -193,7 +242,8 @@ class RestApi:
     def _run(self, soql: Soql, version: str, include_deleted: bool) -> list[dict[str, Any]]:
         """The query's records, encoded: the snapshot its cursor pages through."""
         object_type = object_type_named(self.describe, soql.object_type)
-        described = by_name(self.describe[object_type])
+        visible = self.visible(object_type)
+        described = by_name(visible)
 
         def entry(name: str) -> Described:
             found = described.get(name.lower())
@@ -201,11 +251,24 @@ class RestApi:
                 raise no_column(name, object_type)
             return found
 
-        selected = [entry(name) for name in soql.fields]
+        if any(group in soql.fields for group in _UNBOUNDED) and (
+            soql.limit is None or soql.limit > _UNBOUNDED_LIMIT
+        ):
+            raise malformed(
+                f"The SOQL FIELDS function must have a LIMIT of at most {_UNBOUNDED_LIMIT}"
+            )
+        selected: list[Described] = []
+        for name in soql.fields:
+            if name in _GROUPS:
+                selected += [e for e in visible if _GROUPS[name](e)]
+            else:
+                selected.append(entry(name))
         names = [e["name"] for e in selected]
         for name in names:
             if names.count(name) > 1:
-                raise malformed(f"duplicate field selected: {name}")
+                # SOQL and SOSL Reference, "SELECT": a field selected twice, by name or
+                # through FIELDS(), is this error.
+                raise ApiError(400, "INVALID_FIELD", f"duplicate field selected: {name}")
         where = []
         for name, op, literals in soql.where:
             found = entry(name)
@@ -243,7 +306,7 @@ class RestApi:
         # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...}.
         prefix = parent.removesuffix("Address")
         parts: dict[str, Any] = {}
-        for entry in self.describe[object_type]:
+        for entry in self.visible(object_type):
             if entry["compoundFieldName"] == parent:
                 key = entry["name"].removeprefix(prefix)
                 parts[key[:1].lower() + key[1:]] = wire(row.get(entry["name"]))
@@ -253,7 +316,9 @@ class RestApi:
 
     def _serve_write(self, request: Request, match: re.Match[str]) -> Response:
         staged = self.org.copy()
-        status, body, _ = write(staged, self.describe, request.method, match, request.body)
+        status, body, _ = write(
+            staged, self._visible_describe(), request.method, match, request.body
+        )
         self._commit(staged)
         return _json_response(status, body)
 
@@ -300,7 +365,7 @@ class RestApi:
                     )
                 sub_body = _resolve(sub.get("body"), results)
                 status, out, headers = write(
-                    staged, self.describe, sub["method"], sub_match, sub_body
+                    staged, self._visible_describe(), sub["method"], sub_match, sub_body
                 )
             except ApiError as error:
                 failed = position if failed is None else failed
@@ -315,6 +380,14 @@ class RestApi:
         elif results:
             self._commit(staged)
         return _json_response(200, {"compositeResponse": entries})
+
+
+# What each FIELDS() group selects; STANDARD and CUSTOM go by describe's ``custom``.
+_GROUPS: Final[dict[str, Callable[[Described], bool]]] = {
+    "FIELDS(ALL)": lambda entry: True,
+    "FIELDS(STANDARD)": lambda entry: not entry["custom"],
+    "FIELDS(CUSTOM)": lambda entry: bool(entry["custom"]),
+}
 
 
 def _entry(ref: str, status: int, body: Any, headers: dict[str, str]) -> dict[str, Any]:

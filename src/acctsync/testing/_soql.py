@@ -1,7 +1,8 @@
 """The small SOQL `FakeSalesforce` serves, and how its filters and orderings read a row.
 
 ``SELECT f, ... FROM o [WHERE c AND ...] [ORDER BY f [ASC|DESC], ...] [LIMIT n]``, where a
-condition is ``Field op literal`` (``= != < <= > >=``) or ``Field IN (literal, ...)``.
+selected ``f`` is a field or ``FIELDS(ALL|STANDARD|CUSTOM)``, and a condition is
+``Field op literal`` (``= != < <= > >=``) or ``Field IN (literal, ...)``.
 `Parser` turns the text into a `Soql`, with Salesforce's MALFORMED_QUERY messages for
 anything else; the query handler then checks each literal against its field's type
 (`filter_literal`) and keeps the rows that `matches` passes, ordered by `sort_key`.
@@ -69,10 +70,14 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
+# SOQL and SOSL Reference, "SELECT" (FIELDS()): the groups of fields FIELDS() selects.
+FIELD_GROUPS: Final = ("ALL", "STANDARD", "CUSTOM")
+
+
 @frozen
 class Soql:
     object_type: str
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # a field's name, or a group as written: FIELDS(ALL)
     where: tuple[tuple[str, str, tuple[FieldValue, ...]], ...]  # (field, operator, literals)
     order: tuple[tuple[str, bool], ...]  # (field, descending)
     limit: int | None
@@ -101,9 +106,9 @@ class Parser:
 
     def parse(self) -> Soql:
         self._keyword("SELECT")
-        fields = [self._name()]
+        fields = [self._selected()]
         while self._punct(","):
-            fields.append(self._name())
+            fields.append(self._selected())
         self._keyword("FROM")
         object_type = self._name()
         where: list[tuple[str, str, tuple[FieldValue, ...]]] = []
@@ -153,6 +158,17 @@ class Parser:
             self._at += 1
             return True
         return False
+
+    def _selected(self) -> str:
+        name = self._name()
+        if name.upper() != "FIELDS" or not self._punct("("):
+            return name
+        kind, group = self._next()
+        if kind != "word" or group.upper() not in FIELD_GROUPS:
+            raise malformed(f"unexpected token: '{group}'")
+        if not self._punct(")"):
+            raise malformed(f"unexpected token: '{self._next()[1]}', expected )")
+        return f"FIELDS({group.upper()})"
 
     def _name(self) -> str:
         kind, text = self._next()

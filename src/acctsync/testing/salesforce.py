@@ -6,15 +6,16 @@ serves the part of the REST API a sync needs, in Salesforce's own shapes:
 
 - ``GET query/?q=`` and ``queryAll/?q=``: a small SOQL (see `FakeSalesforce`), paged
   through ``nextRecordsUrl`` cursors whose result set is fixed when the query runs;
-- ``GET sobjects/{object}/describe``;
+- ``GET sobjects/{object}/describe``, and ``GET sobjects/{object}/{id}`` (a record,
+  with its compound fields as objects next to their components, as the API sends them);
 - ``POST sobjects/{object}`` (create) and ``PATCH sobjects/{object}/{field}/{value}``
   (upsert by external ID), alone or as subrequests of ``POST composite``;
 - Salesforce's error bodies, which simple-salesforce turns into its exceptions.
 
-A test arranges the org through Python methods (`FakeSalesforce.put`, `delete`, `fail`, ...)
-and lets the code under test talk to it over HTTP, so that the client and the wire are
-tested too, not a mock of them. One lock guards the org and each request runs whole under
-it, as one transaction.
+A test arranges the org through Python methods (`FakeSalesforce.put`, `delete`,
+`hide_fields`, `fail`, ...) and lets the code under test talk to it over HTTP, so that
+the client and the wire are tested too, not a mock of them. One lock guards the org and
+each request runs whole under it, as one transaction.
 
 With ``tls=True`` it serves HTTPS under a certificate it makes for 127.0.0.1, so that a
 client built as in production (from an instance URL, trusting the CA bundle named by
@@ -68,6 +69,7 @@ from acctsync.testing._describe import (
     default_describe,
     field_entry,
     instant,
+    modstamp,
     stored,
     system_fields,
     type_of,
@@ -108,15 +110,22 @@ class FakeSalesforce:
 
     Use it as a context manager (or `start` and `stop`) and get a client from `client`.
     It serves queries in a small SOQL: ``SELECT f, ... FROM Object [WHERE cond AND ...]
-    [ORDER BY f [ASC|DESC], ...] [LIMIT n]``, where a condition is ``Field op literal``
-    (``= != < <= > >=``) or ``Field IN (literal, ...)`` and a literal is a datetime
-    (``2024-01-31T12:00:00Z``, with ``.000`` or ``+hh:mm``), a date, a quoted string, a
-    number, ``true``, ``false`` or ``null``. Anything else is ``MALFORMED_QUERY``.
+    [ORDER BY f [ASC|DESC], ...] [LIMIT n]``, where ``f`` is a field or
+    ``FIELDS(ALL|STANDARD|CUSTOM)`` (``ALL`` and ``CUSTOM`` with a ``LIMIT`` of at most
+    200, as in Salesforce), a condition is ``Field op literal`` (``= != < <= > >=``) or
+    ``Field IN (literal, ...)`` and a literal is a datetime (``2024-01-31T12:00:00Z``,
+    with ``.000`` or ``+hh:mm``), a date, a quoted string, a number, ``true``, ``false``
+    or ``null``. Anything else is ``MALFORMED_QUERY``. A compound field
+    (``BillingAddress``) is selected as an object of its components.
 
     Writes through the API are checked as Salesforce checks them: fields must be in the
     describe and writable, required fields present, references live. The records one
-    request writes share one ``SystemModstamp``, the org's `now`, which then moves on
-    by a millisecond. ``clock`` is the first `now`; the current time when None.
+    request writes are stamped with the org's `now` to the second, as Salesforce keeps
+    ``SystemModstamp``; `now` then moves on by a millisecond, so requests in one second
+    share a stamp. ``clock`` is the first `now`; the current time when None.
+
+    The client sees the org as an integration user whom field-level security may deny
+    fields (`hide_fields`); the arranging and reading methods see everything.
 
     ``tls=True`` serves HTTPS (`url` is ``https://127.0.0.1:PORT``) under a certificate
     issued for 127.0.0.1 by a CA made at `start`, whose certificate is at `certificate`.
@@ -247,9 +256,10 @@ class FakeSalesforce:
 
     @property
     def now(self) -> datetime:
-        """The org's clock (UTC, to the millisecond): the stamp of records the API writes.
+        """The org's clock (UTC, to the millisecond), which stamps what the API writes.
 
-        It moves only by a millisecond after each request that wrote, or when set.
+        Records are stamped with it to the second. It moves only by a millisecond after
+        each request that wrote, or when set.
         """
         with self._lock:
             return self._api.org.now
@@ -262,8 +272,9 @@ class FakeSalesforce:
     def put(self, *records: Account | Contact) -> None:
         """Create or replace live records as given, ``system_modstamp`` included.
 
-        Datetimes are kept to the millisecond, as Salesforce keeps them. A field the
-        describe lacks is added to it, typed after its value.
+        Datetimes are kept to the millisecond and ``system_modstamp`` to the second, as
+        Salesforce keeps them. A field the describe lacks is added to it, typed after
+        its value.
         """
         with self._lock:
             for record in records:
@@ -277,7 +288,7 @@ class FakeSalesforce:
                     "Id": record.id,
                     "IsDeleted": False,
                     "MasterRecordId": None,
-                    "SystemModstamp": instant(record.system_modstamp, "SystemModstamp"),
+                    "SystemModstamp": modstamp(record.system_modstamp, "SystemModstamp"),
                 }
                 if isinstance(record, Contact):
                     row["AccountId"] = record.account_id
@@ -293,14 +304,14 @@ class FakeSalesforce:
         at: datetime,
         master_record_id: str | None = None,
     ) -> None:
-        """Delete a live record into the recycle bin, stamped ``at``, as Salesforce does.
+        """Delete a live record into the recycle bin, stamped ``at`` (to the second).
 
         The row stays, with ``IsDeleted`` true, for queryAll only. Deleting an account
         deletes its contacts too; merging it (``master_record_id``, the live winner)
         moves them to the winner instead, leaving their ``SystemModstamp`` as it was.
         """
         record_id = self._id(object_type, record_id)
-        stamp = instant(at, "at")
+        stamp = modstamp(at, "at")
         with self._lock:
             rows = self._api.org.rows[object_type]
             row = self._api.org.live(object_type, record_id)
@@ -334,12 +345,12 @@ class FakeSalesforce:
                 self._deleted_with[record_id] = [contact["Id"] for contact in members]
 
     def undelete(self, object_type: ObjectType, record_id: str, *, at: datetime) -> None:
-        """Restore a record from the recycle bin, stamped ``at``.
+        """Restore a record from the recycle bin, stamped ``at`` (to the second).
 
         An account comes back with the contacts that were deleted with it.
         """
         record_id = self._id(object_type, record_id)
-        stamp = instant(at, "at")
+        stamp = modstamp(at, "at")
         with self._lock:
             rows = self._api.org.rows[object_type]
             row = rows.get(record_id)
@@ -407,6 +418,24 @@ class FakeSalesforce:
         system = [entry for entry in system_fields(object_type) if entry["name"] not in names]
         with self._lock:
             self._api.describe[object_type] = system + described
+
+    def hide_fields(self, object_type: str, *names: str) -> None:
+        """Deny the integration user the fields ``names``, as field-level security does.
+
+        Salesforce then leaves them out of describe, of records and of ``FIELDS()``, and
+        answers a query, a ``fields`` parameter or a write that names one with
+        ``INVALID_FIELD``. Their values stay, to be seen again after `show_fields`. The
+        fields every query selects (``Id``, ``SystemModstamp``, ...) cannot be hidden.
+        """
+        fields = self._hideable(object_type, names)
+        with self._lock:
+            self._api.hidden.setdefault(object_type, set()).update(fields)
+
+    def show_fields(self, object_type: str, *names: str) -> None:
+        """Let the integration user read the fields ``names`` again (see `hide_fields`)."""
+        fields = self._hideable(object_type, names)
+        with self._lock:
+            self._api.hidden.get(object_type, set()).difference_update(fields)
 
     def fail(
         self,
@@ -480,6 +509,22 @@ class FakeSalesforce:
             return list(self._log)
 
     # -- Helpers of the arranging methods ---------------------------------------------------
+
+    def _hideable(self, object_type: str, names: tuple[str, ...]) -> set[str]:
+        """``names``, in lower case, once each is known to name a field that may be hidden."""
+        if object_type not in KEY_PREFIXES:
+            raise InvalidRecordError(f"unknown object type {object_type!r}")
+        always = {entry["name"].lower() for entry in system_fields(object_type)}
+        with self._lock:
+            described = by_name(self._api.describe[object_type])
+        for name in names:
+            if name.lower() not in described:
+                raise InvalidRecordError(f"{object_type} has no such field", field=name)
+            if name.lower() in always:
+                raise InvalidRecordError(
+                    "is always there to select: it cannot be hidden", field=name
+                )
+        return {name.lower() for name in names}
 
     @staticmethod
     def _id(object_type: str, record_id: str) -> str:
