@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from acctsync import (
     Account,
+    ChangeDataValue,
     ConfigurationError,
     Contact,
     Deletion,
+    DescribedSource,
+    Origin,
     Person,
     SourceError,
     SyncEngine,
@@ -24,6 +29,7 @@ from acctsync.sources.salesforce import (
     RetryPolicy,
     SalesforceError,
     SalesforceSource,
+    UnreadableFieldError,
     _composite_ids,
     soql_datetime,
 )
@@ -33,6 +39,8 @@ from acctsync.testing.salesforce import FakeSalesforce
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
+# Describes of a real org, as CumulusCI recorded them (see its README).
+REALWORLD = Path("/work/shared/realworld-data")
 
 
 def at(seconds: float) -> datetime:
@@ -144,15 +152,235 @@ def test_a_full_sync_into_sqlite_equals_the_org(org: FakeSalesforce, tmp_path: P
 
 def test_fields_are_discovered_by_describe_without_compound_fields(org: FakeSalesforce) -> None:
     source = SalesforceSource(org.client(), retry=no_wait()[0])
-    fields = source.fields("Account")
+    fields = source.field_names("Account")
+    assert isinstance(source, DescribedSource)
     assert "Name" in fields
     assert "BillingCity" in fields
     assert "BillingAddress" not in fields
     assert not {"Id", "SystemModstamp", "IsDeleted", "LastModifiedDate"} & set(fields)
     soql = source.soql("Account", at(0))
-    assert soql.startswith("SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, ")
-    where = "WHERE SystemModstamp >= 2024-03-01T09:00:00Z ORDER BY SystemModstamp, Id"
-    assert soql.endswith(where)
+    assert soql == (
+        f"SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, {', '.join(fields)} FROM Account"
+        " WHERE SystemModstamp >= 2024-03-01T09:00:00Z ORDER BY SystemModstamp, Id"
+    )
+
+
+def describes(org: FakeSalesforce) -> int:
+    return sum(r.path.endswith("/describe") for r in org.requests)
+
+
+def queries(org: FakeSalesforce) -> list[str]:
+    return [r.soql for r in org.requests if r.soql is not None]
+
+
+def test_r9_configured_fields_are_read_as_describe_spells_them(org: FakeSalesforce) -> None:
+    acme = Account(
+        id=make_id("001", 1), fields={"Name": "Acme", "Industry": "Retail"}, system_modstamp=at(0)
+    )
+    org.put(acme)
+    source = source_of(org, fields={"Account": ["industry", "NAME", "Industry", "id"]})
+    store = InMemoryStore()
+
+    assert source.field_names("Account") == ("Industry", "Name")
+    report = SyncEngine(source=source, store=store, clock=lambda: CLOCK).sync()
+
+    assert report.ok
+    assert store.get_account(acme.id) == acme
+    assert queries(org)[0].startswith(
+        "SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, Industry, Name FROM Account"
+    )
+    assert describes(org) == 2  # once per object for this source, however often asked
+
+
+@pytest.mark.parametrize(
+    ("hidden", "configured", "expected"),
+    [
+        ((), ["Name", "Industy"], {"Industy": ("Industry",)}),
+        (("Industry",), ["Name", "Industry"], {"Industry": ()}),
+        (
+            ("Industry",),
+            ["Name", "Industry", "Phone", "Website_"],
+            {"Industry": (), "Website_": ("Website",)},
+        ),
+    ],
+    ids=["a-typo", "hidden-from-the-user", "both"],
+)
+def test_r9_a_configured_field_describe_does_not_list_fails_before_any_query(
+    org: FakeSalesforce,
+    hidden: tuple[str, ...],
+    configured: list[str],
+    expected: dict[str, tuple[str, ...]],
+) -> None:
+    org.put(Account(id=make_id("001", 1), fields={"Name": "Acme"}, system_modstamp=at(0)))
+    org.hide_fields("Account", *hidden)
+    store = InMemoryStore()
+    engine = sync_of(org, store, fields={"Account": configured})
+
+    with pytest.raises(UnreadableFieldError) as raised:
+        engine.sync()
+
+    error = raised.value
+    assert isinstance(error, SalesforceError)
+    assert not error.retryable
+    assert (error.object_type, error.fields, error.close_matches) == (
+        "Account",
+        tuple(expected),
+        expected,
+    )
+    for name, near in expected.items():
+        assert repr(name) in str(error)
+        assert all(repr(n) in str(error) for n in near)
+    assert queries(org) == []
+    assert store.watermark("Account") is None
+
+
+def test_r9_a_field_revoked_between_syncs_is_noticed_by_the_next_source(
+    org: FakeSalesforce,
+) -> None:
+    acme = make_id("001", 1)
+    org.put(Account(id=acme, fields={"Name": "Acme", "Industry": "Retail"}, system_modstamp=at(0)))
+    store = InMemoryStore()
+    first = SalesforceSource(org.client(), retry=no_wait()[0])
+    assert SyncEngine(source=first, store=store, clock=lambda: CLOCK).sync().ok
+    assert "Industry" in first.field_names("Account")
+
+    org.hide_fields("Account", "Industry")
+    org.put(Account(id=acme, fields={"Name": "Acme Corp"}, system_modstamp=at(60)))
+    # The first source keeps the describe it read; the next sync's source reads it anew.
+    assert "Industry" in first.field_names("Account")
+    assert describes(org) == 2
+    second = SalesforceSource(org.client(), retry=no_wait()[0])
+    report = SyncEngine(source=second, store=store, clock=lambda: CLOCK).sync()
+
+    assert "Industry" not in second.field_names("Account")
+    assert "Industry" not in queries(org)[-2]
+    assert report.ok
+    account = store.get_account(acme)
+    assert account is not None
+    assert account.fields["Name"] == "Acme Corp"
+    assert report.missing_fields == {"Account": ("Industry",)}
+    # A source told to read it fails, naming it.
+    with pytest.raises(UnreadableFieldError, match="'Industry'"):
+        source_of(org, fields={"Account": ["Name", "Industry"]}).field_names("Account")
+
+
+def realworld_describe(object_type: str) -> list[dict[str, Any]]:
+    path = REALWORLD / f"describe_{object_type.lower()}_cumulusci.json"
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    fields: list[dict[str, Any]] = json.loads(path.read_text())["fields"]
+    return fields
+
+
+def test_r8_a_real_orgs_describes_give_the_syncable_fields(org: FakeSalesforce) -> None:
+    for object_type in ("Account", "Contact"):
+        org.describe_fields(object_type, realworld_describe(object_type))
+    ada = make_id("003", 1)
+    org.put(
+        Contact(
+            id=ada,
+            fields={"FirstName": "Ada", "LastName": "Lovelace", "MailingCity": "London"},
+            system_modstamp=at(0),
+        )
+    )
+    source = SalesforceSource(org.client(), retry=no_wait()[0])
+
+    # No compound (BillingAddress, Contact's Name), no base64, no audit or system field.
+    assert source.field_names("Account") == (
+        "Name", "Type", "RecordTypeId", "ParentId", "Primary_Contact__c",
+        "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode", "BillingCountry",
+        "BillingLatitude", "BillingLongitude", "BillingGeocodeAccuracy",
+        "ShippingStreet", "ShippingCity", "ShippingState", "ShippingPostalCode",
+        "ShippingCountry", "ShippingLatitude", "ShippingLongitude", "ShippingGeocodeAccuracy",
+        "Phone", "Fax", "AccountNumber", "Website", "PhotoUrl", "Sic", "Industry",
+        "AnnualRevenue", "NumberOfEmployees", "Ownership", "TickerSymbol", "Description",
+        "ns__Description__c", "History__c", "Rating", "Site", "OwnerId",
+        "ns__LinkedAccount__c", "IsPartner", "IsCustomerPortal", "ChannelProgramName",
+        "ChannelProgramLevelName", "Jigsaw", "JigsawCompanyId", "CleanStatus",
+        "AccountSource", "DunsNumber", "Tradestyle", "NaicsCode", "NaicsDesc", "YearStarted",
+        "SicDesc", "DandbCompanyId", "OperatingHoursId",
+    )  # fmt: skip
+    assert source.field_names("Contact") == (
+        "LastName", "FirstName", "Salutation",
+        "OtherStreet", "OtherCity", "OtherState", "OtherPostalCode", "OtherCountry",
+        "OtherLatitude", "OtherLongitude", "OtherGeocodeAccuracy",
+        "MailingStreet", "MailingCity", "MailingState", "MailingPostalCode", "MailingCountry",
+        "MailingLatitude", "MailingLongitude", "MailingGeocodeAccuracy",
+        "Phone", "Fax", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone",
+        "ReportsToId", "Email", "Title", "Department", "AssistantName", "LeadSource",
+        "Birthdate", "Description", "OwnerId", "LastCURequestDate", "LastCUUpdateDate",
+        "EmailBouncedReason", "EmailBouncedDate", "IsEmailBounced", "PhotoUrl", "Jigsaw",
+        "JigsawContactId", "CleanStatus", "IndividualId",
+    )  # fmt: skip
+    store = InMemoryStore()
+    report = SyncEngine(source=source, store=store, clock=lambda: CLOCK).sync()
+    assert report.ok
+    contact = store.get_contact(ada)
+    assert contact is not None
+    assert contact.fields["MailingCity"] == "London"
+    assert contact.fields.keys() == set(source.field_names("Contact"))
+
+
+def test_r8_a_query_answer_holding_a_compound_field_syncs_its_components(
+    org: FakeSalesforce,
+) -> None:
+    acme = make_id("001", 1)
+    org.put(
+        Account(
+            id=acme,
+            fields={"Name": "Acme", "BillingCity": "Oslo", "BillingPostalCode": "0150"},
+            system_modstamp=at(0),
+        )
+    )
+    source = source_of(org, fields={"Account": ["Name", "BillingAddress"]})
+    store = InMemoryStore()
+
+    report = SyncEngine(source=source, store=store, clock=lambda: CLOCK).sync()
+
+    assert source.field_names("Account") == (
+        "Name", "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode",
+        "BillingCountry",
+    )  # fmt: skip
+    assert "Name, BillingAddress FROM Account" in queries(org)[0]
+    assert report.ok, report.rejected
+    account = store.get_account(acme)
+    assert account is not None
+    assert "BillingAddress" not in account.fields
+    assert (account.fields["BillingCity"], account.fields["BillingPostalCode"]) == (
+        "Oslo",
+        "0150",
+    )
+
+
+def test_r3_a_save_in_the_second_of_the_last_synced_one_is_applied(
+    org: FakeSalesforce, any_store: Any
+) -> None:
+    sf = org.client()
+    sf.Account.upsert("External_Id__c/X-1", {"Name": "Acme", "Industry": "Retail"})
+    (acme,) = org.records("Account")
+    ada = sf.Contact.create({"LastName": "Ng", "AccountId": acme.id})["id"]
+    fields = {"Account": ["Name", "Industry"], "Contact": ["LastName"]}
+    engine = sync_of(org, any_store, fields=fields)
+    assert engine.sync().accounts_upserted == 1
+
+    # Saved again in the same second: Salesforce gives it the same SystemModstamp.
+    sf.Account.upsert("External_Id__c/X-1", {"Industry": "Energy"})
+    (saved,) = org.records("Account")
+    assert saved.system_modstamp == acme.system_modstamp
+    report = engine.sync()
+
+    assert report.accounts_upserted == 1
+    stored = any_store.get_account(acme.id)
+    assert stored is not None
+    assert stored.fields == {"Name": "Acme", "Industry": "Energy"}
+    logged = [e for e in any_store.activities() if e.field == "Industry"]
+    assert [(e.contact_id, e.old_value, e.new_value, e.origin) for e in logged] == [
+        (ada, "Retail", "Energy", Origin.SALESFORCE)
+    ]
+    assert all(isinstance(e, ChangeDataValue) for e in logged)
+    again = engine.sync()
+    assert (again.accounts_upserted, again.activities) == (0, ())
+    assert len(list(any_store.activities())) == len(logged)
 
 
 def test_r1_a_late_committed_record_is_picked_up(org: FakeSalesforce) -> None:
@@ -310,6 +538,9 @@ def test_bad_settings_are_refused(org: FakeSalesforce) -> None:
         SalesforceSource(org.client(), fields={"Lead": ["Name"]})
     with pytest.raises(ConfigurationError):
         SalesforceSource(org.client(), fields={"Account": "Name"})
+    for name in ("Name, Phone", "Name FROM Account --", "Tier__c)", "Ünïcode__c"):
+        with pytest.raises(ConfigurationError, match=re.escape(repr(name))):
+            SalesforceSource(org.client(), fields={"Account": ["Name", name]})
     for bad in ({"attempts": 0}, {"attempts": True}, {"initial": "1"}, {"initial": 90.0}):
         with pytest.raises(ConfigurationError):
             RetryPolicy(**bad)  # type: ignore[arg-type]
@@ -332,7 +563,6 @@ def test_r4_an_account_merge_moves_its_contacts_whose_stamps_stay(org: FakeSales
     report = engine.sync()
     assert report.ok
     assert report.accounts_deleted == 1
-    assert report.contacts_upserted == 0  # Salesforce moved it without a new stamp
     assert store.get_account(loser) is None
     assert store.contact_ids(winner) == [moved]
     assert {r.method for r in org.requests} == {"GET"}  # S1: reads only
@@ -351,6 +581,11 @@ def test_reconcile_finds_purged_records_and_refreshed_formulas(
     fields = {"Account": ["Name", "Tier__c"], "Contact": ["Email"]}
     with SqlStore.sqlite(tmp_path / "org.db") as store:
         engine = sync_of(org, store, fields=fields)
+        engine.sync()
+        # A change an hour later: the syncs after it read back only 5 minutes before it.
+        org.put(
+            Account(id=make_id("001", 3), fields={"Name": "Initech"}, system_modstamp=at(3600))
+        )
         engine.sync()
         org.delete("Account", a2, at=at(10))
         org.purge("Account", a2)  # emptied from the recycle bin before any sync saw it

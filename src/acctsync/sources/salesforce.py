@@ -6,6 +6,12 @@ merged rows arrive too (``IsDeleted``, ``MasterRecordId``), filtered on the incl
 and followed page by page along ``nextRecordsUrl``. Records go to the engine as
 `RawRecord` items, so that a malformed one is rejected, not fatal (rule R7).
 
+Fields: each source reads each object's ``describe`` once, the first time it needs it.
+Describe lists only the fields the integration user may read, so it is both the list of
+fields to sync when none are configured and the check of those configured: a field it
+lacks would fail the query with ``INVALID_FIELD``, so it fails before the query, naming
+the field and its close matches. Names take describe's spelling (rule R9).
+
 Writing: Convert Person (rule S6) is one all-or-none composite request of three upserts
 on an external ID field keyed by the conversion's idempotency key, so that a retry after
 a timeout finds the records the first try created instead of creating a second set.
@@ -34,10 +40,17 @@ from simple_salesforce.exceptions import SalesforceError as ClientError
 from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
 from acctsync._formats import AUDIT_FIELDS, json_value
 from acctsync._ids import normalize_id
-from acctsync._records import FieldValue, ObjectType, RawRecord, parse_object_type
+from acctsync._names import close_matches
+from acctsync._records import (
+    FieldValue,
+    ObjectType,
+    RawRecord,
+    field_name_problem,
+    parse_object_type,
+)
 from acctsync._state import Conversion, ConversionRequest
 
-__all__ = ["RetryPolicy", "SalesforceError", "SalesforceSource"]
+__all__ = ["RetryPolicy", "SalesforceError", "SalesforceSource", "UnreadableFieldError"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -46,9 +59,18 @@ _SYSTEM_FIELDS: Final[Mapping[ObjectType, tuple[str, ...]]] = {
     "Account": ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId"),
     "Contact": ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId", "AccountId"),
 }
-# Compound fields repeat their components (BillingAddress is BillingStreet, ...), which
-# are synced one by one; base64 bodies are files, not account information.
-_SKIPPED_TYPES: Final = frozenset({"address", "location", "base64"})
+# Fields the source never reads: the record attributes it always selects, and those
+# the decoders drop (rule R9: in any case).
+_NOT_READ: Final[Mapping[ObjectType, frozenset[str]]] = {
+    kind: frozenset(name.lower() for name in (*names, *AUDIT_FIELDS))
+    for kind, names in _SYSTEM_FIELDS.items()
+}
+# Values that are objects, not scalars: address and geolocation compounds (whose
+# components are fields of their own) and base64 file bodies, which are no account
+# information. REST API Developer Guide, "sObject Describe"; SOAP API Developer Guide,
+# "Address Compound Fields" and "Compound Field Considerations and Limitations".
+_COMPOUND_TYPES: Final = frozenset({"address", "location"})
+_SKIPPED_TYPES: Final = _COMPOUND_TYPES | {"base64"}
 _RETRYABLE_CODES: Final = frozenset(
     {"REQUEST_LIMIT_EXCEEDED", "QUERY_TIMEOUT", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"}
 )
@@ -74,6 +96,30 @@ class SalesforceError(SourceError):
         self.status = status
         self.error_code = error_code
         super().__init__(message, retryable=retryable)
+
+
+class UnreadableFieldError(SalesforceError):
+    """Fields named in ``fields`` that the org's describe of ``object_type`` does not list.
+
+    Salesforce leaves out of describe the fields the integration user may not read (field-
+    level security) as well as those the org does not have, and refuses a query naming
+    either with ``INVALID_FIELD``. ``fields`` are the names as configured;
+    ``close_matches`` maps each to describe's names it may be a typo of, closest first.
+    Grant the user read access to the field, or correct the name.
+    """
+
+    def __init__(self, object_type: ObjectType, close_matches: Mapping[str, tuple[str, ...]]):
+        self.object_type = object_type
+        self.fields = tuple(close_matches)
+        self.close_matches = dict(close_matches)
+        named = "; ".join(
+            f"{name!r}" + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else "")
+            for name, near in close_matches.items()
+        )
+        super().__init__(
+            f"describe {object_type} does not list {named}: the org has no such field, or"
+            " the integration user may not read it"
+        )
 
 
 @frozen(kw_only=True)
@@ -159,12 +205,20 @@ def soql_datetime(value: datetime) -> str:
 
 
 class SalesforceSource:
-    """A `WritableSource` over a live org, through a ``simple_salesforce.Salesforce`` client.
+    """A `WritableSource` and `DescribedSource` over a live org, through a client.
 
-    ``fields`` names the fields to sync per object; an object not named syncs every
-    field its ``describe`` lists, except compound and file fields (the compounds'
-    components sync one by one) and audit fields. Create the client with
+    The client is a ``simple_salesforce.Salesforce``; create it with
     ``parse_float=decimal.Decimal`` to keep currency values exact.
+
+    ``fields`` names the fields to sync per object, in any case: they are read as the
+    org's ``describe`` spells them, and a name describe does not list (a typo, or a
+    field the integration user may not read) raises `UnreadableFieldError` before any
+    query. A compound field named there (``BillingAddress``) is read as its components.
+    An object not named syncs every field its describe lists, except compound and file
+    fields (the compounds' components sync one by one) and audit fields.
+
+    Each source reads each object's describe once; a new source reads it again, so a
+    sync that makes its own source sees access granted or revoked since the last.
 
     ``external_id_field`` is an External ID field on Account, Contact and Opportunity
     that Convert Person writes its idempotency key to (create it in the org first).
@@ -181,7 +235,8 @@ class SalesforceSource:
         self._client = client
         self._retry = retry or RetryPolicy()
         self._external_id_field = external_id_field
-        self._fields: dict[ObjectType, tuple[str, ...]] = {}
+        self._configured: dict[ObjectType, tuple[str, ...]] = {}
+        self._readings: dict[ObjectType, _Reading] = {}
         for object_type, names in (fields or {}).items():
             try:
                 kind = parse_object_type(object_type)
@@ -189,29 +244,51 @@ class SalesforceSource:
                 raise ConfigurationError(f"fields: {error.reason}") from None
             if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
                 raise ConfigurationError(f"fields of {kind} must be a list of field names")
-            self._fields[kind] = tuple(n for n in names if n not in _SYSTEM_FIELDS[kind])
+            read = tuple(n for n in names if n.lower() not in _NOT_READ[kind])
+            for name in read:
+                # Checked here, so that no name can change the query's meaning.
+                problem = field_name_problem(name)
+                if problem is not None:
+                    raise ConfigurationError(f"fields of {kind}: {name!r} {problem}")
+            self._configured[kind] = read
 
     def __repr__(self) -> str:
         return f"<SalesforceSource {self._client.base_url!r}>"
 
     # -- Reading -------------------------------------------------------------------------
 
-    def fields(self, object_type: ObjectType) -> tuple[str, ...]:
-        """The fields synced for ``object_type``: those configured, or those described."""
-        kind = parse_object_type(object_type)
-        if kind not in self._fields:
-            described = self._retry.call(
-                f"describe {kind}", lambda: self._client.restful(f"sobjects/{kind}/describe")
-            )
-            self._fields[kind] = _syncable(kind, described)
-        return self._fields[kind]
+    def field_names(self, object_type: ObjectType) -> tuple[str, ...]:
+        """The fields of ``object_type`` this source reads, as describe spells them.
+
+        Those configured (a compound as its components), or those described; system
+        fields left out. Raises `UnreadableFieldError` for a configured field that
+        describe does not list.
+        """
+        return self._reading(object_type).fields
 
     def soql(self, object_type: ObjectType, since: datetime | None) -> str:
         """The query that reads ``object_type`` changes stamped at or after ``since``."""
         kind = parse_object_type(object_type)
-        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self.fields(kind)))
+        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self._reading(kind).selected))
         where = "" if since is None else f" WHERE SystemModstamp >= {soql_datetime(since)}"
         return f"SELECT {selected} FROM {kind}{where} ORDER BY SystemModstamp, Id"
+
+    def _reading(self, object_type: ObjectType) -> _Reading:
+        kind = parse_object_type(object_type)
+        reading = self._readings.get(kind)
+        if reading is None:
+            answer = self._retry.call(
+                f"describe {kind}", lambda: self._client.restful(f"sobjects/{kind}/describe")
+            )
+            described = _described(kind, answer)
+            configured = self._configured.get(kind)
+            reading = (
+                _syncable(kind, described)
+                if configured is None
+                else _configured_reading(kind, configured, described)
+            )
+            self._readings[kind] = reading
+        return reading
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
@@ -309,19 +386,64 @@ def _records(result: object) -> list[Mapping[str, Any]]:
     return records
 
 
-def _syncable(object_type: ObjectType, described: object) -> tuple[str, ...]:
-    fields = described.get("fields") if isinstance(described, Mapping) else None
+@frozen
+class _Reading:
+    """What a source reads of one object: the fields it selects, and those records carry."""
+
+    selected: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+def _described(object_type: ObjectType, answer: object) -> tuple[Mapping[str, Any], ...]:
+    """The field entries of a describe answer (REST API Developer Guide, "sObject Describe")."""
+    fields = answer.get("fields") if isinstance(answer, Mapping) else None
     if not isinstance(fields, list):
         raise SalesforceError(f"describe {object_type}: an answer without a fields list")
-    system = set(_SYSTEM_FIELDS[object_type]) | AUDIT_FIELDS
-    return tuple(
-        field["name"]
-        for field in fields
-        if isinstance(field, Mapping)
-        and isinstance(field.get("name"), str)
-        and field["name"] not in system
-        and field.get("type") not in _SKIPPED_TYPES
+    return tuple(f for f in fields if isinstance(f, Mapping) and isinstance(f.get("name"), str))
+
+
+def _syncable(object_type: ObjectType, described: Sequence[Mapping[str, Any]]) -> _Reading:
+    # A field other fields name as their compoundFieldName, and that cannot be written,
+    # holds only what they hold (Contact's Name is Salutation, FirstName and LastName);
+    # a writable one holds a value of its own (Account's Name, a compound in orgs with
+    # person accounts, is the whole name of a business account).
+    compounds = {
+        f.get("compoundFieldName") for f in described if f.get("compoundFieldName") != f["name"]
+    }
+    names = tuple(
+        f["name"]
+        for f in described
+        if f["name"].lower() not in _NOT_READ[object_type]
+        and f.get("type") not in _SKIPPED_TYPES
+        and not (f["name"] in compounds and not f.get("createable") and not f.get("updateable"))
     )
+    return _Reading(selected=names, fields=names)
+
+
+def _configured_reading(
+    object_type: ObjectType, configured: Sequence[str], described: Sequence[Mapping[str, Any]]
+) -> _Reading:
+    by_fold = {f["name"].lower(): f for f in described}
+    unlisted: dict[str, tuple[str, ...]] = {}
+    selected: dict[str, Mapping[str, Any]] = {}  # by describe's spelling, once each
+    for name in configured:
+        entry = by_fold.get(name.lower())
+        if entry is None:
+            unlisted[name] = close_matches(name, (f["name"] for f in described))
+        else:
+            selected.setdefault(entry["name"], entry)
+    if unlisted:
+        raise UnreadableFieldError(object_type, unlisted)
+    fields: dict[str, None] = {}
+    for name, entry in selected.items():
+        if entry.get("type") in _COMPOUND_TYPES:
+            # The answer holds it as an object, which the decoder reads as its components.
+            fields.update(
+                (f["name"], None) for f in described if f.get("compoundFieldName") == name
+            )
+        else:
+            fields[name] = None
+    return _Reading(selected=tuple(selected), fields=tuple(fields))
 
 
 def _composite_ids(answer: object) -> dict[str, str]:
