@@ -12,8 +12,10 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,11 +30,15 @@ from acctsync import (
     InvalidRecordError,
     PartialUpdate,
     Refetch,
+    Store,
+    SyncEngine,
     decode_change_event,
     decode_record,
     encode_record,
 )
-from acctsync.testing import make_id
+from acctsync.testing import InMemorySource, make_id
+
+REALWORLD = Path("/work/shared/realworld-data")
 
 A1 = make_id("001", 1)
 A2 = make_id("001", 2)
@@ -67,6 +73,8 @@ def rest_contact(**extra: Any) -> dict[str, Any]:
     return record
 
 
+# Change Data Capture Developer Guide, "Change Event Header Fields": the header every
+# event carries, as the guide's examples show it.
 def header(**extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "entityName": "Account",
@@ -84,6 +92,14 @@ def header(**extra: Any) -> dict[str, Any]:
     }
     out.update(extra)
     return out
+
+
+SEQ = (11658922434425, 1)  # header()'s (commitNumber, sequenceNumber)
+
+
+def fields_of(change: object) -> dict[str, object]:
+    assert isinstance(change, Account | Contact | PartialUpdate)
+    return dict(change.fields)
 
 
 def event(body: dict[str, Any] | None = None, **header_fields: Any) -> dict[str, Any]:
@@ -246,7 +262,7 @@ def test_payload_must_be_an_object(payload: object) -> None:
 )
 def test_field_value_decoding(raw: object, expected: object) -> None:
     record = decode_record("Account", rest_account(Value__c=raw))
-    value = record.fields["Value__c"]
+    value = fields_of(record)["Value__c"]
     assert type(value) is type(expected)
     assert value == expected
 
@@ -254,8 +270,8 @@ def test_field_value_decoding(raw: object, expected: object) -> None:
 def test_numbers_parsed_as_decimal_stay_decimal() -> None:
     text = json.dumps(rest_account(AnnualRevenue=1.5))
     record = decode_record("Account", json.loads(text, parse_float=Decimal))
-    assert record.fields["AnnualRevenue"] == Decimal("1.5")
-    assert type(record.fields["AnnualRevenue"]) is Decimal
+    assert fields_of(record)["AnnualRevenue"] == Decimal("1.5")
+    assert type(fields_of(record)["AnnualRevenue"]) is Decimal
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
@@ -277,21 +293,23 @@ def test_audit_fields_are_dropped() -> None:
     }
     assert set(audit) == set(AUDIT_FIELDS)
     record = decode_record("Account", rest_account(**audit))
-    assert dict(record.fields) == {"Name": "Acme"}
+    assert fields_of(record) == {"Name": "Acme"}
     contact = decode_record("Contact", rest_contact(**audit))
-    assert dict(contact.fields) == {"Email": "a@b.c"}
+    assert fields_of(contact) == {"Email": "a@b.c"}
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("BillingAddress", {"city": "Paris", "street": "1 rue", "country": "FR"}),
         ("Owner", {"attributes": {"type": "User"}, "Name": "Jane"}),
         ("Account", {"attributes": {"type": "Account"}, "Name": "Acme"}),
+        ("BillingAddress", {"attributes": {"type": "Address"}, "city": "Paris"}),
+        ("Industry", {"city": "Paris"}),  # the shape of a compound, on no compound
+        ("Loc__c", {"latitude": 1.0, "altitude": 2.0}),  # a key no compound has
         ("Tags__c", ["a", "b"]),
     ],
 )
-def test_compound_and_relationship_values_are_rejected_with_a_reason(
+def test_relationship_and_other_object_values_are_rejected_with_a_reason(
     name: str, value: object
 ) -> None:
     with pytest.raises(InvalidRecordError) as info:
@@ -440,6 +458,7 @@ def test_cdc_create_account() -> None:
                 "OwnerId": "005xx000001X8UzAAK",
             },
             system_modstamp=T,
+            sequence=SEQ,
         )
     ]
 
@@ -466,13 +485,14 @@ def test_cdc_create_contact_with_account_and_compound_name() -> None:
                 "Birthdate": date(1815, 12, 10),
             },
             system_modstamp=T,
+            sequence=SEQ,
         )
     ]
 
 
 def test_cdc_undelete_gives_the_full_record() -> None:
     changes = decode_change_event(event({"Name": "Back"}, changeType="UNDELETE"))
-    assert changes == [Account(id=A1, fields={"Name": "Back"}, system_modstamp=T)]
+    assert changes == [Account(id=A1, fields={"Name": "Back"}, system_modstamp=T, sequence=SEQ)]
 
 
 def test_cdc_update_carries_only_changed_fields() -> None:
@@ -490,6 +510,7 @@ def test_cdc_update_carries_only_changed_fields() -> None:
             id=A1,
             fields={"Name": "New name"},
             system_modstamp=T + timedelta(milliseconds=5),
+            sequence=SEQ,
         )
     ]
     assert changes[0].account_id is UNCHANGED  # type: ignore[union-attr]
@@ -582,12 +603,14 @@ def test_cdc_contact_leaves_its_account() -> None:
 
 def test_cdc_delete() -> None:
     changes = decode_change_event(event({}, changeType="DELETE"))
-    assert changes == [Deletion(object_type="Account", id=A1, deleted_at=T)]
+    assert changes == [Deletion(object_type="Account", id=A1, deleted_at=T, sequence=SEQ)]
 
 
 def test_cdc_delete_of_a_merge_loser_keeps_the_master() -> None:
     changes = decode_change_event(event({"MasterRecordId": A2}, changeType="DELETE"))
-    assert changes == [Deletion(object_type="Account", id=A1, deleted_at=T, master_record_id=A2)]
+    assert changes == [
+        Deletion(object_type="Account", id=A1, deleted_at=T, master_record_id=A2, sequence=SEQ)
+    ]
 
 
 def test_cdc_multiple_record_ids_give_one_change_each() -> None:
@@ -599,7 +622,9 @@ def test_cdc_multiple_record_ids_give_one_change_each() -> None:
     assert all(isinstance(u, PartialUpdate) for u in updates)
     assert all(dict(u.fields) == {"Rating": "Hot"} for u in updates)  # type: ignore[union-attr]
     deletes = decode_change_event(event({}, recordIds=ids, changeType="DELETE"))
-    assert deletes == [Deletion(object_type="Account", id=i, deleted_at=T) for i in (A1, A2, A3)]
+    assert deletes == [
+        Deletion(object_type="Account", id=i, deleted_at=T, sequence=SEQ) for i in (A1, A2, A3)
+    ]
     creates = decode_change_event(event({"Name": "n"}, recordIds=ids, changeType="CREATE"))
     assert [c.id for c in creates] == [A1, A2, A3]  # type: ignore[union-attr]
 
@@ -696,7 +721,456 @@ def test_cdc_and_rest_json_decode_into_the_same_record() -> None:
             changeType="CREATE",
         )
     )
-    assert cdc == [rest]
+    assert cdc == [attrs.evolve(rest, sequence=SEQ)]
+
+
+# --- Every shape a real org sends: names in any case, compounds, the empty ID --------
+
+EMPTY_ID = "000000000000000AAA"  # Salesforce's empty ID, and its 15-character form below
+SPELLINGS = [str.upper, str.lower, str.swapcase]
+
+
+@pytest.mark.parametrize("spell", SPELLINGS, ids=lambda spell: spell.__name__)
+def test_r9_rest_record_attributes_are_recognised_in_any_case(spell: Callable[[str], str]) -> None:
+    contact = decode_record(
+        "Contact",
+        {
+            spell("attributes"): {"type": "Contact"},
+            spell("Id"): C1[:15],
+            spell("AccountId"): A1,
+            spell("SystemModstamp"): "2024-01-31T12:00:00.000+0000",
+            spell("IsDeleted"): False,
+            spell("MasterRecordId"): None,
+            "Email": "a@b.c",
+        },
+    )
+    assert contact == Contact(id=C1, account_id=A1, fields={"Email": "a@b.c"}, system_modstamp=T)
+    merged = decode_record(
+        "Account",
+        {
+            spell("Id"): A1,
+            spell("SystemModstamp"): "2024-01-31T12:00:00.000+0000",
+            spell("IsDeleted"): True,
+            spell("MasterRecordId"): A2,
+        },
+    )
+    assert merged == Deletion(object_type="Account", id=A1, deleted_at=T, master_record_id=A2)
+    with pytest.raises(InvalidRecordError, match="attributes"):
+        decode_record("Account", {**rest_account(), spell("attributes"): {"type": "Contact"}})
+
+
+@pytest.mark.parametrize("spell", SPELLINGS, ids=lambda spell: spell.__name__)
+def test_r9_audit_fields_are_dropped_in_any_case(spell: Callable[[str], str]) -> None:
+    audit = {spell(name): "2024-01-31T12:00:00.000+0000" for name in AUDIT_FIELDS}
+    assert fields_of(decode_record("Account", rest_account(**audit))) == {"Name": "Acme"}
+    (created,) = decode_change_event(event({"Name": "Acme", **audit}, changeType="CREATE"))
+    assert fields_of(created) == {"Name": "Acme"}
+    (update,) = decode_change_event(
+        event({"Name": "Acme 2", **audit}, changedFields=["Name", *audit])
+    )
+    assert fields_of(update) == {"Name": "Acme 2"}
+
+
+def test_r9_other_field_names_stay_as_written() -> None:
+    # The engine gives each the org's one spelling; the decoder does not guess it.
+    record = decode_record("Account", rest_account(INDUSTRY="Retail", billing_code__C="B7"))
+    assert fields_of(record) == {"Name": "Acme", "INDUSTRY": "Retail", "billing_code__C": "B7"}
+
+
+def test_r9_a_record_attribute_given_in_two_spellings_must_agree() -> None:
+    assert decode_record("Account", rest_account(ID=A1)).id == A1
+    with pytest.raises(InvalidRecordError) as info:
+        decode_record("Account", rest_account(ID=A2))
+    assert info.value.field == "Id"
+    with pytest.raises(InvalidRecordError) as info:
+        decode_change_event(
+            event({"AccountId": A1, "ACCOUNTID": A2}, entityName="Contact", recordIds=[C1])
+        )
+    assert (info.value.record_id, info.value.field) == (C1, "AccountId")
+
+
+def test_r9_change_event_names_in_any_case() -> None:
+    contact = {"entityName": "Contact", "recordIds": [C1]}
+    (created,) = decode_change_event(
+        event({"accountid": A1, "Email": "a@b.c"}, changeType="CREATE", **contact)
+    )
+    assert isinstance(created, Contact)
+    assert (created.account_id, fields_of(created)) == (A1, {"Email": "a@b.c"})
+    (moved,) = decode_change_event(
+        event({"ACCOUNTID": A2}, changedFields=["ACCOUNTID", "lastmodifieddate"], **contact)
+    )
+    assert isinstance(moved, PartialUpdate)
+    assert (moved.account_id, fields_of(moved)) == (A2, {})
+    (left,) = decode_change_event(
+        event({}, changedFields=["accountId"], nulledFields=["accountId"], **contact)
+    )
+    assert isinstance(left, PartialUpdate)
+    assert (left.account_id, fields_of(left)) == (None, {})
+    (merged,) = decode_change_event(event({"masterrecordid": A2}, changeType="DELETE"))
+    assert merged == Deletion(
+        object_type="Account", id=A1, deleted_at=T, master_record_id=A2, sequence=SEQ
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("Bad Name", 1), ("1st__c", 1), ("Name", "\ud83d"), ("", 1)], ids=repr
+)
+def test_r10_a_name_or_text_salesforce_could_not_send_is_rejected(
+    name: str, value: object
+) -> None:
+    with pytest.raises(InvalidRecordError) as info:
+        decode_record("Account", rest_account(**{name: value}))
+    assert info.value.record_id == A1
+    with pytest.raises(InvalidRecordError):
+        decode_change_event(event({name: value}, changeType="CREATE"))
+
+
+# REST API Developer Guide, "Compound Fields" ("Address Compound Fields"): an address as a
+# SELECT FIELDS(ALL) query or an sobject GET returns it, beside its component fields.
+BILLING_ADDRESS = {
+    "city": "San Francisco",
+    "country": "United States",
+    "countryCode": "US",
+    "geocodeAccuracy": "Address",
+    "latitude": 37.7897,
+    "longitude": -122.3972,
+    "postalCode": "94105",
+    "state": "California",
+    "stateCode": "CA",
+    "street": "415 Mission Street",
+}
+BILLING_COMPONENTS = {
+    "BillingCity": "San Francisco",
+    "BillingCountry": "United States",
+    "BillingCountryCode": "US",
+    "BillingGeocodeAccuracy": "Address",
+    "BillingLatitude": 37.7897,
+    "BillingLongitude": -122.3972,
+    "BillingPostalCode": "94105",
+    "BillingState": "California",
+    "BillingStateCode": "CA",
+    "BillingStreet": "415 Mission Street",
+}
+
+
+def test_r8_rest_address_compound_is_read_as_its_components() -> None:
+    record = decode_record("Account", rest_account(BillingAddress=BILLING_ADDRESS))
+    assert fields_of(record) == {"Name": "Acme", **BILLING_COMPONENTS}
+    contact = decode_record(
+        "Contact", rest_contact(MailingAddress={"city": "Lyon"}, OtherAddress={"street": "x"})
+    )
+    assert fields_of(contact) == {"Email": "a@b.c", "MailingCity": "Lyon", "OtherStreet": "x"}
+
+
+def test_r8_rest_component_held_by_the_record_wins_over_the_compound() -> None:
+    record = decode_record(
+        "Account",
+        rest_account(BillingCity="Oakland", billingstate=None, BillingAddress=BILLING_ADDRESS),
+    )
+    expected = {**BILLING_COMPONENTS, "BillingCity": "Oakland", "billingstate": None}
+    del expected["BillingState"]  # the record holds it, in another spelling
+    assert fields_of(record) == {"Name": "Acme", **expected}
+
+
+@pytest.mark.parametrize(
+    ("object_type", "describe"),
+    [
+        ("Account", "describe_account_cumulusci.json"),
+        ("Contact", "describe_contact_cumulusci.json"),
+    ],
+)
+def test_r8_rest_compound_components_are_the_fields_a_real_describe_names(
+    object_type: str, describe: str
+) -> None:
+    fields = json.loads((REALWORLD / describe).read_text())["fields"]
+    compounds = [f["name"] for f in fields if f["type"] == "address"]
+    assert compounds
+    # This org has no state and country picklists: its addresses have no code components.
+    keys = set(BILLING_ADDRESS) - {"stateCode", "countryCode"}
+    for compound in compounds:
+        expected = {f["name"] for f in fields if f.get("compoundFieldName") == compound}
+        payload = rest_account() if object_type == "Account" else rest_contact()
+        payload[compound] = dict.fromkeys(keys)
+        record = decode_record(object_type, payload)
+        assert set(fields_of(record)) - set(payload) == expected
+
+
+# REST API Developer Guide, "Geolocation Compound Field": a geolocation as an object of
+# latitude and longitude; "Compound Field Considerations and Limitations": its components
+# are the field's name with __Latitude__s and __Longitude__s for __c.
+def test_r8_rest_custom_geolocation_is_read_as_latitude_and_longitude() -> None:
+    record = decode_record(
+        "Account",
+        rest_account(
+            Loc__c={"latitude": 48.8566, "longitude": 2.3522},
+            ns__Site__c={"latitude": 1.5, "longitude": None},
+        ),
+    )
+    assert fields_of(record) == {
+        "Name": "Acme",
+        "Loc__Latitude__s": 48.8566,
+        "Loc__Longitude__s": 2.3522,
+        "ns__Site__Latitude__s": 1.5,
+        "ns__Site__Longitude__s": None,
+    }
+
+
+def test_r8_rest_null_compound_is_no_field() -> None:
+    record = decode_record(
+        "Contact",
+        rest_contact(
+            MailingAddress=None,
+            MailingCity=None,
+            Loc__c=None,
+            Loc__Latitude__s=None,
+            Loc__Longitude__s=None,
+            Plain__c=None,  # a custom field: no components beside it
+        ),
+    )
+    assert fields_of(record) == {
+        "Email": "a@b.c",
+        "MailingCity": None,
+        "Loc__Latitude__s": None,
+        "Loc__Longitude__s": None,
+        "Plain__c": None,
+    }
+
+
+@pytest.mark.parametrize("empty", [EMPTY_ID, EMPTY_ID[:15]])
+def test_r8_empty_id_is_no_account_and_no_master(empty: str) -> None:
+    orphan = Contact(id=C1, fields={"Email": "a@b.c"}, system_modstamp=T)
+    assert decode_record("Contact", rest_contact(AccountId=empty)) == orphan
+    merged = decode_record("Account", rest_account(IsDeleted=True, MasterRecordId=empty))
+    assert merged == Deletion(object_type="Account", id=A1, deleted_at=T)
+    contact = {"entityName": "Contact", "recordIds": [C1]}
+    created = decode_change_event(event({"AccountId": empty}, changeType="CREATE", **contact))
+    assert created == [Contact(id=C1, system_modstamp=T, sequence=SEQ)]
+    moved = decode_change_event(
+        event({"AccountId": empty}, changedFields=["AccountId"], **contact)
+    )
+    assert moved == [
+        PartialUpdate(
+            object_type="Contact", id=C1, account_id=None, system_modstamp=T, sequence=SEQ
+        )
+    ]
+    deleted = decode_change_event(event({"MasterRecordId": empty}, changeType="DELETE"))
+    assert deleted == [Deletion(object_type="Account", id=A1, deleted_at=T, sequence=SEQ)]
+
+
+def test_r8_empty_id_in_any_other_field_is_an_empty_lookup() -> None:
+    record = decode_record("Account", rest_account(ParentId=EMPTY_ID, AccountNumber=EMPTY_ID[:15]))
+    assert fields_of(record)["ParentId"] is None
+    assert fields_of(record)["AccountNumber"] == "000000000000000"  # text that only looks like it
+
+
+def test_r8_empty_id_in_record_ids_names_no_record() -> None:
+    overflow = decode_change_event(event({}, changeType="GAP_OVERFLOW", recordIds=[EMPTY_ID]))
+    assert overflow == [Refetch(object_type="Account", ids=(), reason="GAP_OVERFLOW")]
+    gap = decode_change_event(event({}, changeType="GAP_UPDATE", recordIds=[EMPTY_ID, A1]))
+    assert gap == [Refetch(object_type="Account", ids=(A1,), reason="GAP_UPDATE")]
+    with pytest.raises(InvalidRecordError, match="names no record"):
+        decode_change_event(event({"Name": "x"}, changedFields=["Name"], recordIds=[EMPTY_ID]))
+
+
+# --- Every shape a real org sends: change events over CometD and the Pub/Sub API ------
+
+
+# Pub/Sub API Developer Guide, "Event Deserialization Considerations": the field lists
+# as the API delivers them, bitmaps over the Avro schema's field positions.
+@pytest.mark.parametrize("key", ["changedFields", "nulledFields", "diffFields"])
+@pytest.mark.parametrize("bitmap", ["0x400800", "0x650004E0", "4-0x01", "7-0x06"])
+@pytest.mark.parametrize("change_type", ["UPDATE", "CREATE", "DELETE"])
+def test_r8_unexpanded_pubsub_bitmap_is_refused_not_taken_for_a_field(
+    key: str, bitmap: str, change_type: str
+) -> None:
+    lists: dict[str, Any] = {"changedFields": ["Name"], key: [bitmap]}
+    if key == "changedFields":
+        lists[key] = ["Name", bitmap]
+    with pytest.raises(InvalidRecordError) as info:
+        decode_change_event(event({"Name": "x"}, changeType=change_type, **lists))
+    assert "bitmap" in info.value.reason
+    assert (info.value.record_id, info.value.field) == (A1, f"ChangeEventHeader.{key}")
+
+
+# Change Data Capture Developer Guide, "Data Differences in Event Fields": over CometD a
+# long text field's update carries {"diff": ...}, and the header has no diffFields.
+def test_r8_cometd_diff_value_refetches_the_record_and_applies_the_other_fields() -> None:
+    message = event(
+        {
+            "Description": {
+                "diff": "--- \n+++ 682b8747ccdb93b546e7bbe479b27d26ec7c38ccabb76cdd8308c65954"
+                "92bffc\n@@ -2,1 +2,1 @@\n-Business applications\n+Business apps\n"
+            },
+            "Name": "Acme 2",
+            "LastModifiedDate": "2024-01-31T12:00:00.000Z",
+        },
+        changedFields=["Description", "Name", "LastModifiedDate"],
+    )
+    del message["ChangeEventHeader"]["diffFields"], message["ChangeEventHeader"]["nulledFields"]
+    assert decode_change_event(message) == [
+        PartialUpdate(
+            object_type="Account",
+            id=A1,
+            fields={"Name": "Acme 2"},
+            system_modstamp=T,
+            sequence=SEQ,
+        ),
+        Refetch(object_type="Account", ids=(A1,), reason="diffFields: Description"),
+    ]
+
+
+ADDRESS_PARTS = [
+    "Street",
+    "City",
+    "State",
+    "StateCode",
+    "PostalCode",
+    "Country",
+    "CountryCode",
+    "Latitude",
+    "Longitude",
+    "GeocodeAccuracy",
+]
+
+
+def test_r8_nulled_whole_address_clears_each_of_its_components() -> None:
+    (update,) = decode_change_event(
+        event(
+            {"BillingAddress": None, "Name": "x"},
+            changedFields=["BillingAddress", "Name"],
+            nulledFields=["BillingAddress"],
+        )
+    )
+    assert fields_of(update) == {
+        "Name": "x",
+        **{f"Billing{part}": None for part in ADDRESS_PARTS},
+    }
+    (contact,) = decode_change_event(
+        event({}, entityName="Contact", recordIds=[C1], nulledFields=["MailingAddress"])
+    )
+    assert fields_of(contact) == {f"Mailing{part}": None for part in ADDRESS_PARTS}
+
+
+def test_r8_nulled_custom_compound_clears_its_components_where_the_event_nests_it() -> None:
+    (update,) = decode_change_event(
+        event(
+            {"Loc__c": {"Latitude": None, "Longitude": None}, "Rank__c": None},
+            changedFields=["Loc__c", "Rank__c"],
+            nulledFields=["Loc__c", "Rank__c"],
+        )
+    )
+    assert fields_of(update) == {
+        "Loc__Latitude__s": None,
+        "Loc__Longitude__s": None,
+        "Rank__c": None,
+    }
+
+
+def test_r8_change_event_custom_geolocation_is_read_as_its_components() -> None:
+    (created,) = decode_change_event(
+        event({"Loc__c": {"Latitude": 48.8566, "Longitude": 2.3522}}, changeType="CREATE")
+    )
+    assert fields_of(created) == {"Loc__Latitude__s": 48.8566, "Loc__Longitude__s": 2.3522}
+    (update,) = decode_change_event(
+        event({"Loc__c": {"Latitude": 1.5, "Longitude": None}}, changedFields=["Loc__c.Latitude"])
+    )
+    assert fields_of(update) == {"Loc__Latitude__s": 1.5}
+
+
+def test_r8_update_naming_a_whole_compound_reads_its_components_that_hold_a_value() -> None:
+    # Over the Pub/Sub API an unchanged component is null, a cleared one is in nulledFields.
+    (update,) = decode_change_event(
+        event(
+            {"BillingAddress": {"City": "Lyon", "Street": None, "PostalCode": None}},
+            changedFields=["BillingAddress"],
+            nulledFields=["BillingAddress.PostalCode"],
+        )
+    )
+    assert fields_of(update) == {"BillingCity": "Lyon", "BillingPostalCode": None}
+
+
+def test_r8_address_sub_field_no_object_has_is_not_read() -> None:
+    # The Pub/Sub API's Address record carries an "Xyz" that no Account field matches.
+    (created,) = decode_change_event(
+        event({"BillingAddress": {"City": "Paris", "Xyz": None}}, changeType="CREATE")
+    )
+    assert fields_of(created) == {"BillingCity": "Paris"}
+    (update,) = decode_change_event(
+        event({"BillingAddress": {"Xyz": "1"}}, changedFields=["BillingAddress.Xyz"])
+    )
+    assert fields_of(update) == {}
+
+
+# Change Data Capture Developer Guide, "Change Event Header Fields": commitNumber and
+# sequenceNumber, as numbers or, from some clients, in digits.
+@pytest.mark.parametrize(
+    ("commit", "number", "expected"),
+    [
+        (11658922434425, 3, (11658922434425, 3)),
+        ("11658922434425", "3", (11658922434425, 3)),
+        (11658922434425, None, (11658922434425,)),
+        (11658922434425, "third", (11658922434425,)),
+        (None, 3, None),
+        ("", 3, None),
+        (-1, 3, None),
+        (True, 3, None),
+        (1.5e13, 3, None),
+    ],
+)
+@pytest.mark.parametrize("change_type", ["CREATE", "UPDATE", "DELETE"])
+def test_r3_a_change_is_ordered_by_commit_number_then_sequence_number(
+    commit: object, number: object, expected: tuple[int, ...] | None, change_type: str
+) -> None:
+    message = event(
+        {"Name": "x"}, changeType=change_type, changedFields=["Name"], recordIds=[A1, A2]
+    )
+    for key, value in (("commitNumber", commit), ("sequenceNumber", number)):
+        if value is None:
+            del message["ChangeEventHeader"][key]
+        else:
+            message["ChangeEventHeader"][key] = value
+    changes = decode_change_event(message)
+    assert len(changes) == 2
+    assert [c.sequence for c in changes if not isinstance(c, Refetch)] == [expected, expected]
+
+
+# --- Through the engine, on every store ------------------------------------------------
+
+
+def test_r8_r9_rest_shapes_sync_alike_on_every_store(any_store: Store) -> None:
+    org = InMemorySource()
+    org.add_raw(
+        "Account",
+        {
+            "ATTRIBUTES": {"type": "Account"},
+            "ID": A1,
+            "SystemModstamp": "2024-01-31T12:00:00.000+0000",
+            "Name": "Acme",
+            "BillingAddress": BILLING_ADDRESS,
+            "BillingCity": "Oakland",
+            "ParentId": EMPTY_ID,
+            "lastmodifieddate": "2024-01-31T12:00:00.000+0000",
+        },
+    )
+    org.add_raw("Account", rest_account(Id=A2, Owner={"attributes": {"type": "User"}}))
+    lee = rest_contact(MailingAddress=None)
+    lee["ACCOUNTID"] = lee.pop("AccountId")
+    org.add_raw("Contact", lee)
+    org.add_raw("Contact", rest_contact(Id=C2, AccountId=EMPTY_ID))
+    report = SyncEngine(source=org, store=any_store).sync()
+    assert [(r.record_id, r.field) for r in report.rejected] == [(A2, "Owner")]
+    acme = any_store.get_account(A1)
+    assert acme is not None
+    assert fields_of(acme) == {
+        "Name": "Acme",
+        **BILLING_COMPONENTS,
+        "BillingCity": "Oakland",
+        "ParentId": None,
+    }
+    assert list(any_store.contact_ids(A1)) == [C1]
+    orphan = any_store.get_contact(C2)
+    assert orphan is not None
+    assert orphan.account_id is None
 
 
 # --- Regressions for inputs that once escaped as non-library exceptions ----------------
@@ -809,6 +1283,17 @@ SALTY_TEXT = st.one_of(
             "IsDeleted",
             "MasterRecordId",
             "attributes",
+            "ID",
+            "systemmodstamp",
+            "accountid",
+            "LASTMODIFIEDDATE",
+            "0x400800",
+            "4-0x01",
+            "diff",
+            "latitude",
+            "Loc__c",
+            "000000000000000AAA",
+            "000000000000000",
             "",
         ]
     ),
@@ -891,6 +1376,8 @@ def _record_templates() -> list[tuple[str, dict[str, Any]]]:
         ("Account", rest_account(IsDeleted=True, MasterRecordId=A2)),
         ("Contact", rest_contact(Birthdate="1990-05-17", LastModifiedDate=T.isoformat())),
         ("Contact", rest_contact(IsDeleted=True, MasterRecordId=C2)),
+        ("Account", rest_account(BillingAddress=BILLING_ADDRESS, Loc__c={"latitude": 1.5})),
+        ("Contact", {**rest_contact(AccountId=EMPTY_ID), "ID": C1, "MailingAddress": None}),
     ]
 
 
@@ -923,6 +1410,12 @@ def _event_templates() -> list[dict[str, Any]]:
         event({"Name": "x"}, changeType="UPDATE", recordIds=["001*"], changedFields=["Name"]),
         {"data": {"payload": event({"Name": "x"}, changedFields=["Name"]), "event": {}}},
         {"payload": event({}, changeType="DELETE", **contact)},
+        event(
+            {"Description": {"diff": "--- \n+++ 0\n"}, "Loc__c": {"Latitude": 1.5}},
+            changedFields=["Description", "Loc__c.Latitude", "BillingAddress"],
+            nulledFields=["BillingAddress", "accountid"],
+        ),
+        event({}, changeType="GAP_OVERFLOW", recordIds=[EMPTY_ID]),
     ]
 
 

@@ -4,8 +4,23 @@ Both decode into the same records. Salesforce JSON has no date or decimal type, 
 string that has the exact shape of a Salesforce datetime (``2024-01-31T12:00:00.000+0000``)
 or date (``2024-01-31``) decodes to `datetime` or `date`; numbers stay ``int`` and
 ``float`` (or `Decimal`, when the caller parsed the JSON with ``parse_float=Decimal``).
-Audit fields (``LastModifiedDate`` and kin) are not account information and are dropped,
-so that they neither sync nor log activities.
+
+Theory of operation
+-------------------
+A payload's keys are sorted once: the record attributes (``Id``, ``AccountId``,
+``SystemModstamp``, ``IsDeleted``, ``MasterRecordId``, ``attributes``) and the audit
+fields (``LastModifiedDate`` and kin) are recognised in any case, as Salesforce field
+names are case-insensitive (rule R9); every other key is a field, kept as written (the
+engine gives it the org's one spelling). Audit fields are not account information and
+are dropped, so that they neither sync nor log activities.
+
+A compound field (an address, a geolocation, a contact's name) is read as its
+components: REST nests it beside them, change events nest it instead of them. The
+compound itself is never a field. The empty ID (``000000000000000AAA``) is no ID.
+
+Change events come from CometD as JSON and from the Pub/Sub API as whatever the
+client made of the Avro: its field lists must be expanded from bitmaps to names, and
+an event whose lists are not is refused rather than read as changing nothing.
 
 Anything malformed raises `InvalidRecordError`; no other exception leaves this module.
 """
@@ -13,7 +28,7 @@ Anything malformed raises `InvalidRecordError`; no other exception leaves this m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -22,6 +37,7 @@ from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
+    RESERVED_FIELDS,
     UNCHANGED,
     Account,
     Contact,
@@ -36,12 +52,16 @@ from acctsync._records import (
 
 __all__ = [
     "AUDIT_FIELDS",
+    "EMPTY_ID",
+    "change_sequence",
     "commit_time",
     "decode_change_event",
     "decode_record",
     "encode_record",
     "event_parts",
     "format_datetime",
+    "holds_bitmap",
+    "is_empty_id",
     "is_gap",
     "json_value",
     "parse_datetime",
@@ -58,14 +78,52 @@ AUDIT_FIELDS: Final = frozenset(
         "LastViewedDate",
     }
 )
-"""Fields Salesforce maintains itself; the decoders drop them."""
+"""Fields Salesforce maintains itself; the decoders drop them, in any case."""
 
-_NOT_FIELDS: Final = frozenset(
-    {"attributes", "Id", "AccountId", "SystemModstamp", "IsDeleted", "MasterRecordId"}
-)
+EMPTY_ID: Final = "000000000000000AAA"
+"""Salesforce's empty ID: it names no record (an empty lookup in a Data Export file)."""
+
+_EMPTY_IDS: Final = frozenset({EMPTY_ID, EMPTY_ID[:15]})
+_SYSTEM_NAMES: Final = {name.lower(): name for name in (*RESERVED_FIELDS, *AUDIT_FIELDS)}
+# The system name each name spells, "" for none: a sync meets the same few hundred names
+# on every record, so each is case-folded once. Bounded, so that a stream of junk names
+# cannot grow it for ever.
+_SPELLINGS: dict[object, str] = {}
+_SPELLINGS_MAX: Final = 1 << 16
+
+# REST API Developer Guide and SOAP API Developer Guide, "Compound Fields" ("Address
+# Compound Fields", "Geolocation Compound Field"): REST gives an address as an object
+# of these keys, a geolocation as one of latitude and longitude. Each key is a component
+# field, named as the org's describe names it (compoundFieldName): BillingAddress.city
+# is BillingCity; a custom Loc__c's latitude is Loc__Latitude__s.
+_REST_COMPONENTS: Final = {
+    "street": "Street",
+    "city": "City",
+    "state": "State",
+    "stateCode": "StateCode",
+    "postalCode": "PostalCode",
+    "country": "Country",
+    "countryCode": "CountryCode",
+    "latitude": "Latitude",
+    "longitude": "Longitude",
+    "geocodeAccuracy": "GeocodeAccuracy",
+}
+_ADDRESS_COMPONENTS: Final = tuple(_REST_COMPONENTS.values())
+_ADDRESS_SUFFIX: Final = "Address"
+_CUSTOM_SUFFIX: Final = "__c"
+_COMPOUND_SUFFIXES: Final = (_ADDRESS_SUFFIX, _CUSTOM_SUFFIX)
+
+# Pub/Sub API Developer Guide, "Event Deserialization Considerations": the header's
+# field lists arrive as bitmaps over the Avro schema's field positions ("0x650004E0"),
+# with "4-0x10" for the sub-fields of the compound field at position 4. A field name
+# starts with a letter, so neither is ever one.
+_BITMAP: Final = re.compile(r"(?:[0-9]+-)?0x[0-9A-Fa-f]+")
+_FIELD_LISTS: Final = ("changedFields", "nulledFields", "diffFields")
+
 _DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{4})")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SCALARS: Final = frozenset({str, int, float, bool, Decimal})
 _CDC_RECORD_TYPES: Final = frozenset({"CREATE", "UNDELETE"})
 _CDC_GAPS: Final = frozenset({"GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE"})
 
@@ -92,10 +150,54 @@ def format_datetime(value: datetime) -> str:
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}+0000"
 
 
+def _system_name(name: object) -> str | None:
+    """The record attribute or audit field that ``name`` spells in any case, or None."""
+    found = _SPELLINGS.get(name)
+    if found is None:
+        found = ""
+        # Only ASCII folds: the Kelvin sign lowers to "k", and an API name is ASCII.
+        if isinstance(name, str) and name.isascii():
+            found = _SYSTEM_NAMES.get(name.lower(), "")
+        if len(_SPELLINGS) < _SPELLINGS_MAX:
+            _SPELLINGS[name] = found
+    return found or None
+
+
+def _split(record: Mapping[Any, Any]) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
+    """A payload's record attributes, under their own names, and its fields, audit dropped."""
+    attributes: dict[str, Any] = {}
+    fields: list[tuple[Any, Any]] = []
+    for name, raw in record.items():
+        system = _SPELLINGS.get(name)  # the common case, without a call
+        if system is None:
+            system = _system_name(name)
+        if not system:
+            fields.append((name, raw))
+        elif system in RESERVED_FIELDS:
+            if system in attributes and attributes[system] != raw:
+                raise InvalidRecordError(
+                    "is given twice, in two spellings, with different values", field=system
+                )
+            attributes[system] = raw
+    return attributes, fields
+
+
+def is_empty_id(value: object) -> bool:
+    """Whether ``value`` is the empty ID, in its 18- or 15-character form."""
+    return isinstance(value, str) and value in _EMPTY_IDS
+
+
+def _lookup_id(raw: Any) -> Any:
+    """A lookup's ID as given (the record checks it), or None for the empty ID."""
+    return None if is_empty_id(raw) else raw
+
+
 def _value(raw: object, *, record_id: str, field: str) -> FieldValue:
     if raw is None or isinstance(raw, bool | int | float | Decimal):
         return raw
     if isinstance(raw, str):
+        if raw == EMPTY_ID:  # an empty lookup, as the Data Export service writes it
+            return None
         if _DATETIME.fullmatch(raw):
             try:
                 return datetime.fromisoformat(raw).astimezone(UTC)
@@ -107,12 +209,8 @@ def _value(raw: object, *, record_id: str, field: str) -> FieldValue:
             except (ValueError, OverflowError):
                 return raw
         return raw
-    kind = "an object (a compound or relationship field)" if isinstance(raw, Mapping) else None
-    raise InvalidRecordError(
-        f"holds {kind or type(raw).__name__}; query scalar fields only",
-        record_id=record_id,
-        field=field,
-    )
+    kind = "an object" if isinstance(raw, Mapping) else type(raw).__name__
+    raise InvalidRecordError(f"holds {kind}, not a field value", record_id=record_id, field=field)
 
 
 def _mapping(value: object, what: str) -> Mapping[str, Any]:
@@ -121,10 +219,9 @@ def _mapping(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _record_id(payload: Mapping[str, Any], object_type: ObjectType) -> str:
-    if "Id" not in payload or payload["Id"] is None:
+def _record_id(raw: object, object_type: ObjectType) -> str:
+    if raw is None:
         raise InvalidRecordError("missing Id")
-    raw = payload["Id"]
     try:
         return normalize_id(raw, prefix=OBJECT_PREFIXES[object_type])
     except InvalidRecordError as error:
@@ -133,24 +230,87 @@ def _record_id(payload: Mapping[str, Any], object_type: ObjectType) -> str:
         ) from None
 
 
+def _is_address(name: object) -> bool:
+    # Every standard field of Account and Contact whose name ends so is an address
+    # compound (BillingAddress, MailingAddress, PersonMailingAddress...).
+    return isinstance(name, str) and name.endswith(_ADDRESS_SUFFIX)
+
+
+def _component_name(compound: str, component: str) -> str | None:
+    """The field a compound's component is, or None for a sub-field no object has.
+
+    Change Data Capture Developer Guide, "Get Compound Fields in Change Events": an
+    event's BillingAddress.Street is the object's BillingStreet, Name.FirstName its
+    FirstName. A custom compound's components end in ``__s`` (REST API Developer Guide,
+    "Compound Fields").
+    """
+    if compound.endswith(_CUSTOM_SUFFIX):
+        return f"{compound[: -len(_CUSTOM_SUFFIX)]}__{component}__s"
+    if compound.endswith(_ADDRESS_SUFFIX):
+        # The Pub/Sub API's Address record has sub-fields no object has ("Xyz" in a
+        # real event): they name no field, and are not read.
+        if component not in _ADDRESS_COMPONENTS:
+            return None
+        return compound[: -len(_ADDRESS_SUFFIX)] + component
+    return component
+
+
+def _rest_components(
+    name: object, raw: Mapping[Any, Any], record_id: str
+) -> list[tuple[str, FieldValue]]:
+    """The components of a compound field that a REST record holds as an object."""
+    shown = name if isinstance(name, str) else repr(name)
+    if "attributes" in raw:
+        raise InvalidRecordError(
+            "holds a related record (a relationship field), not a value;"
+            " query the lookup's ID field instead",
+            record_id=record_id,
+            field=shown,
+        )
+    compound = isinstance(name, str) and (name.endswith(_CUSTOM_SUFFIX) or _is_address(name))
+    if not compound or not all(key in _REST_COMPONENTS for key in raw):
+        raise InvalidRecordError(
+            "holds an object that is no address or geolocation compound field",
+            record_id=record_id,
+            field=shown,
+        )
+    out: list[tuple[str, FieldValue]] = []
+    for key, inner in raw.items():
+        component = _component_name(shown, _REST_COMPONENTS[key])
+        assert component is not None  # every REST key is an address component
+        out.append((component, _value(inner, record_id=record_id, field=component)))
+    return out
+
+
+def _is_null_compound(name: str, record: Mapping[Any, Any]) -> bool:
+    """Whether ``name``, null in a REST record and ending as a compound may, is one."""
+    # A custom compound (a geolocation, a custom address) is told from a custom field by
+    # the latitude component that both kinds have.
+    return name.endswith(_ADDRESS_SUFFIX) or f"{name[:-3]}__Latitude__s" in record
+
+
 def decode_record(object_type: str, payload: object) -> Account | Contact | Deletion:
     """Decode one REST JSON record of ``object_type`` (``"Account"`` or ``"Contact"``).
 
     A record with ``IsDeleted: true`` decodes to a `Deletion`, with its
-    ``MasterRecordId`` when it lost a merge.
+    ``MasterRecordId`` when it lost a merge. A compound field (``BillingAddress``, a
+    geolocation) gives its components, where the record does not hold them itself.
     """
     kind = parse_object_type(object_type)
     record = _mapping(payload, "a record")
-    attributes = record.get("attributes")
-    if attributes is not None:
-        declared = _mapping(attributes, "attributes").get("type")
+    attributes, items = _split(record)
+    declared = attributes.get("attributes")
+    if declared is not None:
+        declared = _mapping(declared, "attributes").get("type")
         if declared is not None and declared != kind:
             raise InvalidRecordError(f"attributes.type is {declared!r}, expected {kind!r}")
-    record_id = _record_id(record, kind)
-    if record.get("SystemModstamp") is None:
+    record_id = _record_id(attributes.get("Id"), kind)
+    if attributes.get("SystemModstamp") is None:
         raise InvalidRecordError("missing SystemModstamp", record_id=record_id)
-    stamp = parse_datetime(record["SystemModstamp"], record_id=record_id, field="SystemModstamp")
-    deleted = record.get("IsDeleted", False)
+    stamp = parse_datetime(
+        attributes["SystemModstamp"], record_id=record_id, field="SystemModstamp"
+    )
+    deleted = attributes.get("IsDeleted", False)
     if not isinstance(deleted, bool):
         raise InvalidRecordError("IsDeleted must be true or false", record_id=record_id)
     if deleted:
@@ -158,18 +318,29 @@ def decode_record(object_type: str, payload: object) -> Account | Contact | Dele
             object_type=kind,
             id=record_id,
             deleted_at=stamp,
-            master_record_id=record.get("MasterRecordId"),
+            master_record_id=_lookup_id(attributes.get("MasterRecordId")),
         )
-    fields = {
-        name: _value(raw, record_id=record_id, field=name)
-        for name, raw in record.items()
-        if name not in _NOT_FIELDS and name not in AUDIT_FIELDS
-    }
+    fields: dict[str, FieldValue] = {}
+    compounds: list[tuple[str, FieldValue]] = []
+    for name, raw in items:
+        if raw is None:
+            compound = type(name) is str and name.endswith(_COMPOUND_SUFFIXES)
+            if not compound or not _is_null_compound(name, record):
+                fields[name] = None
+        elif type(raw) in _SCALARS or not isinstance(raw, Mapping):
+            fields[name] = _value(raw, record_id=record_id, field=name)
+        else:
+            compounds.extend(_rest_components(name, raw, record_id))
+    if compounds:
+        # The component's own value wins: FIELDS(ALL) gives both, and a record may hold
+        # only some components.
+        held = {name.lower() for name, _ in items if isinstance(name, str)}
+        fields.update((name, value) for name, value in compounds if name.lower() not in held)
     if kind == "Account":
         return Account(id=record_id, fields=fields, system_modstamp=stamp)
     return Contact(
         id=record_id,
-        account_id=record.get("AccountId"),
+        account_id=_lookup_id(attributes.get("AccountId")),
         fields=fields,
         system_modstamp=stamp,
     )
@@ -220,12 +391,19 @@ def _string_list(value: object, what: str) -> list[str]:
     return list(value)
 
 
+def _header_number(value: object) -> int | None:
+    """A non-negative integer of a change event header, given as a number or in digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 def commit_time(header: Mapping[str, Any]) -> datetime:
     """The ``commitTimestamp`` of a change event header, as a UTC datetime."""
-    millis = header.get("commitTimestamp")
-    if isinstance(millis, str) and millis.isascii() and millis.isdigit() and len(millis) < 20:
-        millis = int(millis)
-    if not isinstance(millis, int) or isinstance(millis, bool) or millis < 0:
+    millis = _header_number(header.get("commitTimestamp"))
+    if millis is None:
         raise InvalidRecordError("ChangeEventHeader.commitTimestamp must be epoch milliseconds")
     try:
         return _EPOCH + timedelta(milliseconds=millis)
@@ -233,49 +411,104 @@ def commit_time(header: Mapping[str, Any]) -> datetime:
         raise InvalidRecordError(f"commitTimestamp {millis} is out of range") from None
 
 
-def _flat_name(compound: str, component: str) -> str:
-    # Compound fields arrive nested in change events: BillingAddress.City is BillingCity,
-    # Name.FirstName is FirstName.
-    if compound.endswith("Address"):
-        return compound[: -len("Address")] + component
-    return component
+def change_sequence(header: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The order of a change among those of one commit time: the record's ``sequence``.
+
+    Change Data Capture Developer Guide, "Change Event Header Fields": ``commitNumber``
+    numbers committed transactions in order, ``sequenceNumber`` the changes within one.
+    It is ``(commitNumber, sequenceNumber)``, ``(commitNumber,)`` when the sequence
+    number is unreadable, and None when the commit number is.
+    """
+    commit = _header_number(header.get("commitNumber"))
+    if commit is None:
+        return None
+    number = _header_number(header.get("sequenceNumber"))
+    return (commit,) if number is None else (commit, number)
 
 
-def _event_fields(
-    body: Mapping[str, Any], names: Sequence[str] | None, nulled: Sequence[str], record_id: str
-) -> dict[str, FieldValue]:
-    fields: dict[str, FieldValue] = {}
-    if names is None:  # CREATE / UNDELETE: every field in the body
-        if not all(isinstance(name, str) for name in body):
-            raise InvalidRecordError("field names must be strings", record_id=record_id)
-        items = [(name, body[name]) for name in body if name != "ChangeEventHeader"]
-    else:
-        items = []
-        for name in names:
-            compound, _, component = name.partition(".")
-            if component:
-                parent = body.get(compound)
-                raw = parent.get(component) if isinstance(parent, Mapping) else None
-                items.append((f"{compound}.{component}", raw))
-            else:
-                items.append((name, body.get(name)))
-    for name, raw in items:
-        if name in _NOT_FIELDS or name in AUDIT_FIELDS:
-            continue
-        if isinstance(raw, Mapping) and names is None:
-            for component, inner in raw.items():
-                flat = _flat_name(name, str(component))
+def holds_bitmap(header: Mapping[str, Any]) -> bool:
+    """Whether a change event header's field lists hold an unexpanded Pub/Sub bitmap.
+
+    `decode_change_event` refuses such an event: which fields changed cannot be read
+    without the event's schema.
+    """
+    lists = (header.get(key) for key in _FIELD_LISTS)
+    return any(
+        isinstance(name, str) and _BITMAP.fullmatch(name) is not None
+        for names in lists
+        if isinstance(names, Sequence) and not isinstance(names, str)
+        for name in names
+    )
+
+
+def _field_list(header: Mapping[str, Any], key: str, record_id: str) -> list[str]:
+    names = _string_list(header.get(key), f"ChangeEventHeader.{key}")
+    for name in names:
+        if _BITMAP.fullmatch(name):
+            raise InvalidRecordError(
+                f"holds {name!r}, an unexpanded Pub/Sub bitmap: expand the field lists"
+                " with the event's schema before handing the event over",
+                record_id=record_id,
+                field=f"ChangeEventHeader.{key}",
+            )
+    return names
+
+
+def _is_diff(raw: object) -> bool:
+    # Change Data Capture Developer Guide, "Data Differences in Event Fields": over
+    # CometD a long text field's update may come as {"diff": "<unified diff>"}.
+    return isinstance(raw, Mapping) and len(raw) == 1 and "diff" in raw
+
+
+def _put(
+    fields: dict[str, FieldValue],
+    diffed: list[str],
+    name: str,
+    raw: object,
+    *,
+    record_id: str,
+    partial: bool,
+) -> None:
+    """Read one field of an event body into ``fields``, a compound as its components.
+
+    In an update (``partial``) a compound's null component is left out: over the Pub/Sub
+    API an unchanged field is null, and a field set to null is in ``nulledFields``.
+    """
+    if _is_diff(raw):
+        diffed.append(name)
+    elif isinstance(raw, Mapping):
+        for component, inner in raw.items():
+            flat = _component_name(name, str(component))
+            if flat is not None and (inner is not None or not partial):
                 fields[flat] = _value(inner, record_id=record_id, field=flat)
-            continue
-        compound, _, component = name.partition(".")
-        flat = _flat_name(compound, component) if component else name
-        fields[flat] = _value(raw, record_id=record_id, field=flat)
-    for name in nulled:
-        compound, _, component = name.partition(".")
-        flat = _flat_name(compound, component) if component else name
-        if flat not in _NOT_FIELDS and flat not in AUDIT_FIELDS:
+    elif raw is not None or not _is_address(name):
+        fields[name] = _value(raw, record_id=record_id, field=name)
+
+
+def _clear(fields: dict[str, FieldValue], name: str, body: Mapping[str, Any]) -> None:
+    """Set the field ``name`` to None, each component of a whole compound."""
+    compound, _, component = name.partition(".")
+    if _system_name(compound) is not None:
+        return
+    if component:
+        flat = _component_name(compound, component)
+        if flat is not None:
             fields[flat] = None
-    return fields
+    elif _is_address(name):
+        prefix = name[: -len(_ADDRESS_SUFFIX)]
+        fields.update((prefix + part, None) for part in _ADDRESS_COMPONENTS)
+    elif isinstance(body.get(name), Mapping):
+        # A custom compound is only known as one by the object the event nests it in.
+        for part in body[name]:
+            flat = _component_name(name, str(part))
+            if flat is not None:
+                fields[flat] = None
+    else:
+        fields[name] = None
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
 
 
 def is_gap(change_type: str | None, record_ids: Sequence[str]) -> bool:
@@ -305,8 +538,10 @@ def decode_change_event(
 
     ``event`` is the event payload (the object holding ``ChangeEventHeader``), or a
     message wrapping it under ``payload`` or ``data.payload``. CREATE and UNDELETE give
-    full records, UPDATE a `PartialUpdate` of the changed fields, DELETE a `Deletion`;
-    gap events (and a wildcard record ID) give a `Refetch`, since their changes are lost.
+    full records, UPDATE a `PartialUpdate` of the changed fields, DELETE a `Deletion`,
+    each with the header's `change_sequence`; gap events (and a wildcard record ID) give
+    a `Refetch`, since their changes are lost, and so do fields that came as a diff.
+    Field lists still holding Pub/Sub bitmaps raise `InvalidRecordError`.
     """
     body, header = event_parts(event)
     kind = parse_object_type(header.get("entityName"))
@@ -316,48 +551,95 @@ def decode_change_event(
     record_ids = _string_list(header.get("recordIds"), "ChangeEventHeader.recordIds")
     if change_type == "GAP_OVERFLOW" or any(i.endswith("*") for i in record_ids):
         return [Refetch(object_type=kind, ids=(), reason=change_type)]
-    ids = [normalize_id(i, prefix=OBJECT_PREFIXES[kind]) for i in record_ids]
+    ids = [normalize_id(i, prefix=OBJECT_PREFIXES[kind]) for i in record_ids if not is_empty_id(i)]
     if not ids:
-        raise InvalidRecordError("ChangeEventHeader.recordIds is empty")
+        raise InvalidRecordError("ChangeEventHeader.recordIds names no record")
     if change_type in _CDC_GAPS:
         return [Refetch(object_type=kind, ids=tuple(ids), reason=change_type)]
     stamp = commit_time(header)
+    sequence = change_sequence(header)
+    changed, nulled, diffed = (_field_list(header, key, ids[0]) for key in _FIELD_LISTS)
+    if not all(isinstance(name, str) for name in body):
+        raise InvalidRecordError("field names must be strings", record_id=ids[0])
+    try:
+        attributes, items = _split(body)
+    except InvalidRecordError as error:
+        raise InvalidRecordError(error.reason, record_id=ids[0], field=error.field) from None
     if change_type == "DELETE":
-        master = body.get("MasterRecordId")
+        master = _lookup_id(attributes.get("MasterRecordId"))
         return [
-            Deletion(object_type=kind, id=i, deleted_at=stamp, master_record_id=master)
+            Deletion(
+                object_type=kind,
+                id=i,
+                deleted_at=stamp,
+                master_record_id=master,
+                sequence=sequence,
+            )
             for i in ids
         ]
-    nulled = _string_list(header.get("nulledFields"), "ChangeEventHeader.nulledFields")
+    fields: dict[str, FieldValue] = {}
+    diffed = list(diffed)
+    out: list[Account | Contact | Deletion | PartialUpdate | Refetch]
     if change_type in _CDC_RECORD_TYPES:
-        fields = _event_fields(body, None, nulled, ids[0])
+        for name, raw in items:
+            if name != "ChangeEventHeader":
+                _put(fields, diffed, name, raw, record_id=ids[0], partial=False)
+        for name in nulled:
+            _clear(fields, name, body)
+        account_id = _lookup_id(attributes.get("AccountId"))
         if kind == "Account":
-            return [Account(id=i, fields=fields, system_modstamp=stamp) for i in ids]
-        account_id = body.get("AccountId")
-        return [
-            Contact(id=i, account_id=account_id, fields=fields, system_modstamp=stamp) for i in ids
+            out = [
+                Account(id=i, fields=fields, system_modstamp=stamp, sequence=sequence) for i in ids
+            ]
+        else:
+            out = [
+                Contact(
+                    id=i,
+                    account_id=account_id,
+                    fields=fields,
+                    system_modstamp=stamp,
+                    sequence=sequence,
+                )
+                for i in ids
+            ]
+    elif change_type == "UPDATE":
+        skipped = {*diffed, *nulled}
+        for name in changed:
+            if name in skipped:
+                continue
+            compound, _, component = name.partition(".")
+            if _system_name(compound) is not None:
+                continue
+            if component:
+                parent = body.get(compound)
+                raw = parent.get(component) if isinstance(parent, Mapping) else None
+                flat = _component_name(compound, component)
+                if _is_diff(raw):
+                    diffed.append(name)
+                elif flat is not None:
+                    fields[flat] = _value(raw, record_id=ids[0], field=flat)
+            else:
+                _put(fields, diffed, name, body.get(name), record_id=ids[0], partial=True)
+        for name in nulled:
+            _clear(fields, name, body)
+        new_account: str | Unchanged | None = UNCHANGED
+        moved = any(_system_name(name) == "AccountId" for name in (*changed, *nulled))
+        if kind == "Contact" and moved:
+            new_account = _lookup_id(attributes.get("AccountId"))
+        out = [
+            PartialUpdate(
+                object_type=kind,
+                id=i,
+                fields=fields,
+                account_id=new_account,
+                system_modstamp=stamp,
+                sequence=sequence,
+            )
+            for i in ids
         ]
-    if change_type != "UPDATE":
+    else:
         raise InvalidRecordError(f"unknown changeType {change_type!r}", record_id=ids[0])
-    changed = _string_list(header.get("changedFields"), "ChangeEventHeader.changedFields")
-    diffed = _string_list(header.get("diffFields"), "ChangeEventHeader.diffFields")
-    names = [n for n in changed if n not in diffed and n not in nulled]
-    fields = _event_fields(body, names, nulled, ids[0])
-    new_account: str | Unchanged | None = UNCHANGED
-    if kind == "Contact" and ("AccountId" in changed or "AccountId" in nulled):
-        new_account = body.get("AccountId")
-    out: list[Account | Contact | Deletion | PartialUpdate | Refetch] = [
-        PartialUpdate(
-            object_type=kind,
-            id=i,
-            fields=fields,
-            account_id=new_account,
-            system_modstamp=stamp,
-        )
-        for i in ids
-    ]
     if diffed:
-        out.append(
-            Refetch(object_type=kind, ids=tuple(ids), reason="diffFields: " + ", ".join(diffed))
-        )
+        reason = "diffFields: " + ", ".join(_unique(diffed))
+        out.append(Refetch(object_type=kind, ids=tuple(ids), reason=reason))
     return out
