@@ -624,6 +624,140 @@ def test_the_checkpoint_stops_before_the_first_event_not_read() -> None:
     assert repr(feed) == "<ChangeEventSource pending=0 added=3 fallback=None>"
 
 
+# -- Every shape a real org sends (rules R3, R8) ----------------------------------------
+
+
+def committed(
+    message: dict[str, Any], commit: int | None, number: int | None = None, **header: Any
+) -> dict[str, Any]:
+    """``message`` with its header's commitNumber and sequenceNumber (and more) set.
+
+    Change Data Capture Developer Guide, "Change Event Header Fields": commitNumber
+    numbers the commits, sequenceNumber the changes within one.
+    """
+    fields = message["data"]["payload"]["ChangeEventHeader"]
+    fields.pop("sequenceNumber", None)
+    fields.update({"commitNumber": commit, "sequenceNumber": number, **header})
+    return message
+
+
+def test_r3_events_of_one_stamp_and_record_come_out_by_commit_then_sequence_number() -> None:
+    feed, subscriber = ChangeEventSource(), Subscriber()
+    feed_all(
+        feed,
+        [
+            committed(subscriber.update(A1, at(1), Name="c2"), 102, 1),
+            committed(subscriber.update(A1, at(1), Name="c1 s2"), 101, 2),
+            committed(subscriber.update(A1, at(1), Name="c1 s1"), 101, 1),
+            committed(subscriber.update(A2, at(1), Name="A2"), 100, 1),
+            committed(subscriber.update(A1, at(0), Name="earlier"), 999, 1),
+        ],
+    )
+    (page,) = feed.read_changes("Account", None, page_size=10)
+    assert [change.origin for change in page] == [  # type: ignore[union-attr]
+        "replay 5",
+        "replay 3",
+        "replay 2",
+        "replay 1",
+        "replay 4",
+    ]
+
+
+def test_r3_the_last_change_of_a_commit_wins_whatever_the_arrival_on_every_store(
+    any_store: Store,
+) -> None:
+    feed, subscriber = ChangeEventSource(), Subscriber()
+    feed_all(
+        feed,
+        [
+            subscriber.create(account(A1, 0, Name="Acme", Industry="Tech")),
+            subscriber.create(contact(C1, A1, 0)),
+            # Two saves of one record in one millisecond, delivered the wrong way round.
+            committed(subscriber.update(A1, at(5), Industry="Retail"), 7001, 2),
+            committed(subscriber.update(A1, at(5), Industry="Finance"), 7001, 1),
+        ],
+    )
+    report = sync(engine_for(feed, any_store), feed)
+    assert report.ok
+    acme = any_store.get_account(A1)
+    assert acme is not None
+    assert acme.fields["Industry"] == "Retail"
+
+
+# Pub/Sub API Developer Guide, "Event Deserialization Considerations": an event whose
+# field lists the client handed over unexpanded, as bitmaps.
+def bitmapped(message: dict[str, Any]) -> dict[str, Any]:
+    message["data"]["payload"]["ChangeEventHeader"]["changedFields"] = ["0x400800", "4-0x01"]
+    return message
+
+
+def test_r8_an_event_with_bitmaps_and_no_fallback_is_rejected_on_every_store(
+    any_store: Store,
+) -> None:
+    feed, subscriber = ChangeEventSource(), Subscriber()
+    feed.add(subscriber.create(account(A1, 0, Name="Acme")))
+    feed.add(bitmapped(subscriber.update(A1, at(10), Name="Acme Inc")))
+    report = sync(engine_for(feed, any_store), feed)
+    assert not report.ok
+    assert [(r.origin, r.record_id) for r in report.rejected] == [("replay 2", A1)]
+    assert "bitmap" in report.rejected[0].reason
+    assert any_store.get_account(A1) == account(A1, 0, Name="Acme")
+    assert "0x400800" not in any_store.get_account(A1).fields  # type: ignore[union-attr]
+
+
+def test_r8_an_event_with_bitmaps_is_read_again_from_the_fallback_on_every_store(
+    any_store: Store,
+) -> None:
+    org = org_with(account(A1, 0, Name="Acme"), contact(C1, A1, 0))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    feed.add(subscriber.create(account(A1, 0, Name="Acme")))
+    feed.add(subscriber.create(contact(C1, A1, 0)))
+    sync(engine_for(feed, any_store), feed)
+    org.upsert(account(A1, 10, Name="Acme Inc"))
+    feed.add(bitmapped(subscriber.update(A1, at(10), Name="Acme Inc")))
+    report = sync(engine_for(feed, any_store), feed)
+    assert report.ok
+    assert any_store.get_account(A1) == account(A1, 10, Name="Acme Inc")
+    assert [(e.contact_id, e.new_value) for e in report.activities] == [(C1, "Acme Inc")]
+    assert (feed.checkpoint, feed.pending) == (3, 0)
+
+
+# Change Data Capture Developer Guide, "Data Differences in Event Fields": over CometD a
+# long text field's update carries {"diff": ...} in place of the value.
+def test_r8_a_cometd_diff_applies_the_other_fields_and_asks_for_the_record_on_every_store(
+    any_store: Store,
+) -> None:
+    feed, subscriber = ChangeEventSource(), Subscriber()
+    feed.add(subscriber.create(account(A1, 0, Name="Acme", Description="Long text")))
+    feed.add(
+        subscriber.update(
+            A1, at(10), Name="Acme Inc", Description={"diff": "--- \n+++ 9f86d0\n@@ -1 +1 @@\n"}
+        )
+    )
+    report = sync(engine_for(feed, any_store), feed)
+    assert report.rejected == ()
+    assert [(r.ids, r.reason) for r in report.refetch] == [((A1,), "diffFields: Description")]
+    acme = any_store.get_account(A1)
+    assert acme is not None
+    assert acme.fields == {"Name": "Acme Inc", "Description": "Long text"}
+
+
+def test_r8_an_overflow_naming_the_empty_id_rereads_the_object() -> None:
+    org = org_with(account(A1, 40, Name="Acme"))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    feed.add(subscriber.gap("Account", "GAP_OVERFLOW", ["000000000000000AAA"], at(41)))
+    (page,) = feed.read_changes("Account", None, page_size=10)
+    assert page == [account(A1, 40, Name="Acme")]
+
+
+def test_r8_a_pubsub_client_event_carries_its_own_replay_id() -> None:
+    feed = ChangeEventSource()
+    payload = Subscriber().create(account(A1, 0, Name="Acme"))["data"]["payload"]
+    feed.add({"id": "9b77cea1", "schemaId": "a01Vpg", "replayId": 18098167, "payload": payload})
+    (page,) = feed.read_changes("Account", None, page_size=10)
+    assert [change.origin for change in page] == ["replay 18098167"]  # type: ignore[union-attr]
+
+
 # -- Any split into syncs, with failures and re-deliveries, ends in the same store ------
 
 RECORDS = [A1, A2, C1, C2, C3]

@@ -11,15 +11,17 @@ subscription from, so it passes only committed events.
 
 The engine's watermark is a datetime, and events have no ``SystemModstamp``: an event's
 stamp is its ``commitTimestamp``, and `read_changes` orders events by (stamp, record id,
-arrival) and leaves out those stamped before ``since``. Events go out as `RawChangeEvent`
-with origin ``replay <id>``, so that the engine decodes them and rejects a malformed one
-with a reason.
+``(commitNumber, sequenceNumber)``, arrival) and leaves out those stamped before
+``since``. Events go out as `RawChangeEvent` with origin ``replay <id>``, so that the
+engine decodes them and rejects a malformed one with a reason.
 
 Two kinds of event need the records themselves, which only a full source (a live org
 through its REST API, say) can give: the ``fallback``.
 
-- A gap event (``GAP_*``, ``GAP_OVERFLOW``, a wildcard record ID) says changes were lost.
-  The stream is read again from the fallback from a little before the gap's commit time,
+- A gap event (``GAP_*``, ``GAP_OVERFLOW``, a wildcard record ID) says changes were lost,
+  and so does, in effect, an event whose field lists are still Pub/Sub bitmaps: which
+  fields changed cannot be read from it. The stream is read again from the fallback
+  from a little before the gap's commit time,
   whole, merged into the events by stamp. Whole, because `Source.read_changes` cannot ask
   for some IDs only (a REST source reads the same rows either way), and because the
   engine's watermark is then honest: it moves to records read in full up to that stamp,
@@ -30,7 +32,8 @@ through its REST API, say) can give: the ``fallback``.
   takes the event's place when it is the same deletion (stamped no later than the event).
 
 Without a fallback, gap events go to the engine, which reports them in
-`SyncReport.refetch`, and an Account ``DELETE`` is a plain deletion.
+`SyncReport.refetch`, an event with bitmaps is rejected, and an Account ``DELETE`` is a
+plain deletion.
 """
 
 from __future__ import annotations
@@ -48,10 +51,13 @@ from attrs import define, field, frozen
 
 from acctsync._errors import ConfigurationError, InvalidRecordError
 from acctsync._formats import (
+    change_sequence,
     commit_time,
     decode_change_event,
     decode_record,
     event_parts,
+    holds_bitmap,
+    is_empty_id,
     is_gap,
     parse_datetime,
 )
@@ -76,8 +82,8 @@ _STREAMS: Final = frozenset({"Account", "Contact"})
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 
 # The order items go out in: (stamp, record id, 0 for a fallback record and 1 for an
-# event, then its place in that sequence).
-_Key: TypeAlias = tuple[datetime, str, int, int]
+# event, an event's (commitNumber, sequenceNumber), then its place in that sequence).
+_Key: TypeAlias = tuple[datetime, str, int, tuple[int, ...], int]
 
 
 @frozen(kw_only=True)
@@ -90,17 +96,20 @@ class _Event:
     stream: ObjectType
     known: bool  # its entityName is Account or Contact: a gap or delete in it is ours
     stamp: datetime | None
+    sequence: tuple[int, ...] | None
     change_type: str | None
     record_ids: tuple[str, ...]
+    unreadable_fields: bool  # its field lists hold Pub/Sub bitmaps
 
     @property
     def key(self) -> _Key:
         first = self.record_ids[0] if self.record_ids else ""
-        return (self.stamp or _EARLIEST, first, 1, self.position)
+        return (self.stamp or _EARLIEST, first, 1, self.sequence or (), self.position)
 
     @property
-    def is_gap(self) -> bool:
-        return is_gap(self.change_type, self.record_ids)
+    def needs_records(self) -> bool:
+        """Whether the event's changes can only be read from the records themselves."""
+        return self.unreadable_fields or is_gap(self.change_type, self.record_ids)
 
 
 def _replay_id(value: object) -> ReplayId:
@@ -119,13 +128,20 @@ def _checkpoint(value: object) -> ReplayId | None:
 
 
 def _message_replay_id(message: object) -> object:
-    """``data.event.replayId`` of a CometD message (or ``event.replayId`` of its data)."""
+    """The replay id a message carries, None if it carries none.
+
+    ``data.event.replayId`` of a CometD message (or ``event.replayId`` of its data), or
+    ``replayId`` beside the ``payload`` of an event as a Pub/Sub API client hands it over
+    (pozil/pub-sub-api-node-client's README shows one).
+    """
     if not isinstance(message, Mapping):
         return None
     for holder in (message.get("data"), message):
         event = holder.get("event") if isinstance(holder, Mapping) else None
         if isinstance(event, Mapping) and event.get("replayId") is not None:
             return event["replayId"]
+    if "payload" in message:
+        return message.get("replayId")
     return None
 
 
@@ -136,7 +152,7 @@ def _origin(replay_id: ReplayId) -> str:
 def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Event:
     """Read what routing needs; whatever is unreadable is left for the engine to reject."""
     stream: ObjectType = "Account"  # a payload naming no synced object goes to the engine
-    known, stamp, change_type = False, None, None
+    known, stamp, sequence, change_type, unreadable_fields = False, None, None, None, False
     record_ids: tuple[str, ...] = ()
     try:
         _, header = event_parts(item.payload)
@@ -149,11 +165,13 @@ def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Ev
         known = entity in _STREAMS
         with suppress(InvalidRecordError):
             stamp = commit_time(header)
+        sequence = change_sequence(header)
         raw_type = header.get("changeType")
         change_type = raw_type if isinstance(raw_type, str) else None
         ids = header.get("recordIds")
         if isinstance(ids, Sequence) and not isinstance(ids, str):
-            record_ids = tuple(i for i in ids if isinstance(i, str))
+            record_ids = tuple(i for i in ids if isinstance(i, str) and not is_empty_id(i))
+        unreadable_fields = holds_bitmap(header)
     return _Event(
         position=position,
         replay_id=replay_id,
@@ -161,8 +179,10 @@ def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Ev
         stream=stream,
         known=known,
         stamp=stamp,
+        sequence=sequence,
         change_type=change_type,
         record_ids=record_ids,
+        unreadable_fields=unreadable_fields,
     )
 
 
@@ -248,7 +268,8 @@ class ChangeEventSource:
         """Hold one event, as received, until a sync applies it and `commit` is called.
 
         ``event`` is a CometD message (``{"data": {"payload": ..., "event": {"replayId":
-        ...}}}``), whose replay id is read from it, or an event payload (the object holding
+        ...}}}``) or a Pub/Sub API client's event (``{"replayId": ..., "payload": ...}``),
+        whose replay id is read from it, or an event payload (the object holding
         ``ChangeEventHeader``) with ``replay_id`` given. Add events in the order they were
         delivered. The payload may be malformed: the engine rejects it with a reason.
         Raises `InvalidRecordError` when there is no replay id.
@@ -293,10 +314,11 @@ class ChangeEventSource:
     ) -> Iterator[list[Change]]:
         """Pages of the held events of ``object_type`` committed at or after ``since``.
 
-        Ordered by (``commitTimestamp``, record ID, arrival), with the records the fallback
-        gives for gaps and Account deletions merged in by ``SystemModstamp``; those are
-        given even when stamped a little before ``since``, as the events asking for them
-        are not. An event whose commit time cannot be read comes first, whatever ``since``.
+        Ordered by (``commitTimestamp``, record ID, ``(commitNumber, sequenceNumber)``,
+        arrival), with the records the fallback gives for gaps, events with unexpanded
+        bitmaps and Account deletions merged in by ``SystemModstamp``; those are given
+        even when stamped a little before ``since``, as the events asking for them are
+        not. An event whose commit time cannot be read comes first, whatever ``since``.
         """
         with self._lock:
             events = [
@@ -317,7 +339,7 @@ class ChangeEventSource:
             if event.stamp is not None and since is not None and event.stamp < since:
                 continue
             if self._fallback is not None and event.known and event.stamp is not None:
-                if event.is_gap:
+                if event.needs_records:
                     gap_from = event.stamp if gap_from is None else min(gap_from, event.stamp)
                     continue
                 if stream == "Account" and event.change_type == "DELETE":
@@ -345,13 +367,13 @@ class ChangeEventSource:
     ) -> Iterator[tuple[_Key, Change]]:
         assert self._fallback is not None
         place = (start, "")
-        sequence = count()
+        order = count()
         for page in self._fallback.read_changes(stream, start, page_size=size):
             for item in page:
                 # An item that cannot be placed keeps the fallback's own order: the engine
                 # rejects it, and where it goes changes nothing.
                 place = _stamp_and_id(item) or place
-                yield (*place, 0, next(sequence)), item
+                yield (*place, 0, (), next(order)), item
 
     def _deletions(self, events: Sequence[_Event], size: int) -> list[tuple[_Key, Change]]:
         """Account DELETE events, each deletion replaced by the fallback's where it can."""
@@ -384,6 +406,6 @@ class ChangeEventSource:
                 # stamp would move the watermark past events still to come.
                 if better is not None and better.deleted_at <= deletion.deleted_at:
                     deletion = better
-                key = (deletion.deleted_at, deletion.id, 1, event.position)
+                key = (deletion.deleted_at, deletion.id, 1, event.sequence or (), event.position)
                 out.append((key, deletion))
         return out
