@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -1132,6 +1133,27 @@ def test_r3_a_change_is_ordered_by_commit_number_then_sequence_number(
     changes = decode_change_event(message)
     assert len(changes) == 2
     assert [c.sequence for c in changes if not isinstance(c, Refetch)] == [expected, expected]
+
+
+def test_r8_the_documented_shapes_decode_as_documented() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "formats.md").read_text()
+    blocks = re.findall(r"```(json|python)\n(.*?)```", text, re.DOTALL)
+    decoded: list[object] = []
+    for kind, block in blocks:
+        if kind == "json":
+            payload = json.loads(block)
+            is_event = "ChangeEventHeader" in block
+            decoded.append(
+                decode_change_event(payload) if is_event else decode_record("Account", payload)
+            )
+        else:  # what the JSON block before it decodes to
+            namespace = {"PartialUpdate": PartialUpdate, "Refetch": Refetch, "UTC": UTC}
+            assert eval(block, {**namespace, "datetime": datetime}) == decoded[-1]
+    assert [kind for kind, _ in blocks] == ["json", "json", "json", "python", "json", "python"]
+    compound = decoded[1]
+    assert fields_of(compound)["BillingCity"] == "Oakland"
+    assert len(fields_of(compound)) == 12  # the table's: no compound among them
+    assert {"BillingAddress", "ShippingAddress", "Loc__c"}.isdisjoint(fields_of(compound))
 
 
 # --- Through the engine, on every store ------------------------------------------------
