@@ -578,7 +578,6 @@ def decode_change_event(
             for i in ids
         ]
     fields: dict[str, FieldValue] = {}
-    diffed = list(diffed)
     out: list[Account | Contact | Deletion | PartialUpdate | Refetch]
     if change_type in _CDC_RECORD_TYPES:
         for name, raw in items:
