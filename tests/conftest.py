@@ -50,3 +50,28 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
         engine.dispose()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[object]:
+    """A fresh, empty store of each kind in turn: in memory, SQLite and PostgreSQL.
+
+    For tests of a rule that must hold the same on every store.
+    """
+    from acctsync.testing import InMemoryStore
+
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    pytest.importorskip("sqlalchemy")
+    from acctsync.stores.sql import SqlStore
+
+    if request.param == "sqlite":
+        store = SqlStore.sqlite(os.path.join(str(tmp_path), "any.db"))
+    else:
+        url, schema = request.getfixturevalue("postgres_schema")
+        store = SqlStore(url, schema=schema)
+    try:
+        yield store
+    finally:
+        store.close()

@@ -485,13 +485,13 @@ def test_s7_s8_activity_count_is_what_the_policy_allows(
         if not size:
             continue
         result = engine.edit_account_field(
-            contact_id=members[ACCOUNT_IDS[n]][0], field="Edited", value=f"edit {n}"
+            contact_id=members[ACCOUNT_IDS[n]][0], field="Description", value=f"edit {n}"
         )
         assert len(result.activities) == (size if size <= limit else 0)
         assert (result.suppressed is not None) == (size > limit)
         # The same value again is no change, and logs nothing (S2).
         again = engine.edit_account_field(
-            contact_id=members[ACCOUNT_IDS[n]][-1], field="Edited", value=f"edit {n}"
+            contact_id=members[ACCOUNT_IDS[n]][-1], field="Description", value=f"edit {n}"
         )
         assert not again.changed
         assert again.activities == ()

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine
 from acctsync import (
     Account,
     AccountState,
+    FieldName,
     ActivityPolicy,
     Batch,
     ChangeDataValue,
@@ -125,11 +126,13 @@ def test_a_sync_into_sql_equals_a_sync_into_memory(make_store: StoreFactory) -> 
     assert sql.watermark("Account") == memory.watermark("Account")
 
 
-def test_hostile_field_names_and_values_stay_data(make_store: StoreFactory) -> None:
+def test_hostile_values_stay_data(make_store: StoreFactory) -> None:
+    # Names are API names (R10: a record cannot hold another), so SQL meets odd text only
+    # in values.
     store = make_store()
     odd: dict[str, object] = {
-        HOSTILE: "'; DELETE FROM acctsync_contacts; --",
-        "Quote'\"": "\x00\u2603 ünïcode",
+        "Delete_From__c": "'; DELETE FROM acctsync_contacts; --",
+        "Quote__c": "'\"\x00\u2603 ünïcode",
         "Amount": Decimal("12345678901234567890.123456789"),
         "Day": date(2024, 2, 29),
         "At": datetime(2024, 1, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-5))),
@@ -401,6 +404,37 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path: Path) -> None:
     assert store.watermark("Account") == datetime(1970, 1, 1, 0, 0, 0, 7, tzinfo=UTC)
     synced(store)  # the upgraded store works, runner lock included
     store.close()
+
+
+def test_a_version_3_database_gains_record_sequences_and_field_names(
+    make_store: StoreFactory,
+) -> None:
+    # A database of version 3 has neither: take them out of a new one.
+    store = make_store()
+    synced(store)
+    tables = store._tables
+    with store.engine.begin() as conn:
+        for table in (tables.accounts, tables.contacts):
+            name = conn.dialect.identifier_preparer.format_table(table)
+            conn.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN sequence")
+        tables.field_names.drop(conn)
+        conn.execute(tables.meta.update().values(value=3))
+
+    upgraded = make_store()
+    assert upgraded.get_account(A1) is not None  # the old rows read, with no sequence
+    later = Account(
+        id=A1, fields={"Name": "B"}, system_modstamp=T0 + timedelta(seconds=9), sequence=(7, 1)
+    )
+    upgraded.apply(
+        Batch(
+            accounts=[AccountState(upstream=later)],
+            field_names=[FieldName(object_type="Account", name="Name")],
+        )
+    )
+    assert upgraded.account_states([A1])[A1] == AccountState(upstream=later)
+    assert upgraded.field_names("Account") == ["Name"]
+    with upgraded.engine.connect() as conn:
+        assert current_version(conn, tables) == SCHEMA_VERSION
 
 
 def test_a_newer_schema_is_refused(make_store: StoreFactory) -> None:

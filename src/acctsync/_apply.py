@@ -5,11 +5,14 @@ Theory of operation
 A page holds account and contact changes in one order, by ``SystemModstamp``, so that
 an account change meets its contacts as they were at that moment in Salesforce.
 
-Each record version is placed by its *version key*, ``(SystemModstamp, is_deletion)``: a
-version applies only if its key is greater than the stored one. Re-reading the same
-version (the lookback window does, on purpose) is a no-op, an older one is stale (R3), and
-on a tie a deletion wins. Deleted records stay as tombstones so that late copies cannot
-bring them back; a newer version can (undelete, R4).
+Each record version is placed against the stored one (see `_place`): by ``SystemModstamp``
+first, then by ``sequence`` where the source knows the finer order of versions in one
+stamp. Salesforce keeps ``SystemModstamp`` to the second, so two saves in one second share
+a stamp: a version read later with the same stamp and other values is the newer one, and
+the same values are the same version (rule R3). Re-reading a version (the lookback window
+does, on purpose) is a no-op, an older one is stale, and on a tie a deletion wins. Deleted
+records stay as tombstones so that late copies cannot bring them back; a newer version
+can (undelete, R4).
 
 An account is its upstream record plus an overlay of local edits. A newer upstream
 version replaces the record and drops the whole overlay (S3), and logs one Change Data
@@ -25,6 +28,8 @@ version key.
 
 from __future__ import annotations
 
+import enum
+import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -49,13 +54,24 @@ from acctsync._state import (
     AccountState,
     Batch,
     DeleteContacts,
+    FieldName,
     MoveContacts,
     StoredAccount,
     StoredContact,
     Watermark,
 )
 
-__all__ = ["Applier", "Tally", "Upstream", "fan_out", "micros", "order", "stream_of"]
+__all__ = [
+    "Applier",
+    "Place",
+    "Tally",
+    "Upstream",
+    "fan_out",
+    "micros",
+    "order",
+    "same_second_version",
+    "stream_of",
+]
 
 Upstream = Account | Contact | Deletion | PartialUpdate
 """A decoded change, ready to apply."""
@@ -85,8 +101,37 @@ def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
     return (change.system_modstamp, *rank, change.id)
 
 
-def _version(record: Upstream | AccountState) -> tuple[datetime, bool]:
-    return (record.system_modstamp, isinstance(record, Deletion))
+class Place(enum.Enum):
+    """Where a change stands against the stored version of its record."""
+
+    NEWER = "newer"
+    SAME = "same"
+    STALE = "stale"
+
+
+def _sequence(record: Upstream | AccountState) -> tuple[int, ...] | None:
+    if isinstance(record, AccountState):
+        return record.upstream.sequence
+    return record.sequence
+
+
+def _place(change: Upstream, stored: StoredAccount | StoredContact) -> Place:
+    """Whether ``change`` is newer than ``stored``, the same version, or older (R3)."""
+    if change.system_modstamp != stored.system_modstamp:
+        newer = change.system_modstamp > stored.system_modstamp
+        return Place.NEWER if newer else Place.STALE
+    ours, theirs = _sequence(change), _sequence(stored)
+    if ours is not None and theirs is not None and ours != theirs:
+        return Place.NEWER if ours > theirs else Place.STALE
+    deleted, was_deleted = isinstance(change, Deletion), isinstance(stored, Deletion)
+    if deleted or was_deleted:
+        if deleted == was_deleted:
+            return Place.SAME
+        return Place.NEWER if deleted else Place.STALE
+    if ours is not None and ours == theirs:
+        return Place.SAME
+    # One second, two saves, no finer order known: other values are the later save.
+    return Place.NEWER if _differs(change, stored) else Place.SAME
 
 
 def micros(stamp: datetime) -> int:
@@ -99,15 +144,46 @@ def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bo
     return a.keys() == b.keys() and all(same_value(a[name], b[name]) for name in a)
 
 
-def _refreshed(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
-    """Whether ``change``, of the stored version, holds other values than the store."""
-    if isinstance(change, Account) and isinstance(stored, AccountState):
-        return not _same_fields(change.fields, stored.upstream.fields)
-    if isinstance(change, Contact) and isinstance(stored, Contact):
-        return change.account_id != stored.account_id or not _same_fields(
-            change.fields, stored.fields
+def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
+    """Whether ``change`` holds other values than the stored live version."""
+    if isinstance(stored, AccountState):
+        fields = stored.upstream.fields
+    elif isinstance(stored, Contact):
+        fields = stored.fields
+    else:
+        return False
+    if isinstance(change, PartialUpdate):
+        if (
+            isinstance(stored, Contact)
+            and change.account_id is not UNCHANGED
+            and change.account_id != stored.account_id
+        ):
+            return True
+        return any(
+            name not in fields or not same_value(fields[name], value)
+            for name, value in change.fields.items()
         )
+    if (
+        isinstance(change, Contact)
+        and isinstance(stored, Contact)
+        and change.account_id != stored.account_id
+    ):
+        return True
+    if isinstance(change, Account | Contact):
+        return not _same_fields(change.fields, fields)
     return False
+
+
+def same_second_version(record: Account | Contact) -> str:
+    """What tells apart the activity entries of a version saved in its stored one's second.
+
+    The source's ``sequence`` where it gave one; else a digest of the new values, so that
+    replaying the version gives the same entry ids (R2).
+    """
+    if record.sequence is not None:
+        return "s" + ".".join(map(str, record.sequence))
+    text = repr(sorted(record.fields.items())).encode("utf-8", "backslashreplace")
+    return "h" + hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _diff(
@@ -194,6 +270,7 @@ class Tally:
     suppressed: list[Suppression] = field(factory=list)
     activities: list[ChangeDataValue] = field(factory=list)
     refetch: list[Refetch] = field(factory=list)
+    missing_fields: dict[str, tuple[str, ...]] = field(factory=dict)
     watermarks: dict[str, datetime] = field(factory=dict)
 
     def report(self) -> SyncReport:
@@ -204,6 +281,7 @@ class Tally:
             suppressed=tuple(self.suppressed),
             activities=tuple(self.activities),
             refetch=tuple(self.refetch),
+            missing_fields=dict(self.missing_fields),
             watermarks=dict(self.watermarks),
         )
 
@@ -218,12 +296,15 @@ class _Pending:
     activities: list[ChangeDataValue] = field(factory=list)
     dirty: set[str] = field(factory=set)
 
-    def take(self, watermarks: Sequence[Watermark] = ()) -> Batch:
+    def take(
+        self, watermarks: Sequence[Watermark] = (), field_names: Sequence[FieldName] = ()
+    ) -> Batch:
         batch = Batch(
             accounts=self.accounts,
             contacts=self.contacts,
             contact_ops=self.contact_ops,
             activities=self.activities,
+            field_names=field_names,
             watermarks=watermarks,
         )
         self.accounts, self.contacts, self.contact_ops, self.activities = [], [], [], []
@@ -255,6 +336,8 @@ class Applier:
     policy: LoggingPolicy
     tally: Tally
     refresh_at: datetime | None = None
+    # Field names the sync met first (R9): the store keeps them with the next batch.
+    new_field_names: list[FieldName] = field(init=False, factory=list)
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -282,19 +365,32 @@ class Applier:
         self._commit(watermarks)
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
-        if stored is None or _version(change) > _version(stored):
+        if stored is None:
             return True
-        if self.refresh_at is not None and (
-            (isinstance(stored, Deletion) and isinstance(change, Account | Contact))
-            or (_version(change) == _version(stored) and _refreshed(change, stored))
-        ):
+        place = _place(change, stored)
+        if self.refresh_at is not None and self._refreshes(change, stored, place):
             self.tally.refreshed += 1
             return True
-        if _version(change) == _version(stored):
+        if place is Place.NEWER:
+            return True
+        if place is Place.SAME:
             self.tally.already_applied += 1
         else:
             self.tally.stale += 1
         return False
+
+    @staticmethod
+    def _refreshes(change: Upstream, stored: StoredAccount | StoredContact, place: Place) -> bool:
+        """Whether a reconciliation's ``change`` refreshes ``stored`` rather than replace it:
+        a live record where a tombstone is, or other values under the stored stamp."""
+        if isinstance(stored, Deletion):
+            return isinstance(change, Account | Contact) and place is not Place.NEWER
+        return (
+            not isinstance(change, Deletion)
+            and place is not Place.STALE
+            and change.system_modstamp == stored.system_modstamp
+            and _differs(change, stored)
+        )
 
     def _members_of(
         self, changes: Sequence[Upstream], streams: Sequence[ObjectType]
@@ -315,17 +411,16 @@ class Applier:
         """Whether ``change`` may change a held account: a version read again does not."""
         if not isinstance(stored, AccountState):
             return False
-        if _version(change) > _version(stored):
-            return True
-        return (
-            self.refresh_at is not None
-            and _version(change) == _version(stored)
-            and _refreshed(change, stored)
+        place = _place(change, stored)
+        return place is Place.NEWER or (
+            self.refresh_at is not None and self._refreshes(change, stored, place)
         )
 
     def _commit(self, watermarks: Sequence[Watermark] = ()) -> None:
         touched = self._pending.touched()
-        batch = self._pending.take(watermarks)
+        names = list(self.new_field_names)
+        self.new_field_names.clear()
+        batch = self._pending.take(watermarks, names)
         # A page that only re-read known versions changes nothing: no need for a write.
         if batch:
             self.store.apply(batch)
@@ -366,20 +461,28 @@ class Applier:
                 id=change.id,
                 fields={**stored.upstream.fields, **change.fields},
                 system_modstamp=change.system_modstamp,
+                sequence=change.sequence,
             )
         else:
             upstream = change
         state = AccountState(upstream=upstream)
         if isinstance(stored, AccountState):
             version, occurred_at = str(micros(upstream.system_modstamp)), upstream.system_modstamp
-            if self.refresh_at is not None and stored.system_modstamp == upstream.system_modstamp:
+            same_second = stored.system_modstamp == upstream.system_modstamp
+            if self.refresh_at is not None and same_second:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
                 # are of the reconciliation, apart from the version's own.
                 state = attrs.evolve(stored, upstream=upstream)
                 version += f"~r{micros(self.refresh_at)}"
                 occurred_at = self.refresh_at
-            elif stored.local_edits:
-                self.tally.local_edits_discarded += 1
+            else:
+                if same_second:
+                    # A later save in the same second (R3): its entries need ids of their
+                    # own, and local edits made on it must not reuse a revision's ids.
+                    version += "~" + same_second_version(upstream)
+                    state = AccountState(upstream=upstream, local_revision=stored.local_revision)
+                if stored.local_edits:
+                    self.tally.local_edits_discarded += 1
             changed = _diff(stored, state.effective().fields)
             if changed:
                 if upstream.id in self._pending.dirty:
@@ -421,6 +524,7 @@ class Applier:
                     account_id=account_id,
                     fields={**stored.fields, **change.fields},
                     system_modstamp=change.system_modstamp,
+                    sequence=change.sequence,
                 )
             else:
                 self._refetch("Contact", change.id)

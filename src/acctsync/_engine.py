@@ -35,12 +35,16 @@ from acctsync._errors import (
     InvalidRecordError,
     NoAccountError,
     UnknownContactError,
+    UnknownFieldError,
 )
 from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
+from acctsync._names import STANDARD_ACCOUNT_FIELDS, Spellings, close_matches
 from acctsync._protocols import (
     CompleteSource,
+    DescribedSource,
     ExclusiveStore,
+    FieldNameStore,
     ListingStore,
     LoggingPolicy,
     Source,
@@ -64,7 +68,14 @@ from acctsync._records import (
     same_value,
 )
 from acctsync._report import EditResult, Rejection, Suppression, SyncReport
-from acctsync._state import AccountState, Batch, Conversion, ConversionRequest, Watermark
+from acctsync._state import (
+    AccountState,
+    Batch,
+    Conversion,
+    ConversionRequest,
+    FieldName,
+    Watermark,
+)
 
 __all__ = ["CONVERSION_FIELD_MAP", "SyncEngine"]
 
@@ -195,6 +206,9 @@ class SyncEngine:
             tally=tally,
             refresh_at=ceiling if reconcile else None,
         )
+        spellings = {
+            stream: self._spellings(stream, applier.new_field_names, tally) for stream in STREAMS
+        }
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
         size = self._page_size
@@ -205,7 +219,8 @@ class SyncEngine:
             for stream in STREAMS
         }
         merged = heapq.merge(
-            *(self._read(stream, reads[stream], tally) for stream in STREAMS), key=_KEY
+            *(self._read(stream, reads[stream], tally, spellings[stream]) for stream in STREAMS),
+            key=_KEY,
         )
         read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
         page: list[Upstream] = []
@@ -224,6 +239,23 @@ class SyncEngine:
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
         return tally.report()
+
+    def _spellings(self, stream: ObjectType, added: list[FieldName], tally: Tally) -> Spellings:
+        """The org's field names of ``stream`` (R9), as the store and the source know them.
+
+        Names the store holds that a describing source no longer reads (the integration
+        user lost access to them, say) go in the report: their values stay as last read.
+        """
+        store, source = self._store, self._source
+        known = store.field_names(stream) if isinstance(store, FieldNameStore) else ()
+        spellings = Spellings(stream, known, added)
+        if isinstance(source, DescribedSource):
+            described = source.field_names(stream)
+            missing = spellings.missing_from(described)
+            if missing:
+                tally.missing_fields[stream] = missing
+            spellings.learn(described)
+        return spellings
 
     def _purge(
         self,
@@ -274,13 +306,18 @@ class SyncEngine:
         applier.apply(page, watermarks)
 
     def _read(
-        self, stream: ObjectType, pages: Iterable[Sequence[Change]], tally: Tally
+        self,
+        stream: ObjectType,
+        pages: Iterable[Sequence[Change]],
+        tally: Tally,
+        spellings: Spellings,
     ) -> Iterator[tuple[_Order, Upstream]]:
         """The stream's changes in `order`, each with its key (computed once, merged on)."""
         held: list[tuple[_Order, Upstream]] = []
         for page in pages:
             tally.pages += 1
-            keyed = [(order(change), change) for change in self._decode(stream, page, tally)]
+            decoded = self._decode(stream, page, tally, spellings)
+            keyed = [(order(change), change) for change in decoded]
             keyed = sorted([*held, *keyed], key=_KEY)
             if not keyed:
                 continue
@@ -291,12 +328,17 @@ class SyncEngine:
             held = keyed[cut:]
         yield from held
 
-    def _decode(self, stream: ObjectType, page: Iterable[Change], tally: Tally) -> list[Upstream]:
+    def _decode(
+        self, stream: ObjectType, page: Iterable[Change], tally: Tally, spellings: Spellings
+    ) -> list[Upstream]:
         changes: list[Upstream] = []
         native = Account if stream == "Account" else Contact
         for item in page:
             if type(item) is native:  # the common case, checked first: a page is large
-                changes.append(item)
+                try:
+                    changes.append(spellings.spelled(item))
+                except InvalidRecordError as error:
+                    tally.rejected.append(_rejection(stream, item, error))
                 continue
             decoded: Sequence[object]
             if isinstance(item, Unreadable):
@@ -340,26 +382,38 @@ class SyncEngine:
                             reason=f"a {stream_of(change)} record in the {stream} stream",
                         )
                     )
-                else:
+                elif isinstance(change, Deletion):
                     changes.append(change)
+                else:
+                    try:
+                        changes.append(spellings.spelled(change))
+                    except InvalidRecordError as error:
+                        tally.rejected.append(_rejection(stream, item, error))
         return changes
 
     # -- Local edits --------------------------------------------------------------------
 
-    def edit_account_field(self, *, contact_id: str, field: str, value: FieldValue) -> EditResult:
+    def edit_account_field(
+        self, *, contact_id: str, field: str, value: FieldValue, allow_new_field: bool = False
+    ) -> EditResult:
         """Set an account field locally through one of the account's contacts (S2, S3).
 
         Every contact of the account sees the new value; Salesforce does not (S1), and the
-        next newer Salesforce version of the account overwrites it. Raises
-        `UnknownContactError` for a contact the store does not hold and `NoAccountError`
-        for a contact without a synced account: no account is created locally (S5).
+        next newer Salesforce version of the account overwrites it. ``field`` is matched
+        in any case and takes the org's spelling (R9). Raises `UnknownContactError` for a
+        contact the store does not hold, `NoAccountError` for a contact without a synced
+        account (no account is created locally, S5), `UnknownFieldError` for a field the
+        org's accounts do not have, unless ``allow_new_field``, and `InvalidRecordError`
+        for a name or value Salesforce could not hold (R10).
         """
         contact_id = normalize_id(contact_id, prefix=CONTACT_PREFIX)
         check_field(field, value, record_id=contact_id)
         with self._hold():
-            return self._edit_account_field(contact_id, field, value)
+            return self._edit_account_field(contact_id, field, value, allow_new_field)
 
-    def _edit_account_field(self, contact_id: str, field: str, value: FieldValue) -> EditResult:
+    def _edit_account_field(
+        self, contact_id: str, field: str, value: FieldValue, allow_new_field: bool
+    ) -> EditResult:
         contact = self._store.contact_states([contact_id]).get(contact_id)
         if not isinstance(contact, Contact):
             raise UnknownContactError(contact_id)
@@ -371,6 +425,7 @@ class SyncEngine:
         )
         if account_id is None or not isinstance(state, AccountState):
             raise NoAccountError(contact_id, account_id)
+        field = self._account_field(field, state, allow_new_field)
         old = state.value(field)
         if same_value(old, value):
             return EditResult(
@@ -411,6 +466,23 @@ class SyncEngine:
             activities=tuple(entries),
             suppressed=suppressed[0] if suppressed else None,
         )
+
+    def _account_field(self, field: str, state: AccountState, allow_new_field: bool) -> str:
+        """``field`` in the org's spelling; a name the org has not got is refused (R9)."""
+        store = self._store
+        names = [
+            *(store.field_names("Account") if isinstance(store, FieldNameStore) else ()),
+            *state.upstream.fields,
+            *state.local_edits,
+            *sorted(STANDARD_ACCOUNT_FIELDS),
+        ]
+        folded = field.lower()
+        for name in names:
+            if name.lower() == folded:
+                return name
+        if allow_new_field:
+            return field
+        raise UnknownFieldError("Account", field, close_matches(field, names))
 
     # -- Convert Person -----------------------------------------------------------------
 
@@ -502,9 +574,7 @@ def _contact_id_or_none(value: str) -> str | None:
         return None
 
 
-def _rejection(
-    stream: str, item: RawRecord | RawChangeEvent, error: InvalidRecordError
-) -> Rejection:
+def _rejection(stream: str, item: Change, error: InvalidRecordError) -> Rejection:
     record_id = error.record_id
     if record_id is None and isinstance(item, RawRecord):
         raw_id = item.payload.get("Id") if isinstance(item.payload, Mapping) else None
@@ -515,5 +585,5 @@ def _rejection(
         record_id=record_id,
         reason=error.reason,
         field=error.field,
-        origin=item.origin,
+        origin=item.origin if isinstance(item, RawRecord | RawChangeEvent | Unreadable) else None,
     )

@@ -13,6 +13,7 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "UnknownContactError",
+    "UnknownFieldError",
 ]
 
 
@@ -48,6 +49,23 @@ class UnknownContactError(AcctSyncError, LookupError):
     def __init__(self, contact_id: str):
         self.contact_id = contact_id
         super().__init__(f"no contact {contact_id!r} in the store")
+
+
+class UnknownFieldError(AcctSyncError, LookupError):
+    """A local edit named a field the org's records do not have (rule R9).
+
+    ``close_matches`` are the org's field names it may be a typo of, closest first.
+    """
+
+    def __init__(self, object_type: str, field: str, close_matches: tuple[str, ...] = ()):
+        self.object_type = object_type
+        self.field = field
+        self.close_matches = close_matches
+        hint = f"; did you mean {' or '.join(map(repr, close_matches))}?" if close_matches else ""
+        super().__init__(
+            f"{object_type} has no field {field!r}{hint}"
+            " (allow_new_field=True adds it as a local field)"
+        )
 
 
 class NoAccountError(AcctSyncError, LookupError):

@@ -19,7 +19,9 @@ from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount,
 __all__ = [
     "CompleteSource",
     "ContactIndex",
+    "DescribedSource",
     "ExclusiveStore",
+    "FieldNameStore",
     "ListingStore",
     "LoggingPolicy",
     "Source",
@@ -189,4 +191,31 @@ class ContactIndex(Protocol):
         An account with none maps to an empty sequence; one with more than ``up_to`` is
         left out (the engine counts it with `Store.count_contacts`, never loading it).
         """
+        ...
+
+
+@runtime_checkable
+class DescribedSource(Source, Protocol):
+    """A source that knows the fields it reads, as Salesforce's describe spells them.
+
+    The engine takes their spelling as the org's (rule R9), and reports in
+    `SyncReport.missing_fields` the fields the store holds that the source no longer
+    reads (access revoked, say).
+    """
+
+    def field_names(self, object_type: ObjectType) -> Collection[str]:
+        """The fields of ``object_type`` this source reads, system fields left out."""
+        ...
+
+
+@runtime_checkable
+class FieldNameStore(Protocol):
+    """A store that keeps the org's field names, each in its one spelling (rule R9).
+
+    It records each `Batch.field_names` entry whose name it does not hold yet in any
+    case; the first spelling stays.
+    """
+
+    def field_names(self, object_type: ObjectType) -> Collection[str]:
+        """Every field name Salesforce records of ``object_type`` have used in this org."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -39,9 +40,12 @@ __all__ = [
     "Unchanged",
     "Unreadable",
     "check_field",
+    "field_name_problem",
     "fields_attribute",
     "parse_object_type",
     "same_value",
+    "sequence_attribute",
+    "text_problem",
 ]
 
 FieldValue: TypeAlias = str | int | float | Decimal | bool | date | datetime | None
@@ -57,21 +61,70 @@ OBJECT_PREFIXES: Final[Mapping[str, str]] = MappingProxyType(
 RESERVED_FIELDS: Final = frozenset(
     {"Id", "AccountId", "SystemModstamp", "IsDeleted", "MasterRecordId", "attributes"}
 )
-"""Names that are record attributes, not fields: a ``fields`` mapping may not use them."""
+"""Names that are record attributes, not fields: a ``fields`` mapping may not use them.
 
+Salesforce field names are case-insensitive (rule R9): ``ID`` and ``systemmodstamp`` are
+these names too.
+"""
+
+_RESERVED_FOLDED: Final = frozenset(name.lower() for name in RESERVED_FIELDS)
+# An API name: a letter, then letters, digits and underscores (``Billing_Code__c``,
+# ``ns__Score__c``, ``Location__Latitude__s``), as Salesforce allows them; the length
+# limit is generous (Salesforce's own is 40 plus a namespace and suffix).
+_API_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+MAX_FIELD_NAME: Final = 255
 _PLAIN_TYPES: Final = frozenset({str, int, bool, date, type(None)})
+# Names already found valid: a sync sees the same few hundred names on every record, so
+# each is checked once. Bounded, so that a stream of junk names cannot grow it for ever.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_MAX: Final = 1 << 16
+
+
+def field_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a field (rules R9, R10), or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "a field name must be a non-empty string"
+    if name in _VALID_NAMES:
+        return None
+    if len(name) > MAX_FIELD_NAME:
+        return f"a field name is at most {MAX_FIELD_NAME} characters, not {len(name)}"
+    if not name.isascii() or _API_NAME.fullmatch(name) is None:
+        return "is not a Salesforce API name (a letter, then letters, digits and underscores)"
+    if name.lower() in _RESERVED_FOLDED:
+        return "is a record attribute, not a field"
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES.add(name)
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """Why the string ``value`` cannot be stored (rule R10), or None when it can.
+
+    Salesforce text is Unicode: a lone surrogate (``"\\ud83d"`` in JSON) is not.
+    """
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"is not valid Unicode text (a lone surrogate at position {error.start})"
+    return None
 
 
 def check_field(name: object, value: object, *, record_id: str | None = None) -> None:
     """Raise `InvalidRecordError` unless ``name`` may name a field holding ``value``."""
-    if not isinstance(name, str) or not name:
+    problem = field_name_problem(name)
+    if problem is not None:
+        shown = name if isinstance(name, str) and len(name) <= MAX_FIELD_NAME else None
         raise InvalidRecordError(
-            "a field name must be a non-empty string", record_id=record_id, field=repr(name)
+            problem, record_id=record_id, field=shown if shown is not None else _short(name)
         )
-    if name in RESERVED_FIELDS:
-        raise InvalidRecordError(
-            "is a record attribute, not a field", record_id=record_id, field=name
-        )
+    assert isinstance(name, str)
+    if type(value) is str:
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidRecordError(problem, record_id=record_id, field=name)
+        return
     if type(value) in _PLAIN_TYPES:
         return
     if isinstance(value, datetime):
@@ -94,6 +147,12 @@ def check_field(name: object, value: object, *, record_id: str | None = None) ->
         )
 
 
+def _short(name: object) -> str:
+    """A name fit to show in an error: a long one cut, control characters escaped."""
+    shown = repr(name)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
 def _freeze_fields(value: object) -> Mapping[str, FieldValue]:
     if not isinstance(value, Mapping):
         raise InvalidRecordError(f"fields must be a mapping, not {type(value).__name__}")
@@ -111,9 +170,10 @@ def fields_attribute() -> Any:
 
 def _check_fields(record_id: str | None, fields: Mapping[str, FieldValue]) -> None:
     for name, value in fields.items():
-        # Most fields are plain text, numbers, booleans or empty: pass them without a call.
-        plain = type(value) in _PLAIN_TYPES and type(name) is str
-        if plain and name and name not in RESERVED_FIELDS:
+        # Most fields are known names holding ASCII text, numbers, booleans or nothing:
+        # pass them without a call.
+        plain = type(value) in _PLAIN_TYPES
+        if plain and name in _VALID_NAMES and (type(value) is not str or value.isascii()):
             continue
         check_field(name, value, record_id=record_id)
 
@@ -129,6 +189,22 @@ def _utc(value: object) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise InvalidRecordError(f"timestamp {value.isoformat()} is out of range in UTC") from None
+
+
+def _sequence(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidRecordError(f"a sequence is a tuple of integers, not {value!r}")
+    sequence = tuple(value)
+    if not sequence or any(isinstance(i, bool) or not isinstance(i, int) for i in sequence):
+        raise InvalidRecordError(f"a sequence is a non-empty tuple of integers, not {value!r}")
+    return sequence
+
+
+def sequence_attribute() -> Any:
+    """The ``sequence`` attribute of a record version: its finer order within one stamp."""
+    return field(default=None, converter=_sequence)
 
 
 def _account_id(value: object) -> str:
@@ -173,11 +249,17 @@ def same_value(a: FieldValue, b: FieldValue) -> bool:
 
 @frozen(kw_only=True)
 class Account:
-    """A Salesforce Account as of ``system_modstamp``."""
+    """A Salesforce Account as of ``system_modstamp``.
+
+    ``sequence`` orders versions that share a ``SystemModstamp``, where the source knows
+    their order (a change event's ``commitNumber`` and ``sequenceNumber``); None where it
+    does not (rule R3).
+    """
 
     id: str = field(converter=_account_id)
     fields: Mapping[str, FieldValue] = fields_attribute()
     system_modstamp: datetime = field(converter=_utc)
+    sequence: tuple[int, ...] | None = sequence_attribute()
 
     def __attrs_post_init__(self) -> None:
         _check_fields(self.id, self.fields)
@@ -185,12 +267,16 @@ class Account:
 
 @frozen(kw_only=True)
 class Contact:
-    """A Salesforce Contact; ``account_id`` is its one account, or None (rule S4)."""
+    """A Salesforce Contact; ``account_id`` is its one account, or None (rule S4).
+
+    ``sequence`` is as on `Account`.
+    """
 
     id: str = field(converter=_contact_id)
     account_id: str | None = field(default=None, converter=_optional_account_id)
     fields: Mapping[str, FieldValue] = fields_attribute()
     system_modstamp: datetime = field(converter=_utc)
+    sequence: tuple[int, ...] | None = sequence_attribute()
 
     def __attrs_post_init__(self) -> None:
         _check_fields(self.id, self.fields)
@@ -244,13 +330,15 @@ def parse_object_type(value: object) -> ObjectType:
 class Deletion:
     """A record deleted in Salesforce at ``deleted_at`` (rule R4).
 
-    ``master_record_id`` names the winner when the deletion is the losing side of a merge.
+    ``master_record_id`` names the winner when the deletion is the losing side of a merge;
+    ``sequence`` is as on `Account`.
     """
 
     object_type: ObjectType = field(converter=parse_object_type)
     id: str
     deleted_at: datetime = field(converter=_utc)
     master_record_id: str | None = None
+    sequence: tuple[int, ...] | None = sequence_attribute()
 
     def __attrs_post_init__(self) -> None:
         prefix = OBJECT_PREFIXES[self.object_type]
@@ -282,7 +370,8 @@ class PartialUpdate:
     """An update that carries only the fields that changed (a Change Data Capture UPDATE).
 
     The engine merges it onto the stored upstream values; the other fields keep theirs.
-    ``account_id`` is a contact's new account, or `UNCHANGED`.
+    ``account_id`` is a contact's new account, or `UNCHANGED`; ``sequence`` is as on
+    `Account`.
     """
 
     object_type: ObjectType = field(converter=parse_object_type)
@@ -290,6 +379,7 @@ class PartialUpdate:
     fields: Mapping[str, FieldValue] = fields_attribute()
     account_id: str | Unchanged | None = UNCHANGED
     system_modstamp: datetime = field(converter=_utc)
+    sequence: tuple[int, ...] | None = sequence_attribute()
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(

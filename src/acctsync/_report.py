@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from attrs import field, frozen
@@ -40,8 +40,8 @@ class Suppression:
     origin: Origin
 
 
-def _frozen_watermarks(marks: Mapping[str, datetime]) -> Mapping[str, datetime]:
-    return MappingProxyType(dict(marks))
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
 
 
 @frozen(kw_only=True, repr=False)
@@ -53,7 +53,9 @@ class SyncReport:
     one, neither applied. ``local_edits_discarded`` counts accounts whose local edits a
     newer Salesforce version overwrote (rule S3). ``refreshed`` counts records whose
     values changed without a new ``SystemModstamp`` (formula fields), which only
-    `SyncEngine.reconcile` applies; they are among the upserted.
+    `SyncEngine.reconcile` applies; they are among the upserted. ``missing_fields`` names,
+    per object, the fields the store holds that the source no longer reads (rule R9: a
+    field the integration user lost access to); their stored values are as last read.
     """
 
     pages: int = 0
@@ -69,7 +71,8 @@ class SyncReport:
     suppressed: tuple[Suppression, ...] = ()
     activities: tuple[ChangeDataValue, ...] = ()
     refetch: tuple[Refetch, ...] = ()
-    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen_watermarks)
+    missing_fields: Mapping[str, tuple[str, ...]] = field(factory=dict, converter=_frozen)
+    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen)
 
     @property
     def ok(self) -> bool:

@@ -12,11 +12,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TypeAlias
 
-from attrs import frozen
+from attrs import field, frozen
 
 from acctsync._activity import ChangeDataValue
 from acctsync._errors import InvalidRecordError
-from acctsync._records import Account, Contact, Deletion, FieldValue, fields_attribute
+from acctsync._records import (
+    Account,
+    Contact,
+    Deletion,
+    FieldValue,
+    ObjectType,
+    field_name_problem,
+    fields_attribute,
+    parse_object_type,
+)
 
 __all__ = [
     "AccountState",
@@ -25,6 +34,7 @@ __all__ = [
     "Conversion",
     "ConversionRequest",
     "DeleteContacts",
+    "FieldName",
     "MoveContacts",
     "StoredAccount",
     "StoredContact",
@@ -115,6 +125,20 @@ class Watermark:
 
 
 @frozen(kw_only=True)
+class FieldName:
+    """A field of ``object_type`` records, in the org's one spelling of it (rule R9)."""
+
+    object_type: ObjectType = field(converter=parse_object_type)
+    name: str = field()
+
+    @name.validator
+    def _check(self, _: object, name: object) -> None:
+        problem = field_name_problem(name)
+        if problem is not None:
+            raise InvalidRecordError(problem, field=name if isinstance(name, str) else None)
+
+
+@frozen(kw_only=True)
 class Conversion:
     """The records Convert Person created in Salesforce for a person (rule S6)."""
 
@@ -149,7 +173,9 @@ class Batch:
     4. ``activities``: appended to the log; an entry whose ``id`` is already logged is
        skipped, never duplicated.
     5. ``conversions``: recorded by person ID.
-    6. ``watermarks``: each stored for its stream.
+    6. ``field_names``: each recorded unless the store has the name already, in any
+       case (only a `FieldNameStore` keeps them; another store may ignore them).
+    7. ``watermarks``: each stored for its stream.
     """
 
     accounts: Sequence[StoredAccount] = ()
@@ -157,6 +183,7 @@ class Batch:
     contact_ops: Sequence[ContactOp] = ()
     activities: Sequence[ChangeDataValue] = ()
     conversions: Sequence[Conversion] = ()
+    field_names: Sequence[FieldName] = ()
     watermarks: Sequence[Watermark] = ()
 
     def check(self) -> None:
@@ -170,6 +197,7 @@ class Batch:
             (self.contact_ops, (MoveContacts, DeleteContacts)),
             (self.activities, (ChangeDataValue,)),
             (self.conversions, (Conversion,)),
+            (self.field_names, (FieldName,)),
             (self.watermarks, (Watermark,)),
         )
         for entries, types in expected:
@@ -191,5 +219,6 @@ class Batch:
             or self.contact_ops
             or self.activities
             or self.conversions
+            or self.field_names
             or self.watermarks
         )

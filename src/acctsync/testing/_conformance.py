@@ -54,7 +54,8 @@ ODD_VALUES: dict[str, FieldValue] = {
     "Float": 0.1,
     "Nothing": None,
     "Unicode": "Zürich \u2603 \x00 '\"",
-    HOSTILE: "'; DELETE FROM contacts; --",
+    # Names are API names (R10); what SQL could trip on is in the values.
+    "Drop_Table__c": HOSTILE,
 }
 
 

@@ -311,6 +311,9 @@ class InMemoryStore:
     _log: dict[str, ChangeDataValue] = field(init=False, factory=dict)
     _watermarks: dict[str, datetime] = field(init=False, factory=dict)
     _conversions: dict[str, Conversion] = field(init=False, factory=dict)
+    _field_names: dict[str, dict[str, str]] = field(
+        init=False, factory=lambda: {"Account": {}, "Contact": {}}
+    )
 
     def __repr__(self) -> str:
         live = sum(isinstance(a, AccountState) for a in self._accounts.values())
@@ -353,6 +356,10 @@ class InMemoryStore:
         """The recorded conversion of ``person_id``."""
         return self._conversions.get(person_id)
 
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        """The org's field names of ``object_type``, each in its one spelling."""
+        return list(self._field_names[parse_object_type(object_type)].values())
+
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` whole (see `Batch` for the order)."""
         batch.check()
@@ -369,6 +376,8 @@ class InMemoryStore:
             self._log.setdefault(entry.id, entry)
         for conversion in batch.conversions:
             self._conversions[conversion.person_id] = conversion
+        for name in batch.field_names:
+            self._field_names[name.object_type].setdefault(name.name.lower(), name.name)
         for watermark in batch.watermarks:
             self._watermarks[watermark.stream] = watermark.system_modstamp
 
@@ -398,7 +407,10 @@ class InMemoryStore:
         for contact_id in self._members.pop(account_id, {}):
             contact = self._contacts[contact_id]
             self._contacts[contact_id] = Deletion(
-                object_type="Contact", id=contact_id, deleted_at=contact.system_modstamp
+                object_type="Contact",
+                id=contact_id,
+                deleted_at=contact.system_modstamp,
+                sequence=contact.sequence,
             )
 
     # -- What users read ----------------------------------------------------------------

@@ -58,7 +58,8 @@ _FIRST_INSTANT: Final = datetime(1700, 1, 1, tzinfo=UTC)
 _LAST_INSTANT: Final = datetime(4000, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 _STAMPS_FROM: Final = datetime(2000, 1, 1, tzinfo=UTC)
 _STAMPS_UNTIL: Final = datetime(2100, 1, 1, tzinfo=UTC)
-_UNUSABLE_NAMES: Final = RESERVED_FIELDS | AUDIT_FIELDS
+# In any case: field names are case-insensitive (rule R9).
+_UNUSABLE_NAMES: Final = frozenset(name.lower() for name in RESERVED_FIELDS | AUDIT_FIELDS)
 
 
 def _millis(instant: datetime) -> int:
@@ -85,7 +86,7 @@ def field_names() -> st.SearchStrategy[str]:
     rest = st.text(alphabet=_ALNUM + "_", max_size=20)
     standard = st.builds(str.__add__, first, rest)
     custom = standard.map(lambda name: name + "__c")
-    return st.one_of(standard, custom).filter(lambda name: name not in _UNUSABLE_NAMES)
+    return st.one_of(standard, custom).filter(lambda name: name.lower() not in _UNUSABLE_NAMES)
 
 
 def timestamps(
@@ -130,12 +131,16 @@ def field_maps(
     values: st.SearchStrategy[FieldValue] | None = None,
     max_size: int = 6,
 ) -> st.SearchStrategy[dict[str, FieldValue]]:
-    """Field mappings of up to ``max_size`` entries."""
-    return st.dictionaries(
-        names if names is not None else field_names(),
-        values if values is not None else field_values(),
+    """Field mappings of up to ``max_size`` entries, no two names one name in another case."""
+    entries = st.lists(
+        st.tuples(
+            names if names is not None else field_names(),
+            values if values is not None else field_values(),
+        ),
         max_size=max_size,
+        unique_by=lambda entry: entry[0].lower(),
     )
+    return entries.map(dict)
 
 
 def accounts(

@@ -90,23 +90,25 @@ class Rows:
 
     def account(self, entry: StoredAccount) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            deleted_at = micros(entry.deleted_at)
-            return (self._org, entry.id, True, deleted_at, entry.master_record_id, "{}", "{}", 0)
+            deleted_at, master, sequence = _tombstone_row(entry)
+            return (self._org, entry.id, True, deleted_at, master, "{}", "{}", 0, sequence)
+        upstream = entry.upstream
         return (
             self._org,
             entry.id,
             False,
-            micros(entry.system_modstamp),
+            micros(upstream.system_modstamp),
             None,
-            self._codec.fields(entry.upstream.fields),
+            self._codec.fields(upstream.fields),
             self._codec.fields(entry.local_edits),
             entry.local_revision,
+            None if upstream.sequence is None else _sequence_text(upstream.sequence),
         )
 
     def contact(self, entry: StoredContact) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            deleted_at = micros(entry.deleted_at)
-            return (self._org, entry.id, True, deleted_at, entry.master_record_id, None, "{}")
+            deleted_at, master, sequence = _tombstone_row(entry)
+            return (self._org, entry.id, True, deleted_at, master, None, "{}", sequence)
         return (
             self._org,
             entry.id,
@@ -115,6 +117,7 @@ class Rows:
             None,
             entry.account_id,
             self._codec.fields(entry.fields),
+            None if entry.sequence is None else _sequence_text(entry.sequence),
         )
 
     def activity(self, entry: ChangeDataValue) -> tuple[object, ...]:
@@ -138,6 +141,7 @@ class Rows:
                 id=row.id,
                 fields=self._codec.read_fields(row.fields),
                 system_modstamp=stamp(row.system_modstamp),
+                sequence=_read_sequence(row.sequence),
             ),
             local_edits=self._codec.read_fields(row.local_edits),
             local_revision=row.local_revision,
@@ -151,6 +155,7 @@ class Rows:
             account_id=row.account_id,
             fields=self._codec.read_fields(row.fields),
             system_modstamp=stamp(row.system_modstamp),
+            sequence=_read_sequence(row.sequence),
         )
 
     def entry(self, row: Row[Any]) -> ChangeDataValue:
@@ -172,4 +177,20 @@ def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
         id=row.id,
         deleted_at=stamp(row.system_modstamp),
         master_record_id=row.master_record_id,
+        sequence=_read_sequence(row.sequence),
     )
+
+
+def _tombstone_row(entry: Deletion) -> tuple[int, str | None, str | None]:
+    sequence = None if entry.sequence is None else _sequence_text(entry.sequence)
+    return micros(entry.deleted_at), entry.master_record_id, sequence
+
+
+def _sequence_text(sequence: tuple[int, ...]) -> str:
+    # Text, not a number column: a commit number and a sequence number in one value,
+    # and either may pass 64 bits.
+    return json.dumps(sequence)
+
+
+def _read_sequence(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(json.loads(text))

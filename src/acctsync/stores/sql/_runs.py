@@ -10,7 +10,7 @@ import attrs
 from attrs import field, frozen
 
 from acctsync._errors import ConfigurationError
-from acctsync._report import COUNTS, Rejection, Suppression, SyncReport, _frozen_watermarks
+from acctsync._report import COUNTS, Rejection, Suppression, SyncReport, _frozen
 
 __all__ = ["OUTCOMES", "StoreCounts", "SyncRun"]
 
@@ -63,7 +63,7 @@ class SyncRun:
     suppressed: tuple[Suppression, ...] = ()
     suppressed_count: int = 0
     refetch_count: int = 0
-    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen_watermarks)
+    watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen)
     id: int | None = None
 
     @classmethod

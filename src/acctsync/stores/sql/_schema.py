@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     select,
 )
 
@@ -56,6 +57,7 @@ class Tables:
     conversions: Table
     locks: Table
     runs: Table
+    field_names: Table
 
     @classmethod
     def define(cls, prefix: str, schema: str | None) -> Tables:
@@ -78,6 +80,8 @@ class Tables:
             Column("fields", Text, nullable=False),
             Column("local_edits", Text, nullable=False),
             Column("local_revision", Integer, nullable=False),
+            # The version's order within its stamp, where the source knew it (JSON).
+            Column("sequence", Text),
             PrimaryKeyConstraint("org", "id"),
         )
         contacts = Table(
@@ -91,6 +95,7 @@ class Tables:
             # NULL for tombstones, so that the index holds live contacts only.
             Column("account_id", _ID),
             Column("fields", Text, nullable=False),
+            Column("sequence", Text),
             PrimaryKeyConstraint("org", "id"),
             # Covers count_contacts and contact_ids: an account's contacts, by ID.
             Index(f"{prefix}contacts_by_account", "org", "account_id", "id"),
@@ -151,8 +156,27 @@ class Tables:
             # The last run of an org is its row with the highest seq.
             Index(f"{prefix}runs_by_org", "org", "seq"),
         )
+        field_names = Table(
+            f"{prefix}field_names",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("object_type", String(16), nullable=False),
+            # The name in lower case: one row per name whatever its case (rule R9).
+            Column("folded", String(255), nullable=False),
+            Column("name", String(255), nullable=False),
+            PrimaryKeyConstraint("org", "object_type", "folded"),
+        )
         return cls(
-            metadata, meta, accounts, contacts, activities, watermarks, conversions, locks, runs
+            metadata,
+            meta,
+            accounts,
+            contacts,
+            activities,
+            watermarks,
+            conversions,
+            locks,
+            runs,
+            field_names,
         )
 
 
@@ -176,10 +200,22 @@ def _create_runs(conn: Connection, tables: Tables) -> None:
     tables.runs.create(conn)  # with its index
 
 
+def _add_versions_and_field_names(conn: Connection, tables: Tables) -> None:
+    # Step 1 builds the records' tables as they are now, sequence included: only a
+    # database made before this step lacks the column.
+    for table in (tables.accounts, tables.contacts):
+        columns = {c["name"] for c in inspect(conn).get_columns(table.name, table.schema)}
+        if "sequence" not in columns:
+            name = conn.dialect.identifier_preparer.format_table(table)
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN sequence TEXT")
+    tables.field_names.create(conn)
+
+
 _STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
     _create_core,  # 1: records, activity log, watermarks, conversions
     _create_locks,  # 2: the runner lease that SQLite needs (PostgreSQL uses advisory locks)
     _create_runs,  # 3: the sync runs, for a later look at what the last one did
+    _add_versions_and_field_names,  # 4: same-second versions (R3), field spellings (R9)
 )
 
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -203,6 +203,10 @@ class Statements:
                 dialect,
             )
         self.upsert_conversion = self._upsert(tables.conversions, ("org", "person_id"))
+        # The first spelling of a name stays (rule R9).
+        self.insert_field_name = self._insert(tables.field_names).on_conflict_do_nothing(
+            index_elements=["org", "object_type", "folded"]
+        )
         self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
 
         org = bindparam("org", type_=String)

@@ -404,6 +404,18 @@ class SqlStore:
             opportunity_id=row.opportunity_id,
         )
 
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        """The org's field names of ``object_type``, each in its one spelling (rule R9)."""
+        table = self._tables.field_names
+        kind = parse_object_type(object_type)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(table.c.name)
+                .where(table.c.org == self._org, table.c.object_type == kind)
+                .order_by(table.c.folded)
+            )
+            return [row[0] for row in rows]
+
     def get_account(self, account_id: str) -> Account | None:
         """The live account with its effective values (local edits on top), or None."""
         state = self.account_states([normalize_id(account_id)]).get(normalize_id(account_id))
@@ -596,6 +608,19 @@ class SqlStore:
                         "contact_id": conversion.contact_id,
                         "opportunity_id": conversion.opportunity_id,
                     },
+                )
+            if batch.field_names:
+                conn.execute(
+                    statements.insert_field_name,
+                    [
+                        {
+                            "org": org,
+                            "object_type": entry.object_type,
+                            "folded": entry.name.lower(),
+                            "name": entry.name,
+                        }
+                        for entry in batch.field_names
+                    ],
                 )
             if batch.watermarks:  # one call for all: psycopg pipelines its executemany
                 conn.execute(
