@@ -425,7 +425,8 @@ class SyncEngine:
         )
         if account_id is None or not isinstance(state, AccountState):
             raise NoAccountError(contact_id, account_id)
-        field = self._account_field(field, state, allow_new_field)
+        known = self._known_names("Account")
+        field = self._account_field(field, state, known, allow_new_field)
         old = state.value(field)
         if same_value(old, value):
             return EditResult(
@@ -454,7 +455,13 @@ class SyncEngine:
             occurred_at=self._clock(),
             suppressed=suppressed,
         )
-        self._store.apply(Batch(accounts=[new_state], activities=entries))
+        # The org's spelling from now on, for Salesforce's records too (R9).
+        names = (
+            []
+            if known.get(field.lower()) == field
+            else [FieldName(object_type="Account", name=field)]
+        )
+        self._store.apply(Batch(accounts=[new_state], activities=entries, field_names=names))
         return EditResult(
             contact_id=contact_id,
             account_id=account_id,
@@ -467,22 +474,29 @@ class SyncEngine:
             suppressed=suppressed[0] if suppressed else None,
         )
 
-    def _account_field(self, field: str, state: AccountState, allow_new_field: bool) -> str:
-        """``field`` in the org's spelling; a name the org has not got is refused (R9)."""
+    def _known_names(self, object_type: ObjectType) -> dict[str, str]:
+        """The org's field names the store keeps, by their lower case."""
         store = self._store
-        names = [
-            *(store.field_names("Account") if isinstance(store, FieldNameStore) else ()),
-            *state.upstream.fields,
-            *state.local_edits,
-            *sorted(STANDARD_ACCOUNT_FIELDS),
-        ]
-        folded = field.lower()
-        for name in names:
-            if name.lower() == folded:
-                return name
+        names = store.field_names(object_type) if isinstance(store, FieldNameStore) else ()
+        return {name.lower(): name for name in names}
+
+    @staticmethod
+    def _account_field(
+        field: str, state: AccountState, known: Mapping[str, str], allow_new_field: bool
+    ) -> str:
+        """``field`` in the org's spelling; a name the org has not got is refused (R9).
+
+        The org has the names its records used and the standard Account fields.
+        """
+        names = {**known}
+        for name in (*state.upstream.fields, *state.local_edits, *STANDARD_ACCOUNT_FIELDS):
+            names.setdefault(name.lower(), name)
+        spelling = names.get(field.lower())
+        if spelling is not None:
+            return spelling
         if allow_new_field:
             return field
-        raise UnknownFieldError("Account", field, close_matches(field, names))
+        raise UnknownFieldError("Account", field, close_matches(field, names.values()))
 
     # -- Convert Person -----------------------------------------------------------------
 
