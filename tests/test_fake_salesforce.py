@@ -956,3 +956,30 @@ def test_requests_and_changes_from_several_threads(org: FakeSalesforce) -> None:
     assert len(totals) == 40  # no reader died on the way
     assert all(0 <= total <= 100 for total in totals)
     assert len(org.records("Account")) == 100
+
+
+# -- Compound fields ------------------------------------------------------------------------
+
+
+def test_a_custom_geolocation_selects_as_latitude_and_longitude(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    # REST API Developer Guide and SOAP API Developer Guide, "Geolocation Compound Field":
+    # a geolocation is an object of latitude and longitude; a custom one's components are
+    # named Loc__Latitude__s and Loc__Longitude__s.
+    location = [
+        {"name": "Loc__c", "type": "location", "createable": False, "updateable": False},
+        {"name": "Loc__Latitude__s", "type": "double", "compoundFieldName": "Loc__c"},
+        {"name": "Loc__Longitude__s", "type": "double", "compoundFieldName": "Loc__c"},
+    ]
+    org.describe_fields("Account", [*sf.Account.describe()["fields"], *location])
+    org.put(account(1, Loc__Latitude__s=59.91, Loc__Longitude__s=10.75), account(2))
+
+    one, two = sf.query("SELECT Id, SystemModstamp, Loc__c FROM Account ORDER BY Name")["records"]
+
+    assert one["Loc__c"] == {"latitude": 59.91, "longitude": 10.75}
+    assert two["Loc__c"] is None
+    assert sf.Account.get(A1)["Loc__c"] == one["Loc__c"]
+    decoded = decode_record("Account", one)
+    assert isinstance(decoded, Account)
+    assert decoded.fields == {"Loc__Latitude__s": 59.91, "Loc__Longitude__s": 10.75}

@@ -303,13 +303,14 @@ class RestApi:
         return out
 
     def _compound(self, object_type: str, row: Row, parent: str) -> dict[str, Any] | None:
-        # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...}.
-        prefix = parent.removesuffix("Address")
+        # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...},
+        # a custom geolocation Loc__c {"latitude": Loc__Latitude__s, "longitude": ...}.
         parts: dict[str, Any] = {}
         for entry in self.visible(object_type):
             if entry["compoundFieldName"] == parent:
-                key = entry["name"].removeprefix(prefix)
-                parts[key[:1].lower() + key[1:]] = wire(row.get(entry["name"]))
+                key = _compound_key(entry["name"])
+                if key is not None:
+                    parts[key] = wire(row.get(entry["name"]))
         return parts if any(value is not None for value in parts.values()) else None
 
     # -- Writes ------------------------------------------------------------------------------
@@ -388,6 +389,33 @@ _GROUPS: Final[dict[str, Callable[[Described], bool]]] = {
     "FIELDS(STANDARD)": lambda entry: not entry["custom"],
     "FIELDS(CUSTOM)": lambda entry: bool(entry["custom"]),
 }
+
+
+# REST API Developer Guide and SOAP API Developer Guide, "Compound Fields": the keys of
+# the Address type (which extends Location) and of the Location type, whatever the
+# compound. Each component field's name ends in its key (BillingStreet, MailingLatitude),
+# or in its key and "__s" for a custom compound (Loc__Latitude__s); no key ends another.
+_COMPOUND_KEYS: Final = (
+    "street",
+    "city",
+    "state",
+    "stateCode",
+    "postalCode",
+    "country",
+    "countryCode",
+    "latitude",
+    "longitude",
+    "geocodeAccuracy",
+)
+
+
+def _compound_key(component: str) -> str | None:
+    """The key of ``component`` in its compound's object, or None if the type has none."""
+    name = component.lower().removesuffix("__s")
+    for key in _COMPOUND_KEYS:
+        if name.endswith(key.lower()):
+            return key
+    return None  # a describe entry no Address or Location has: the API shows no such key
 
 
 def _entry(ref: str, status: int, body: Any, headers: dict[str, str]) -> dict[str, Any]:
