@@ -81,7 +81,7 @@ def _placement(item: RawRecord | RawChangeEvent) -> tuple[str, datetime | None]:
     try:
         if isinstance(item, RawRecord):
             stream = item.object_type
-            stamp = parse_datetime(item.payload.get("SystemModstamp"), field="SystemModstamp")
+            stamp = parse_datetime(_stamp_of(item.payload), field="SystemModstamp")
         else:
             _, header = event_parts(item.payload)
             stream = str(header.get("entityName"))
@@ -89,6 +89,16 @@ def _placement(item: RawRecord | RawChangeEvent) -> tuple[str, datetime | None]:
     except (InvalidRecordError, AttributeError):
         pass
     return (stream if stream in ("Account", "Contact") else "Account"), stamp
+
+
+def _stamp_of(payload: Mapping[Any, Any]) -> object:
+    """The payload's ``SystemModstamp``, spelled in any case, or None."""
+    # Field names are case-insensitive (rule R9) and the decoder reads the stamp of a
+    # ``SYSTEMMODSTAMP`` key: the record is placed where that stamp puts it.
+    for name, value in payload.items():
+        if isinstance(name, str) and name.lower() == "systemmodstamp":
+            return value
+    return None
 
 
 @define(repr=False)
@@ -195,8 +205,8 @@ class InMemorySource:
     def add_raw(self, object_type: str, payload: Mapping[str, Any]) -> None:
         """Add a REST JSON record as the API would return it; it may be malformed.
 
-        It is read by its ``SystemModstamp``; one without a readable stamp is placed at
-        the org's current time, as if it had just been written.
+        It is read by its ``SystemModstamp``, spelled in any case; one without a readable
+        stamp is placed at the org's current time, as if it had just been written.
         """
         self._add_raw(RawRecord(object_type=object_type, payload=payload))
 
