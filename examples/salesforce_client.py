@@ -6,8 +6,8 @@ acctsync.testing serves on 127.0.0.1, so the example runs anywhere, with no org 
 credentials. It seeds the org and syncs it into SQLite, converts a person (rule S6: the
 records are created in Salesforce and reach the local copy with the next sync), and then
 runs ``engine.reconcile()``, which finds what an incremental sync cannot see: a formula
-value that changed without a new SystemModstamp, and an account purged from the recycle
-bin.
+value that changed without a new SystemModstamp on a record last saved long ago, and an
+account purged from the recycle bin.
 
 Needs ``pip install "acctsync[salesforce,sql]"``. Run it with
 
@@ -19,6 +19,7 @@ The SQLite file is written to a temporary folder that is removed at the end.
 from __future__ import annotations
 
 import tempfile
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,19 +33,26 @@ ACME, GLOBEX = make_id("001", 1), make_id("001", 2)
 ANA, BEN, CHO = make_id("003", 1), make_id("003", 2), make_id("003", 3)
 # The fields to sync; without this, every field each object's describe lists.
 FIELDS = {"Account": ["Name", "Industry", "Tier__c"], "Contact": ["LastName"]}
+# The seeded records were last saved an hour before the org's clock, as most records of a
+# real org were: before the lookback window that every sync reads again (5 minutes by
+# default). That matters in step 3. A record read again in the window with other values
+# under its old stamp is taken for a second save in that second and applied (rule R3), so
+# a formula change on a record saved minutes ago reaches the store with the next sync
+# anyway; on a record saved before the window, only a reconciliation sees it.
+LAST_SAVED = timedelta(hours=1)
 
 
 def seed(org: FakeSalesforce) -> None:
     """Two accounts and their contacts. Tier__c is a formula field in the fake's describe."""
-    now = org.now
+    saved = org.now - LAST_SAVED
     acme = {"Name": "Acme", "Industry": "Tech", "Tier__c": "Gold"}
     globex = {"Name": "Globex", "Industry": "Energy", "Tier__c": "Silver"}
     org.put(
-        Account(id=ACME, fields=acme, system_modstamp=now),
-        Account(id=GLOBEX, fields=globex, system_modstamp=now),
-        Contact(id=ANA, account_id=ACME, fields={"LastName": "Ng"}, system_modstamp=now),
-        Contact(id=BEN, account_id=ACME, fields={"LastName": "Ito"}, system_modstamp=now),
-        Contact(id=CHO, account_id=GLOBEX, fields={"LastName": "Cho"}, system_modstamp=now),
+        Account(id=ACME, fields=acme, system_modstamp=saved),
+        Account(id=GLOBEX, fields=globex, system_modstamp=saved),
+        Contact(id=ANA, account_id=ACME, fields={"LastName": "Ng"}, system_modstamp=saved),
+        Contact(id=BEN, account_id=ACME, fields={"LastName": "Ito"}, system_modstamp=saved),
+        Contact(id=CHO, account_id=GLOBEX, fields={"LastName": "Cho"}, system_modstamp=saved),
     )
 
 

@@ -92,7 +92,8 @@ def test_salesforce_client(tmp_path: Path) -> None:
     assert "  opportunities in the org: ['Initech']" in lines
     assert "  locally, before the next sync: None" in lines
     assert "  Initech (Tier__c None): ['Doe']" in lines
-    # A formula change and a purge: a sync sees neither, a reconciliation both.
+    # A formula change and a purge: a sync sees neither, a reconciliation both. The formula
+    # changes on a record last saved before the lookback window, which a sync reads again.
     nothing = "applied: accounts 0, contacts 0 | accounts deleted: 0 | refreshed: 0 | ok: True"
     step_3 = out[out.index("3. ") : out.index("4. ")].splitlines()
     assert step_3[1:5] == [
