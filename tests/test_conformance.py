@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import attrs
 import pytest
 
 from acctsync import (
     Account,
+    AccountState,
     AcctSyncError,
     Batch,
     Change,
     Contact,
     DeleteContacts,
     Deletion,
+    MoveContacts,
     ObjectType,
     StoredContact,
 )
@@ -26,10 +31,12 @@ from acctsync.testing import (
     check_source,
     check_store,
 )
+from sql_fixtures import StoreFactory
+
+S = TypeVar("S", bound=InMemorySource)
 
 
-def source_of(records: Sequence[Account | Contact | Deletion]) -> InMemorySource:
-    source = InMemorySource()
+def filled(source: S, records: Sequence[Account | Contact | Deletion]) -> S:
     for record in records:
         if isinstance(record, Deletion):
             source.delete(record)
@@ -38,8 +45,17 @@ def source_of(records: Sequence[Account | Contact | Deletion]) -> InMemorySource
     return source
 
 
+def source_of(records: Sequence[Account | Contact | Deletion]) -> InMemorySource:
+    return filled(InMemorySource(), records)
+
+
 def test_in_memory_store_conforms() -> None:
     check_store(InMemoryStore)
+
+
+def test_sql_store_conforms(make_store: StoreFactory) -> None:
+    orgs = itertools.count()  # one org per store: each starts empty, on one database
+    check_store(lambda: make_store(org=f"org-{next(orgs)}"))
 
 
 def test_in_memory_source_conforms() -> None:
@@ -108,6 +124,143 @@ def test_check_store_catches_a_broken_store(broken: type[InMemoryStore]) -> None
         check_store(broken)
 
 
+def unsequenced(entry: AccountState) -> AccountState:
+    return attrs.evolve(entry, upstream=attrs.evolve(entry.upstream, sequence=None))
+
+
+class StoreThatDropsSequences(InMemoryStore):
+    """Keeps live records without the order of their versions within one stamp."""
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(
+            attrs.evolve(
+                batch,
+                accounts=[
+                    unsequenced(a) if isinstance(a, AccountState) else a for a in batch.accounts
+                ],
+                contacts=[
+                    attrs.evolve(c, sequence=None) if isinstance(c, Contact) else c
+                    for c in batch.contacts
+                ],
+            )
+        )
+
+
+class StoreThatDropsTombstoneSequences(InMemoryStore):
+    def apply(self, batch: Batch) -> None:
+        super().apply(
+            attrs.evolve(
+                batch,
+                accounts=[
+                    attrs.evolve(a, sequence=None) if isinstance(a, Deletion) else a
+                    for a in batch.accounts
+                ],
+                contacts=[
+                    attrs.evolve(c, sequence=None) if isinstance(c, Deletion) else c
+                    for c in batch.contacts
+                ],
+            )
+        )
+
+
+class StoreWith64BitSequences(InMemoryStore):
+    """Keeps each number of a sequence in a signed 64-bit column, which wraps."""
+
+    def apply(self, batch: Batch) -> None:
+        def wrapped(contact: StoredContact) -> StoredContact:
+            if contact.sequence is None:
+                return contact
+            numbers = tuple((n + 2**63) % 2**64 - 2**63 for n in contact.sequence)
+            return attrs.evolve(contact, sequence=numbers)
+
+        super().apply(attrs.evolve(batch, contacts=[wrapped(c) for c in batch.contacts]))
+
+
+class StoreThatDropsCascadeSequences(InMemoryStore):
+    """Tombstones an account's contacts with their own stamps, but not their sequences."""
+
+    def apply(self, batch: Batch) -> None:
+        ops = [op for op in batch.contact_ops if isinstance(op, DeleteContacts)]
+        doomed = [c for op in ops for c in self.contact_ids(op.account_id)]
+        super().apply(batch)
+        for contact_id in doomed:
+            self._contacts[contact_id] = attrs.evolve(self._contacts[contact_id], sequence=None)
+
+
+class StoreThatDropsSequencesOfMoves(InMemoryStore):
+    def apply(self, batch: Batch) -> None:
+        ops = [op for op in batch.contact_ops if isinstance(op, MoveContacts)]
+        moved = [c for op in ops for c in self.contact_ids(op.from_account_id)]
+        super().apply(batch)
+        for contact_id in moved:
+            self._contacts[contact_id] = attrs.evolve(self._contacts[contact_id], sequence=None)
+
+
+class StoreThatForgetsFieldNames(InMemoryStore):
+    def apply(self, batch: Batch) -> None:
+        super().apply(attrs.evolve(batch, field_names=()))
+
+
+class StoreWithOneListOfFieldNames(InMemoryStore):
+    """Answers every object type's names for each."""
+
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return [*super().field_names("Account"), *super().field_names("Contact")]
+
+
+class StoreThatKeepsEverySpelling(InMemoryStore):
+    def apply(self, batch: Batch) -> None:
+        super().apply(attrs.evolve(batch, field_names=()))
+        for entry in batch.field_names:
+            self._field_names[entry.object_type].setdefault(entry.name, entry.name)
+
+
+class StoreThatKeepsTheLastSpelling(InMemoryStore):
+    def apply(self, batch: Batch) -> None:
+        super().apply(attrs.evolve(batch, field_names=()))
+        for entry in batch.field_names:
+            self._field_names[entry.object_type][entry.name.lower()] = entry.name
+
+
+class StoreThatFoldsNamesAcrossObjects(InMemoryStore):
+    """Skips a name that any object type has, in any case."""
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(attrs.evolve(batch, field_names=()))
+        for entry in batch.field_names:
+            if not any(entry.name.lower() in names for names in self._field_names.values()):
+                self._field_names[entry.object_type][entry.name.lower()] = entry.name
+
+
+class StoreThatKeepsNamesOfFailedBatches(InMemoryStore):
+    """Records a batch's field names before it applies the rest, which may fail."""
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(Batch(field_names=batch.field_names))
+        super().apply(attrs.evolve(batch, field_names=()))
+
+
+@pytest.mark.parametrize(
+    ("broken", "duty"),
+    [
+        (StoreThatDropsSequences, "an account's sequence reads back"),
+        (StoreThatDropsTombstoneSequences, "a contact tombstone's sequence"),
+        (StoreWith64BitSequences, "a contact's and a contact tombstone's sequence"),
+        (StoreThatDropsCascadeSequences, "DeleteContacts leaves tombstones with each contact's"),
+        (StoreThatDropsSequencesOfMoves, "MoveContacts keeps each contact's SystemModstamp"),
+        (StoreThatForgetsFieldNames, "field names from batches are kept"),
+        (StoreWithOneListOfFieldNames, "field names from batches are kept, by object type"),
+        (StoreThatKeepsEverySpelling, "is not added again"),
+        (StoreThatKeepsTheLastSpelling, "the first spelling stays"),
+        (StoreThatFoldsNamesAcrossObjects, "each object type has its own field names"),
+        (StoreThatKeepsNamesOfFailedBatches, "a batch that fails records none of its field names"),
+    ],
+)
+def test_check_store_names_the_duty_a_store_breaks(broken: type[InMemoryStore], duty: str) -> None:
+    with pytest.raises(ConformanceError, match=re.escape(duty)):
+        check_store(broken)
+
+
 class SourceWithStrictSince(InMemorySource):
     """The classic mistake of R1: a strict ``>`` cursor."""
 
@@ -145,14 +298,69 @@ class SourceIgnoringPageSize(InMemorySource):
     "broken", [SourceWithStrictSince, SourceOrderedByIdOnly, SourceIgnoringPageSize]
 )
 def test_check_source_catches_a_broken_source(broken: type[InMemorySource]) -> None:
-    def make(records: Sequence[Account | Contact | Deletion]) -> InMemorySource:
-        source = broken()
-        for record in records:
-            if isinstance(record, Deletion):
-                source.delete(record)
-            else:
-                source.upsert(record)
-        return source
-
     with pytest.raises(ConformanceError):
-        check_source(make)
+        check_source(lambda records: filled(broken(), records))
+
+
+class DescribedInMemorySource(InMemorySource):
+    """Describes exactly the fields of the records it holds (a `DescribedSource`)."""
+
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return sorted(
+            {
+                name
+                for page in self.read_changes(object_type, None, page_size=1000)
+                for record in page
+                if isinstance(record, Account | Contact)
+                for name in record.fields
+            }
+        )
+
+
+class SourceDescribingTheId(DescribedInMemorySource):
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return [*super().field_names(object_type), "ID"]
+
+
+class SourceDescribingANameWithASpace(DescribedInMemorySource):
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return [*super().field_names(object_type), "Billing Code"]
+
+
+class SourceDescribingAFieldTwice(DescribedInMemorySource):
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        names = super().field_names(object_type)
+        return [*names, names[0].upper()]
+
+
+class SourceReadingFieldsItDoesNotDescribe(DescribedInMemorySource):
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return ["Industry"]
+
+
+def test_a_described_source_conforms() -> None:
+    check_source(lambda records: filled(DescribedInMemorySource(), records))
+
+
+def test_a_described_source_may_read_a_field_in_another_case() -> None:
+    class SourceDescribingInUpperCase(DescribedInMemorySource):
+        def field_names(self, object_type: ObjectType) -> list[str]:
+            return [name.upper() for name in super().field_names(object_type)]
+
+    check_source(lambda records: filled(SourceDescribingInUpperCase(), records))
+
+
+@pytest.mark.parametrize(
+    ("broken", "duty"),
+    [
+        (SourceDescribingTheId, "field_names leaves out the record attributes"),
+        (SourceDescribingANameWithASpace, "field_names gives API names; 'Billing Code'"),
+        (SourceDescribingAFieldTwice, "field_names gives each field once, in one case"),
+        (SourceReadingFieldsItDoesNotDescribe, "records read hold only fields that field_names"),
+    ],
+)
+def test_check_source_names_the_duty_a_described_source_breaks(
+    broken: type[DescribedInMemorySource], duty: str
+) -> None:
+    with pytest.raises(ConformanceError, match=re.escape(duty)):
+        check_source(lambda records: filled(broken(), records))

@@ -7,16 +7,27 @@ store each call; ``make_source(records)`` a source presenting exactly ``records`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+
+import attrs
 
 from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin
 from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError
 from acctsync._formats import decode_change_event, decode_record
-from acctsync._protocols import ContactIndex, ListingStore, Source, Store
+from acctsync._protocols import (
+    ContactIndex,
+    DescribedSource,
+    FieldNameStore,
+    ListingStore,
+    Source,
+    Store,
+)
 from acctsync._records import (
+    RESERVED_FIELDS,
     Account,
     Change,
     Contact,
@@ -28,13 +39,17 @@ from acctsync._records import (
     RawRecord,
     Refetch,
     Unreadable,
+    field_name_problem,
 )
 from acctsync._state import (
     AccountState,
     Batch,
     Conversion,
     DeleteContacts,
+    FieldName,
     MoveContacts,
+    StoredAccount,
+    StoredContact,
     Watermark,
 )
 from acctsync.testing._fakes import InMemorySource, make_id
@@ -57,6 +72,11 @@ ODD_VALUES: dict[str, FieldValue] = {
     # Names are API names (R10); what SQL could trip on is in the values.
     "Drop_Table__c": HOSTILE,
 }
+# A change event's (commitNumber, sequenceNumber), and a commit number of 19 digits, as
+# the decoders accept them: more than a signed 64-bit column holds.
+SEQUENCE = (10_811_127_185_262, 3)
+LONG_SEQUENCE = (9_999_999_999_999_999_999,)
+_RESERVED_FOLDED = frozenset(name.lower() for name in RESERVED_FIELDS)
 
 
 class ConformanceError(AcctSyncError, AssertionError):
@@ -138,6 +158,49 @@ def _store_round_trip(store: Store) -> None:
     _expect(store.get_contact(C1) == contact, "get_contact returns the stored contact")
 
 
+def _store_sequences(store: Store) -> None:
+    account = attrs.evolve(_account(A1, 0, Name="Acme"), sequence=SEQUENCE)
+    plain = _account(A2, 0, Name="Beta")
+    contact = attrs.evolve(_contact(C1, A1, 1), sequence=LONG_SEQUENCE)
+    doomed = attrs.evolve(_contact(C2, A3, 2), sequence=(7, 0))
+    gone = Deletion(object_type="Account", id=A3, deleted_at=_t(4), sequence=(8, 1))
+    tombstone = Deletion(object_type="Contact", id=C3, deleted_at=_t(3), sequence=(8, 2))
+    store.apply(
+        Batch(
+            accounts=[AccountState(upstream=account), AccountState(upstream=plain)],
+            contacts=[contact, doomed, tombstone],
+        )
+    )
+    kept = {i: _sequence_of(s) for i, s in store.account_states([A1, A2]).items()}
+    _expect(
+        kept == {A1: SEQUENCE, A2: None},
+        f"an account's sequence reads back as written, and none as None (got {kept})",
+    )
+    kept = {i: _sequence_of(s) for i, s in store.contact_states([C1, C3]).items()}
+    _expect(
+        kept == {C1: LONG_SEQUENCE, C3: tombstone.sequence},
+        f"a contact's and a contact tombstone's sequence read back as written (got {kept})",
+    )
+    _expect(store.get_contact(C1) == contact, "get_contact returns the contact with its sequence")
+    store.apply(Batch(accounts=[gone], contact_ops=[DeleteContacts(account_id=A3)]))
+    kept = {i: _sequence_of(s) for i, s in store.account_states([A3]).items()}
+    _expect(
+        kept == {A3: gone.sequence},
+        f"an account tombstone's sequence reads back as written (got {kept})",
+    )
+    cascaded = store.contact_states([C2]).get(C2)
+    _expect(
+        isinstance(cascaded, Deletion)
+        and (cascaded.deleted_at, cascaded.sequence) == (_t(2), doomed.sequence),
+        "DeleteContacts leaves tombstones with each contact's own SystemModstamp and"
+        f" sequence (got {cascaded!r})",
+    )
+
+
+def _sequence_of(entry: StoredAccount | StoredContact) -> tuple[int, ...] | None:
+    return entry.upstream.sequence if isinstance(entry, AccountState) else entry.sequence
+
+
 def _store_membership(store: Store) -> None:
     store.apply(
         Batch(
@@ -181,10 +244,11 @@ def _store_membership(store: Store) -> None:
 
 def _store_contact_ops(store: Store) -> None:
     pending = make_id("001", 99)  # an account the store has never seen (R5)
+    first = attrs.evolve(_contact(C1, A1, 5), sequence=SEQUENCE)
     store.apply(
         Batch(
             accounts=[AccountState(upstream=_account(a, 0)) for a in (A1, A2, A3)],
-            contacts=[_contact(C1, A1, 5), _contact(C2, pending, 6), _contact(C3, A3, 7)],
+            contacts=[first, _contact(C2, pending, 6), _contact(C3, A3, 7)],
         )
     )
     loser = Deletion(object_type="Account", id=A1, deleted_at=_t(10), master_record_id=A2)
@@ -204,10 +268,9 @@ def _store_contact_ops(store: Store) -> None:
         sorted(store.contact_ids(A2)) == sorted([C1, C2]),
         "MoveContacts moves every contact of the account, known or not",
     )
-    moved = store.get_contact(C1)
     _expect(
-        moved is not None and moved.account_id == A2 and moved.system_modstamp == _t(5),
-        "MoveContacts keeps each contact's SystemModstamp",
+        store.get_contact(C1) == attrs.evolve(first, account_id=A2),
+        "MoveContacts keeps each contact's SystemModstamp, sequence and fields",
     )
     _expect(
         store.contact_states([C3])
@@ -241,6 +304,45 @@ def _store_log_and_marks(store: Store) -> None:
     _expect(store.conversion("p-1") == conversion, "conversions are recorded by person id")
 
 
+def _names(object_type: ObjectType, *names: str) -> list[FieldName]:
+    return [FieldName(object_type=object_type, name=name) for name in names]
+
+
+def _store_field_names(store: Store) -> None:
+    if not isinstance(store, FieldNameStore):
+        return
+
+    def kept(object_type: ObjectType) -> list[str]:
+        return sorted(store.field_names(object_type))
+
+    _expect(kept("Account") == kept("Contact") == [], "a new store has no field names")
+    store.apply(
+        Batch(
+            field_names=[
+                *_names("Account", "Industry", "Drop_Table__c"),
+                *_names("Contact", "Email"),
+            ]
+        )
+    )
+    _expect(
+        kept("Account") == ["Drop_Table__c", "Industry"] and kept("Contact") == ["Email"],
+        f"field names from batches are kept, by object type (got {kept('Account')} and"
+        f" {kept('Contact')})",
+    )
+    store.apply(Batch(field_names=_names("Account", "INDUSTRY", "drop_table__C", "Sic", "SIC")))
+    _expect(
+        kept("Account") == ["Drop_Table__c", "Industry", "Sic"],
+        "a field name the store has in another case is not added again: the first"
+        f" spelling stays, also within one batch (R9; got {kept('Account')})",
+    )
+    store.apply(Batch(field_names=_names("Contact", "industry")))
+    _expect(
+        kept("Contact") == ["Email", "industry"] and "industry" not in kept("Account"),
+        "each object type has its own field names: a contact's industry is not an"
+        f" account's Industry (got {kept('Contact')})",
+    )
+
+
 def _snapshot(store: Store) -> tuple[object, ...]:
     return (
         store.account_states([A1, A2]),
@@ -251,17 +353,27 @@ def _snapshot(store: Store) -> tuple[object, ...]:
 
 
 def _store_atomic(store: Store) -> None:
-    store.apply(Batch(accounts=[AccountState(upstream=_account(A1, 0))]))
+    store.apply(
+        Batch(
+            accounts=[AccountState(upstream=_account(A1, 0))],
+            field_names=_names("Account", "Name"),
+        )
+    )
     mark = Watermark(stream="Account", system_modstamp=_t(1))
+    # The second batch fails at its watermarks, after its field names (see `Batch`): a
+    # store that does not undo the steps before keeps them.
+    names = _names("Account", "Industry")
     for broken in (
         Batch(
             accounts=[AccountState(upstream=_account(A2, 0))],
             activities=[_entry("ok"), "not an entry"],  # type: ignore[list-item]
+            field_names=names,
             watermarks=[mark],
         ),
         Batch(
             accounts=[AccountState(upstream=_account(A2, 0))],
             contacts=[_contact(C1, A2, 1)],
+            field_names=names,
             watermarks=[mark, "not a watermark"],  # type: ignore[list-item]
         ),
     ):
@@ -273,6 +385,12 @@ def _store_atomic(store: Store) -> None:
         else:
             raise ConformanceError("a batch holding something that is not a record must fail")
         _expect(_snapshot(store) == before, "a batch that fails leaves the store as it was (R2)")
+        if isinstance(store, FieldNameStore):
+            kept = sorted(store.field_names("Account"))
+            _expect(
+                kept == ["Name"],
+                f"a batch that fails records none of its field names (R2; got {kept})",
+            )
 
 
 def _store_under_engine(store: Store) -> None:
@@ -315,8 +433,10 @@ STORE_CHECKS: tuple[Callable[[Store], None], ...] = (
     _store_empty,
     _store_round_trip,
     _store_membership,
+    _store_sequences,
     _store_contact_ops,
     _store_log_and_marks,
+    _store_field_names,
     _store_atomic,
     _store_under_engine,
 )
@@ -325,7 +445,10 @@ STORE_CHECKS: tuple[Callable[[Store], None], ...] = (
 def check_store(make_store: Callable[[], Store]) -> None:
     """Check that stores made by ``make_store`` fulfil the `Store` protocol's duties.
 
-    Each duty is checked on a new store. Raises `ConformanceError` on the first failure.
+    Each duty is checked on a new store: those of `Store` (records, with their
+    ``sequence``, read back as written), and those of `ContactIndex`, `ListingStore` and
+    `FieldNameStore` when the store has them. Raises `ConformanceError` on the first
+    failure.
     """
     for check in STORE_CHECKS:
         check(make_store())
@@ -365,7 +488,9 @@ def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]],
     """Check that a source made by ``make_source(records)`` reads back ``records`` by contract.
 
     Every record comes out once, ordered by ``(SystemModstamp, Id)``, in pages no larger
-    than asked, filtered by an inclusive ``since``. Raises `ConformanceError` on failure.
+    than asked, filtered by an inclusive ``since``. A `DescribedSource`'s ``field_names``
+    are API names, no record attribute, each in one case, and name every field it reads.
+    Raises `ConformanceError` on failure.
     """
     records = _sample_records()
     source = make_source(records)
@@ -385,6 +510,8 @@ def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]],
                 got == expected,
                 f"{stream} records come out once each, ordered by (SystemModstamp, Id)",
             )
+        if isinstance(source, DescribedSource):
+            _source_field_names(source, stream, got)  # got: the last read, in one page
         since = _t(1)
         got = [
             change
@@ -395,6 +522,41 @@ def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]],
             got == [r for r in expected if r.system_modstamp >= since],
             "since is inclusive: records stamped exactly at it come out, older ones do not",
         )
+
+
+def _source_field_names(
+    source: DescribedSource,
+    stream: ObjectType,
+    read: Sequence[Account | Contact | Deletion | PartialUpdate],
+) -> None:
+    """The duties of a `DescribedSource`'s ``field_names``, against one read of ``stream``."""
+    names = list(source.field_names(stream))
+    reserved = [n for n in names if isinstance(n, str) and n.lower() in _RESERVED_FOLDED]
+    _expect(
+        not reserved,
+        f"{stream} field_names leaves out the record attributes (Id, SystemModstamp...), in"
+        f" any case (got {reserved})",
+    )
+    for name in names:
+        problem = field_name_problem(name)
+        _expect(problem is None, f"{stream} field_names gives API names; {name!r}: {problem}")
+    folded = Counter(name.lower() for name in names)
+    twice = sorted(n for n in names if folded[n.lower()] > 1)
+    _expect(not twice, f"{stream} field_names gives each field once, in one case (got {twice})")
+    # Names are case-insensitive (R9): the engine reads a record's INDUSTRY as Industry.
+    unnamed = sorted(
+        {
+            name
+            for record in read
+            if not isinstance(record, Deletion)
+            for name in record.fields
+            if name.lower() not in folded
+        }
+    )
+    _expect(
+        not unnamed,
+        f"{stream} records read hold only fields that field_names gives (also {unnamed})",
+    )
 
 
 def _stream(record: Account | Contact | Deletion) -> ObjectType:
