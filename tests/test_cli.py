@@ -24,10 +24,12 @@ pytest.importorskip("rich")
 pytest.importorskip("sqlalchemy")
 
 from acctsync import Account, Contact, InvalidRecordError, Origin, SyncEngine
+from acctsync._protocols import DescribedSource
+from acctsync._records import ObjectType
 from acctsync.cli import ExitCode
 from acctsync.cli._params import parse_json_value
-from acctsync.cli._running import ObservedSource, Stopped, StopRequest
-from acctsync.stores.sql import SqlStore
+from acctsync.cli._running import ObservedSource, Stopped, StopRequest, observed
+from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
 ACME, GLOBEX = "001Ak00000AcmeQIAR", make_id("001", 2)
@@ -62,6 +64,8 @@ RUN_KEYS = [
     "refetch_count",
     "watermarks",
 ]
+# A sync's document adds its report's missing fields, which a stored run does not keep.
+SYNC_KEYS = [*RUN_KEYS, "missing_fields"]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -154,7 +158,7 @@ def test_sync_json_is_one_document_of_the_run(tmp_path: Path, exports: Path) -> 
     )
     done = acctsync("sync", "--db", tmp_path / "x.db", "--export-dir", exports, "--json")
     run = json.loads(done.stdout)
-    assert list(run) == RUN_KEYS
+    assert list(run) == SYNC_KEYS
     assert run["outcome"] == "ok"
     assert run["org"] == "default"
     assert run["source"] == f"export folder {exports}"
@@ -164,6 +168,7 @@ def test_sync_json_is_one_document_of_the_run(tmp_path: Path, exports: Path) -> 
         "Account": "2024-01-31T12:00:00+00:00",
         "Contact": "2024-01-31T12:00:00+00:00",
     }
+    assert run["missing_fields"] == {}  # an export folder has no describe
     assert datetime.fromisoformat(run["finished_at"]) >= datetime.fromisoformat(run["started_at"])
     assert done.stderr == ""
 
@@ -289,7 +294,7 @@ def test_status_shows_each_org_with_its_last_run(synced: Path, exports: Path) ->
     done = acctsync("status", "--db", synced, "--json")
     status = json.loads(done.stdout)
     assert status["database"] == str(synced)
-    assert status["schema_version"] == 3
+    assert status["schema_version"] == SCHEMA_VERSION
     assert [org["org"] for org in status["orgs"]] == ["default", "globex"]
     org = status["orgs"][0]
     assert list(org) == ["org", "watermarks", "counts", "last_run"]
@@ -302,7 +307,7 @@ def test_status_shows_each_org_with_its_last_run(synced: Path, exports: Path) ->
     assert run["rejected_count"] == 1
 
     text = acctsync("status", "--db", synced, "--org", "globex").stdout
-    assert f"{synced}: schema version 3" in text
+    assert f"{synced}: schema version {SCHEMA_VERSION}" in text
     assert "org 'globex'" in text
     assert "org 'default'" not in text
     assert "holds 1 accounts, 3 contacts, 0 activities" in text
@@ -552,6 +557,50 @@ def test_a_refused_session_exits_6(tmp_path: Path, org: Any) -> None:
     assert "not-this-one" not in done.stderr
 
 
+def test_r9_sync_warns_of_a_field_the_org_no_longer_lets_it_read(tmp_path: Path, org: Any) -> None:
+    db, env = tmp_path / "sf.db", salesforce_env(org)
+    first = acctsync("sync", "--db", db, "--salesforce", env=env)
+    assert "no longer read" not in first.stdout
+    org.hide_fields("Account", "Industry")  # field-level security revoked
+    done = acctsync("sync", "--db", db, "--salesforce", env=env)  # exits 0: nothing failed
+    assert "sync of org 'default': ok" in done.stdout
+    warning = "  Account fields no longer read: Industry (has the integration user lost access"
+    assert warning in done.stdout.splitlines()[3]
+    run = json.loads(acctsync("sync", "--db", db, "--salesforce", "--json", env=env).stdout)
+    assert list(run) == SYNC_KEYS
+    assert run["outcome"] == "ok"
+    assert run["missing_fields"] == {"Account": ["Industry"]}
+    with SqlStore.sqlite(db) as store:
+        assert store.last_run().outcome == "ok"  # type: ignore[union-attr]
+
+
+def test_every_sync_of_a_loop_reads_describe_again(tmp_path: Path, org: Any) -> None:
+    process = subprocess.Popen(
+        [*COMMAND, "sync", "--db", tmp_path / "sf.db", "--salesforce", "--every", "0.2", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=salesforce_env(org),
+    )
+    assert process.stdout is not None
+    runs = [json.loads(process.stdout.readline())]
+    org.hide_fields("Account", "Industry")
+    # The sync running when the field went may still have read it; the next one may not.
+    while len(runs) < 3 and not runs[-1].get("missing_fields"):
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "no sync within 30 s"
+        line = process.stdout.readline()
+        assert line, f"the loop ended: {process.communicate(timeout=30)[1]}"
+        runs.append(json.loads(line))
+        assert "outcome" in runs[-1], runs[-1]  # a run, not an error document
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.OK, err
+    assert runs[0]["missing_fields"] == {}
+    assert runs[-1]["outcome"] == "ok"
+    assert runs[-1]["missing_fields"] == {"Account": ["Industry"]}
+
+
 # -- stopping -----------------------------------------------------------------------------
 
 
@@ -690,6 +739,44 @@ def test_a_stop_request_ends_a_sync_with_whole_batches_only() -> None:
     SyncEngine(source=source, store=reference, page_size=10).sync()
     assert store.contacts() == reference.contacts()
     assert store.accounts() == reference.accounts()
+
+
+class DescribedOrg:
+    """An in-memory org that says which fields it reads, as a Salesforce source does."""
+
+    def __init__(self, org: InMemorySource, fields: dict[str, list[str]]) -> None:
+        self.org = org
+        self.fields = fields
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Any:
+        return self.org.read_changes(object_type, since, page_size=page_size)
+
+    def field_names(self, object_type: ObjectType) -> list[str]:
+        return self.fields[object_type]
+
+
+def test_an_observed_source_describes_exactly_when_the_source_does() -> None:
+    stop = StopRequest(announce=print)
+    org = InMemorySource()
+    org.upsert(Account(id=ACME, fields={"NAME": "Acme", "INDUSTRY": "Tech"}, system_modstamp=T0))
+    described = DescribedOrg(org, {"Account": ["Name", "Industry"], "Contact": []})
+    assert isinstance(described, DescribedSource)
+    assert not isinstance(observed(org, stop), DescribedSource)
+    watched = observed(described, stop)
+    assert isinstance(watched, DescribedSource)
+
+    store = InMemoryStore()
+    SyncEngine(source=watched, store=store).sync()
+    # R9: the fields take describe's spelling, not the records'.
+    assert store.get_account(ACME).fields == {"Name": "Acme", "Industry": "Tech"}  # type: ignore[union-attr]
+    described.fields["Account"] = ["Name"]
+    report = SyncEngine(source=observed(described, stop), store=store).sync()
+    assert report.missing_fields == {"Account": ("Industry",)}
+    plain = ObservedSource(org, stop)
+    SyncEngine(source=plain, store=InMemoryStore()).sync()
+    assert watched.pages == plain.pages > 0  # still an observer: it counts what it passes on
 
 
 # -- demo ---------------------------------------------------------------------------------

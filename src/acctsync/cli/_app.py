@@ -294,11 +294,12 @@ def sync(
         raise click.UsageError("--fields-account and --fields-contact go with --salesforce")
     if export_dir is None and (types or delimiter != ","):
         raise click.UsageError("--type and --delimiter go with --export-dir")
-    source: Source
+    make_source: Callable[[], Source]
     if export_dir is not None:
-        source, label = export_folder(export_dir, types, delimiter), f"export folder {export_dir}"
+        make_source = export_folder(export_dir, types, delimiter)
+        label = f"export folder {export_dir}"
     else:
-        source, label = salesforce(
+        make_source, label = salesforce(
             os.environ,
             fields_account=fields_account,
             fields_contact=fields_contact,
@@ -310,7 +311,7 @@ def sync(
         runner = Runner(
             out=out,
             store=store,
-            source=source,
+            make_source=make_source,
             label=label,
             stop=stop,
             engine_options={"page_size": page_size, "lookback": timedelta(seconds=lookback)},

@@ -1,10 +1,13 @@
 """Running syncs for ``acctsync sync``: pages counted, progress shown, stops honoured.
 
 The engine has no callback, and needs none: `ObservedSource` stands between it and the
-real source, so it sees every page the engine pulls. A stop request (Ctrl-C, SIGTERM)
-only sets a flag; the next pull raises `Stopped`, which ends the sync between pages.
-The store commits each batch with its watermark, so a stopped sync leaves whole batches
-and the next one reads the rest. `Runner` runs one sync or a polling loop of them, and
+real source, so it sees every page the engine pulls. The engine tells what a source can
+do by the methods it has (`DescribedSource` is a runtime-checked protocol), so `observed`
+wraps a describing source in a wrapper that has ``field_names`` too, and any other in one
+that has not. A stop request (Ctrl-C, SIGTERM) only sets a flag; the next pull raises
+`Stopped`, which ends the sync between pages. The store commits each batch with its
+watermark, so a stopped sync leaves whole batches and the next one reads the rest.
+`Runner` runs one sync or a polling loop of them, each with a source made for it, and
 records each run in the store.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from types import FrameType
@@ -32,7 +35,7 @@ from rich.text import Text
 
 from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
-from acctsync._protocols import Source
+from acctsync._protocols import DescribedSource, Source
 from acctsync._records import Change, ObjectType
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import Output, print_run, run_document
@@ -40,7 +43,15 @@ from acctsync.cli._output import Output, print_run, run_document
 if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore, SyncRun
 
-__all__ = ["ObservedSource", "Runner", "StopRequest", "Stopped", "progress_bar"]
+__all__ = [
+    "DescribedObservedSource",
+    "ObservedSource",
+    "Runner",
+    "StopRequest",
+    "Stopped",
+    "observed",
+    "progress_bar",
+]
 
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
@@ -148,6 +159,38 @@ class ObservedSource:
             yield page
 
 
+class DescribedObservedSource(ObservedSource):
+    """An `ObservedSource` over a `DescribedSource`, and a `DescribedSource` itself.
+
+    Without ``field_names`` the engine would not see the fields the source reads: it would
+    take no spelling from describe, and never report a field that is no longer read.
+    """
+
+    def __init__(
+        self,
+        source: DescribedSource,
+        stop: StopRequest,
+        on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+    ) -> None:
+        super().__init__(source, stop, on_page)
+        self._described = source
+
+    def field_names(self, object_type: ObjectType) -> Collection[str]:
+        """The wrapped source's (see `DescribedSource.field_names`)."""
+        return self._described.field_names(object_type)
+
+
+def observed(
+    source: Source,
+    stop: StopRequest,
+    on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+) -> ObservedSource:
+    """``source`` observed: a `DescribedSource` exactly when ``source`` is one."""
+    if isinstance(source, DescribedSource):
+        return DescribedObservedSource(source, stop, on_page)
+    return ObservedSource(source, stop, on_page)
+
+
 class _RateColumn(ProgressColumn):
     """Records a second, as rich measures the task's speed."""
 
@@ -173,14 +216,19 @@ def progress_bar(console: Console) -> Progress:
 
 
 class Runner:
-    """Runs syncs into one store and records each, for ``sync`` and ``sync --every``."""
+    """Runs syncs into one store and records each, for ``sync`` and ``sync --every``.
+
+    ``make_source`` makes the source of each sync: a new one each time, since a source may
+    keep what it read once (`SalesforceSource` keeps describe), and a sync of a long
+    ``--every`` loop must see a field whose access was revoked since the last.
+    """
 
     def __init__(
         self,
         *,
         out: Output,
         store: SqlStore,
-        source: Source,
+        make_source: Callable[[], Source],
         label: str,
         stop: StopRequest,
         engine_options: dict[str, Any],
@@ -188,7 +236,7 @@ class Runner:
     ) -> None:
         self._out = out
         self._store = store
-        self._source = source
+        self._make_source = make_source
         self._label = label
         self._stop = stop
         self._engine_options = engine_options
@@ -196,8 +244,8 @@ class Runner:
 
     def once(self) -> ExitCode:
         """One sync; its exit code."""
-        run = self._sync()
-        self._show(run, one_line=False)
+        run, missing_fields = self._sync()
+        self._show(run, missing_fields, one_line=False)
         if run.outcome == "interrupted":
             return (
                 ExitCode.TERMINATED
@@ -215,7 +263,7 @@ class Runner:
         """
         while not self._stop.requested:
             try:
-                run = self._sync()
+                run, missing_fields = self._sync()
             except LockTimeoutError as error:
                 self._skipped(error, f"skipped a sync: {error}")
             except SourceError as error:
@@ -223,7 +271,7 @@ class Runner:
                     raise
                 self._skipped(error, f"a sync failed, the next will try again: {error}")
             else:
-                self._show(run, one_line=True)
+                self._show(run, missing_fields, one_line=True)
             if self._stop.wait(seconds):
                 break
         return ExitCode.OK
@@ -235,20 +283,29 @@ class Runner:
             skipped = {"type": type(error).__name__, "message": str(error)}
             self._out.document({"skipped": skipped}, one_line=True)
 
-    def _show(self, run: SyncRun, *, one_line: bool) -> None:
+    def _show(
+        self, run: SyncRun, missing_fields: Mapping[str, Sequence[str]], *, one_line: bool
+    ) -> None:
+        org = self._store.org
         if self._out.json:
-            self._out.document(run_document(run, self._store.org), one_line=one_line)
+            document = run_document(run, org, missing_fields=missing_fields)
+            self._out.document(document, one_line=one_line)
         else:
-            print_run(self._out.console, run, title=f"sync of org {self._store.org!r}")
+            title = f"sync of org {org!r}"
+            print_run(self._out.console, run, title=title, missing_fields=missing_fields)
 
-    def _sync(self) -> SyncRun:
+    def _sync(self) -> tuple[SyncRun, Mapping[str, Sequence[str]]]:
+        """The recorded run, and the report's `SyncReport.missing_fields` (the run lacks them).
+
+        A run that did not finish returned no report: it has no missing fields to show.
+        """
         from acctsync.stores.sql import SyncRun
 
         store = self._store
         bar = None if self._progress is None else progress_bar(self._progress)
         with bar if bar is not None else nullcontext():
-            observed = ObservedSource(self._source, self._stop, self._counter(bar))
-            engine = SyncEngine(source=observed, store=store, **self._engine_options)
+            source = observed(self._make_source(), self._stop, self._counter(bar))
+            engine = SyncEngine(source=source, store=store, **self._engine_options)
             # Held across the sync and its record, so that the record is of this sync.
             with store.exclusive():
                 started = _now()
@@ -262,7 +319,7 @@ class Runner:
                         outcome=outcome,
                         source=self._label,
                         error=error,
-                        pages=observed.pages,
+                        pages=source.pages,
                         watermarks={k: v for k, v in marks.items() if v is not None},
                     )
 
@@ -270,7 +327,7 @@ class Runner:
                     report = engine.sync()
                 except Stopped:
                     name = signal.Signals(self._stop.signal or signal.SIGINT).name
-                    return store.record_run(ended("interrupted", f"stopped by {name}"))
+                    return store.record_run(ended("interrupted", f"stopped by {name}")), {}
                 except (KeyboardInterrupt, AcctSyncError) as error:
                     # The run's own error is what the caller needs; a store that failed
                     # may not record this either.
@@ -278,11 +335,10 @@ class Runner:
                         outcome = "failed" if isinstance(error, AcctSyncError) else "interrupted"
                         store.record_run(ended(outcome, str(error) or type(error).__name__))
                     raise
-                return store.record_run(
-                    SyncRun.from_report(
-                        report, started_at=started, finished_at=_now(), source=self._label
-                    )
+                run = SyncRun.from_report(
+                    report, started_at=started, finished_at=_now(), source=self._label
                 )
+                return store.record_run(run), report.missing_fields
 
     @staticmethod
     def _counter(bar: Progress | None) -> Callable[[ObjectType, int], None]:

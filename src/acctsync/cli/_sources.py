@@ -1,12 +1,13 @@
 """The sources a command reads: an export folder, or a live org named by the environment.
 
-Salesforce credentials come from the environment only: an argument would show in the
-process list and in shell history.
+Each is given as a factory that makes a new source for each sync (see `Runner`), checked
+once up front by making the first. Salesforce credentials come from the environment
+only: an argument would show in the process list and in shell history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["NoReads", "export_folder", "salesforce"]
 
 
-def export_folder(path: Path, types: Sequence[str], delimiter: str) -> ExportFolder:
-    """The folder's source; ``types`` are ``COLUMN=TYPE`` texts."""
+def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[[], ExportFolder]:
+    """What makes the folder's source; ``types`` are ``COLUMN=TYPE`` texts."""
     from acctsync.sources.files import ExportFolder
 
     typed: dict[str, str] = {}
@@ -34,10 +35,15 @@ def export_folder(path: Path, types: Sequence[str], delimiter: str) -> ExportFol
         if not equals or not column.strip() or not kind.strip():
             raise click.BadParameter(f"{entry!r} is not COLUMN=TYPE", param_hint="'--type'")
         typed[column.strip()] = kind.strip()
-    try:
+
+    def source() -> ExportFolder:
         return ExportFolder(path, types=typed, delimiter=delimiter)
+
+    try:
+        source()
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
+    return source
 
 
 def _field_list(entries: Sequence[str]) -> list[str]:
@@ -50,8 +56,10 @@ def salesforce(
     fields_account: Sequence[str],
     fields_contact: Sequence[str],
     timeout: float,
-) -> tuple[SalesforceSource, str]:
-    """A source over the org the environment names, and how to name it in a report.
+) -> tuple[Callable[[], SalesforceSource], str]:
+    """What makes a source over the org the environment names, and how to name it.
+
+    The client, and its login, is made once; each source made reads describe afresh.
 
     A session (``SALESFORCE_INSTANCE_URL`` and ``SALESFORCE_SESSION_ID``) wins over a
     login (``SALESFORCE_USERNAME``, ``SALESFORCE_PASSWORD``, ``SALESFORCE_SECURITY_TOKEN``
@@ -115,8 +123,12 @@ def salesforce(
         for kind, entries in (("Account", fields_account), ("Contact", fields_contact))
         if entries
     }
+
+    def source() -> SalesforceSource:
+        return SalesforceSource(client, fields=fields)
+
     try:
-        source = SalesforceSource(client, fields=fields)
+        source()  # checks the field names, and reads nothing yet
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
     return source, f"salesforce https://{client.sf_instance}"
