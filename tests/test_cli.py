@@ -236,6 +236,24 @@ BAD = [
     (["edit", "--db", "{db}", "--contact", ACME, "--field", "F", "--value", "v"], "key prefix"),
     (["edit", "--db", "{db}", "--contact", ADA, "--field", "F"], "--value TEXT or --json-value"),
     (["edit", "--db", "{db}", "--contact", ADA, "--field", "Id", "--value", "v"], "attribute"),
+    # R9: a record attribute in any case; the name, not the value, is what is wrong.
+    (
+        ["edit", "--db", "{db}", "--contact", ADA, "--field", "ID", "--json-value", "1"],
+        "Invalid value for '--field': is a record attribute",
+    ),
+    (
+        ["edit", "--db", "{db}", "--contact", ADA, "--field", "systemmodstamp", "--value", "v"],
+        "Invalid value for '--field': is a record attribute",
+    ),
+    (
+        ["edit", "--db", "{db}", "--contact", ADA, "--field", "Due Date", "--json-value", "1"],
+        "Invalid value for '--field': is not a Salesforce API name",
+    ),
+    # R10: a byte that is not UTF-8 reaches Python as a lone surrogate: no Salesforce text.
+    (
+        ["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--value", "\udcff"],
+        "Invalid value for '--value': is not valid Unicode text",
+    ),
     (["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--json-value", "x"], "not JSON"),
     (["edit", "--db", "{db}", "--contact", ADA, "--field", "F", "--json-value", "[1]"], "a list"),
     (
@@ -398,11 +416,57 @@ def test_an_edit_the_rules_refuse_exits_4(synced: Path) -> None:
         assert store.counts().activities == 0
 
 
+def test_r9_an_edit_names_a_field_in_any_case_and_takes_the_orgs_spelling(synced: Path) -> None:
+    done = acctsync(
+        "edit", "--db", synced, "--contact", ADA, "--field", "annualREVENUE",
+        "--json-value", "12.50",
+    )  # fmt: skip
+    assert f"account {ACME} field AnnualRevenue: 1500000.50 -> 12.50" in done.stdout
+    edited = json.loads(
+        acctsync(
+            "edit", "--db", synced, "--contact", ADA, "--field", "INDUSTRY", "--value", "Retail",
+            "--json",
+        ).stdout
+    )  # fmt: skip
+    assert (edited["field"], edited["changed"]) == ("Industry", True)  # a standard field
+    with SqlStore.sqlite(synced) as store:
+        acme = store.get_account(ACME)
+        assert acme is not None
+        assert acme.fields["AnnualRevenue"] == Decimal("12.50")
+        assert acme.fields["Industry"] == "Retail"
+        assert {"annualREVENUE", "INDUSTRY"}.isdisjoint(acme.fields)
+
+
+def test_r9_an_edit_of_a_field_the_org_has_not_got_exits_4_unless_allowed(synced: Path) -> None:
+    typo = ["edit", "--db", synced, "--contact", ADA, "--field", "AnualRevenue", "--value", "1"]
+    done = acctsync(*typo, code=ExitCode.REFUSED)
+    message = (
+        "Account has no field 'AnualRevenue'; did you mean 'AnnualRevenue'?"
+        " (--allow-new-field adds it as a local field)"
+    )
+    assert done.stderr == f"Error: {message}\n"
+    assert done.stdout == ""
+    error = json.loads(acctsync(*typo, "--json", code=ExitCode.REFUSED).stdout)
+    assert error == {"error": {"exit_code": 4, "type": "UnknownFieldError", "message": message}}
+    with SqlStore.sqlite(synced) as store:
+        assert store.counts().activities == 0
+        assert "AnualRevenue" not in store.get_account(ACME).fields  # type: ignore[union-attr]
+
+    far = acctsync(*typo[:-3], "Xyzzy", "--value", "1", code=ExitCode.REFUSED)
+    assert "Error: Account has no field 'Xyzzy' (--allow-new-field" in far.stderr
+
+    done = acctsync(*typo, "--allow-new-field")
+    assert f'account {ACME} field AnualRevenue: null -> "1"' in done.stdout
+    with SqlStore.sqlite(synced) as store:
+        assert store.get_account(ACME).fields["AnualRevenue"] == "1"  # type: ignore[union-attr]
+        assert store.counts().activities == 2
+
+
 def test_activities_as_a_table_json_and_csv(synced: Path) -> None:
     acctsync("edit", "--db", synced, "--contact", ADA, "--field", "Industry", "--value", "Retail")
     acctsync(
         "edit", "--db", synced, "--contact", ADA, "--field", "Since",
-        "--json-value", '{"$date": "2024-02-01"}',
+        "--json-value", '{"$date": "2024-02-01"}', "--allow-new-field",
     )  # fmt: skip
     table = acctsync("activities", "--db", synced).stdout
     assert '"Retail"' in table

@@ -32,10 +32,11 @@ from acctsync._errors import (
     SourceError,
     StoreError,
     UnknownContactError,
+    UnknownFieldError,
 )
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX
 from acctsync._protocols import Source
-from acctsync._records import RESERVED_FIELDS, FieldValue, check_field
+from acctsync._records import FieldValue, check_field, field_name_problem
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import (
     OrgStatus,
@@ -81,7 +82,7 @@ _EXIT_CODES: Final[
     (LockTimeoutError, ExitCode.LOCKED),
     (StoreError, ExitCode.STORE),
     (SourceError, ExitCode.SOURCE),
-    ((UnknownContactError, NoAccountError), ExitCode.REFUSED),
+    ((UnknownContactError, NoAccountError, UnknownFieldError), ExitCode.REFUSED),
     (AcctSyncError, ExitCode.UNEXPECTED),
 )
 
@@ -103,10 +104,22 @@ def _reporting(command: Callable[..., ExitCode]) -> Callable[..., None]:
             raise click.UsageError(str(error)) from None
         except AcctSyncError as error:
             code = next(code for kind, code in _EXIT_CODES if isinstance(error, kind))
-            out.error(code, error)
+            out.error(code, error, message=_message(error))
         raise click.exceptions.Exit(int(code))
 
     return run
+
+
+def _message(error: AcctSyncError) -> str:
+    """``error`` in the command's words: where the library names an argument, its option."""
+    if isinstance(error, UnknownFieldError):
+        near = error.close_matches
+        hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+        return (
+            f"{error.object_type} has no field {error.field!r}{hint}"
+            " (--allow-new-field adds it as a local field)"
+        )
+    return str(error) or type(error).__name__
 
 
 def _store_options(function: _F) -> _F:
@@ -473,12 +486,19 @@ def _write_json_log(org: str, entries: Iterator[Any]) -> None:
     required=True,
     help="The contact to edit the account field through.",
 )
-@click.option("--field", metavar="NAME", required=True, help="The account field, by API name.")
+@click.option(
+    "--field", metavar="NAME", required=True, help="The account field, by API name, in any case."
+)
 @click.option("--value", "text", metavar="TEXT", help="The new value, as text.")
 @click.option(
     "--json-value",
     metavar="JSON",
     help='The new value as JSON: 42, 1.50, true, null, "text", {"$date": "2024-01-31"}.',
+)
+@click.option(
+    "--allow-new-field",
+    is_flag=True,
+    help="Add the field locally when the org's accounts have not got it (else: exit 4).",
 )
 @_lock_timeout
 @_reporting
@@ -492,12 +512,14 @@ def edit(
     field: str,
     text: str | None,
     json_value: str | None,
+    allow_new_field: bool,
     lock_timeout: float,
 ) -> ExitCode:
     """Edit an account field locally, through one of its contacts (rules S2, S3).
 
     Every contact of the account sees the new value; Salesforce does not, and the next
-    Salesforce update of the account overwrites it.
+    Salesforce update of the account overwrites it. A field the org's accounts have not
+    got (a typo) is refused, naming close matches, unless --allow-new-field.
     """
     if (text is None) == (json_value is None):
         raise click.UsageError("give the new value: --value TEXT or --json-value JSON")
@@ -506,21 +528,28 @@ def edit(
         value = text if text is not None else parse_json_value(str(json_value))
     except InvalidRecordError as error:
         raise click.BadParameter(error.reason, param_hint="'--json-value'") from None
+    # The library's own checks, made before the database is opened: the name's first, so
+    # that each problem is blamed on the option that gave it.
+    problem = field_name_problem(field)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="'--field'")
     try:
         check_field(field, value)
     except InvalidRecordError as error:
-        named = not field or field in RESERVED_FIELDS
-        hint = "'--field'" if named else "'--json-value'"
+        hint = "'--value'" if text is not None else "'--json-value'"
         raise click.BadParameter(error.reason, param_hint=hint) from None
     _existing(database)
     with _open(database, org=org, lock_timeout=lock_timeout) as store:
         engine = SyncEngine(source=NoReads(), store=store)
-        result = engine.edit_account_field(contact_id=contact, field=field, value=value)
+        result = engine.edit_account_field(
+            contact_id=contact, field=field, value=value, allow_new_field=allow_new_field
+        )
     if out.json:
         out.document(edit_document(result, org))
         return ExitCode.OK
     console = out.console
-    what = f"account {result.account_id} field {escape(field)}"
+    # The org's spelling of the field, which the edit took (rule R9), not the one typed.
+    what = f"account {result.account_id} field {escape(result.field)}"
     if not result.changed:
         console.print(f"{what} is already {escape(shown_value(value))}: nothing written")
         return ExitCode.OK

@@ -23,7 +23,8 @@ class ExitCode(enum.IntEnum):
     REJECTED = 3
     """The sync finished, but rejected records (rule R7): the rest was applied."""
     REFUSED = 4
-    """An edit was refused: no such contact, or the contact has no account (rule S5)."""
+    """An edit was refused: no such contact, the contact has no account (rule S5), or the
+    org's accounts have no such field (rule R9)."""
     LOCKED = 5
     """Another runner held the org's store for longer than ``--lock-timeout``."""
     SOURCE = 6

@@ -71,9 +71,15 @@ class Output:
         """A message about the run, on stderr."""
         self.errors.print(escape(text))
 
-    def error(self, code: ExitCode | int, error: BaseException | str) -> None:
-        """Report a failure: on stderr, and as the JSON document with ``--json``."""
-        message = error if isinstance(error, str) else str(error) or type(error).__name__
+    def error(
+        self, code: ExitCode | int, error: BaseException | str, *, message: str | None = None
+    ) -> None:
+        """Report a failure: on stderr, and as the JSON document with ``--json``.
+
+        ``message`` says it instead of ``str(error)``, where the command words it its way.
+        """
+        if message is None:
+            message = error if isinstance(error, str) else str(error) or type(error).__name__
         self.errors.print(f"[bold red]Error:[/] {escape(message)}")
         if self.json:
             kind = "" if isinstance(error, str) else type(error).__name__
