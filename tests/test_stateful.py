@@ -18,9 +18,14 @@ Salesforce values must also equal the org's (nothing missed, nothing extra).
 The model restates the rules (`docs/decisions.md`) and shares no code with the engine:
 
 - A sync reads the accounts and the contacts, each from its watermark minus five
-  minutes, inclusively, and applies them in one order: by ``SystemModstamp``, accounts
-  before contacts and deletions last on equal stamps, then by ID. A version ``(stamp, is
-  deletion)`` applies only when greater than the stored one.
+  minutes, inclusively, and applies them in one order: by ``SystemModstamp``; on equal
+  stamps upserts before deletions and accounts before contacts, then by ID. A version applies only
+  when newer than the stored one: a later stamp; on the same stamp (two saves in one
+  second) a deletion over a live record, or a live record with other values (R3).
+- Field names are case-insensitive (R9): each has the spelling a sync first read it in
+  (by stamp, then ID, each object on its own), or the standard Account field's that a
+  local edit named first. A record Salesforce could not send (a name that is no API name,
+  a string that is not Unicode) is rejected and changes nothing (R10).
 - A newer account version replaces the upstream fields and drops every local edit. Each
   field whose value the contacts saw (upstream plus local edits) changes logs one entry
   per contact the account has at that point of the order; none when the account has more
@@ -76,6 +81,7 @@ from acctsync import (
     SyncEngine,
     SyncReport,
     UnknownContactError,
+    UnknownFieldError,
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from plain_rules import same
@@ -89,7 +95,11 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 ACCOUNT_IDS = [make_id("001", n) for n in range(6)]
 CONTACT_IDS = [make_id("003", n) for n in range(9)]
-FIELD_NAMES = ["Name", "Industry", "Rating"]
+FIELD_NAMES = ["Name", "Industry", "Rating"]  # standard Account fields
+STANDARD = {name.lower(): name for name in FIELD_NAMES}
+TYPO = "Indsutry"
+# The names as sources write them: Salesforce's spelling, or an older Data Loader's (R9).
+SPELLINGS = [*FIELD_NAMES, "NAME", "industry", "INDUSTRY", "rating"]
 # Few values, chosen so that equal-looking ones meet: 1, 1.0 and Decimal("1.00") are the
 # same number, True is not 1, a date is not a datetime.
 VALUES: list[FieldValue] = [
@@ -106,13 +116,24 @@ VALUES: list[FieldValue] = [
     datetime(2024, 1, 1, tzinfo=UTC),
 ]
 
-field_maps = st.dictionaries(st.sampled_from(FIELD_NAMES), st.sampled_from(VALUES), max_size=3)
+field_maps = st.lists(
+    st.tuples(st.sampled_from(SPELLINGS), st.sampled_from(VALUES)),
+    max_size=3,
+    unique_by=lambda entry: entry[0].lower(),
+).map(dict)
 steps = st.sampled_from(
     [timedelta(0), MS, timedelta(milliseconds=500), timedelta(seconds=30), timedelta(minutes=7)]
 )
 # How far before the watermark a late commit is stamped: at most the lookback window.
 late_by = st.sampled_from([timedelta(0), MS, timedelta(seconds=1), LOOKBACK - MS, LOOKBACK])
 page_sizes = st.sampled_from([1, 3, 1000])
+# What no real org sends: a sync rejects the record, whatever store it writes to (R10).
+UNSENDABLE: dict[str, dict[str, FieldValue]] = {
+    "a lone surrogate": {"Name": "Acme \ud83d"},
+    "a NUL in a name": {"Na\x00me": "Acme"},
+    "a name too long": {"N" * 256: "Acme"},
+    "a space in a name": {"Annual Revenue": 1},
+}
 
 
 # -- Plain rules ----------------------------------------------------------------------------
@@ -133,6 +154,23 @@ def stamp_of(record: Account | Contact | Deletion) -> datetime:
 
 def version_of(record: Account | Contact | Deletion) -> tuple[datetime, bool]:
     return (stamp_of(record), isinstance(record, Deletion))
+
+
+def same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
+    return a.keys() == b.keys() and all(same(a[name], b[name]) for name in a)
+
+
+def place(
+    incoming: tuple[datetime, bool], stored: tuple[datetime, bool], other_values: bool
+) -> str:
+    """R3: ``"newer"``, ``"same"`` or ``"stale"``; ``other_values`` when both are live and
+    the incoming one's values differ from the stored one's."""
+    (stamp, deleted), (stored_stamp, stored_deleted) = incoming, stored
+    if stamp != stored_stamp:
+        return "newer" if stamp > stored_stamp else "stale"
+    if deleted != stored_deleted:
+        return "newer" if deleted else "stale"
+    return "newer" if not deleted and other_values else "same"
 
 
 Entry = tuple[str, str, str, tuple[str, Any], tuple[str, Any], Origin, datetime]
@@ -191,6 +229,7 @@ class ModelSync:
     already_applied: int = 0
     stale: int = 0
     local_edits_discarded: int = 0
+    rejected: list[str] = field(default_factory=list)
 
 
 def note(what: str) -> None:
@@ -251,6 +290,9 @@ class AccountSync(RuleBasedStateMachine):
         self.contacts: dict[str, ModelContact] = {}
         self.marks: dict[str, datetime] = {}
         self.log: Counter[Entry] = Counter()
+        self.spelling: dict[str, dict[str, str]] = {"Account": {}, "Contact": {}}
+        # Records Salesforce could not have sent, each rejected by every sync that reads it.
+        self.bad: list[tuple[str, datetime, str]] = []
 
     def new_store(self) -> Any:
         """The store under test: a fresh one per run of the machine."""
@@ -372,6 +414,77 @@ class AccountSync(RuleBasedStateMachine):
             Contact(id=contact_id, account_id=account_id, fields=fields, system_modstamp=stamp)
         )
 
+    def in_window(self, stream: str, record: Account | Contact | Deletion) -> bool:
+        """Whether the next sync reads ``record``'s stamp: a second save in its second can
+        still come (later ones are long past)."""
+        mark = self.marks.get(stream)
+        return mark is None or stamp_of(record) >= mark - LOOKBACK
+
+    def settled(self, stamp: datetime) -> list[str | None]:
+        """Accounts a contact saved at ``stamp`` may name: what they are now they were then
+        (not deleted, merged or brought back since), as in a history Salesforce makes."""
+        return [
+            a
+            for a in self.account_targets()
+            if a is None or a not in self.lifecycle or self.lifecycle[a] < stamp
+        ]
+
+    @rule(data=st.data(), fields=field_maps)
+    def save_account_again_in_its_second(
+        self, data: st.DataObject, fields: dict[str, FieldValue]
+    ) -> None:
+        """A second save in the same second: Salesforce stamps it the same (R3)."""
+        eligible = [
+            a for a in self.live_accounts() if self.in_window("Account", self.org_accounts[a])
+        ]
+        if not eligible:
+            return
+        account_id = data.draw(st.sampled_from(eligible))
+        stamp = stamp_of(self.org_accounts[account_id])
+        self.put_account(Account(id=account_id, fields=fields, system_modstamp=stamp))
+
+    @rule(data=st.data(), fields=field_maps)
+    def save_contact_again_in_its_second(
+        self, data: st.DataObject, fields: dict[str, FieldValue]
+    ) -> None:
+        """A contact saved twice in one second, the second time maybe to another account."""
+        eligible = []
+        for contact_id, record in self.org_contacts.items():
+            if isinstance(record, Contact) and self.in_window("Contact", record):
+                targets = self.settled(record.system_modstamp)
+                if record.account_id in targets:
+                    eligible.append(contact_id)
+        if not eligible:
+            return
+        contact_id = data.draw(st.sampled_from(sorted(eligible)))
+        current = self.org_contacts[contact_id]
+        assert isinstance(current, Contact)
+        account_id = data.draw(st.sampled_from(self.settled(current.system_modstamp)))
+        self.put_contact(
+            Contact(
+                id=contact_id,
+                account_id=account_id,
+                fields=fields,
+                system_modstamp=current.system_modstamp,
+            )
+        )
+
+    @rule(
+        kind=st.sampled_from(["Account", "Contact"]), problem=st.sampled_from(sorted(UNSENDABLE))
+    )
+    def send_what_salesforce_could_not(self, kind: str, problem: str) -> None:
+        """A record with a name that is no API name, or text that is not Unicode (R10)."""
+        record_id = make_id("001" if kind == "Account" else "003", 100 + len(self.bad))
+        at = self.now
+        payload = {
+            "attributes": {"type": kind},
+            "Id": record_id,
+            "SystemModstamp": f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}+0000",
+            **UNSENDABLE[problem],
+        }
+        self.source.add_raw(kind, payload)
+        self.bad.append((kind, at, record_id))
+
     @precondition(lambda self: "Account" in self.marks)
     @rule(data=st.data(), fields=field_maps, late=late_by)
     def late_account_commit(
@@ -404,13 +517,7 @@ class AccountSync(RuleBasedStateMachine):
         if not eligible:
             return
         contact_id = data.draw(st.sampled_from(eligible))
-        # Its account was what it is now when the contact was written: not deleted, merged
-        # or brought back since (the org's history must be one Salesforce could make).
-        settled = [
-            a
-            for a in self.account_targets()
-            if a is None or a not in self.lifecycle or self.lifecycle[a] < stamp
-        ]
+        settled = self.settled(stamp)
         # Undeleted accounts are where stale merge tombstones bite.
         likely = [a for a in settled if a in self.undeleted] or [a for a in settled if a]
         account_id = pick(data, likely, settled)
@@ -542,7 +649,8 @@ class AccountSync(RuleBasedStateMachine):
         ]
         return sorted([*accounts, *(c for c in self.org_contacts if c not in waiting)])
 
-    @precondition(lambda self: self.purgeable())
+    # A read that rejected anything purges nothing: records Salesforce could not send stay.
+    @precondition(lambda self: self.purgeable() and not self.bad)
     @rule(data=st.data(), page_size=page_sizes)
     def purge_and_reconcile(self, data: st.DataObject, page_size: int) -> None:
         """A record deleted beyond the recycle bin: no sync reads that, a reconciliation
@@ -580,7 +688,8 @@ class AccountSync(RuleBasedStateMachine):
         """What a sync reads and in which order it applies it.
 
         Each stream from its watermark minus the lookback, inclusive; both merged by
-        stamp, accounts before contacts and deletions last on equal stamps, then by ID.
+        stamp; on equal stamps upserts before deletions and accounts before contacts, then
+        by ID (a contact moved off an account in the second it was deleted stays).
         """
         records: list[Account | Contact | Deletion] = []
         for stream, org in (("Account", self.org_accounts), ("Contact", self.org_contacts)):
@@ -595,8 +704,8 @@ class AccountSync(RuleBasedStateMachine):
             records,
             key=lambda r: (
                 stamp_of(r),
-                isinstance(r, Contact) or (isinstance(r, Deletion) and r.object_type == "Contact"),
                 isinstance(r, Deletion),
+                isinstance(r, Contact) or (isinstance(r, Deletion) and r.object_type == "Contact"),
                 r.id,
             ),
         )
@@ -646,17 +755,31 @@ class AccountSync(RuleBasedStateMachine):
                     (contact_id, account_id, name, token(old), token(new), origin, at)
                 ] += 1
 
-    def skip(
-        self, incoming: tuple[datetime, bool], stored: tuple[datetime, bool], into: ModelSync
-    ) -> None:
-        if incoming == stored:
+    @staticmethod
+    def skip(where: str, into: ModelSync) -> None:
+        if where == "same":
             into.already_applied += 1
         else:
             into.stale += 1
 
+    def spelled(self, object_type: str, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+        names = self.spelling[object_type]
+        return {names[name.lower()]: value for name, value in fields.items()}
+
     def model_sync(self) -> ModelSync:
         out = ModelSync()
-        for record in self.read():
+        for stream, stamp, record_id in self.bad:
+            mark = self.marks.get(stream)
+            if mark is None or stamp >= mark - LOOKBACK:
+                out.rejected.append(record_id)
+        read = self.read()
+        # Each object's names take the spelling of the first record read with them.
+        for record in sorted(read, key=lambda r: (stamp_of(r), r.id)):
+            if not isinstance(record, Deletion):
+                kind = "Account" if isinstance(record, Account) else "Contact"
+                for name in record.fields:
+                    self.spelling[kind].setdefault(name.lower(), name)
+        for record in read:
             if isinstance(record, Account) or (
                 isinstance(record, Deletion) and record.object_type == "Account"
             ):
@@ -668,9 +791,14 @@ class AccountSync(RuleBasedStateMachine):
 
     def apply_account(self, record: Account | Deletion, out: ModelSync) -> None:
         stored = self.accounts.get(record.id)
-        if stored is not None and version_of(record) <= stored.version:
-            self.skip(version_of(record), stored.version, out)
-            return
+        if stored is not None:
+            other_values = isinstance(record, Account) and not same_fields(
+                self.spelled("Account", record.fields), stored.upstream
+            )
+            where = place(version_of(record), stored.version, other_values)
+            if where != "newer":
+                self.skip(where, out)
+                return
         if isinstance(record, Deletion):
             out.accounts_deleted += 1
             members = self.members(record.id)
@@ -685,7 +813,7 @@ class AccountSync(RuleBasedStateMachine):
                 for contact_id in members:
                     self.contacts[contact_id].account_id = winner
             return
-        new = dict(record.fields)
+        new = self.spelled("Account", record.fields)
         if stored is not None and not stored.deleted:
             if stored.edits:
                 out.local_edits_discarded += 1
@@ -704,9 +832,15 @@ class AccountSync(RuleBasedStateMachine):
 
     def apply_contact(self, record: Contact | Deletion, out: ModelSync) -> None:
         stored = self.contacts.get(record.id)
-        if stored is not None and version_of(record) <= stored.version:
-            self.skip(version_of(record), stored.version, out)
-            return
+        if stored is not None:
+            other_values = isinstance(record, Contact) and (
+                record.account_id != stored.account_id
+                or not same_fields(self.spelled("Contact", record.fields), stored.fields)
+            )
+            where = place(version_of(record), stored.version, other_values)
+            if where != "newer":
+                self.skip(where, out)
+                return
         if isinstance(record, Deletion):
             out.contacts_deleted += 1
             self.contacts[record.id] = ModelContact(stamp=record.deleted_at, deleted=True)
@@ -719,7 +853,7 @@ class AccountSync(RuleBasedStateMachine):
             stamp=record.system_modstamp,
             deleted=False,
             account_id=record.account_id,
-            fields=dict(record.fields),
+            fields=self.spelled("Contact", record.fields),
         )
 
     # -- Driving the engine ------------------------------------------------------------------
@@ -745,7 +879,7 @@ class AccountSync(RuleBasedStateMachine):
             "local_edits_discarded",
         )
         assert {c: getattr(report, c) for c in counts} == {c: getattr(expected, c) for c in counts}
-        assert report.rejected == ()
+        assert sorted(r.record_id or "" for r in report.rejected) == sorted(expected.rejected)
         assert dict(report.watermarks) == self.marks
 
     def check_against_org(self) -> None:
@@ -755,7 +889,7 @@ class AccountSync(RuleBasedStateMachine):
             state = self.store.account_states([account_id]).get(account_id)
             if isinstance(org, Account):
                 assert isinstance(state, AccountState), f"account {account_id} missing"
-                assert tokens(state.upstream.fields) == tokens(org.fields)
+                assert tokens(state.upstream.fields) == tokens(self.spelled("Account", org.fields))
                 assert state.upstream.system_modstamp == org.system_modstamp
             else:
                 assert self.store.get_account(account_id) is None
@@ -765,7 +899,7 @@ class AccountSync(RuleBasedStateMachine):
             if isinstance(org_contact, Contact):
                 assert got is not None, f"contact {contact_id} missing"
                 assert got.account_id == org_contact.account_id
-                assert tokens(got.fields) == tokens(org_contact.fields)
+                assert tokens(got.fields) == tokens(self.spelled("Contact", org_contact.fields))
                 assert got.system_modstamp == org_contact.system_modstamp
             else:
                 assert got is None, f"contact {contact_id} should be deleted"
@@ -823,12 +957,13 @@ class AccountSync(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        name=st.sampled_from(FIELD_NAMES),
+        name=st.sampled_from([*SPELLINGS, TYPO]),
         value=st.sampled_from(VALUES),
         short_id=st.booleans(),
     )
     def edit(self, data: st.DataObject, name: str, value: FieldValue, short_id: bool) -> None:
-        """A local edit through a contact (S2), refused without a synced account (S5)."""
+        """A local edit through a contact (S2), refused without a synced account (S5) or
+        for a field the org has not got (R9); the name in any case."""
         live = [c for c in CONTACT_IDS if c in self.contacts and not self.contacts[c].deleted]
         contact_id = pick(data, live, CONTACT_IDS)
         self.edit_time += timedelta(seconds=1)
@@ -844,7 +979,14 @@ class AccountSync(RuleBasedStateMachine):
                 self.engine.edit_account_field(contact_id=given, field=name, value=value)
             return
         assert contact.account_id is not None
-        result = self.engine.edit_account_field(contact_id=given, field=name, value=value)
+        if name == TYPO:
+            with pytest.raises(UnknownFieldError) as refused:
+                self.engine.edit_account_field(contact_id=given, field=name, value=value)
+            assert refused.value.close_matches[0].lower() == "industry"
+            return
+        name = self.spelling["Account"].get(name.lower()) or STANDARD[name.lower()]
+        result = self.engine.edit_account_field(contact_id=given, field=name.upper(), value=value)
+        assert result.field == name
         old = account.effective().get(name)
         assert result.account_id == contact.account_id
         assert token(result.old_value) == token(old)
@@ -854,6 +996,7 @@ class AccountSync(RuleBasedStateMachine):
         else:
             assert result.changed
             account.edits[name] = value
+            self.spelling["Account"].setdefault(name.lower(), name)  # the org's, from now on
             self.fan_out(
                 contact.account_id, [(name, old, value)], Origin.LOCAL, self.edit_time, expected
             )

@@ -44,8 +44,9 @@ def activity_id_prefix(origin: Origin, account_id: str, version: str) -> str:
     """The start of the ids of every entry that one account version causes.
 
     An entry's id is this prefix followed by ``{contact_id}:{field}``. ``version`` is the
-    ``SystemModstamp`` in microseconds for a Salesforce change; for a local edit, the stamp
-    of the upstream version it edits followed by ``r{n}``, the n-th edit of that version.
+    ``SystemModstamp`` in microseconds for a Salesforce change, followed by ``u{n}`` for a
+    later save in the same second (the stamp's n-th change); for a local edit, the stamp
+    of the upstream version it edits followed by ``r{n}``, the stamp's n-th change.
     IDs and versions contain no ``:``, so the field name can come last and every id stays
     unique.
     """

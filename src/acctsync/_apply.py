@@ -29,7 +29,6 @@ version key.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -69,7 +68,6 @@ __all__ = [
     "fan_out",
     "micros",
     "order",
-    "same_second_version",
     "stream_of",
 ]
 
@@ -90,14 +88,19 @@ def stream_of(change: Upstream) -> ObjectType:
     return _STREAMS.get(type(change)) or change.object_type  # type: ignore[union-attr]
 
 
-_RANKS: dict[type, tuple[bool, bool]] = {Account: (False, False), Contact: (True, False)}
+_RANKS: dict[type, tuple[bool, bool]] = {Account: (False, False), Contact: (False, True)}
 
 
 def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
-    """The order changes apply in: by stamp, accounts before contacts, deletions last."""
+    """The order changes apply in: by stamp; on a stamp upserts before deletions, and
+    accounts before contacts.
+
+    Deletions last, so that a contact moved off an account in the second the account
+    was deleted (one stamp, R3) leaves before the account takes its contacts with it.
+    """
     rank = _RANKS.get(type(change))
     if rank is None:
-        rank = (change.object_type == "Contact", isinstance(change, Deletion))  # type: ignore[union-attr]
+        rank = (isinstance(change, Deletion), change.object_type == "Contact")  # type: ignore[union-attr]
     return (change.system_modstamp, *rank, change.id)
 
 
@@ -172,18 +175,6 @@ def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
     if isinstance(change, Account | Contact):
         return not _same_fields(change.fields, fields)
     return False
-
-
-def same_second_version(record: Account | Contact) -> str:
-    """What tells apart the activity entries of a version saved in its stored one's second.
-
-    The source's ``sequence`` where it gave one; else a digest of the new values, so that
-    replaying the version gives the same entry ids (R2).
-    """
-    if record.sequence is not None:
-        return "s" + ".".join(map(str, record.sequence))
-    text = repr(sorted(record.fields.items())).encode("utf-8", "backslashreplace")
-    return "h" + hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _diff(
@@ -338,6 +329,8 @@ class Applier:
     refresh_at: datetime | None = None
     # Field names the sync met first (R9): the store keeps them with the next batch.
     new_field_names: list[FieldName] = field(init=False, factory=list)
+    # Per object, the fields the store holds that the source no longer reads (R9).
+    unread: dict[str, frozenset[str]] = field(init=False, factory=dict)
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -356,6 +349,8 @@ class Applier:
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
         self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
+        if self.unread:
+            changes = [self._with_unread(change) for change in changes]
         self._members = self._members_of(changes, streams)
         for change, stream in zip(changes, streams, strict=True):
             if stream == "Account":
@@ -363,6 +358,25 @@ class Applier:
             else:
                 self._contact_change(change)
         self._commit(watermarks)
+
+    def _with_unread(self, change: Upstream) -> Upstream:
+        """``change`` with the stored values of the fields its source no longer reads.
+
+        They stay as last read: a field the integration user lost access to did not
+        change in Salesforce, and must neither vanish nor log a change to nothing.
+        """
+        if not isinstance(change, Account | Contact):
+            return change
+        names = self.unread.get(stream_of(change))
+        stored = (self._accounts if isinstance(change, Account) else self._contacts).get(change.id)
+        if isinstance(stored, AccountState):
+            fields = stored.upstream.fields
+        elif isinstance(stored, Contact):
+            fields = stored.fields
+        else:
+            return change
+        kept = {n: fields[n] for n in names or () if n in fields and n not in change.fields}
+        return attrs.evolve(change, fields={**kept, **change.fields}) if kept else change
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
         if stored is None:
@@ -477,10 +491,12 @@ class Applier:
                 occurred_at = self.refresh_at
             else:
                 if same_second:
-                    # A later save in the same second (R3): its entries need ids of their
-                    # own, and local edits made on it must not reuse a revision's ids.
-                    version += "~" + same_second_version(upstream)
-                    state = AccountState(upstream=upstream, local_revision=stored.local_revision)
+                    # A later save in the same second (R3): the stamp's revision count goes
+                    # on, so its entries, and those of local edits made on it, have ids of
+                    # their own.
+                    revision = stored.local_revision + 1
+                    version += f"u{revision}"
+                    state = AccountState(upstream=upstream, local_revision=revision)
                 if stored.local_edits:
                     self.tally.local_edits_discarded += 1
             changed = _diff(stored, state.effective().fields)

@@ -206,9 +206,7 @@ class SyncEngine:
             tally=tally,
             refresh_at=ceiling if reconcile else None,
         )
-        spellings = {
-            stream: self._spellings(stream, applier.new_field_names, tally) for stream in STREAMS
-        }
+        spellings = {stream: self._spellings(stream, applier, tally) for stream in STREAMS}
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
         size = self._page_size
@@ -240,20 +238,22 @@ class SyncEngine:
         )
         return tally.report()
 
-    def _spellings(self, stream: ObjectType, added: list[FieldName], tally: Tally) -> Spellings:
+    def _spellings(self, stream: ObjectType, applier: Applier, tally: Tally) -> Spellings:
         """The org's field names of ``stream`` (R9), as the store and the source know them.
 
         Names the store holds that a describing source no longer reads (the integration
-        user lost access to them, say) go in the report: their values stay as last read.
+        user lost access to them, say) go in the report, and their values stay as last
+        read.
         """
         store, source = self._store, self._source
         known = store.field_names(stream) if isinstance(store, FieldNameStore) else ()
-        spellings = Spellings(stream, known, added)
+        spellings = Spellings(stream, known, applier.new_field_names)
         if isinstance(source, DescribedSource):
             described = source.field_names(stream)
             missing = spellings.missing_from(described)
             if missing:
                 tally.missing_fields[stream] = missing
+                applier.unread[stream] = frozenset(missing)
             spellings.learn(described)
         return spellings
 
@@ -427,6 +427,10 @@ class SyncEngine:
             raise NoAccountError(contact_id, account_id)
         known = self._known_names("Account")
         field = self._account_field(field, state, known, allow_new_field)
+        # A standard field the org's records have not named yet: its spelling is the org's
+        # from now on, for Salesforce's records too (R9). A field of the edit's own
+        # (allow_new_field) is no Salesforce field, and not the org's.
+        new_name = field.lower() not in known and field in STANDARD_ACCOUNT_FIELDS
         old = state.value(field)
         if same_value(old, value):
             return EditResult(
@@ -455,12 +459,7 @@ class SyncEngine:
             occurred_at=self._clock(),
             suppressed=suppressed,
         )
-        # The org's spelling from now on, for Salesforce's records too (R9).
-        names = (
-            []
-            if known.get(field.lower()) == field
-            else [FieldName(object_type="Account", name=field)]
-        )
+        names = [FieldName(object_type="Account", name=field)] if new_name else []
         self._store.apply(Batch(accounts=[new_state], activities=entries, field_names=names))
         return EditResult(
             contact_id=contact_id,

@@ -46,9 +46,9 @@ __all__ = [
 class AccountState:
     """A synced account: its ``upstream`` Salesforce record and the local edits over it.
 
-    ``local_revision`` counts the local edits made on this upstream version; with the
-    version's ``SystemModstamp`` it gives each local edit's activity entries their own
-    identity.
+    ``local_revision`` counts the changes made under this upstream ``SystemModstamp``: local
+    edits, and later saves in the same second (rule R3). With the stamp it gives each
+    change's activity entries their own identity.
     """
 
     upstream: Account

@@ -174,15 +174,8 @@ class OrgStatus:
 # -- Documents ----------------------------------------------------------------------------
 
 
-def run_document(
-    run: SyncRun, org: str, *, missing_fields: Mapping[str, Sequence[str]] | None = None
-) -> dict[str, Any]:
-    """A sync run as ``sync --json`` and ``status --json`` write it.
-
-    ``missing_fields`` are the run's report's (`SyncReport.missing_fields`), which a
-    stored run does not keep: given, they are the document's last key, empty or not, so
-    that every ``sync --json`` document has it.
-    """
+def run_document(run: SyncRun, org: str) -> dict[str, Any]:
+    """A sync run as ``sync --json`` and ``status --json`` write it."""
     document: dict[str, Any] = {
         "org": org,
         "id": run.id,
@@ -196,8 +189,6 @@ def run_document(
     counts = _CONVERTER.unstructure(run)
     document.update((key, value) for key, value in counts.items() if key not in document)
     document["watermarks"] = {stream: iso(mark) for stream, mark in run.watermarks.items()}
-    if missing_fields is not None:
-        document["missing_fields"] = {kind: list(names) for kind, names in missing_fields.items()}
     return document
 
 
@@ -241,20 +232,14 @@ def print_run(
     *,
     title: str,
     indent: str = "",
-    missing_fields: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
-    """A run for people: how it ended, its counts, rejections, suppressions, watermarks.
-
-    ``missing_fields`` (`SyncReport.missing_fields`, which a stored run does not keep)
-    get a warning line per object.
-    """
-    for line in _run_lines(run, title, missing_fields or {}):
+    """A run for people: how it ended, its counts, rejections, suppressions, fields no
+    longer read, watermarks."""
+    for line in _run_lines(run, title):
         console.print(indent + line)
 
 
-def _run_lines(
-    run: SyncRun, title: str, missing_fields: Mapping[str, Sequence[str]]
-) -> Iterator[str]:
+def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
     """The lines of `print_run`, in rich markup: every value from the run is escaped."""
     style = _OUTCOME_STYLES[run.outcome]
     seconds = run.duration.total_seconds()
@@ -307,7 +292,7 @@ def _run_lines(
     )
     if run.refetch_count:
         yield f"  [yellow]to fetch again: {run.refetch_count:,}[/]"
-    for kind, names in missing_fields.items():
+    for kind, names in run.missing_fields.items():
         # A warning, not a failure: the sync applied what it read. Said on every sync,
         # since nothing else tells that these fields have stopped following Salesforce.
         yield (

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from types import FrameType
@@ -244,8 +244,8 @@ class Runner:
 
     def once(self) -> ExitCode:
         """One sync; its exit code."""
-        run, missing_fields = self._sync()
-        self._show(run, missing_fields, one_line=False)
+        run = self._sync()
+        self._show(run, one_line=False)
         if run.outcome == "interrupted":
             return (
                 ExitCode.TERMINATED
@@ -263,7 +263,7 @@ class Runner:
         """
         while not self._stop.requested:
             try:
-                run, missing_fields = self._sync()
+                run = self._sync()
             except LockTimeoutError as error:
                 self._skipped(error, f"skipped a sync: {error}")
             except SourceError as error:
@@ -271,7 +271,7 @@ class Runner:
                     raise
                 self._skipped(error, f"a sync failed, the next will try again: {error}")
             else:
-                self._show(run, missing_fields, one_line=True)
+                self._show(run, one_line=True)
             if self._stop.wait(seconds):
                 break
         return ExitCode.OK
@@ -283,22 +283,15 @@ class Runner:
             skipped = {"type": type(error).__name__, "message": str(error)}
             self._out.document({"skipped": skipped}, one_line=True)
 
-    def _show(
-        self, run: SyncRun, missing_fields: Mapping[str, Sequence[str]], *, one_line: bool
-    ) -> None:
+    def _show(self, run: SyncRun, *, one_line: bool) -> None:
         org = self._store.org
         if self._out.json:
-            document = run_document(run, org, missing_fields=missing_fields)
-            self._out.document(document, one_line=one_line)
+            self._out.document(run_document(run, org), one_line=one_line)
         else:
-            title = f"sync of org {org!r}"
-            print_run(self._out.console, run, title=title, missing_fields=missing_fields)
+            print_run(self._out.console, run, title=f"sync of org {org!r}")
 
-    def _sync(self) -> tuple[SyncRun, Mapping[str, Sequence[str]]]:
-        """The recorded run, and the report's `SyncReport.missing_fields` (the run lacks them).
-
-        A run that did not finish returned no report: it has no missing fields to show.
-        """
+    def _sync(self) -> SyncRun:
+        """Sync once, and record the run."""
         from acctsync.stores.sql import SyncRun
 
         store = self._store
@@ -327,7 +320,7 @@ class Runner:
                     report = engine.sync()
                 except Stopped:
                     name = signal.Signals(self._stop.signal or signal.SIGINT).name
-                    return store.record_run(ended("interrupted", f"stopped by {name}")), {}
+                    return store.record_run(ended("interrupted", f"stopped by {name}"))
                 except (KeyboardInterrupt, AcctSyncError) as error:
                     # The run's own error is what the caller needs; a store that failed
                     # may not record this either.
@@ -338,7 +331,7 @@ class Runner:
                 run = SyncRun.from_report(
                     report, started_at=started, finished_at=_now(), source=self._label
                 )
-                return store.record_run(run), report.missing_fields
+                return store.record_run(run)
 
     @staticmethod
     def _counter(bar: Progress | None) -> Callable[[ObjectType, int], None]:

@@ -38,6 +38,7 @@ class SyncRun:
     those read before it stopped, and ``error`` says why it stopped. The batches it
     applied before that stay applied, with their watermark.
 
+    ``missing_fields`` are the report's: per object, fields the source no longer reads.
     ``rejected`` and ``suppressed`` may hold fewer items than ``rejected_count`` and
     ``suppressed_count`` say: a store keeps the first of each, not thousands. ``id`` is
     the store's number of the run, None until recorded.
@@ -63,6 +64,7 @@ class SyncRun:
     suppressed: tuple[Suppression, ...] = ()
     suppressed_count: int = 0
     refetch_count: int = 0
+    missing_fields: Mapping[str, tuple[str, ...]] = field(factory=dict, converter=_frozen)
     watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen)
     id: int | None = None
 
@@ -88,6 +90,7 @@ class SyncRun:
             suppressed=report.suppressed,
             suppressed_count=len(report.suppressed),
             refetch_count=len(report.refetch),
+            missing_fields=report.missing_fields,
             watermarks=report.watermarks,
         )
 
