@@ -25,6 +25,7 @@ StoreFactory: TypeAlias = "Callable[..., SqlStore]"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Stores on one database: each call opens another store on it (``org=`` and so on)."""
+    pytest.importorskip("sqlalchemy")
     from sqlalchemy import create_engine
 
     from acctsync.stores.sql import SqlStore

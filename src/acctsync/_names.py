@@ -30,17 +30,64 @@ from acctsync._state import FieldName
 __all__ = ["STANDARD_ACCOUNT_FIELDS", "Spellings", "close_matches"]
 
 STANDARD_ACCOUNT_FIELDS: Final = frozenset(
-    """
-    AccountNumber AccountSource AnnualRevenue BillingCity BillingCountry BillingCountryCode
-    BillingGeocodeAccuracy BillingLatitude BillingLongitude BillingPostalCode BillingState
-    BillingStateCode BillingStreet ChannelProgramLevelName ChannelProgramName CleanStatus
-    CurrencyIsoCode DandbCompanyId Description DunsNumber Fax Industry IsCustomerPortal
-    IsPartner Jigsaw JigsawCompanyId NaicsCode NaicsDesc Name NumberOfEmployees
-    OperatingHoursId OwnerId Ownership ParentId Phone PhotoUrl Rating RecordTypeId
-    ShippingCity ShippingCountry ShippingCountryCode ShippingGeocodeAccuracy ShippingLatitude
-    ShippingLongitude ShippingPostalCode ShippingState ShippingStateCode ShippingStreet Sic
-    SicDesc Site TickerSymbol Tradestyle Type Website YearStarted
-    """.split()
+    [
+        "AccountNumber",
+        "AccountSource",
+        "AnnualRevenue",
+        "BillingCity",
+        "BillingCountry",
+        "BillingCountryCode",
+        "BillingGeocodeAccuracy",
+        "BillingLatitude",
+        "BillingLongitude",
+        "BillingPostalCode",
+        "BillingState",
+        "BillingStateCode",
+        "BillingStreet",
+        "ChannelProgramLevelName",
+        "ChannelProgramName",
+        "CleanStatus",
+        "CurrencyIsoCode",
+        "DandbCompanyId",
+        "Description",
+        "DunsNumber",
+        "Fax",
+        "Industry",
+        "IsCustomerPortal",
+        "IsPartner",
+        "Jigsaw",
+        "JigsawCompanyId",
+        "NaicsCode",
+        "NaicsDesc",
+        "Name",
+        "NumberOfEmployees",
+        "OperatingHoursId",
+        "OwnerId",
+        "Ownership",
+        "ParentId",
+        "Phone",
+        "PhotoUrl",
+        "Rating",
+        "RecordTypeId",
+        "ShippingCity",
+        "ShippingCountry",
+        "ShippingCountryCode",
+        "ShippingGeocodeAccuracy",
+        "ShippingLatitude",
+        "ShippingLongitude",
+        "ShippingPostalCode",
+        "ShippingState",
+        "ShippingStateCode",
+        "ShippingStreet",
+        "Sic",
+        "SicDesc",
+        "Site",
+        "TickerSymbol",
+        "Tradestyle",
+        "Type",
+        "Website",
+        "YearStarted",
+    ]
 )
 """The Account fields every org has (Object Reference for the Salesforce Platform,
 "Account"; as a real org's describe lists them), audit and system fields left out.

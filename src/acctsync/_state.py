@@ -79,6 +79,7 @@ class AccountState:
             id=self.upstream.id,
             fields={**self.upstream.fields, **self.local_edits},
             system_modstamp=self.upstream.system_modstamp,
+            sequence=self.upstream.sequence,
         )
 
 
