@@ -147,14 +147,18 @@ def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bo
     return a.keys() == b.keys() and all(same_value(a[name], b[name]) for name in a)
 
 
+def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[str, FieldValue]:
+    """The Salesforce values of a stored live record; none for a tombstone."""
+    if isinstance(stored, AccountState):
+        return stored.upstream.fields
+    return stored.fields if isinstance(stored, Contact) else {}
+
+
 def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
     """Whether ``change`` holds other values than the stored live version."""
-    if isinstance(stored, AccountState):
-        fields = stored.upstream.fields
-    elif isinstance(stored, Contact):
-        fields = stored.fields
-    else:
+    if isinstance(stored, Deletion):
         return False
+    fields = _upstream_fields(stored)
     if isinstance(change, PartialUpdate):
         if (
             isinstance(stored, Contact)
@@ -367,15 +371,10 @@ class Applier:
         """
         if not isinstance(change, Account | Contact):
             return change
-        names = self.unread.get(stream_of(change))
+        names = self.unread.get(stream_of(change), ())
         stored = (self._accounts if isinstance(change, Account) else self._contacts).get(change.id)
-        if isinstance(stored, AccountState):
-            fields = stored.upstream.fields
-        elif isinstance(stored, Contact):
-            fields = stored.fields
-        else:
-            return change
-        kept = {n: fields[n] for n in names or () if n in fields and n not in change.fields}
+        fields = _upstream_fields(stored)
+        kept = {n: fields[n] for n in names if n in fields and n not in change.fields}
         return attrs.evolve(change, fields={**kept, **change.fields}) if kept else change
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
