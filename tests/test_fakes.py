@@ -30,3 +30,41 @@ def test_r9_a_raw_record_is_read_at_its_stamp_spelled_in_any_case() -> None:
 
     assert [type(item) for item in everything] == [RawRecord, Account]
     assert recent == [[later]]
+
+
+def rest(record_id: str, name: str) -> dict[str, object]:
+    return {
+        "attributes": {"type": "Account"},
+        "Id": record_id,
+        "Name": name,
+        "SystemModstamp": "2024-01-31T12:00:00.000+0000",
+    }
+
+
+def test_r3_a_record_s_new_version_replaces_the_old_as_a_rest_read_shows_it() -> None:
+    # Two saves in one second: a read shows the second only, however it was added.
+    source = InMemorySource()
+    source.add_raw("Account", rest(A1, "First"))
+    source.add_raw("Account", rest(A1, "Second"))
+    source.upsert(Account(id=A2, fields={"Name": "First"}, system_modstamp=T))
+    source.add_raw("Account", rest(A2, "Second"))
+
+    (page,) = source.read_changes("Account", None, page_size=10)
+
+    assert [(item.payload["Id"], item.payload["Name"]) for item in page] == [  # type: ignore[union-attr]
+        (A1, "Second"),
+        (A2, "Second"),
+    ]
+    source.upsert(Account(id=A1, fields={"Name": "Third"}, system_modstamp=T))
+    (page,) = source.read_changes("Account", None, page_size=10)
+    assert [type(item) for item in page] == [Account, RawRecord]
+
+
+def test_r7_malformed_payloads_are_each_read_for_the_engine_to_reject() -> None:
+    source = InMemorySource()
+    source.add_raw("Account", {**rest(A1, "x"), "SystemModstamp": "yesterday"})
+    source.add_raw("Account", {**rest(A1, "y"), "IsDeleted": "yes"})
+
+    (page,) = source.read_changes("Account", None, page_size=10)
+
+    assert len(page) == 2

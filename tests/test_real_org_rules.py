@@ -9,7 +9,7 @@ Data Capture Developer Guide for change events ("Change Event Message Structure"
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +18,11 @@ import pytest
 from acctsync import (
     Account,
     AcctSyncError,
+    Batch,
     Change,
+    ChangeDataValue,
     Contact,
+    Conversion,
     Deletion,
     DescribedSource,
     FieldNameStore,
@@ -27,10 +30,12 @@ from acctsync import (
     ObjectType,
     Origin,
     Store,
+    StoredAccount,
+    StoredContact,
     SyncEngine,
     UnknownFieldError,
 )
-from acctsync.testing import InMemorySource, make_id
+from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
 T0 = datetime(2026, 6, 9, 16, 12, 25, tzinfo=UTC)  # SystemModstamp: whole seconds
 A1, A2 = make_id("001", 1), make_id("001", 2)
@@ -449,3 +454,111 @@ def test_r10_a_local_edit_salesforce_could_not_hold_is_refused_up_front(
     assert account is not None
     assert account.fields == {"Name": "Acme", "Industry": "Tech"}
     assert list(any_store.activities()) == []
+
+
+class PlainStore:
+    """A caller's own store that keeps no spellings: the `Store` protocol only."""
+
+    def __init__(self) -> None:
+        self._inner = InMemoryStore()
+
+    def watermark(self, stream: str) -> datetime | None:
+        return self._inner.watermark(stream)
+
+    def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
+        return self._inner.account_states(ids)
+
+    def contact_states(self, ids: Collection[str]) -> Mapping[str, StoredContact]:
+        return self._inner.contact_states(ids)
+
+    def count_contacts(self, account_id: str) -> int:
+        return self._inner.count_contacts(account_id)
+
+    def contact_ids(self, account_id: str) -> Sequence[str]:
+        return self._inner.contact_ids(account_id)
+
+    def conversion(self, person_id: str) -> Conversion | None:
+        return self._inner.conversion(person_id)
+
+    def apply(self, batch: Batch) -> None:
+        self._inner.apply(batch)
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self._inner.get_account(account_id)
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        return self._inner.get_contact(contact_id)
+
+    def activities(self) -> Iterable[ChangeDataValue]:
+        return self._inner.activities()
+
+
+def test_r9_a_store_that_keeps_no_spellings_still_holds_one_field_per_name() -> None:
+    store = PlainStore()
+    assert not isinstance(store, FieldNameStore)
+    source, engine = seeded(store)
+    later = T0 + timedelta(minutes=1)
+    source.add_raw("Account", rest("Account", A1, later, NAME="Acme", INDUSTRY="Retail"))
+
+    engine.sync()
+
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme", "Industry": "Retail"}
+    assert changes(store) == {
+        (C1, "Industry", "Tech", "Retail"),
+        (C2, "Industry", "Tech", "Retail"),
+    }
+
+
+def test_r3_a_field_newly_shown_as_null_is_no_new_save(any_store: Store) -> None:
+    source, engine = seeded(any_store)
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Retail")
+    # The admin showed Tier__c to the integration user: the same version, one more field.
+    source.upsert(
+        Account(
+            id=A1, fields={"Name": "Acme", "Industry": "Tech", "Tier__c": None}, system_modstamp=T0
+        )
+    )
+
+    report = engine.sync()
+
+    assert report.local_edits_discarded == 0
+    account = any_store.get_account(A1)
+    assert account is not None
+    assert account.fields["Industry"] == "Retail"
+
+
+def test_r9_a_describe_listing_system_fields_spells_only_the_others(any_store: Store) -> None:
+    described = ["Id", "IsDeleted", "SystemModstamp", "LastModifiedDate", "Name", "Industry"]
+    source = DescribedOrg({"Account": described, "Contact": ["Id", "AccountId"]})
+    source.add_raw("Account", rest("Account", A1, T0, NAME="Acme", industry="Tech"))
+
+    assert SyncEngine(source=source, store=any_store).sync().ok
+
+    account = any_store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme", "Industry": "Tech"}
+    assert isinstance(any_store, FieldNameStore)
+    assert sorted(any_store.field_names("Account")) == ["Industry", "Name"]
+
+
+def test_r10_a_name_with_a_lone_surrogate_is_reported_in_plain_text(any_store: Store) -> None:
+    source, engine = seeded(any_store)
+    source.add_raw("Account", rest("Account", A2, T0, **{"Ind\ud83dustry": "Tech"}))
+
+    report = engine.sync()
+
+    (rejection,) = report.rejected
+    assert rejection.field is not None
+    assert rejection.field.isascii()
+    assert "\\ud83d" in rejection.field
+    json.dumps(rejection.field, ensure_ascii=False).encode()  # any report can hold it
+
+
+def test_r10_text_of_a_str_subclass_is_checked_too() -> None:
+    class Text(str):
+        pass
+
+    with pytest.raises(InvalidRecordError, match="surrogate"):
+        Account(id=A1, fields={"Name": Text("Acme \ud83d")}, system_modstamp=T0)

@@ -137,12 +137,13 @@ def folder(tmp_path: Path) -> Path:
 # yyyy-MM-dd'T'HH:mm:ss.SSS'Z' in GMT and a date as yyyy-MM-dd. Audit fields come along
 # when the query names them. The byte-order mark is what a spreadsheet saving "CSV UTF-8"
 # puts in front.
+# OWNER.NAME: a relationship column, as the export wizard offers the owner's name.
 DATA_LOADER_ACCOUNTS = [
     '"ID","NAME","INDUSTRY","ANNUALREVENUE","DESCRIPTION","CREATEDDATE","LASTMODIFIEDDATE",'
-    '"SYSTEMMODSTAMP"',
+    '"OWNER.NAME","SYSTEMMODSTAMP"',
     f'"{A1}","Acme ""East""","Technology","1500000.5","Line one\r\nLine two\nLine three",'
-    '"2026-01-02T08:00:00.000Z","2026-01-05T09:00:00.000Z","2026-01-05T09:00:00.000Z"',
-    f'"{A2}","Beta","","","","2026-01-02T08:00:00.000Z","2026-01-05T09:00:01.000Z",'
+    '"2026-01-02T08:00:00.000Z","2026-01-05T09:00:00.000Z","Ada Admin","2026-01-05T09:00:00.000Z"',
+    f'"{A2}","Beta","","","","2026-01-02T08:00:00.000Z","2026-01-05T09:00:01.000Z","Ada Admin",'
     '"2026-01-05T09:00:01.000Z"',
 ]
 DATA_LOADER_CONTACTS = [
@@ -163,7 +164,8 @@ def test_r8_a_data_loader_export_syncs_exactly_into_every_store(
 
     sync_twice(folder, any_store, DESCRIBED)
 
-    # Upper-case headers take the describe's spelling; audit columns are dropped.
+    # Upper-case headers take the describe's spelling; audit and relationship columns are
+    # dropped.
     assert_holds_exactly(
         any_store,
         [

@@ -174,3 +174,13 @@ def test_a_run_checks_its_values() -> None:
     with pytest.raises(ConfigurationError, match="timezone-aware"):
         SyncRun(started_at=datetime(2024, 1, 1), finished_at=T0, outcome="ok")
     assert "outcome='ok'" in repr(run_at(0))
+
+
+def test_a_run_quoting_text_that_is_not_unicode_is_recorded(make_store: StoreFactory) -> None:
+    # A rejection may quote the record it rejected: a raw Id with half a surrogate pair.
+    store = make_store()
+    rejected = Rejection(
+        object_type="Account", record_id="001\ud83d", reason="not an ID", origin="a\ud83d.csv:2"
+    )
+    run = store.record_run(run_at(0, outcome="rejected", rejected=(rejected,), rejected_count=1))
+    assert store.last_run() == run

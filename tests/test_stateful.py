@@ -1001,7 +1001,6 @@ class AccountSync(RuleBasedStateMachine):
         else:
             assert result.changed
             account.edits[name] = value
-            self.spelling["Account"].setdefault(name.lower(), name)  # the org's, from now on
             self.fan_out(
                 contact.account_id, [(name, old, value)], Origin.LOCAL, self.edit_time, expected
             )

@@ -144,7 +144,13 @@ def micros(stamp: datetime) -> int:
 
 
 def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
-    return a.keys() == b.keys() and all(same_value(a[name], b[name]) for name in a)
+    """Whether two records' values are the same; a field one lacks holds nothing.
+
+    So a field newly shown to the integration user, read as null, is no new save.
+    """
+    if a.keys() == b.keys():
+        return all(same_value(a[name], b[name]) for name in a)
+    return all(same_value(a.get(name), b.get(name)) for name in a.keys() | b.keys())
 
 
 def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[str, FieldValue]:
@@ -167,8 +173,7 @@ def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
         ):
             return True
         return any(
-            name not in fields or not same_value(fields[name], value)
-            for name, value in change.fields.items()
+            not same_value(fields.get(name), value) for name, value in change.fields.items()
         )
     if (
         isinstance(change, Contact)
@@ -335,6 +340,9 @@ class Applier:
     new_field_names: list[FieldName] = field(init=False, factory=list)
     # Per object, the fields the store holds that the source no longer reads (R9).
     unread: dict[str, frozenset[str]] = field(init=False, factory=dict)
+    _placed: dict[int, tuple[StoredAccount | StoredContact, Place]] = field(
+        init=False, factory=dict
+    )
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -353,8 +361,8 @@ class Applier:
         self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
         self._asked = account_ids
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
-        if self.unread:
-            changes = [self._with_unread(change) for change in changes]
+        self._placed = {}
+        changes = [self._as_stored(change) for change in changes]
         self._members = self._members_of(changes, streams)
         for change, stream in zip(changes, streams, strict=True):
             if stream == "Account":
@@ -363,24 +371,51 @@ class Applier:
                 self._contact_change(change)
         self._commit(watermarks)
 
-    def _with_unread(self, change: Upstream) -> Upstream:
-        """``change`` with the stored values of the fields its source no longer reads.
+    def _as_stored(self, change: Upstream) -> Upstream:
+        """``change`` with its field names as the stored record spells them, and with the
+        stored values of the fields its source no longer reads.
 
-        They stay as last read: a field the integration user lost access to did not
-        change in Salesforce, and must neither vanish nor log a change to nothing.
+        The first is for a store that keeps no spellings (no `FieldNameStore`, or one that
+        began keeping them after its records): still one field per name (R9). The second
+        because a field the integration user lost access to did not change in
+        Salesforce: it must neither vanish nor log a change to nothing.
         """
-        if not isinstance(change, Account | Contact):
+        if isinstance(change, Deletion):
             return change
-        names = self.unread.get(stream_of(change), ())
-        stored = (self._accounts if isinstance(change, Account) else self._contacts).get(change.id)
-        fields = _upstream_fields(stored)
-        kept = {n: fields[n] for n in names if n in fields and n not in change.fields}
-        return attrs.evolve(change, fields={**kept, **change.fields}) if kept else change
+        stream = stream_of(change)
+        stored = (self._accounts if stream == "Account" else self._contacts).get(change.id)
+        held = _upstream_fields(stored)
+        if not held:
+            return change
+        fields = change.fields
+        if not fields.keys() <= held.keys():
+            spelled = {name.lower(): name for name in held}
+            if isinstance(stored, AccountState):
+                for name in stored.local_edits:
+                    spelled.setdefault(name.lower(), name)
+            renamed = {spelled.get(name.lower(), name): value for name, value in fields.items()}
+            if len(renamed) == len(fields) and renamed.keys() != fields.keys():
+                fields = renamed
+        unread = self.unread.get(stream) if isinstance(change, Account | Contact) else None
+        if unread:
+            kept = {name: held[name] for name in unread if name in held and name not in fields}
+            if kept:
+                fields = {**kept, **fields}
+        return change if fields is change.fields else attrs.evolve(change, fields=fields)
+
+    def _where(self, change: Upstream, stored: StoredAccount | StoredContact) -> Place:
+        """`_place`, once per change and stored version: a page asks twice or more."""
+        placed = self._placed.get(id(change))
+        if placed is not None and placed[0] is stored:
+            return placed[1]
+        place = _place(change, stored)
+        self._placed[id(change)] = (stored, place)
+        return place
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
         if stored is None:
             return True
-        place = _place(change, stored)
+        place = self._where(change, stored)
         if self.refresh_at is not None and self._refreshes(change, stored, place):
             self.tally.refreshed += 1
             return True
@@ -424,7 +459,7 @@ class Applier:
         """Whether ``change`` may change a held account: a version read again does not."""
         if not isinstance(stored, AccountState):
             return False
-        place = _place(change, stored)
+        place = self._where(change, stored)
         return place is Place.NEWER or (
             self.refresh_at is not None and self._refreshes(change, stored, place)
         )

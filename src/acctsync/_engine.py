@@ -73,7 +73,6 @@ from acctsync._state import (
     Batch,
     Conversion,
     ConversionRequest,
-    FieldName,
     Watermark,
 )
 
@@ -427,10 +426,6 @@ class SyncEngine:
             raise NoAccountError(contact_id, account_id)
         known = self._known_names("Account")
         field = self._account_field(field, state, known, allow_new_field)
-        # A standard field the org's records have not named yet: its spelling is the org's
-        # from now on, for Salesforce's records too (R9). A field of the edit's own
-        # (allow_new_field) is no Salesforce field, and not the org's.
-        new_name = field.lower() not in known and field in STANDARD_ACCOUNT_FIELDS
         old = state.value(field)
         if same_value(old, value):
             return EditResult(
@@ -459,8 +454,7 @@ class SyncEngine:
             occurred_at=self._clock(),
             suppressed=suppressed,
         )
-        names = [FieldName(object_type="Account", name=field)] if new_name else []
-        self._store.apply(Batch(accounts=[new_state], activities=entries, field_names=names))
+        self._store.apply(Batch(accounts=[new_state], activities=entries))
         return EditResult(
             contact_id=contact_id,
             account_id=account_id,

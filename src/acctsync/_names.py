@@ -24,7 +24,15 @@ from typing import Final, TypeAlias
 import attrs
 
 from acctsync._errors import InvalidRecordError
-from acctsync._records import Account, Contact, FieldValue, ObjectType, PartialUpdate
+from acctsync._formats import AUDIT_FIELDS
+from acctsync._records import (
+    Account,
+    Contact,
+    FieldValue,
+    ObjectType,
+    PartialUpdate,
+    field_name_problem,
+)
 from acctsync._state import FieldName
 
 __all__ = ["STANDARD_ACCOUNT_FIELDS", "Spellings", "close_matches"]
@@ -95,6 +103,7 @@ STANDARD_ACCOUNT_FIELDS: Final = frozenset(
 A local edit may name them before any record or describe did (rule R9)."""
 
 _Named: TypeAlias = Account | Contact | PartialUpdate
+_AUDIT_FOLDED: Final = frozenset(name.lower() for name in AUDIT_FIELDS)
 
 
 class Spellings:
@@ -121,9 +130,14 @@ class Spellings:
         return tuple(sorted(n for f, n in self._folded.items() if f not in present))
 
     def learn(self, names: Iterable[str]) -> None:
-        """Take ``names`` (a describe's) as the spelling of those not known yet."""
+        """Take ``names`` (a describe's) as the spelling of those not known yet.
+
+        Names that are no field of a record (``Id``, ``SystemModstamp``, audit fields, as a
+        describe lists them too) are passed over.
+        """
         for name in names:
-            self._spelling(name)
+            if field_name_problem(name) is None and name.lower() not in _AUDIT_FOLDED:
+                self._spelling(name)
 
     def spelled(self, record: _Named) -> _Named:
         """``record`` with its field names in the org's spelling.
@@ -133,15 +147,20 @@ class Spellings:
         if record.fields.keys() <= self._spelled:  # the common case: nothing to do
             return record
         fields: dict[str, FieldValue] = {}
+        seen: set[str] = set()
         for name, value in record.fields.items():
-            spelling = self._spelling(name)
-            if spelling in fields:
+            folded = name.lower()
+            spelling = self._folded.get(folded, name)
+            if folded in seen:
                 raise InvalidRecordError(
                     f"names field {spelling!r} twice, in different case",
                     record_id=record.id,
                     field=name,
                 )
+            seen.add(folded)
             fields[spelling] = value
+        for name in fields:  # only once the record is known to be good
+            self._spelling(name)
         if list(fields) == list(record.fields):
             return record
         return attrs.evolve(record, fields=fields)

@@ -115,12 +115,15 @@ def check_field(name: object, value: object, *, record_id: str | None = None) ->
     """Raise `InvalidRecordError` unless ``name`` may name a field holding ``value``."""
     problem = field_name_problem(name)
     if problem is not None:
-        shown = name if isinstance(name, str) and len(name) <= MAX_FIELD_NAME else None
-        raise InvalidRecordError(
-            problem, record_id=record_id, field=shown if shown is not None else _short(name)
-        )
+        # Shown as written only when that is plain text: a report, a log line or a JSON
+        # document must be able to hold it (R10).
+        if isinstance(name, str) and name.isascii() and name.isprintable():
+            shown = name if len(name) <= MAX_FIELD_NAME else _short(name)
+        else:
+            shown = _short(name)
+        raise InvalidRecordError(problem, record_id=record_id, field=shown)
     assert isinstance(name, str)
-    if type(value) is str:
+    if isinstance(value, str):
         problem = text_problem(value)
         if problem is not None:
             raise InvalidRecordError(problem, record_id=record_id, field=name)

@@ -300,8 +300,10 @@ class _CsvFile:
             positions[name.casefold()] = position
             # Audit columns are not account information (see AUDIT_FIELDS). Data Loader
             # writes every header in upper case (its CSVFileWriter, forcedotcom/dataloader):
-            # they are known in any case.
-            if name.casefold() not in _AUDIT_COLUMNS:
+            # they are known in any case. A relationship column (``Owner.Name``, which Data
+            # Loader's export wizard offers) holds a field of another record: not this
+            # record's either, and no API name (R10), so it is passed over too.
+            if name.casefold() not in _AUDIT_COLUMNS and "." not in name:
                 columns.append((position, name, _READERS[kind]))
         for required in ("Id", "SystemModstamp"):
             if required.casefold() not in positions:

@@ -18,7 +18,7 @@ from attrs import define, field
 
 from acctsync._activity import ChangeDataValue
 from acctsync._errors import InvalidRecordError
-from acctsync._formats import commit_time, event_parts, parse_datetime
+from acctsync._formats import commit_time, decode_record, event_parts, parse_datetime
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -91,6 +91,19 @@ def _placement(item: RawRecord | RawChangeEvent) -> tuple[str, datetime | None]:
     return (stream if stream in ("Account", "Contact") else "Account"), stamp
 
 
+def _record_id(item: RawRecord | RawChangeEvent) -> str | None:
+    """The ID of a raw REST record that decodes, None for anything else.
+
+    A malformed payload replaces nothing: the engine rejects each one it is given.
+    """
+    if not isinstance(item, RawRecord):
+        return None
+    try:
+        return decode_record(item.object_type, item.payload).id
+    except InvalidRecordError:
+        return None
+
+
 def _stamp_of(payload: Mapping[Any, Any]) -> object:
     """The payload's ``SystemModstamp``, spelled in any case, or None."""
     # Field names are case-insensitive (rule R9) and the decoder reads the stamp of a
@@ -112,7 +125,10 @@ class InMemorySource:
     _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
-    _raw: list[tuple[str, datetime, RawRecord | RawChangeEvent]] = field(init=False, factory=list)
+    # Raw items with their stream, stamp and record ID (None for events and unreadable IDs).
+    _raw: list[tuple[str, datetime, str | None, RawRecord | RawChangeEvent]] = field(
+        init=False, factory=list
+    )
     _buried: dict[str, Account | Contact] = field(init=False, factory=dict)
     _deleted_with: dict[str, list[str]] = field(init=False, factory=dict)
     _writes: list[ConversionRequest] = field(init=False, factory=list)
@@ -133,7 +149,12 @@ class InMemorySource:
         if not isinstance(record, Account | Contact):
             raise InvalidRecordError(f"upsert takes an Account or Contact, not {record!r}")
         kind = "Account" if isinstance(record, Account) else "Contact"
+        self._forget_raw(kind, record.id)
         self._records[kind][record.id] = record
+
+    def _forget_raw(self, stream: str, record_id: str) -> None:
+        """Drop the raw versions of a record: a new version replaces them, as in an org."""
+        self._raw = [raw for raw in self._raw if (raw[0], raw[2]) != (stream, record_id)]
 
     def delete(self, deletion: Deletion) -> None:
         """Delete a record as Salesforce does.
@@ -219,7 +240,14 @@ class InMemorySource:
 
     def _add_raw(self, item: RawRecord | RawChangeEvent) -> None:
         stream, stamp = _placement(item)
-        self._raw.append((stream, stamp or self._next_stamp(), item))
+        # A record's new version replaces the old, as a REST read shows current versions
+        # only (a same-stamp copy of an old one would be a later save, rule R3). Events
+        # are a history, and malformed payloads are each rejected: they stay.
+        record_id = _record_id(item)
+        if record_id is not None:
+            self._forget_raw(stream, record_id)
+            self._records[stream].pop(record_id, None)
+        self._raw.append((stream, stamp or self._next_stamp(), record_id, item))
 
     # -- Reading, as the engine does ----------------------------------------------------
 
@@ -233,8 +261,8 @@ class InMemorySource:
             if since is None or record.system_modstamp >= since
         ]
         keyed.extend(
-            (stamp, "", position, raw)
-            for position, (stream, stamp, raw) in enumerate(self._raw, start=1)
+            (stamp, record_id or "", position, raw)
+            for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1)
             if stream == object_type and (since is None or stamp >= since)
         )
         keyed.sort(key=lambda entry: entry[:3])
@@ -294,7 +322,7 @@ class InMemorySource:
         return conversion
 
     def _next_stamp(self) -> datetime:
-        stamps = [stamp for _, stamp, _ in self._raw]
+        stamps = [raw[1] for raw in self._raw]
         stamps.extend(
             record.system_modstamp
             for records in self._records.values()

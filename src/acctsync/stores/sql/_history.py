@@ -41,7 +41,8 @@ def kept(run: SyncRun, converter: Converter) -> tuple[SyncRun, str]:
         suppressed_count=max(run.suppressed_count, len(run.suppressed)),
         id=None,
     )
-    return trimmed, json.dumps(converter.unstructure(trimmed), ensure_ascii=False)
+    # ASCII: a rejection may quote what was rejected, half a surrogate pair included (R10).
+    return trimmed, json.dumps(converter.unstructure(trimmed))
 
 
 def record_run(conn: Connection, tables: Tables, org: str, run: SyncRun, summary: str) -> int:

@@ -209,6 +209,32 @@ def _add_versions_and_field_names(conn: Connection, tables: Tables) -> None:
             name = conn.dialect.identifier_preparer.format_table(table)
             conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN sequence TEXT")
     tables.field_names.create(conn)
+    _name_stored_fields(conn, tables)
+
+
+def _name_stored_fields(conn: Connection, tables: Tables) -> None:
+    """Record the names the stored records use, each once in any case (the first met).
+
+    Else an older database's first sync would take the spelling of whatever record came
+    first, an upper-case export's say, beside the one its records have (R9).
+    """
+    quote = conn.dialect.identifier_preparer.format_table
+    target = quote(tables.field_names)
+    for table, object_type in ((tables.accounts, "Account"), (tables.contacts, "Contact")):
+        if conn.dialect.name == "sqlite":
+            keys = f"FROM {quote(table)} AS r, json_each(r.fields) AS k"
+            name, insert = "k.key", "INSERT OR IGNORE INTO"
+            conflict = ""
+        else:
+            keys = f"FROM {quote(table)} AS r, json_object_keys(r.fields::json) AS k(name)"
+            name, insert = "k.name", "INSERT INTO"
+            conflict = " ON CONFLICT DO NOTHING"
+        # Names longer than the column were never Salesforce's (R10): left out.
+        conn.exec_driver_sql(
+            f"{insert} {target} (org, object_type, folded, name)"
+            f" SELECT DISTINCT r.org, '{object_type}', lower({name}), {name} {keys}"
+            f" WHERE NOT r.deleted AND length({name}) <= 255{conflict}"
+        )
 
 
 _STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
