@@ -8,13 +8,11 @@ simple-salesforce maps to its exceptions.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +38,7 @@ from acctsync import (
 )
 from acctsync.testing import make_id
 from acctsync.testing.salesforce import FakeSalesforce
+from realworld import describe_fields
 
 T = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
 A1, A2, A3 = make_id("001", 1), make_id("001", 2), make_id("001", 3)
@@ -47,19 +46,10 @@ C1, C2 = make_id("003", 1), make_id("003", 2)
 V = "/services/data/v59.0"
 ROW = "SELECT Id, Name, SystemModstamp, IsDeleted, MasterRecordId FROM Account"
 # Describes of a real org, as CumulusCI recorded them (see its README).
-REALWORLD = Path("/work/shared/realworld-data")
 # REST API Developer Guide, "Get Field Values from a Standard Object Record", and SOAP API
 # Developer Guide, "Address Compound Fields": an address comes as an object of its
 # components, keyed by their names without the address's prefix.
 NO_ADDRESS = {"street": None, "city": None, "state": None, "postalCode": None, "country": None}
-
-
-def realworld_describe(object_type: str) -> list[dict[str, Any]]:
-    path = REALWORLD / f"describe_{object_type.lower()}_cumulusci.json"
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
-    fields: list[dict[str, Any]] = json.loads(path.read_text())["fields"]
-    return fields
 
 
 @pytest.fixture
@@ -523,7 +513,7 @@ def test_what_cannot_be_hidden(org: FakeSalesforce) -> None:
 
 def test_a_real_orgs_describes_are_served_as_recorded(org: FakeSalesforce, sf: Salesforce) -> None:
     for object_type in ("Account", "Contact"):
-        recorded = realworld_describe(object_type)
+        recorded = describe_fields(object_type)
         org.describe_fields(object_type, recorded)
         described = sf.restful(f"sobjects/{object_type}/describe")
         assert described is not None

@@ -38,8 +38,7 @@ from acctsync import (
     encode_record,
 )
 from acctsync.testing import InMemorySource, make_id
-
-REALWORLD = Path("/work/shared/realworld-data")
+from realworld import realworld
 
 A1 = make_id("001", 1)
 A2 = make_id("001", 2)
@@ -883,7 +882,7 @@ def test_r8_rest_component_held_by_the_record_wins_over_the_compound() -> None:
 def test_r8_rest_compound_components_are_the_fields_a_real_describe_names(
     object_type: str, describe: str
 ) -> None:
-    fields = json.loads((REALWORLD / describe).read_text())["fields"]
+    fields = realworld(describe)["fields"]
     compounds = [f["name"] for f in fields if f["type"] == "address"]
     assert compounds
     # This org has no state and country picklists: its addresses have no code components.

@@ -1,4 +1,4 @@
-"""Rule R8 against data a real org sent, as published (/work/shared/realworld-data/).
+"""Rule R8 against data a real org sent, as published (tests/data/realworld/).
 
 - ``cdc_pubsub_node_client_update.json``: an Account UPDATE as the Pub/Sub API's Node
   client hands it over (pozil/pub-sub-api-node-client, README): Avro decoded, field
@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,24 +27,19 @@ from acctsync import (
     decode_record,
 )
 from acctsync.sources.cdc import ChangeEventSource
+from realworld import describe_fields, realworld
 
-REALWORLD = Path("/work/shared/realworld-data")
 ACCOUNT = "0014H00002LbR7QQAV"  # the record the published event names
 COMMITTED = datetime(2023, 10, 4, 18, 35, 13, tzinfo=UTC)  # its commitTimestamp
 
 
 def published_event() -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(
-        (REALWORLD / "cdc_pubsub_node_client_update.json").read_text()
-    )
+    message: dict[str, Any] = realworld("cdc_pubsub_node_client_update.json")
     return message
 
 
 def account_describe() -> list[dict[str, Any]]:
-    fields: list[dict[str, Any]] = json.loads(
-        (REALWORLD / "describe_account_cumulusci.json").read_text()
-    )["fields"]
-    return fields
+    return describe_fields("Account")
 
 
 def test_r8_the_published_pubsub_update_decodes_to_its_changed_fields() -> None:

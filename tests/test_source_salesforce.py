@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -36,11 +35,11 @@ from acctsync.sources.salesforce import (
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import InMemoryStore, check_source, make_id
 from acctsync.testing.salesforce import FakeSalesforce
+from realworld import describe_fields
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
 # Describes of a real org, as CumulusCI recorded them (see its README).
-REALWORLD = Path("/work/shared/realworld-data")
 
 
 def at(seconds: float) -> datetime:
@@ -264,17 +263,9 @@ def test_r9_a_field_revoked_between_syncs_is_noticed_by_the_next_source(
         source_of(org, fields={"Account": ["Name", "Industry"]}).field_names("Account")
 
 
-def realworld_describe(object_type: str) -> list[dict[str, Any]]:
-    path = REALWORLD / f"describe_{object_type.lower()}_cumulusci.json"
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
-    fields: list[dict[str, Any]] = json.loads(path.read_text())["fields"]
-    return fields
-
-
 def test_r8_a_real_orgs_describes_give_the_syncable_fields(org: FakeSalesforce) -> None:
     for object_type in ("Account", "Contact"):
-        org.describe_fields(object_type, realworld_describe(object_type))
+        org.describe_fields(object_type, describe_fields(object_type))
     ada = make_id("003", 1)
     org.put(
         Contact(
