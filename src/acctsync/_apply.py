@@ -389,10 +389,9 @@ class Applier:
             return change
         fields = change.fields
         if not fields.keys() <= held.keys():
+            # Salesforce's names only: a local edit's spelling is not the org's, and the
+            # edit goes with this version anyway (S3).
             spelled = {name.lower(): name for name in held}
-            if isinstance(stored, AccountState):
-                for name in stored.local_edits:
-                    spelled.setdefault(name.lower(), name)
             renamed = {spelled.get(name.lower(), name): value for name, value in fields.items()}
             if len(renamed) == len(fields) and renamed.keys() != fields.keys():
                 fields = renamed
