@@ -17,13 +17,13 @@ on an external ID field keyed by the conversion's idempotency key, so that a ret
 a timeout finds the records the first try created instead of creating a second set.
 
 Failures become `SalesforceError` (a `SourceError`): limits, query timeouts, outages and
-dropped connections are retried with backoff first; an expired session or a malformed
-query stops at once.
+dropped connections are retried with backoff first; a malformed query stops at once. An
+expired session stops at once too, unless the source was given its `SalesforceLogin`:
+then it signs in again, once, and repeats the request.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,8 +49,15 @@ from acctsync._records import (
     parse_object_type,
 )
 from acctsync._state import Conversion, ConversionRequest
+from acctsync.sources._salesforce_login import SalesforceLogin
 
-__all__ = ["RetryPolicy", "SalesforceError", "SalesforceSource", "UnreadableFieldError"]
+__all__ = [
+    "RetryPolicy",
+    "SalesforceError",
+    "SalesforceLogin",
+    "SalesforceSource",
+    "UnreadableFieldError",
+]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -222,6 +229,11 @@ class SalesforceSource:
 
     ``external_id_field`` is an External ID field on Account, Contact and Opportunity
     that Convert Person writes its idempotency key to (create it in the org first).
+
+    ``login`` is how the client signed in: when Salesforce answers ``INVALID_SESSION_ID``
+    (the session expired, or an admin revoked it), the source signs in with it again, once,
+    through the client's ``requests`` session, and repeats the request. Without it, or
+    when the new session is refused too, the request fails with `SalesforceError`.
     """
 
     def __init__(
@@ -231,8 +243,10 @@ class SalesforceSource:
         fields: Mapping[str, Sequence[str]] | None = None,
         retry: RetryPolicy | None = None,
         external_id_field: str = "Acctsync_Key__c",
+        login: SalesforceLogin | None = None,
     ) -> None:
         self._client = client
+        self._login = login
         self._retry = retry or RetryPolicy()
         self._external_id_field = external_id_field
         self._configured: dict[ObjectType, tuple[str, ...]] = {}
@@ -254,6 +268,26 @@ class SalesforceSource:
 
     def __repr__(self) -> str:
         return f"<SalesforceSource {self._client.base_url!r}>"
+
+    def _call(self, what: str, request: Callable[[], _T]) -> _T:
+        """``request()`` under the retry policy, after a new sign-in if the session expired.
+
+        ``request`` must read ``self._client`` when called, so that a repeat uses the new one.
+        """
+        try:
+            return self._retry.call(what, request)
+        except SalesforceError as error:
+            login = self._login
+            if error.error_code != "INVALID_SESSION_ID" or login is None or not login.renewable:
+                raise
+        _log.warning("%s: the Salesforce session expired; signing in again (%r)", what, login)
+        old = self._client
+        # The new client reads numbers as the old one did (Decimal, say), through its session.
+        parse_float = getattr(old, "_parse_float", None)
+        self._client = login.connect(
+            session=old.session, version=old.sf_version, parse_float=parse_float
+        )
+        return self._retry.call(what, request)
 
     # -- Reading -------------------------------------------------------------------------
 
@@ -277,7 +311,7 @@ class SalesforceSource:
         kind = parse_object_type(object_type)
         reading = self._readings.get(kind)
         if reading is None:
-            answer = self._retry.call(
+            answer = self._call(
                 f"describe {kind}", lambda: self._client.restful(f"sobjects/{kind}/describe")
             )
             described = _described(kind, answer)
@@ -300,7 +334,7 @@ class SalesforceSource:
         query = self.soql(kind, since)
         size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
         headers = {"Sforce-Query-Options": f"batchSize={size}"}
-        result = self._retry.call(
+        result = self._call(
             f"query {kind}",
             lambda: self._client.query(query, include_deleted=True, headers=headers),
         )
@@ -311,14 +345,13 @@ class SalesforceSource:
             next_url = result.get("nextRecordsUrl")
             if result.get("done", True) or not next_url:
                 return
-            more = functools.partial(
-                self._client.query_more,
-                next_url,
-                identifier_is_url=True,
-                include_deleted=True,
-                headers=headers,
-            )
-            result = self._retry.call(f"query {kind} (next page)", more)
+
+            def more(url: str = next_url) -> Any:
+                return self._client.query_more(
+                    url, identifier_is_url=True, include_deleted=True, headers=headers
+                )
+
+            result = self._call(f"query {kind} (next page)", more)
 
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[list[RawRecord]]:
         """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`)."""
@@ -376,7 +409,7 @@ class SalesforceSource:
             except (KeyError, ValueError) as error:
                 raise SalesforceError(f"Convert Person: an unexpected answer ({error})") from None
 
-        return self._retry.call("Convert Person", convert)
+        return self._call("Convert Person", convert)
 
 
 def _records(result: object) -> list[Mapping[str, Any]]:
