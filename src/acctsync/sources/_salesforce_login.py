@@ -217,6 +217,7 @@ class SalesforceLogin:
         return Salesforce(instance_url=instance_url, session_id=session_id, **options)
 
     def _sign_in(self, session: requests.Session | None, version: str | None) -> tuple[str, str]:
+        import jwt
         import requests
         from simple_salesforce import login
         from simple_salesforce.exceptions import SalesforceAuthenticationFailed
@@ -251,7 +252,7 @@ class SalesforceLogin:
             raise SalesforceError(
                 f"{what} failed: no answer ({type(error).__name__})", retryable=True
             ) from None
-        except (ValueError, TypeError) as error:  # PyJWT and cryptography refusing the key
+        except (ValueError, TypeError, jwt.PyJWTError) as error:  # a key PyJWT cannot use
             raise ConfigurationError(
                 f"the private key cannot sign the JWT: {type(error).__name__}"
             ) from None

@@ -19,7 +19,9 @@ def loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session
 
     simple-salesforce builds every URL as ``https://`` whatever the instance URL says,
     so for a plain-HTTP fake the session turns this server's ``https://`` URLs back into
-    ``http://``; a TLS fake is reached as is, trusting ``verify`` (its CA file). It
+    ``http://``; a TLS fake is reached as is, trusting ``verify`` (its CA file). It sends
+    what simple-salesforce sends to a login host (``https://{domain}.salesforce.com``,
+    which it builds from a domain, never from a URL) to the fake too. It
     ignores the environment (``trust_env``), whose CA bundle and proxy settings are
     meant for the real Salesforce, not for 127.0.0.1; and since simple-salesforce sets
     no timeout anywhere, it gives each request one, so that a hung test fails.
@@ -28,12 +30,17 @@ def loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session
 
     # Nothing to rewrite for a TLS fake: its URLs are https:// already.
     https = "https" + url.removeprefix("http") + "/" if url.startswith("http:") else None
+    base = url.rstrip("/")
 
     class LoopbackSession(requests.Session):
         def request(  # type: ignore[override]
             self, method: str, url: str, *args: Any, **kwargs: Any
         ) -> requests.Response:
-            if https is not None and url.startswith(https):
+            scheme, _, rest = url.partition("://")
+            host, _, path = rest.partition("/")
+            if scheme == "https" and host.lower().endswith(".salesforce.com"):
+                url = f"{base}/{path}"
+            elif https is not None and url.startswith(https):
                 url = "http" + url.removeprefix("https")
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = timeout

@@ -14,7 +14,7 @@ no trace.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
@@ -106,8 +106,11 @@ class RestApi:
     def _visible_describe(self) -> dict[str, list[Described]]:
         return {object_type: self.visible(object_type) for object_type in self.describe}
 
-    def respond(self, request: Request, session_id: str) -> Response:
-        """The answer to ``request``: an injected failure, or the API's own."""
+    def respond(self, request: Request, sessions: Collection[str]) -> Response:
+        """The answer to ``request``: an injected failure, or the API's own.
+
+        ``sessions`` are the access tokens the org takes; any other is refused.
+        """
         for rule in self.failures:
             if rule.path is None or rule.path in request.path:
                 rule.times -= 1
@@ -120,7 +123,7 @@ class RestApi:
                     rule.status, [{"message": rule.message, "errorCode": rule.error_code}]
                 )
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "oauth") or token != session_id:
+        if scheme.lower() not in ("bearer", "oauth") or token not in sessions:
             body = [{"message": MESSAGES["INVALID_SESSION_ID"], "errorCode": "INVALID_SESSION_ID"}]
             return _json_response(401, body)
         try:

@@ -10,7 +10,10 @@ serves the part of the REST API a sync needs, in Salesforce's own shapes:
   with its compound fields as objects next to their components, as the API sends them);
 - ``POST sobjects/{object}`` (create) and ``PATCH sobjects/{object}/{field}/{value}``
   (upsert by external ID), alone or as subrequests of ``POST composite``;
-- Salesforce's error bodies, which simple-salesforce turns into its exceptions.
+- Salesforce's error bodies, which simple-salesforce turns into its exceptions;
+- sign-in: ``POST /services/oauth2/token`` (client credentials, JWT bearer) for the apps
+  a test registers (`FakeSalesforce.register_app`), and SOAP ``login()`` for the org's
+  user, each issuing a new access token; `expire_sessions` ends every token issued.
 
 A test arranges the org through Python methods (`FakeSalesforce.put`, `delete`,
 `hide_fields`, `fail`, ...) and lets the code under test talk to it over HTTP, so that
@@ -25,11 +28,12 @@ This module holds the public API and the HTTP server; the org behind it is in pr
 modules, each importing only those listed before it: ``_describe`` (the objects' fields,
 their values, and Salesforce's error response), ``_soql`` (the SOQL parser and filters),
 ``_org`` (the rows, and the API's writes to them), ``_rest`` (routing and the handlers of
-each resource) and ``_loopback`` (a client's session and a TLS fake's certificates).
+each resource), ``_oauth`` (the sign-in) and ``_loopback`` (a client's session and a TLS
+fake's certificates).
 
 Only the standard library, attrs and acctsync are imported here and in those modules;
 ``requests`` and ``simple_salesforce`` are imported when `FakeSalesforce.client` is
-called, and ``cryptography`` when a TLS fake starts.
+called, ``cryptography`` when a TLS fake starts, and PyJWT when a JWT assertion comes.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from acctsync.testing._describe import (
     type_of,
 )
 from acctsync.testing._loopback import issue_certificates, loopback_session
+from acctsync.testing._oauth import SOAP_PATH, TOKEN_PATH, App, SignIn, form_fields
 from acctsync.testing._org import Org
 from acctsync.testing._rest import MESSAGES, Failure, Request, Response, RestApi
 
@@ -129,6 +134,11 @@ class FakeSalesforce:
 
     ``tls=True`` serves HTTPS (`url` is ``https://127.0.0.1:PORT``) under a certificate
     issued for 127.0.0.1 by a CA made at `start`, whose certificate is at `certificate`.
+
+    The org has one user, `username`, who signs in with `password` and `security_token`
+    or through an app a test registers (`register_app`). Each sign-in issues a new access
+    token and answers with this server's `url` as the ``instance_url``; `session_id` is
+    the first token, which `client` uses.
     """
 
     def __init__(
@@ -138,6 +148,14 @@ class FakeSalesforce:
         """The API version `client` speaks."""
         self.session_id = f"00D000000000001!{secrets.token_urlsafe(24)}"
         """The session ID a request must carry as ``Authorization: Bearer``."""
+        self.username = "integration@acme.example"
+        """The username of the org's user, whom every sign-in signs in as."""
+        self.password = secrets.token_urlsafe(12)
+        """The user's password, for a SOAP ``login()``."""
+        self.security_token = secrets.token_urlsafe(8)
+        """The user's security token, which follows the password in a SOAP ``login()``."""
+        self._sign_in = SignIn(self.username, self.password, self.security_token)
+        self._tokens = {self.session_id}
         start = datetime.now(UTC) if clock is None else clock
         org = Org({kind: {} for kind in KEY_PREFIXES}, instant(start, "clock"))
         self._api = RestApi(org, default_describe())
@@ -240,17 +258,60 @@ class FakeSalesforce:
         """
         from simple_salesforce.api import Salesforce
 
-        session = loopback_session(
-            self.url, timeout, verify=str(self.certificate) if self._tls else True
-        )
-        self._sessions.append(session)
         return Salesforce(
             instance_url=self.url,
             session_id=self.session_id,
             version=self.api_version,
-            session=session,
+            session=self.session(timeout=timeout),
             **options,
         )
+
+    def session(self, *, timeout: float = 10.0) -> Session:
+        """A ``requests`` session that reaches this org, and its login hosts.
+
+        What is sent to a login host (``https://login.salesforce.com``, a My Domain...)
+        comes here, so that a client signing in with the session reaches this org's
+        sign-in. Requests without a ``timeout`` get ``timeout`` seconds; `stop` closes it.
+        """
+        session = loopback_session(
+            self.url, timeout, verify=str(self.certificate) if self._tls else True
+        )
+        self._sessions.append(session)
+        return session
+
+    # -- Signing in ------------------------------------------------------------------------
+
+    def register_app(
+        self,
+        consumer_key: str,
+        *,
+        consumer_secret: str | None = None,
+        public_key: bytes | None = None,
+    ) -> None:
+        """Let an External Client App sign in: with its secret, or a JWT signed for ``public_key``.
+
+        ``public_key`` is the PEM of the public key (or certificate's key) the app holds.
+        Both flows sign in as `username`.
+        """
+        if not consumer_key or (consumer_secret is None and public_key is None):
+            raise ConfigurationError("an app needs a consumer key, and a secret or a key")
+        with self._lock:
+            self._sign_in.apps[consumer_key] = App(consumer_key, consumer_secret, public_key)
+
+    def expire_sessions(self) -> None:
+        """End every session issued so far: the next request with one is ``INVALID_SESSION_ID``.
+
+        As Salesforce does when a session times out or an admin revokes it; a new sign-in
+        gets a new session.
+        """
+        with self._lock:
+            self._tokens.clear()
+
+    def _issue(self) -> str:
+        # Under the lock, from a sign-in.
+        token = f"00D000000000001!{secrets.token_urlsafe(24)}"
+        self._tokens.add(token)
+        return token
 
     # -- Arranging the org -----------------------------------------------------------------
 
@@ -553,7 +614,11 @@ class FakeSalesforce:
         split = urlsplit(target)
         query = parse_qs(split.query, keep_blank_values=True)
         body: Any = None
-        if raw:
+        form = "application/x-www-form-urlencoded"
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if raw and content_type.startswith(form):
+            body = form_fields(raw)
+        elif raw:
             try:
                 body = json.loads(raw, parse_float=Decimal)
             except ValueError:
@@ -562,7 +627,12 @@ class FakeSalesforce:
             method, split.path, query, {k.lower(): v for k, v in headers.items()}, body
         )
         with self._lock:
-            response = self._api.respond(request, self.session_id)
+            if split.path == TOKEN_PATH:
+                response = self._sign_in.token(request, self._api.org.now, self.url, self._issue)
+            elif SOAP_PATH.fullmatch(split.path) and method == "POST":
+                response = self._sign_in.soap_login(request, raw, self.url, self._issue)
+            else:
+                response = self._api.respond(request, self._tokens)
             self._log.append(
                 ServedRequest(
                     method=method,

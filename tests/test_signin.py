@@ -1,0 +1,285 @@
+"""Signing in to Salesforce: each flow through the real client against the loopback org."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("simple_salesforce")
+pytest.importorskip("cryptography")
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from acctsync import Account, Batch, ConfigurationError, Contact, SyncEngine
+from acctsync.sources.salesforce import (
+    RetryPolicy,
+    SalesforceError,
+    SalesforceLogin,
+    SalesforceSource,
+)
+from acctsync.testing import InMemoryStore, make_id
+from acctsync.testing.salesforce import FakeSalesforce
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
+KEY, SECRET = "3MVG9.acctsync-test-consumer-key", "consumer-secret-0123456789"
+FIELDS = {"Account": ["Name"], "Contact": ["LastName"]}
+
+
+def pem_keys() -> tuple[str, bytes]:
+    """A new RSA key pair: the private key's PEM text, the public key's PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+PRIVATE, PUBLIC = pem_keys()
+OTHER_PRIVATE, _ = pem_keys()
+
+
+@pytest.fixture
+def org() -> Iterator[FakeSalesforce]:
+    with FakeSalesforce(clock=CLOCK) as fake:
+        fake.put(
+            *(
+                Account(
+                    id=make_id("001", n),
+                    fields={"Name": f"A{n}"},
+                    system_modstamp=T0 + timedelta(seconds=n),
+                )
+                for n in range(450)
+            ),
+            Contact(
+                id=make_id("003", 1),
+                account_id=make_id("001", 1),
+                fields={"LastName": "Lovelace"},
+                system_modstamp=T0,
+            ),
+        )
+        fake.register_app(KEY, consumer_secret=SECRET, public_key=PUBLIC)
+        yield fake
+
+
+def synced(org: FakeSalesforce, login: SalesforceLogin) -> InMemoryStore:
+    """A first sync of ``org`` through a client ``login`` connects, checked whole."""
+    client = login.connect(session=org.session(), parse_float=Decimal)
+    store = InMemoryStore()
+    source = SalesforceSource(client, fields=FIELDS, login=login)
+    report = SyncEngine(source=source, store=store, page_size=200, clock=lambda: CLOCK).sync()
+    assert report.ok
+    assert len(store.accounts()) == 450
+    assert [c.fields for c in store.contacts()] == [{"LastName": "Lovelace"}]
+    return store
+
+
+def token_requests(org: FakeSalesforce) -> list[dict[str, str]]:
+    return [r.body for r in org.requests if r.path == "/services/oauth2/token"]
+
+
+def test_client_credentials_sign_in_on_the_my_domain_and_sync(org: FakeSalesforce) -> None:
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    synced(org, login)
+    assert token_requests(org) == [{"grant_type": "client_credentials"}]  # secret in the header
+
+
+@pytest.mark.parametrize("domain", ["login", "test"])
+def test_jwt_bearer_signs_in_with_a_key_file_and_syncs(
+    org: FakeSalesforce, tmp_path: Path, domain: str
+) -> None:
+    key_file = tmp_path / "server.key"
+    key_file.write_text(PRIVATE)
+    login = SalesforceLogin.jwt(
+        consumer_key=KEY, username=org.username, private_key_file=key_file, domain=domain
+    )
+    synced(org, login)
+    import jwt
+
+    (request,) = token_requests(org)
+    claims = jwt.decode(request["assertion"], PUBLIC, algorithms=["RS256"], audience=None,
+                        options={"verify_exp": False, "verify_aud": False})  # fmt: skip
+    assert (claims["iss"], claims["sub"]) == (KEY, org.username)
+    assert claims["aud"] == f"https://{domain}.salesforce.com"
+
+
+def test_jwt_bearer_posts_to_the_my_domain_with_the_login_audience(org: FakeSalesforce) -> None:
+    login = SalesforceLogin.jwt(
+        consumer_key=KEY, username=org.username, private_key=PRIVATE, my_domain="acme.my"
+    )
+    synced(org, login)
+    assert "acme.my" in repr(login)
+
+
+def test_a_password_login_and_a_session_sign_in_and_sync(org: FakeSalesforce) -> None:
+    synced(
+        org,
+        SalesforceLogin.password(
+            username=org.username, password=org.password, security_token=org.security_token
+        ),
+    )
+    synced(org, SalesforceLogin.session(instance_url=org.url, session_id=org.session_id))
+
+
+def refused(org: FakeSalesforce, login: SalesforceLogin, *secrets: str) -> SalesforceError:
+    with pytest.raises(SalesforceError) as caught:
+        login.connect(session=org.session())
+    error = caught.value
+    for secret in secrets:
+        assert secret not in str(error)
+        assert secret not in repr(login)
+    assert not error.retryable
+    return error
+
+
+def test_a_wrong_secret_or_key_is_refused_without_showing_it(org: FakeSalesforce) -> None:
+    wrong = "not-the-consumer-secret-42"
+    error = refused(
+        org,
+        SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret=wrong, domain="acme.my"
+        ),
+        wrong,
+    )
+    assert error.error_code == "invalid_client"
+    assert "acme.my.salesforce.com was refused: invalid_client" in str(error)
+    unknown = SalesforceLogin.client_credentials(
+        consumer_key="3MVG9.unknown", consumer_secret=SECRET, domain="acme.my"
+    )
+    assert refused(org, unknown, SECRET).error_code == "invalid_client_id"
+    other_key = SalesforceLogin.jwt(
+        consumer_key=KEY, username=org.username, private_key=OTHER_PRIVATE
+    )
+    error = refused(org, other_key, OTHER_PRIVATE)
+    assert (error.error_code, "invalid assertion" in str(error)) == ("invalid_grant", True)
+    password = SalesforceLogin.password(
+        username=org.username, password="wrong-password", security_token=org.security_token
+    )
+    error = refused(org, password, "wrong-password", org.security_token)
+    assert error.error_code == "INVALID_LOGIN"
+
+
+def test_an_expired_assertion_or_another_user_is_refused(org: FakeSalesforce) -> None:
+    login = SalesforceLogin.jwt(consumer_key=KEY, username=org.username, private_key=PRIVATE)
+    org.now = datetime.now(UTC) + timedelta(minutes=10)  # past the assertion's 3 minutes
+    error = refused(org, login, PRIVATE)
+    assert error.error_code == "invalid_grant"
+    assert "expired" in str(error)
+    stranger = SalesforceLogin.jwt(
+        consumer_key=KEY, username="someone@else.example", private_key=PRIVATE
+    )
+    org.now = CLOCK
+    with pytest.warns(UserWarning, match="self-authorize"):  # simple-salesforce's advice
+        assert "hasn't approved" in str(refused(org, stranger, PRIVATE))
+
+
+def test_settings_are_checked_and_no_repr_shows_a_secret(tmp_path: Path) -> None:
+    logins = [
+        SalesforceLogin.session(instance_url="https://acme.my.salesforce.com", session_id="00D!s"),
+        SalesforceLogin.password(username="u@x", password="pw-123456", security_token="tok-789"),
+        SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret=SECRET, domain="https://acme.my.salesforce.com/"
+        ),
+        SalesforceLogin.jwt(consumer_key=KEY, username="u@x", private_key=PRIVATE, domain="test"),
+    ]
+    for login in logins:
+        for secret in ("00D!s", "pw-123456", "tok-789", SECRET, PRIVATE[40:80]):
+            assert secret not in repr(login)
+            assert secret not in str(login)
+    assert logins[2].domain == "acme.my"
+    assert repr(logins[3]) == "<SalesforceLogin jwt domain='test' username='u@x'>"
+    with pytest.raises(ConfigurationError, match="My Domain, not 'login'"):
+        SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret=SECRET, domain="login"
+        )
+    with pytest.raises(ConfigurationError, match="not a Salesforce domain"):
+        SalesforceLogin.password(username="u", password="p", domain="acme.my/x?")
+    with pytest.raises(ConfigurationError, match="a private key file or key"):
+        SalesforceLogin.jwt(consumer_key=KEY, username="u")
+    missing = SalesforceLogin.jwt(
+        consumer_key=KEY, username="u", private_key_file=tmp_path / "none.key"
+    )
+    with pytest.raises(ConfigurationError, match=r"none\.key' cannot be read"):
+        missing.connect()
+    not_a_key = SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key="not a key")
+    with pytest.raises(ConfigurationError, match="cannot sign the JWT"):
+        not_a_key.connect()
+
+
+class ExpiringStore(InMemoryStore):
+    """A store that ends the org's sessions after it applies its first page."""
+
+    org: FakeSalesforce
+    expired = False
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(batch)
+        if not self.expired:
+            self.expired = True
+            self.org.expire_sessions()
+
+
+def test_a_session_expired_mid_sync_is_renewed_once_and_the_sync_completes(
+    org: FakeSalesforce, caplog: pytest.LogCaptureFixture
+) -> None:
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    store = ExpiringStore()
+    store.org = org
+    source = SalesforceSource(login.connect(session=org.session()), fields=FIELDS, login=login)
+    engine = SyncEngine(source=source, store=store, page_size=200, clock=lambda: CLOCK)
+    with caplog.at_level(logging.WARNING):
+        report = engine.sync()
+    assert report.ok
+    assert len(store.accounts()) == 450
+    assert len(store.contacts()) == 1
+    served = org.requests
+    (refused,) = [n for n, r in enumerate(served) if r.status == 401]
+    # The page refused is asked again, once, after one new sign-in.
+    renewal = [(r.path.rsplit("/", 1)[-1], r.status) for r in served[refused : refused + 3]]
+    page = served[refused].path.rsplit("/", 1)[-1]
+    assert renewal == [(page, 401), ("token", 200), (page, 200)]
+    assert len(token_requests(org)) == 2  # the first sign-in, and the one renewal
+    assert "session expired; signing in again (<SalesforceLogin client_credentials" in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_a_second_expiry_in_a_row_fails_the_sync(org: FakeSalesforce) -> None:
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    source = SalesforceSource(
+        login.connect(session=org.session()),
+        fields=FIELDS,
+        login=login,
+        retry=RetryPolicy(attempts=1),
+    )
+    org.fail(401, "INVALID_SESSION_ID", times=2, path="/query")
+    with pytest.raises(SalesforceError) as caught:
+        SyncEngine(source=source, store=InMemoryStore(), clock=lambda: CLOCK).sync()
+    assert caught.value.error_code == "INVALID_SESSION_ID"
+    assert len(token_requests(org)) == 2
+
+
+def test_a_session_without_a_login_to_renew_it_fails_as_before(org: FakeSalesforce) -> None:
+    session = SalesforceLogin.session(instance_url=org.url, session_id=org.session_id)
+    source = SalesforceSource(session.connect(session=org.session()), fields=FIELDS, login=session)
+    org.expire_sessions()
+    with pytest.raises(SalesforceError) as caught:
+        SyncEngine(source=source, store=InMemoryStore(), clock=lambda: CLOCK).sync()
+    assert caught.value.error_code == "INVALID_SESSION_ID"
+    assert org.session_id not in str(caught.value)
