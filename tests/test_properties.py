@@ -47,7 +47,8 @@ from acctsync.testing import strategies as acctsync_st
 from plain_rules import same
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-MS = timedelta(milliseconds=1)
+# SystemModstamp is kept to the second (R3): the org stamps in whole seconds.
+SECOND = timedelta(seconds=1)
 EDIT_TIME = datetime(2030, 1, 1, tzinfo=UTC)
 ACCOUNT_IDS = [make_id("001", n) for n in range(4)]
 CONTACT_IDS = [make_id("003", n) for n in range(8)]
@@ -69,7 +70,7 @@ VALUES: list[FieldValue] = [
 ]
 
 small_fields = st.dictionaries(st.sampled_from(FIELD_NAMES), st.sampled_from(VALUES), max_size=4)
-steps = st.sampled_from([timedelta(0), MS, timedelta(seconds=1), timedelta(minutes=6)])
+steps = st.sampled_from([timedelta(0), SECOND, 2 * SECOND, timedelta(minutes=6)])
 account_index = st.integers(0, len(ACCOUNT_IDS) - 1)
 contact_index = st.integers(0, len(CONTACT_IDS) - 1)
 changes = st.one_of(
@@ -101,9 +102,11 @@ def _history(
 ) -> list[tuple[Any, ...]]:
     accounts, contacts = opening
     start: list[tuple[Any, ...]] = [
-        ("account", MS, n, fields) for n, fields in enumerate(accounts)
+        ("account", SECOND, n, fields) for n, fields in enumerate(accounts)
     ]
-    start += [("contact", MS, n, account, fields) for n, (account, fields) in enumerate(contacts)]
+    start += [
+        ("contact", SECOND, n, account, fields) for n, (account, fields) in enumerate(contacts)
+    ]
     return [*start, ("sync", 100), *rest]
 
 
@@ -146,7 +149,7 @@ class Org:
                 current.deleted_at if isinstance(current, Deletion) else current.system_modstamp
             )
             if stamp <= previous:
-                stamp = self.now = previous + MS
+                stamp = self.now = previous + SECOND
         return stamp
 
     def live_account(self, account_id: str) -> bool:
@@ -453,7 +456,7 @@ def test_s7_s8_activity_count_is_what_the_policy_allows(
     assert first.activities == ()  # first appearances log nothing (S7)
 
     for n, (_, _, after) in enumerate(accounts):
-        source.upsert(Account(id=ACCOUNT_IDS[n], fields=after, system_modstamp=T0 + MS))
+        source.upsert(Account(id=ACCOUNT_IDS[n], fields=after, system_modstamp=T0 + SECOND))
     report = engine.sync()
 
     expected: set[tuple[str, str, str, object, object]] = set()

@@ -353,10 +353,13 @@ def test_an_overflow_rereads_the_whole_object_from_a_little_before_it(
     sql_store: SqlStore, rest_shaped: bool
 ) -> None:
     contacts = [contact(make_id("003", 100 + n), A1, 40, Title="VP") for n in range(30)]
+    # The org as it is when the sync reads it, the change after the overflow included.
+    promoted = contact(contacts[0].id, A1, 50, Title="CEO")
     org = org_with(
         account(A1, 0, Name="Acme"),
         contact(C1, A1, -3600, LastName="Old"),  # not changed lately: not read again
-        *contacts,
+        promoted,
+        *contacts[1:],
     )
     feed = ChangeEventSource(fallback=RestShaped(org) if rest_shaped else org)
     subscriber = Subscriber()
@@ -366,7 +369,9 @@ def test_an_overflow_rereads_the_whole_object_from_a_little_before_it(
     feed.add(subscriber.update(contacts[0].id, at(50), Title="CEO"))  # after the overflow
     report = sync(engine, feed)
     assert report.ok
-    assert report.contacts_upserted == 31
+    # Read again after its event was delivered, the record is as new: the event is not
+    # applied on top of it.
+    assert report.contacts_upserted == 30
     assert sorted(sql_store.contact_ids(A1)) == sorted(c.id for c in contacts)
     boss = sql_store.get_contact(contacts[0].id)
     assert boss is not None
@@ -854,3 +859,68 @@ def test_the_documented_example_runs() -> None:
     store = namespace["store"]
     assert store.get_account(namespace["ACME"]).fields == {"Name": "Acme", "Industry": "Retail"}  # type: ignore[attr-defined]
     assert namespace["cdc"].checkpoint == 3  # type: ignore[attr-defined]
+
+
+def test_r3_a_gap_reread_is_not_undone_by_an_older_event_of_its_second(any_store: Store) -> None:
+    # Two saves in one second: the first's event arrives, the second's is lost (a gap). The
+    # org, read after both, holds the second save, stamped to the second.
+    org = org_with(account(A1, 0, Name="Acme", Industry="B"))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    engine = engine_for(feed, any_store)
+    feed.add(subscriber.update(A1, at(0.3), Industry="A"))
+    feed.add(subscriber.gap("Account", "GAP_UPDATE", [A1], at(0.8)))
+
+    report = sync(engine, feed)
+
+    assert report.ok
+    account_now = any_store.get_account(A1)
+    assert account_now is not None
+    assert account_now.fields["Industry"] == "B"
+
+
+def test_r8_a_diffed_text_field_is_read_from_the_fallback_on_every_store(
+    any_store: Store,
+) -> None:
+    # Change Data Capture Developer Guide, "Change Event Fields": a long text field's change
+    # may come as a diff (over CometD, {"diff": ...}); only the record has its value.
+    org = org_with(account(A1, 0, Name="Acme 2", Description="new text"))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    engine = engine_for(feed, any_store)
+    feed.add(subscriber.create(account(A1, -60, Name="Acme", Description="old text")))
+    sync(engine, feed)
+    feed.add(
+        subscriber.update(A1, at(0.4), Name="Acme 2", Description={"diff": "@@ -1 +1 @@"})
+    )
+
+    report = sync(engine, feed)
+
+    assert report.ok
+    assert report.refetch == ()
+    account_now = any_store.get_account(A1)
+    assert account_now is not None
+    assert account_now.fields == {"Name": "Acme 2", "Description": "new text"}
+
+
+def test_r3_a_rest_read_after_events_of_its_second_applies_other_values(
+    any_store: Store,
+) -> None:
+    # An event's commitTimestamp has milliseconds; the REST read of the same second has
+    # none and is taken when the save began: both are of one second (R3).
+    feed, subscriber = ChangeEventSource(), Subscriber()
+    feed.add(subscriber.create(account(A1, 0.4, Name="Acme", Industry="A")))
+    sync(engine_for(feed, any_store), feed)
+    org = org_with(account(A1, 0, Name="Acme", Industry="B"))  # a later save, same second
+
+    report = SyncEngine(source=org, store=any_store, clock=lambda: NOW).sync()
+
+    assert (report.accounts_upserted, report.stale) == (1, 0)
+    account_now = any_store.get_account(A1)
+    assert account_now is not None
+    assert account_now.fields["Industry"] == "B"
+
+
+def test_an_event_naming_an_odd_entity_is_held_for_the_engine_to_reject() -> None:
+    feed = ChangeEventSource()
+    for entity in (["Account"], {"name": "Account"}, 7):
+        feed.add({"ChangeEventHeader": {"entityName": entity}}, replay_id=1)
+    assert feed.pending == 3

@@ -90,7 +90,8 @@ T = TypeVar("T")
 
 MAX_CONTACTS = 3
 LOOKBACK = timedelta(minutes=5)
-MS = timedelta(milliseconds=1)
+# SystemModstamp is kept to the second (R3): the org stamps in whole seconds.
+SECOND = timedelta(seconds=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 ACCOUNT_IDS = [make_id("001", n) for n in range(6)]
@@ -122,10 +123,10 @@ field_maps = st.lists(
     unique_by=lambda entry: entry[0].lower(),
 ).map(dict)
 steps = st.sampled_from(
-    [timedelta(0), MS, timedelta(milliseconds=500), timedelta(seconds=30), timedelta(minutes=7)]
+    [timedelta(0), SECOND, timedelta(seconds=2), timedelta(seconds=30), timedelta(minutes=7)]
 )
 # How far before the watermark a late commit is stamped: at most the lookback window.
-late_by = st.sampled_from([timedelta(0), MS, timedelta(seconds=1), LOOKBACK - MS, LOOKBACK])
+late_by = st.sampled_from([timedelta(0), SECOND, 2 * SECOND, LOOKBACK - SECOND, LOOKBACK])
 page_sizes = st.sampled_from([1, 3, 1000])
 # What no real org sends: a sync rejects the record, whatever store it writes to (R10).
 UNSENDABLE: dict[str, dict[str, FieldValue]] = {
@@ -327,7 +328,7 @@ class AccountSync(RuleBasedStateMachine):
             self.put_account(Account(id=account_id, fields=fields, system_modstamp=self.now))
         targets = [*self.live_accounts(), None]
         for contact_id, (target, fields) in zip(CONTACT_IDS, contacts, strict=False):
-            self.now += MS
+            self.now += SECOND
             self.put_contact(
                 Contact(
                     id=contact_id,
@@ -343,7 +344,7 @@ class AccountSync(RuleBasedStateMachine):
     ) -> datetime:
         stamp = self.now + step
         if current is not None and stamp <= stamp_of(current):
-            stamp = stamp_of(current) + MS
+            stamp = stamp_of(current) + SECOND
         self.now = max(self.now, stamp)
         return stamp
 

@@ -118,9 +118,19 @@ def _sequence(record: Upstream | AccountState) -> tuple[int, ...] | None:
     return record.sequence
 
 
+def same_second(a: datetime, b: datetime) -> bool:
+    """Whether two stamps fall in one second, which is all Salesforce tells apart (R3).
+
+    A change event's ``commitTimestamp`` has milliseconds, and is taken when the
+    transaction commits, while ``SystemModstamp`` is taken when it starts: the same save
+    read through REST and through Change Data Capture must meet in one second.
+    """
+    return a.replace(microsecond=0) == b.replace(microsecond=0)
+
+
 def _place(change: Upstream, stored: StoredAccount | StoredContact) -> Place:
     """Whether ``change`` is newer than ``stored``, the same version, or older (R3)."""
-    if change.system_modstamp != stored.system_modstamp:
+    if not same_second(change.system_modstamp, stored.system_modstamp):
         newer = change.system_modstamp > stored.system_modstamp
         return Place.NEWER if newer else Place.STALE
     ours, theirs = _sequence(change), _sequence(stored)
@@ -439,7 +449,7 @@ class Applier:
         return (
             not isinstance(change, Deletion)
             and place is not Place.STALE
-            and change.system_modstamp == stored.system_modstamp
+            and same_second(change.system_modstamp, stored.system_modstamp)
             and _differs(change, stored)
         )
 
@@ -519,15 +529,15 @@ class Applier:
         state = AccountState(upstream=upstream)
         if isinstance(stored, AccountState):
             version, occurred_at = str(micros(upstream.system_modstamp)), upstream.system_modstamp
-            same_second = stored.system_modstamp == upstream.system_modstamp
-            if self.refresh_at is not None and same_second:
+            in_its_second = same_second(stored.system_modstamp, upstream.system_modstamp)
+            if self.refresh_at is not None and in_its_second:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
                 # are of the reconciliation, apart from the version's own.
                 state = attrs.evolve(stored, upstream=upstream)
                 version += f"~r{micros(self.refresh_at)}"
                 occurred_at = self.refresh_at
             else:
-                if same_second:
+                if in_its_second:
                     # A later save in the same second (R3): the stamp's revision count goes
                     # on, so its entries, and those of local edits made on it, have ids of
                     # their own.

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -61,6 +61,7 @@ from acctsync._formats import (
     is_gap,
     parse_datetime,
 )
+from acctsync._ids import normalize_id
 from acctsync._protocols import Source
 from acctsync._records import (
     Account,
@@ -100,6 +101,7 @@ class _Event:
     change_type: str | None
     record_ids: tuple[str, ...]
     unreadable_fields: bool  # its field lists hold Pub/Sub bitmaps
+    diffed: bool  # it carries a long text field's change as a diff, not its value
 
     @property
     def key(self) -> _Key:
@@ -109,7 +111,7 @@ class _Event:
     @property
     def needs_records(self) -> bool:
         """Whether the event's changes can only be read from the records themselves."""
-        return self.unreadable_fields or is_gap(self.change_type, self.record_ids)
+        return self.unreadable_fields or self.diffed or is_gap(self.change_type, self.record_ids)
 
 
 def _replay_id(value: object) -> ReplayId:
@@ -152,17 +154,18 @@ def _origin(replay_id: ReplayId) -> str:
 def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Event:
     """Read what routing needs; whatever is unreadable is left for the engine to reject."""
     stream: ObjectType = "Account"  # a payload naming no synced object goes to the engine
-    known, stamp, sequence, change_type, unreadable_fields = False, None, None, None, False
+    known, stamp, sequence, change_type = False, None, None, None
+    unreadable_fields = diffed = False
     record_ids: tuple[str, ...] = ()
     try:
-        _, header = event_parts(item.payload)
+        body, header = event_parts(item.payload)
     except InvalidRecordError:
         pass
     else:
         entity = header.get("entityName")
         if entity == "Contact":
             stream = "Contact"
-        known = entity in _STREAMS
+        known = isinstance(entity, str) and entity in _STREAMS
         with suppress(InvalidRecordError):
             stamp = commit_time(header)
         sequence = change_sequence(header)
@@ -172,6 +175,11 @@ def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Ev
         if isinstance(ids, Sequence) and not isinstance(ids, str):
             record_ids = tuple(i for i in ids if isinstance(i, str) and not is_empty_id(i))
         unreadable_fields = holds_bitmap(header)
+        # CDC Developer Guide, "Change Event Fields": diffFields names the text fields sent
+        # as a diff (over CometD, as {"diff": ...}): only the record has their value.
+        diffed = bool(header.get("diffFields")) or any(
+            isinstance(value, Mapping) and "diff" in value for value in body.values()
+        )
     return _Event(
         position=position,
         replay_id=replay_id,
@@ -183,7 +191,16 @@ def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Ev
         change_type=change_type,
         record_ids=record_ids,
         unreadable_fields=unreadable_fields,
+        diffed=diffed,
     )
+
+
+def _normalized(record_id: str) -> str:
+    """An ID in its 18-character form where it is one, else as it is."""
+    try:
+        return normalize_id(record_id)
+    except InvalidRecordError:
+        return record_id
 
 
 def _stamp_and_id(item: Change) -> tuple[datetime, str] | None:
@@ -332,15 +349,33 @@ class ChangeEventSource:
     def _pages(
         self, stream: ObjectType, events: Sequence[_Event], since: datetime | None, size: int
     ) -> Iterator[list[Change]]:
+        events = [
+            event
+            for event in events
+            if event.stamp is None or since is None or event.stamp >= since
+        ]
+        refetch = self._fallback is not None and any(
+            event.known and event.stamp is not None and event.needs_records for event in events
+        )
+        refetched: list[tuple[_Key, Change]] = []
+        fresh: set[str] = set()
+        if refetch:
+            gap_from = min(
+                event.stamp
+                for event in events
+                if event.known and event.stamp is not None and event.needs_records
+            )
+            refetched = list(self._refetched(stream, gap_from - self._refetch_margin, size))
+            # The fallback was read after every held event: where it gives a record, its
+            # events are superseded, and would undo the newer values it read.
+            fresh = {_normalized(key[1]) for key, _ in refetched}
         served: list[tuple[_Key, Change]] = []
-        gap_from: datetime | None = None
         deletions: list[_Event] = []
         for event in events:
-            if event.stamp is not None and since is not None and event.stamp < since:
-                continue
             if self._fallback is not None and event.known and event.stamp is not None:
-                if event.needs_records:
-                    gap_from = event.stamp if gap_from is None else min(gap_from, event.stamp)
+                if event.needs_records or (
+                    event.record_ids and {_normalized(i) for i in event.record_ids} <= fresh
+                ):
                     continue
                 if stream == "Account" and event.change_type == "DELETE":
                     deletions.append(event)
@@ -349,10 +384,7 @@ class ChangeEventSource:
         if deletions:
             served.extend(self._deletions(deletions, size))
         served.sort(key=itemgetter(0))
-        merged: Iterable[tuple[_Key, Change]] = served
-        if gap_from is not None:
-            refetched = self._refetched(stream, gap_from - self._refetch_margin, size)
-            merged = heapq.merge(refetched, served, key=itemgetter(0))
+        merged = heapq.merge(refetched, served, key=itemgetter(0))
         page: list[Change] = []
         for _, change in merged:
             page.append(change)
