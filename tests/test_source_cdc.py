@@ -888,9 +888,7 @@ def test_r8_a_diffed_text_field_is_read_from_the_fallback_on_every_store(
     engine = engine_for(feed, any_store)
     feed.add(subscriber.create(account(A1, -60, Name="Acme", Description="old text")))
     sync(engine, feed)
-    feed.add(
-        subscriber.update(A1, at(0.4), Name="Acme 2", Description={"diff": "@@ -1 +1 @@"})
-    )
+    feed.add(subscriber.update(A1, at(0.4), Name="Acme 2", Description={"diff": "@@ -1 +1 @@"}))
 
     report = sync(engine, feed)
 
