@@ -40,7 +40,7 @@ from acctsync import (
 )
 from acctsync._formats import format_datetime
 from acctsync.sources.files import ExportFileError, ExportFolder, types_from_describe
-from acctsync.testing import check_source, make_id
+from acctsync.testing import InMemoryStore, check_source, make_id
 from acctsync.testing import strategies as acctsync_st
 
 T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
@@ -608,3 +608,23 @@ def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     exec(example.group(1), {"print": lambda value: printed.append(repr(value))})
     comments = re.findall(r"print\(.*\)\s+# (.*)", example.group(1))
     assert printed == comments
+
+
+def test_r7_a_number_longer_than_python_reads_is_a_rejection_not_a_crash(tmp_path: Path) -> None:
+    huge = "9" * 5000
+    (tmp_path / "Account.jsonl").write_text(
+        json.dumps({"Id": A1, "SystemModstamp": "2024-01-31T12:00:00.000Z"})
+        + "\n"
+        + f'{{"Id": "{A2}", "SystemModstamp": "2024-01-31T12:00:01.000Z", "Big": {huge}}}\n'
+    )
+    (tmp_path / "Contact.csv").write_text(
+        f"Id,SystemModstamp,Score\n{C1},2024-01-31T12:00:00.000Z,{huge}\n"
+    )
+    store = InMemoryStore()
+    engine = SyncEngine(source=ExportFolder(tmp_path, types={"Score": "int"}), store=store)
+
+    report = engine.sync()
+
+    assert sorted(r.origin or "" for r in report.rejected) == ["Account.jsonl:2", "Contact.csv:2"]
+    assert all("longer than any field holds" in r.reason for r in report.rejected)
+    assert store.get_account(A1) is not None

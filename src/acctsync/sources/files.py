@@ -149,7 +149,12 @@ def _reference(text: str, field: str) -> object:
 def _int(text: str, field: str) -> object:
     if _INT.fullmatch(text) is None:
         raise InvalidRecordError(f"{text!r} is not an integer", field=field)
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:  # longer than Python reads (sys.get_int_max_str_digits)
+        raise InvalidRecordError(
+            f"an integer of {len(text)} digits is longer than any field holds", field=field
+        ) from None
 
 
 def _decimal(text: str, field: str) -> object:
@@ -433,6 +438,8 @@ def _parse_json(text: str) -> object:
         return _Problem(f"not valid JSON: {error.msg} (column {error.colno})", record_id=None)
     except RecursionError:
         return _Problem("not valid JSON: nested too deeply", record_id=None)
+    except ValueError:  # an integer longer than Python reads (sys.get_int_max_str_digits)
+        return _Problem("not valid JSON: a number longer than any field holds", record_id=None)
 
 
 _ExportFile: TypeAlias = _CsvFile | _JsonLinesFile
