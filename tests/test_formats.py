@@ -1514,3 +1514,15 @@ def test_fuzz_near_valid_records(case: tuple[str, Any]) -> None:
 @given(st.sampled_from(_event_templates()).flatmap(near_valid))
 def test_fuzz_near_valid_change_events(message: Any) -> None:
     check_decode_change_event(message)
+
+
+def test_r8_an_object_under_a_field_that_is_no_compound_is_refused_not_read() -> None:
+    # Avro's JSON form of a union, as a careless Pub/Sub client may hand it over.
+    union = event({"Industry": {"string": "Retail"}}, changedFields=["Industry"])
+    with pytest.raises(InvalidRecordError, match="no compound") as refused:
+        decode_change_event(union)
+    assert refused.value.field == "Industry"
+    # A component named changed under a compound that holds no object.
+    broken = event({"BillingAddress": [1]}, changedFields=["BillingAddress.City"])
+    with pytest.raises(InvalidRecordError, match="holds no object"):
+        decode_change_event(broken)

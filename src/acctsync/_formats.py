@@ -111,6 +111,7 @@ _REST_COMPONENTS: Final = {
 _ADDRESS_COMPONENTS: Final = tuple(_REST_COMPONENTS.values())
 _ADDRESS_SUFFIX: Final = "Address"
 _CUSTOM_SUFFIX: Final = "__c"
+_NAME_COMPOUND: Final = "Name"  # Contact's name, nested in events as Name.FirstName
 _COMPOUND_SUFFIXES: Final = (_ADDRESS_SUFFIX, _CUSTOM_SUFFIX)
 
 # Pub/Sub API Developer Guide, "Event Deserialization Considerations": the header's
@@ -252,7 +253,14 @@ def _component_name(compound: str, component: str) -> str | None:
         if component not in _ADDRESS_COMPONENTS:
             return None
         return compound[: -len(_ADDRESS_SUFFIX)] + component
-    return component
+    if compound == _NAME_COMPOUND:
+        return component
+    return None
+
+
+def _is_compound(name: str) -> bool:
+    """Whether a change event may nest ``name``'s components in an object."""
+    return _is_address(name) or name.endswith(_CUSTOM_SUFFIX) or name == _NAME_COMPOUND
 
 
 def _rest_components(
@@ -477,6 +485,11 @@ def _put(
     if _is_diff(raw):
         diffed.append(name)
     elif isinstance(raw, Mapping):
+        if not _is_compound(name):
+            # Avro's JSON form of a union ({"string": "Retail"}), say: not a value.
+            raise InvalidRecordError(
+                "holds an object, and is no compound field", record_id=record_id, field=name
+            )
         for component, inner in raw.items():
             flat = _component_name(name, str(component))
             if flat is not None and (inner is not None or not partial):
@@ -611,6 +624,12 @@ def decode_change_event(
                 continue
             if component:
                 parent = body.get(compound)
+                if parent is not None and not isinstance(parent, Mapping):
+                    raise InvalidRecordError(
+                        f"names {name!r} changed, and {compound} holds no object",
+                        record_id=ids[0],
+                        field=compound,
+                    )
                 raw = parent.get(component) if isinstance(parent, Mapping) else None
                 flat = _component_name(compound, component)
                 if _is_diff(raw):
