@@ -620,6 +620,123 @@ def test_a_refused_session_exits_6(tmp_path: Path, org: Any) -> None:
     assert "not-this-one" not in done.stderr
 
 
+CONSUMER_KEY, CONSUMER_SECRET = "3MVG9.cli-consumer-key", "cli-consumer-secret-0123456789"
+
+
+def signin_env(org: Any, **settings: str) -> dict[str, str]:
+    """A scheduler's settings for a sign-in: the login hosts reached through the org's proxy."""
+    env = salesforce_env(org, HTTPS_PROXY=org.proxy_url, **settings)
+    del env["SALESFORCE_INSTANCE_URL"], env["SALESFORCE_SESSION_ID"]
+    return env
+
+
+def synced_through(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = acctsync(
+        "sync", "--db", tmp_path / "sf.db", "--salesforce", "--fields-account", "Name",
+        "--fields-contact", "LastName", "--json", env=env,
+    )  # fmt: skip
+    run = json.loads(done.stdout)
+    assert (run["outcome"], run["accounts_upserted"], run["contacts_upserted"]) == ("ok", 1, 1)
+    return done
+
+
+def test_sync_signs_in_with_client_credentials_from_the_environment(
+    tmp_path: Path, org: Any
+) -> None:
+    org.register_app(CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
+    env = signin_env(
+        org,
+        SALESFORCE_CONSUMER_KEY=CONSUMER_KEY,
+        SALESFORCE_CONSUMER_SECRET=CONSUMER_SECRET,
+        SALESFORCE_DOMAIN="acme.my",
+    )
+    done = synced_through(tmp_path, env)
+    assert CONSUMER_SECRET not in done.stdout + done.stderr
+    assert [r.body["grant_type"] for r in org.requests if r.path.endswith("/token")] == [
+        "client_credentials"
+    ]
+
+
+def test_sync_signs_in_with_a_jwt_from_the_environment(tmp_path: Path, org: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    org.register_app(CONSUMER_KEY, public_key=public)
+    env = signin_env(
+        org,
+        SALESFORCE_CONSUMER_KEY=CONSUMER_KEY,
+        SALESFORCE_USERNAME=org.username,
+        SALESFORCE_PRIVATE_KEY_FILE=str(key_file),
+        SALESFORCE_DOMAIN="test",
+    )
+    synced_through(tmp_path, env)
+
+
+def test_sync_signs_in_with_a_password_from_the_environment(tmp_path: Path, org: Any) -> None:
+    env = signin_env(
+        org,
+        SALESFORCE_USERNAME=org.username,
+        SALESFORCE_PASSWORD=org.password,
+        SALESFORCE_SECURITY_TOKEN=org.security_token,
+    )
+    done = synced_through(tmp_path, env)
+    assert org.password not in done.stdout + done.stderr
+
+
+def test_a_refused_sign_in_exits_6_without_showing_the_secret(tmp_path: Path, org: Any) -> None:
+    org.register_app(CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
+    wrong = "not-the-consumer-secret-987"
+    env = signin_env(
+        org,
+        SALESFORCE_CONSUMER_KEY=CONSUMER_KEY,
+        SALESFORCE_CONSUMER_SECRET=wrong,
+        SALESFORCE_DOMAIN="acme.my",
+    )
+    done = acctsync("sync", "--db", tmp_path / "sf.db", "--salesforce", env=env, code=6)
+    assert "acme.my.salesforce.com was refused: invalid_client" in done.stderr
+    assert wrong not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "needs"),
+    [
+        (
+            {"SALESFORCE_CONSUMER_KEY": CONSUMER_KEY, "SALESFORCE_CONSUMER_SECRET": "s"},
+            "with the client credentials flow, SALESFORCE_DOMAIN",
+        ),
+        (
+            {"SALESFORCE_CONSUMER_KEY": CONSUMER_KEY, "SALESFORCE_USERNAME": "u@x"},
+            "with the JWT bearer flow, SALESFORCE_PRIVATE_KEY_FILE",
+        ),
+        (
+            {"SALESFORCE_CONSUMER_KEY": CONSUMER_KEY, "SALESFORCE_CONSUMER_SECRET": "s",
+             "SALESFORCE_DOMAIN": "login"},
+            "with the client credentials flow: the client credentials flow signs in on the"
+            " org's My Domain, not 'login'",
+        ),
+    ],
+)  # fmt: skip
+def test_an_incomplete_sign_in_is_a_usage_error_naming_what_is_missing(
+    tmp_path: Path, settings: dict[str, str], needs: str
+) -> None:
+    env = environment(**settings)
+    done = acctsync("sync", "--db", tmp_path / "sf.db", "--salesforce", env=env, code=2)
+    assert needs in " ".join(done.stderr.split())
+    assert "'s'" not in done.stderr
+
+
 def test_r9_sync_warns_of_a_field_the_org_no_longer_lets_it_read(tmp_path: Path, org: Any) -> None:
     db, env = tmp_path / "sf.db", salesforce_env(org)
     first = acctsync("sync", "--db", db, "--salesforce", env=env)

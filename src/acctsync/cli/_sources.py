@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -20,9 +20,9 @@ from acctsync._records import Change, ObjectType
 
 if TYPE_CHECKING:
     from acctsync.sources.files import ExportFolder
-    from acctsync.sources.salesforce import SalesforceSource
+    from acctsync.sources.salesforce import SalesforceLogin, SalesforceSource
 
-__all__ = ["NoReads", "export_folder", "salesforce"]
+__all__ = ["NoReads", "export_folder", "salesforce", "sign_in"]
 
 
 def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[[], ExportFolder]:
@@ -59,18 +59,15 @@ def salesforce(
 ) -> tuple[Callable[[], SalesforceSource], str]:
     """What makes a source over the org the environment names, and how to name it.
 
-    The client, and its login, is made once; each source made reads describe afresh.
-
-    A session (``SALESFORCE_INSTANCE_URL`` and ``SALESFORCE_SESSION_ID``) wins over a
-    login (``SALESFORCE_USERNAME``, ``SALESFORCE_PASSWORD``, ``SALESFORCE_SECURITY_TOKEN``
-    and ``SALESFORCE_DOMAIN``). A login that fails raises `SalesforceError`.
+    The client, and its sign-in, is made once; each source made reads describe afresh,
+    and signs in again, once, when Salesforce says the session expired. The flow is the
+    first of these whose settings are set (see `sign_in`). A sign-in Salesforce refuses
+    raises `SalesforceError`.
     """
     try:
         import requests
-        from simple_salesforce.api import Salesforce
-        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-        from acctsync.sources.salesforce import SalesforceError, SalesforceSource
+        from acctsync.sources.salesforce import SalesforceSource
     except ImportError as error:
         raise click.UsageError(
             f"--salesforce needs the salesforce extra ({error.name} is missing):"
@@ -87,37 +84,15 @@ def salesforce(
                 kwargs["timeout"] = timeout
             return super().request(method, url, *args, **kwargs)
 
-    def get(name: str) -> str | None:
-        return environ.get(name) or None
-
-    options: dict[str, Any] = {"session": TimedSession(), "parse_float": Decimal}
-    if get("SALESFORCE_API_VERSION"):
-        options["version"] = get("SALESFORCE_API_VERSION")
-    instance_url, session_id = get("SALESFORCE_INSTANCE_URL"), get("SALESFORCE_SESSION_ID")
-    username, password = get("SALESFORCE_USERNAME"), get("SALESFORCE_PASSWORD")
-    if instance_url and session_id:
-        options.update(instance_url=instance_url, session_id=session_id)
-    elif username and password:
-        options.update(
-            username=username,
-            password=password,
-            security_token=get("SALESFORCE_SECURITY_TOKEN") or "",
-            domain=get("SALESFORCE_DOMAIN"),
-        )
-    else:
-        raise click.UsageError(
-            "--salesforce reads its credentials from the environment: set"
-            " SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID, or SALESFORCE_USERNAME,"
-            " SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN"
-        )
+    login = sign_in(environ)
     try:
-        client = Salesforce(**options)
-    except SalesforceAuthenticationFailed as error:
-        raise SalesforceError(f"the Salesforce login failed: {error.message}") from error
-    except requests.RequestException as error:
-        raise SalesforceError(
-            f"the Salesforce login failed: no answer ({type(error).__name__})", retryable=True
-        ) from error
+        client = login.connect(
+            session=TimedSession(),
+            version=environ.get("SALESFORCE_API_VERSION") or None,
+            parse_float=Decimal,
+        )
+    except ConfigurationError as error:  # a private key file that cannot be read
+        raise click.UsageError(str(error)) from None
     fields = {
         kind: _field_list(entries)
         for kind, entries in (("Account", fields_account), ("Contact", fields_contact))
@@ -125,13 +100,90 @@ def salesforce(
     }
 
     def source() -> SalesforceSource:
-        return SalesforceSource(client, fields=fields)
+        return SalesforceSource(client, fields=fields, login=login)
 
     try:
         source()  # checks the field names, and reads nothing yet
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
     return source, f"salesforce https://{client.sf_instance}"
+
+
+# The settings of each flow, in the order they are looked for: (flow, required, optional).
+_FLOWS: Final = (
+    ("a session", ("SALESFORCE_INSTANCE_URL", "SALESFORCE_SESSION_ID"), ()),
+    (
+        "the JWT bearer flow",
+        ("SALESFORCE_CONSUMER_KEY", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE"),
+        ("SALESFORCE_DOMAIN", "SALESFORCE_MY_DOMAIN"),
+    ),
+    (
+        "the client credentials flow",
+        ("SALESFORCE_CONSUMER_KEY", "SALESFORCE_CONSUMER_SECRET", "SALESFORCE_DOMAIN"),
+        (),
+    ),
+    (
+        "a username-password login",
+        ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD"),
+        ("SALESFORCE_SECURITY_TOKEN", "SALESFORCE_DOMAIN"),
+    ),
+)
+
+
+def sign_in(environ: Mapping[str, str]) -> SalesforceLogin:
+    """The `SalesforceLogin` the environment's ``SALESFORCE_*`` settings describe.
+
+    The first flow of `_FLOWS` whose required settings are all set is used; when none is
+    complete, the usage error names what the closest one lacks, and never a value.
+    """
+    from acctsync.sources.salesforce import SalesforceLogin
+
+    def get(name: str) -> str:
+        return environ.get(name) or ""
+
+    complete = next((flow for flow in _FLOWS if all(get(n) for n in flow[1])), None)
+    if complete is None:
+        started = [flow for flow in _FLOWS if any(get(n) for n in flow[1])]
+        if not started:
+            raise click.UsageError(
+                "--salesforce reads its credentials from the environment: set "
+                + "; or ".join(" and ".join(required) for _, required, _ in _FLOWS)
+                + " (see docs/cli.md)"
+            )
+        needs = "; or ".join(
+            f"with {name}, " + " and ".join(n for n in required if not get(n))
+            for name, required, _ in started
+        )
+        raise click.UsageError(f"--salesforce needs more settings: {needs}")
+    name = complete[0]
+    try:
+        if name == "a session":
+            return SalesforceLogin.session(
+                instance_url=get("SALESFORCE_INSTANCE_URL"),
+                session_id=get("SALESFORCE_SESSION_ID"),
+            )
+        if name == "the JWT bearer flow":
+            return SalesforceLogin.jwt(
+                consumer_key=get("SALESFORCE_CONSUMER_KEY"),
+                username=get("SALESFORCE_USERNAME"),
+                private_key_file=get("SALESFORCE_PRIVATE_KEY_FILE"),
+                domain=get("SALESFORCE_DOMAIN") or "login",
+                my_domain=get("SALESFORCE_MY_DOMAIN") or None,
+            )
+        if name == "the client credentials flow":
+            return SalesforceLogin.client_credentials(
+                consumer_key=get("SALESFORCE_CONSUMER_KEY"),
+                consumer_secret=get("SALESFORCE_CONSUMER_SECRET"),
+                domain=get("SALESFORCE_DOMAIN"),
+            )
+        return SalesforceLogin.password(
+            username=get("SALESFORCE_USERNAME"),
+            password=get("SALESFORCE_PASSWORD"),
+            security_token=get("SALESFORCE_SECURITY_TOKEN"),
+            domain=get("SALESFORCE_DOMAIN") or "login",
+        )
+    except ConfigurationError as error:
+        raise click.UsageError(f"--salesforce with {name}: {error}") from None
 
 
 class NoReads:

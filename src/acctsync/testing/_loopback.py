@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from requests import Session
+
+# Salesforce's login hosts (login, test) and My Domains (acme.my, acme--dev.sandbox.my),
+# as DNS names a certificate may name: a wildcard stands for one label only.
+LOGIN_HOSTS: Final = ("*.salesforce.com", "*.my.salesforce.com", "*.sandbox.my.salesforce.com")
 
 
 def loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session:
@@ -56,8 +60,10 @@ def issue_certificates(directory: Path) -> tuple[Path, Path]:
     """Make a CA and a server certificate for 127.0.0.1 in ``directory``.
 
     Returns the server's certificate chain and key files; the CA's certificate is
-    ``ca.pem``. A CA rather than one self-signed certificate: strict verifiers (Python
-    3.13's default context among them) refuse a leaf certificate as its own issuer.
+    ``ca.pem``. The certificate names Salesforce's login hosts too, for the tunnels of
+    `FakeSalesforce.proxy_url`. A CA rather than one self-signed certificate: strict
+    verifiers (Python 3.13's default context among them) refuse a leaf certificate as its
+    own issuer.
     """
     import ipaddress
 
@@ -103,7 +109,13 @@ def issue_certificates(directory: Path) -> tuple[Path, Path]:
             key.public_key(),
         )
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    # The login hosts, which `FakeSalesforce.proxy_url` tunnels here.
+                    *(x509.DNSName(name) for name in LOGIN_HOSTS),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -133,7 +133,9 @@ class FakeSalesforce:
     fields (`hide_fields`); the arranging and reading methods see everything.
 
     ``tls=True`` serves HTTPS (`url` is ``https://127.0.0.1:PORT``) under a certificate
-    issued for 127.0.0.1 by a CA made at `start`, whose certificate is at `certificate`.
+    issued for 127.0.0.1 by a CA made at `start`, whose certificate is at `certificate`,
+    and an HTTP proxy at `proxy_url` that tunnels ``CONNECT`` to Salesforce's login hosts
+    here: a client in another process signs in with ``HTTPS_PROXY`` set to it.
 
     The org has one user, `username`, who signs in with `password` and `security_token`
     or through an app a test registers (`register_app`). Each sign-in issues a new access
@@ -163,6 +165,7 @@ class FakeSalesforce:
         self._log: list[ServedRequest] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
+        self._proxy: _Server | None = None
         self._thread: threading.Thread | None = None
         self._sessions: list[Session] = []
         self._tls = tls
@@ -204,6 +207,15 @@ class FakeSalesforce:
             server.socket = context.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
+            proxy = _Server(("127.0.0.1", 0), _ProxyHandler)
+            proxy.org, proxy.context = self, context
+            self._proxy = proxy
+            threading.Thread(
+                target=proxy.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name="FakeSalesforce proxy",
+                daemon=True,
+            ).start()
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -219,9 +231,12 @@ class FakeSalesforce:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
-        server.shutdown()
-        server.server_close()
+        for running in (server, self._proxy):
+            if running is not None:
+                running.shutdown()
+                running.server_close()
         thread.join()
+        self._proxy = None
         self._server = self._thread = None
         for session in self._sessions:
             session.close()
@@ -237,6 +252,19 @@ class FakeSalesforce:
             raise ConfigurationError("the fake Salesforce is not serving; call start()")
         scheme = "https" if self._tls else "http"
         return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def proxy_url(self) -> str:
+        """``http://127.0.0.1:PORT``: a proxy to this org's login hosts (``tls`` only).
+
+        It tunnels ``CONNECT`` to any ``*.salesforce.com`` host to this org, under its
+        certificate, which names those hosts too; it refuses other hosts.
+        """
+        if not self._tls:
+            raise ConfigurationError("the fake Salesforce serves plain HTTP: pass tls=True")
+        if self._proxy is None:
+            raise ConfigurationError("the fake Salesforce is not serving; call start()")
+        return f"http://127.0.0.1:{self._proxy.server_address[1]}"
 
     @property
     def certificate(self) -> Path:
@@ -649,6 +677,7 @@ class FakeSalesforce:
 
 class _Server(ThreadingHTTPServer):
     org: FakeSalesforce
+    context: ssl.SSLContext
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -674,3 +703,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: a test's output is not the place for an access log."""
+
+
+class _ProxyHandler(_Handler):
+    """A proxy's ``CONNECT`` to a login host, served here under the org's certificate."""
+
+    def do_CONNECT(self) -> None:
+        host = self.path.rpartition(":")[0].lower()
+        if not host.endswith(".salesforce.com"):
+            self.send_error(403, "this proxy reaches Salesforce's login hosts only")
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        # What the client sends next is TLS to the login host: this handler reads it, as
+        # the org's own server would, on the same connection.
+        tls = self.server.context.wrap_socket(self.connection, server_side=True)
+        self.connection = self._tunnel = tls
+        self.rfile = tls.makefile("rb")
+        self.wfile = tls.makefile("wb")
+        self.close_connection = False
+
+    def finish(self) -> None:
+        """Close the tunnel too: wrapping took the connection's socket from the server."""
+        super().finish()
+        tunnel: ssl.SSLSocket | None = getattr(self, "_tunnel", None)
+        if tunnel is not None:
+            tunnel.close()
