@@ -973,3 +973,56 @@ def test_a_custom_geolocation_selects_as_latitude_and_longitude(
     decoded = decode_record("Account", one)
     assert isinstance(decoded, Account)
     assert decoded.fields == {"Loc__Latitude__s": 59.91, "Loc__Longitude__s": 10.75}
+
+
+# -- Signing in ------------------------------------------------------------------------------
+
+
+def test_the_token_endpoint_answers_as_salesforce_does() -> None:
+    with FakeSalesforce() as fake:
+        fake.register_app("key", consumer_secret="secret")
+        session = fake.session()
+        token = "https://acme.my.salesforce.com/services/oauth2/token"
+        ok = session.post(token, {"grant_type": "client_credentials"}, auth=("key", "secret"))
+        assert ok.status_code == 200
+        answer = ok.json()
+        assert answer["instance_url"] == fake.url
+        assert answer["token_type"] == "Bearer"
+        api = f"{fake.url}/services/data/v{fake.api_version}/sobjects/Account/describe"
+        bearer = {"Authorization": f"Bearer {answer['access_token']}"}
+        assert session.get(api, headers=bearer).status_code == 200
+        in_form = {"grant_type": "client_credentials", "client_id": "key", "client_secret": "x"}
+        assert session.post(token, in_form).json() == {
+            "error": "invalid_client",
+            "error_description": "invalid client credentials",
+        }
+        assert session.post(token, {"grant_type": "password"}).json()["error"] == (
+            "unsupported_grant_type"
+        )
+        assert session.get(token).json()["error"] == "invalid_request"
+        fake.expire_sessions()
+        expired = session.get(api, headers=bearer)
+        assert (expired.status_code, expired.json()[0]["errorCode"]) == (401, "INVALID_SESSION_ID")
+        with pytest.raises(ConfigurationError, match="a secret or a key"):
+            fake.register_app("key")
+
+
+def test_the_proxy_tunnels_login_hosts_only() -> None:
+    pytest.importorskip("cryptography")
+    with FakeSalesforce(tls=True) as fake:
+        fake.register_app("key", consumer_secret="secret")
+        with requests.Session() as session:
+            session.trust_env = False
+            session.verify = str(fake.certificate)
+            session.proxies = {"https": fake.proxy_url}
+            answer = session.post(
+                "https://acme--dev.sandbox.my.salesforce.com/services/oauth2/token",
+                {"grant_type": "client_credentials"},
+                auth=("key", "secret"),
+                timeout=10,
+            )
+            assert answer.json()["instance_url"] == fake.url
+            with pytest.raises(requests.exceptions.ProxyError):
+                session.get("https://example.com/", timeout=10)
+    with FakeSalesforce() as plain, pytest.raises(ConfigurationError, match="tls=True"):
+        plain.proxy_url  # noqa: B018
