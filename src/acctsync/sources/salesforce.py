@@ -250,7 +250,7 @@ class SalesforceSource:
         self._retry = retry or RetryPolicy()
         self._external_id_field = external_id_field
         self._configured: dict[ObjectType, tuple[str, ...]] = {}
-        self._readings: dict[ObjectType, _Reading] = {}
+        self._readings: dict[ObjectType, tuple[str, ...]] = {}
         for object_type, names in (fields or {}).items():
             try:
                 kind = parse_object_type(object_type)
@@ -295,19 +295,21 @@ class SalesforceSource:
         """The fields of ``object_type`` this source reads, as describe spells them.
 
         Those configured (a compound as its components), or those described; system
-        fields left out. Raises `UnreadableFieldError` for a configured field that
-        describe does not list.
+        fields left out. Each call reads describe again, so that access granted or revoked
+        since is seen: the engine asks once per object at the start of each sync. Raises
+        `UnreadableFieldError` for a configured field that describe does not list.
         """
-        return self._reading(object_type).fields
+        self._readings.pop(parse_object_type(object_type), None)
+        return self._reading(object_type)
 
     def soql(self, object_type: ObjectType, since: datetime | None) -> str:
         """The query that reads ``object_type`` changes stamped at or after ``since``."""
         kind = parse_object_type(object_type)
-        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self._reading(kind).selected))
+        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self._reading(kind)))
         where = "" if since is None else f" WHERE SystemModstamp >= {soql_datetime(since)}"
         return f"SELECT {selected} FROM {kind}{where} ORDER BY SystemModstamp, Id"
 
-    def _reading(self, object_type: ObjectType) -> _Reading:
+    def _reading(self, object_type: ObjectType) -> tuple[str, ...]:
         kind = parse_object_type(object_type)
         reading = self._readings.get(kind)
         if reading is None:
@@ -331,13 +333,26 @@ class SalesforceSource:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"page_size must be a positive integer: {page_size!r}")
         kind = parse_object_type(object_type)
-        query = self.soql(kind, since)
         size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
         headers = {"Sforce-Query-Options": f"batchSize={size}"}
-        result = self._call(
-            f"query {kind}",
-            lambda: self._client.query(query, include_deleted=True, headers=headers),
-        )
+
+        def first_page() -> Any:
+            query = self.soql(kind, since)
+            return self._call(
+                f"query {kind}",
+                lambda: self._client.query(query, include_deleted=True, headers=headers),
+            )
+
+        try:
+            result = first_page()
+        except SalesforceError as error:
+            if error.error_code != "INVALID_FIELD":
+                raise
+            # A field read before is no longer visible (access revoked since this source
+            # described the object): describe again, once, for a source that lives long,
+            # as a Change Data Capture fallback does.
+            self._readings.pop(kind, None)
+            result = first_page()
         while True:
             records = [RawRecord(object_type=kind, payload=r) for r in _records(result)]
             for start in range(0, len(records), page_size):
@@ -419,14 +434,6 @@ def _records(result: object) -> list[Mapping[str, Any]]:
     return records
 
 
-@frozen
-class _Reading:
-    """What a source reads of one object: the fields it selects, and those records carry."""
-
-    selected: tuple[str, ...]
-    fields: tuple[str, ...]
-
-
 def _described(object_type: ObjectType, answer: object) -> tuple[Mapping[str, Any], ...]:
     """The field entries of a describe answer (REST API Developer Guide, "sObject Describe")."""
     fields = answer.get("fields") if isinstance(answer, Mapping) else None
@@ -435,7 +442,7 @@ def _described(object_type: ObjectType, answer: object) -> tuple[Mapping[str, An
     return tuple(f for f in fields if isinstance(f, Mapping) and isinstance(f.get("name"), str))
 
 
-def _syncable(object_type: ObjectType, described: Sequence[Mapping[str, Any]]) -> _Reading:
+def _syncable(object_type: ObjectType, described: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     # A field other fields name as their compoundFieldName, and that cannot be written,
     # holds only what they hold (Contact's Name is Salutation, FirstName and LastName);
     # a writable one holds a value of its own (Account's Name, a compound in orgs with
@@ -443,40 +450,41 @@ def _syncable(object_type: ObjectType, described: Sequence[Mapping[str, Any]]) -
     compounds = {
         f.get("compoundFieldName") for f in described if f.get("compoundFieldName") != f["name"]
     }
-    names = tuple(
+    return tuple(
         f["name"]
         for f in described
         if f["name"].lower() not in _NOT_READ[object_type]
         and f.get("type") not in _SKIPPED_TYPES
         and not (f["name"] in compounds and not f.get("createable") and not f.get("updateable"))
     )
-    return _Reading(selected=names, fields=names)
 
 
 def _configured_reading(
     object_type: ObjectType, configured: Sequence[str], described: Sequence[Mapping[str, Any]]
-) -> _Reading:
+) -> tuple[str, ...]:
+    """The fields ``configured`` names, in describe's spelling, a compound as its components.
+
+    Components, not the compound: a compound that is null would read as a field of its own
+    name, and Bulk queries refuse compounds (Bulk API 2.0 Developer Guide, "Query
+    Considerations").
+    """
     by_fold = {f["name"].lower(): f for f in described}
     unlisted: dict[str, tuple[str, ...]] = {}
-    selected: dict[str, Mapping[str, Any]] = {}  # by describe's spelling, once each
+    fields: dict[str, None] = {}  # by describe's spelling, once each
     for name in configured:
         entry = by_fold.get(name.lower())
         if entry is None:
             unlisted[name] = close_matches(name, (f["name"] for f in described))
-        else:
-            selected.setdefault(entry["name"], entry)
-    if unlisted:
-        raise UnreadableFieldError(object_type, unlisted)
-    fields: dict[str, None] = {}
-    for name, entry in selected.items():
-        if entry.get("type") in _COMPOUND_TYPES:
-            # The answer holds it as an object, which the decoder reads as its components.
+        elif entry.get("type") in _COMPOUND_TYPES:
+            compound = entry["name"]
             fields.update(
-                (f["name"], None) for f in described if f.get("compoundFieldName") == name
+                (f["name"], None) for f in described if f.get("compoundFieldName") == compound
             )
         else:
-            fields[name] = None
-    return _Reading(selected=tuple(selected), fields=tuple(fields))
+            fields[entry["name"]] = None
+    if unlisted:
+        raise UnreadableFieldError(object_type, unlisted)
+    return tuple(fields)
 
 
 def _composite_ids(answer: object) -> dict[str, str]:
