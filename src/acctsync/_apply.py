@@ -280,6 +280,7 @@ class Tally:
     stale: int = 0
     local_edits_discarded: int = 0
     refreshed: int = 0
+    api_requests: int = 0
     rejected: list[Rejection] = field(factory=list)
     suppressed: list[Suppression] = field(factory=list)
     activities: list[ChangeDataValue] = field(factory=list)

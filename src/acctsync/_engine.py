@@ -47,6 +47,7 @@ from acctsync._protocols import (
     FieldNameStore,
     ListingStore,
     LoggingPolicy,
+    MeteredSource,
     Source,
     Store,
     WritableSource,
@@ -198,6 +199,7 @@ class SyncEngine:
 
     def _sync(self, *, reconcile: tuple[CompleteSource, ListingStore] | None = None) -> SyncReport:
         tally = Tally()
+        requests_before = self._requests_made()
         ceiling = self._clock()
         applier = Applier(
             store=self._store,
@@ -235,7 +237,13 @@ class SyncEngine:
         tally.watermarks.update(
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
+        tally.api_requests = self._requests_made() - requests_before
         return tally.report()
+
+    def _requests_made(self) -> int:
+        """The source's count of requests to Salesforce (`MeteredSource`), or 0."""
+        source = self._source
+        return source.requests_made if isinstance(source, MeteredSource) else 0
 
     def _spellings(self, stream: ObjectType, applier: Applier, tally: Tally) -> Spellings:
         """The org's field names of ``stream`` (R9), as the store and the source know them.

@@ -24,6 +24,7 @@ __all__ = [
     "FieldNameStore",
     "ListingStore",
     "LoggingPolicy",
+    "MeteredSource",
     "Source",
     "Store",
     "WritableSource",
@@ -205,6 +206,21 @@ class DescribedSource(Source, Protocol):
 
     def field_names(self, object_type: ObjectType) -> Collection[str]:
         """The fields of ``object_type`` this source reads, system fields left out."""
+        ...
+
+
+@runtime_checkable
+class MeteredSource(Source, Protocol):
+    """A source that counts the requests it sends to Salesforce.
+
+    Each org's daily API allowance is shared by every integration, so the engine puts
+    the requests a sync made in `SyncReport.api_requests`: the count after the sync less
+    the count before.
+    """
+
+    @property
+    def requests_made(self) -> int:
+        """The requests sent to Salesforce since the source was made, each retry too."""
         ...
 
 

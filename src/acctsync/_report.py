@@ -56,6 +56,8 @@ class SyncReport:
     `SyncEngine.reconcile` applies; they are among the upserted. ``missing_fields`` names,
     per object, the fields the store holds that the source no longer reads (rule R9: a
     field the integration user lost access to); their stored values are as last read.
+    ``api_requests`` counts the requests the sync sent to Salesforce (each retry too), when
+    its source counts them (`MeteredSource`); 0 otherwise.
     """
 
     pages: int = 0
@@ -67,6 +69,7 @@ class SyncReport:
     stale: int = 0
     local_edits_discarded: int = 0
     refreshed: int = 0
+    api_requests: int = 0
     rejected: tuple[Rejection, ...] = ()
     suppressed: tuple[Suppression, ...] = ()
     activities: tuple[ChangeDataValue, ...] = ()
@@ -86,7 +89,7 @@ class SyncReport:
             f" contacts_upserted={self.contacts_upserted}"
             f" contacts_deleted={self.contacts_deleted} already_applied={self.already_applied}"
             f" stale={self.stale} local_edits_discarded={self.local_edits_discarded}"
-            f" refreshed={self.refreshed}"
+            f" refreshed={self.refreshed} api_requests={self.api_requests}"
             f" rejected={len(self.rejected)} suppressed={len(self.suppressed)}"
             f" activities={len(self.activities)} refetch={len(self.refetch)}>"
         )

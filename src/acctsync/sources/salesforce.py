@@ -16,10 +16,19 @@ Writing: Convert Person (rule S6) is one all-or-none composite request of three 
 on an external ID field keyed by the conversion's idempotency key, so that a retry after
 a timeout finds the records the first try created instead of creating a second set.
 
-Failures become `SalesforceError` (a `SourceError`): limits, query timeouts, outages and
-dropped connections are retried with backoff first; a malformed query stops at once. An
-expired session stops at once too, unless the source was given its `SalesforceLogin`:
-then it signs in again, once, and repeats the request.
+Failures become `SalesforceError` (a `SourceError`): too many requests at once, query
+timeouts, outages and dropped connections are retried with backoff first; a malformed
+query stops at once. An expired session stops at once too, unless the source was given
+its `SalesforceLogin`: then it signs in again, once, and repeats the request.
+
+The API budget: every request the source sends (each try of a retried one, and a
+renewal's sign-in) is counted in `SalesforceSource.requests_made`, which the engine puts
+in the report. The org's daily allowance is shared by every integration, and each answer
+says how much of it is used (the ``Sforce-Limit-Info`` header, which simple-salesforce
+reads into ``api_usage``). Past the source's ``max_api_share`` of it, or when Salesforce
+refuses a request because the allowance is spent, the source raises
+`ApiBudgetExceededError`: the sync ends between pages, as on any failure, and the next
+one goes on from its watermark.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from acctsync._state import Conversion, ConversionRequest
 from acctsync.sources._salesforce_login import SalesforceLogin
 
 __all__ = [
+    "ApiBudgetExceededError",
     "RetryPolicy",
     "SalesforceError",
     "SalesforceLogin",
@@ -81,6 +91,12 @@ _SKIPPED_TYPES: Final = _COMPOUND_TYPES | {"base64"}
 _RETRYABLE_CODES: Final = frozenset(
     {"REQUEST_LIMIT_EXCEEDED", "QUERY_TIMEOUT", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"}
 )
+# REQUEST_LIMIT_EXCEEDED is two errors: with this message the org's 24-hour allowance is
+# spent, which lasts hours, so no retry within minutes helps; with another (such as
+# "ConcurrentPerOrgLongTxn Limit exceeded") too many long requests run at once, which a
+# retry with backoff outlasts. Salesforce Developer Limits and Allocations Quick Reference,
+# "API Request Limits and Allocations".
+_DAILY_LIMIT: Final = ("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 # Salesforce serves 200 to 2,000 records a page.
 _BATCH_SIZES: Final = range(200, 2001)
 
@@ -103,6 +119,33 @@ class SalesforceError(SourceError):
         self.status = status
         self.error_code = error_code
         super().__init__(message, retryable=retryable)
+
+
+class ApiBudgetExceededError(SalesforceError):
+    """The org's API usage passed what the source may use: the sync stopped to spare it.
+
+    ``used`` and ``allowance`` are the requests the org has made in the last 24 hours and
+    its daily allowance, from the last answer's ``Sforce-Limit-Info`` header (None when no
+    answer told them). ``share`` is the source's ``max_api_share`` when the usage passed
+    it; None when Salesforce itself refused the request because the allowance was spent
+    (``error_code`` ``REQUEST_LIMIT_EXCEEDED``). Not retried: usage falls only as the
+    24-hour window moves on. The pages applied before it stay, with their watermark.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        used: int | None,
+        allowance: int | None,
+        share: float | None,
+        status: int | None = None,
+        error_code: str | None = None,
+    ):
+        self.used = used
+        self.allowance = allowance
+        self.share = share
+        super().__init__(message, status=status, error_code=error_code)
 
 
 class UnreadableFieldError(SalesforceError):
@@ -194,11 +237,15 @@ def _error(what: str, error: ClientError) -> SalesforceError:
     code = message = None
     if isinstance(content, list) and content and isinstance(content[0], Mapping):
         code, message = content[0].get("errorCode"), content[0].get("message")
-    retryable = code in _RETRYABLE_CODES or error.status >= 500
+    retryable = _retryable(code, message) or error.status >= 500
     detail = f"{code}: {message}" if code else f"HTTP {error.status}"
     return SalesforceError(
         f"{what} failed: {detail}", status=error.status, error_code=code, retryable=retryable
     )
+
+
+def _retryable(code: object, message: object) -> bool:
+    return code in _RETRYABLE_CODES and (code, message) != _DAILY_LIMIT
 
 
 def soql_datetime(value: datetime) -> str:
@@ -234,6 +281,12 @@ class SalesforceSource:
     (the session expired, or an admin revoked it), the source signs in with it again, once,
     through the client's ``requests`` session, and repeats the request. Without it, or
     when the new session is refused too, the request fails with `SalesforceError`.
+
+    ``max_api_share`` (a number in (0, 1]) is the share of the org's daily API allowance
+    past which the source stops: once an answer says the org's usage (every integration's,
+    in the last 24 hours) is above it, the next request raises `ApiBudgetExceededError`
+    instead of being sent, as does Salesforce's own refusal once the allowance is spent. None sets no share of its own.
+    `requests_made` counts the requests sent (a `MeteredSource`).
     """
 
     def __init__(
@@ -244,7 +297,20 @@ class SalesforceSource:
         retry: RetryPolicy | None = None,
         external_id_field: str = "Acctsync_Key__c",
         login: SalesforceLogin | None = None,
+        max_api_share: float | None = None,
     ) -> None:
+        if max_api_share is not None and (
+            isinstance(max_api_share, bool)
+            or not isinstance(max_api_share, int | float)
+            or not 0 < max_api_share <= 1
+        ):
+            raise ConfigurationError(
+                f"max_api_share must be a number above 0 and at most 1: {max_api_share!r}"
+            )
+        self._max_api_share = max_api_share
+        self._requests_made = 0
+        # The org's usage and allowance, as this source's last answer told them.
+        self._usage: tuple[int | None, int | None] = (None, None)
         self._client = client
         self._login = login
         self._retry = retry or RetryPolicy()
@@ -269,13 +335,22 @@ class SalesforceSource:
     def __repr__(self) -> str:
         return f"<SalesforceSource {self._client.base_url!r}>"
 
+    @property
+    def requests_made(self) -> int:
+        """The requests sent to Salesforce since the source was made (`MeteredSource`).
+
+        Each try of a retried request counts, and so does the sign-in of a renewal.
+        """
+        return self._requests_made
+
     def _call(self, what: str, request: Callable[[], _T]) -> _T:
         """``request()`` under the retry policy, after a new sign-in if the session expired.
 
-        ``request`` must read ``self._client`` when called, so that a repeat uses the new one.
+        ``request`` must read ``self._client`` when called, so that a repeat uses the new
+        one, and send one HTTP request.
         """
         try:
-            return self._retry.call(what, request)
+            return self._tried(what, request)
         except SalesforceError as error:
             login = self._login
             if error.error_code != "INVALID_SESSION_ID" or login is None or not login.renewable:
@@ -284,10 +359,63 @@ class SalesforceSource:
         old = self._client
         # The new client reads numbers as the old one did (Decimal, say), through its session.
         parse_float = getattr(old, "_parse_float", None)
+        self._requests_made += 1  # every flow but a session's (not renewable) posts one
         self._client = login.connect(
             session=old.session, version=old.sf_version, parse_float=parse_float
         )
-        return self._retry.call(what, request)
+        return self._tried(what, request)
+
+    def _tried(self, what: str, request: Callable[[], _T]) -> _T:
+        """``request()`` under the retry policy, each try counted and its answer's usage read."""
+
+        def sent() -> _T:
+            self._check_usage(what)
+            self._requests_made += 1
+            answer = request()
+            # simple-salesforce reads each answer's Sforce-Limit-Info header into
+            # api_usage (REST API Developer Guide, "Limit Info Header").
+            usage = getattr(self._client, "api_usage", {}).get("api-usage")
+            if usage is not None:
+                self._usage = (usage.used, usage.total)
+            return answer
+
+        try:
+            return self._retry.call(what, sent)
+        except SalesforceError as error:
+            if error.error_code != _DAILY_LIMIT[0] or error.retryable:
+                raise
+            used, allowance = self._usage
+            raise ApiBudgetExceededError(
+                f"{what}: the org's daily API allowance is spent ({error}); the sync stopped"
+                " here and the next goes on from its watermark once usage falls",
+                used=used,
+                allowance=allowance,
+                share=None,
+                status=error.status,
+                error_code=error.error_code,
+            ) from error
+
+    def _check_usage(self, what: str) -> None:
+        """Raise `ApiBudgetExceededError` when the last answer's usage passed the share.
+
+        Checked before each request, so that no request is sent past the share (and no
+        Convert Person is made only to be reported as failed). The usage is the one this
+        source's own answers told, not the client's: a client shared by the sources of
+        several syncs keeps the last usage it saw, and a new source that trusted it would
+        never send a request again to learn that usage has fallen.
+        """
+        share = self._max_api_share
+        used, allowance = self._usage
+        if share is None or used is None or not allowance or used <= share * allowance:
+            return
+        raise ApiBudgetExceededError(
+            f"{what}: the org has used {used:,} of its {allowance:,} daily API requests,"
+            f" more than max_api_share={share:g}; the sync stopped here and the next goes on"
+            " from its watermark",
+            used=used,
+            allowance=allowance,
+            share=share,
+        )
 
     # -- Reading -------------------------------------------------------------------------
 
@@ -510,7 +638,7 @@ def _composite_ids(answer: object) -> dict[str, str]:
             f"Convert Person was rolled back: {code}: {message}",
             status=status if isinstance(status, int) else None,
             error_code=code,
-            retryable=code in _RETRYABLE_CODES,
+            retryable=_retryable(code, message),
         )
     ids = {
         r.get("referenceId"): r["body"].get("id")

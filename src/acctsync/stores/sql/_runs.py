@@ -35,7 +35,8 @@ class SyncRun:
     ``outcome`` is one of `OUTCOMES`. The counts are those of the run's `SyncReport`;
     ``activities`` is the number of entries it logged (the entries are in the log).
     A run that did not finish returned no report: its counts are 0 except ``pages``,
-    those read before it stopped, and ``error`` says why it stopped. The batches it
+    those read before it stopped, and ``api_requests``, those sent before it stopped (when
+    its recorder knew them), and ``error`` says why it stopped. The batches it
     applied before that stay applied, with their watermark.
 
     ``missing_fields`` are the report's: per object, fields the source no longer reads.
@@ -58,6 +59,7 @@ class SyncRun:
     stale: int = 0
     local_edits_discarded: int = 0
     refreshed: int = 0
+    api_requests: int = 0
     activities: int = 0
     rejected: tuple[Rejection, ...] = ()
     rejected_count: int = 0
