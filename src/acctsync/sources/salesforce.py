@@ -285,8 +285,9 @@ class SalesforceSource:
     ``max_api_share`` (a number in (0, 1]) is the share of the org's daily API allowance
     past which the source stops: once an answer says the org's usage (every integration's,
     in the last 24 hours) is above it, the next request raises `ApiBudgetExceededError`
-    instead of being sent, as does Salesforce's own refusal once the allowance is spent. None sets no share of its own.
-    `requests_made` counts the requests sent (a `MeteredSource`).
+    instead of being sent, as does Salesforce's own refusal once the allowance is spent.
+    None sets no share of its own. `requests_made` counts the requests sent (a
+    `MeteredSource`).
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 `RestApi` holds what the API reads and changes (the `Org`, the describe, the fields
 hidden from the integration user, the cursors of queries being paged through, the
-failures a test injected) and answers one `Request` at a time, under the lock
+failures a test injected, the org's API usage) and answers one `Request` at a time, under the lock
 `FakeSalesforce` holds. The API sees only the `visible` fields, as field-level security
 lets a user see them: a hidden field is missing from describe, from records and from
 ``FIELDS()``, and naming one is ``INVALID_FIELD``. Handlers raise `ApiError` for an error
@@ -50,6 +50,11 @@ _HALTED: Final = (
 )
 
 
+# Salesforce Developer Edition's daily allowance of API requests (Salesforce Developer
+# Limits and Allocations Quick Reference, "API Request Limits and Allocations").
+DAILY_ALLOWANCE: Final = 15_000
+
+
 # A failure `FakeSalesforce.fail` injected, answered in place of the next ``times``
 # requests whose path contains ``path`` (any path when None).
 @define
@@ -94,6 +99,10 @@ class RestApi:
     describe: dict[str, list[Described]]
     hidden: dict[str, set[str]] = Factory(dict)  # by object type: lower-case field names
     failures: list[Failure] = Factory(list)
+    # Requests counted against the daily allowance: every one answered, an injected
+    # failure too, but not one refused because the allowance was spent.
+    api_used: int = 0
+    api_allowance: int = DAILY_ALLOWANCE
     _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
 
     def visible(self, object_type: str) -> list[Described]:
@@ -109,8 +118,14 @@ class RestApi:
     def respond(self, request: Request, sessions: Collection[str]) -> Response:
         """The answer to ``request``: an injected failure, or the API's own.
 
-        ``sessions`` are the access tokens the org takes; any other is refused.
+        ``sessions`` are the access tokens the org takes; any other is refused. Each
+        request counts against the org's daily allowance; once it is spent, the answer
+        is 403 ``REQUEST_LIMIT_EXCEEDED`` "TotalRequests Limit exceeded.".
         """
+        if self.api_used >= self.api_allowance:
+            code = "REQUEST_LIMIT_EXCEEDED"
+            return _json_response(403, [{"message": MESSAGES[code], "errorCode": code}])
+        self.api_used += 1
         for rule in self.failures:
             if rule.path is None or rule.path in request.path:
                 rule.times -= 1
@@ -133,6 +148,11 @@ class RestApi:
         except Exception as error:  # a fault of the fake: show it as Salesforce shows its own
             message = f"{type(error).__name__}: {error}"
             return _json_response(500, [{"message": message, "errorCode": "UNKNOWN_EXCEPTION"}])
+
+    def limit_info(self) -> str:
+        """The ``Sforce-Limit-Info`` header of every answer (REST API Developer Guide,
+        "Limit Info Header"): requests in the last 24 hours, and the daily allowance."""
+        return f"api-usage={self.api_used}/{self.api_allowance}"
 
     def _route(self, request: Request) -> Response:
         routes: tuple[tuple[str, str, Callable[[Request, re.Match[str]], Response]], ...] = (

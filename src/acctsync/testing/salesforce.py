@@ -11,6 +11,9 @@ serves the part of the REST API a sync needs, in Salesforce's own shapes:
 - ``POST sobjects/{object}`` (create) and ``PATCH sobjects/{object}/{field}/{value}``
   (upsert by external ID), alone or as subrequests of ``POST composite``;
 - Salesforce's error bodies, which simple-salesforce turns into its exceptions;
+- the org's daily API allowance: each REST answer carries ``Sforce-Limit-Info:
+  api-usage=N/M``, and once the allowance is spent the API answers 403
+  ``REQUEST_LIMIT_EXCEEDED`` (`FakeSalesforce.api_used`, `api_allowance`);
 - sign-in: ``POST /services/oauth2/token`` (client credentials, JWT bearer) for the apps
   a test registers (`FakeSalesforce.register_app`), and SOAP ``login()`` for the org's
   user, each issuing a new access token; `expire_sessions` ends every token issued.
@@ -82,6 +85,9 @@ from acctsync.testing._loopback import issue_certificates, loopback_session
 from acctsync.testing._oauth import SOAP_PATH, TOKEN_PATH, App, SignIn, form_fields
 from acctsync.testing._org import Org
 from acctsync.testing._rest import MESSAGES, Failure, Request, Response, RestApi
+
+# What the HTTP handler sends: the response, and the headers to send with it.
+_Answer = tuple[Response, dict[str, str]]
 
 if TYPE_CHECKING:
     from requests import Session
@@ -526,6 +532,41 @@ class FakeSalesforce:
         with self._lock:
             self._api.hidden.get(object_type, set()).difference_update(fields)
 
+    @property
+    def api_used(self) -> int:
+        """Requests to the REST API counted against the daily allowance, so far.
+
+        Every REST request counts, an injected failure too, except one refused because
+        the allowance was spent; sign-ins do not. Set it to start a test near the limit.
+        """
+        with self._lock:
+            return self._api.api_used
+
+    @api_used.setter
+    def api_used(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigurationError(f"api_used must be an integer >= 0: {value!r}")
+        with self._lock:
+            self._api.api_used = value
+
+    @property
+    def api_allowance(self) -> int:
+        """The org's daily allowance of API requests (15,000, a Developer Edition's).
+
+        Once `api_used` reaches it, the REST API answers 403 ``REQUEST_LIMIT_EXCEEDED``
+        "TotalRequests Limit exceeded.", as Salesforce does until its 24-hour window moves
+        on: raise it, or lower `api_used`, to let requests through again.
+        """
+        with self._lock:
+            return self._api.api_allowance
+
+    @api_allowance.setter
+    def api_allowance(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"api_allowance must be an integer >= 1: {value!r}")
+        with self._lock:
+            self._api.api_allowance = value
+
     def fail(
         self,
         status: int,
@@ -539,7 +580,9 @@ class FakeSalesforce:
 
         The body is Salesforce's ``[{"message": ..., "errorCode": ...}]``; with no
         ``error_code``, an HTML page, as a proxy in front of Salesforce sends. ``message``
-        defaults to Salesforce's own for the code.
+        defaults to Salesforce's own for the code. Too many long requests at once, say, is
+        ``fail(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded")``;
+        the spent daily allowance comes by itself (`api_allowance`).
         """
         if not 300 <= status <= 599 or times < 1:
             raise ConfigurationError(
@@ -638,7 +681,7 @@ class FakeSalesforce:
 
     # -- Answering requests -----------------------------------------------------------------
 
-    def _serve(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> Response:
+    def _serve(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Answer:
         split = urlsplit(target)
         query = parse_qs(split.query, keep_blank_values=True)
         body: Any = None
@@ -654,6 +697,7 @@ class FakeSalesforce:
         request = Request(
             method, split.path, query, {k.lower(): v for k, v in headers.items()}, body
         )
+        sent: dict[str, str] = {}
         with self._lock:
             if split.path == TOKEN_PATH:
                 response = self._sign_in.token(request, self._api.org.now, self.url, self._issue)
@@ -661,6 +705,7 @@ class FakeSalesforce:
                 response = self._sign_in.soap_login(request, raw, self.url, self._issue)
             else:
                 response = self._api.respond(request, self._tokens)
+                sent["Sforce-Limit-Info"] = self._api.limit_info()
             self._log.append(
                 ServedRequest(
                     method=method,
@@ -672,7 +717,7 @@ class FakeSalesforce:
                     status=response[0],
                 )
             )
-        return response
+        return response, sent
 
 
 class _Server(ThreadingHTTPServer):
@@ -689,10 +734,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
-        status, content_type, body = self.server.org._serve(
+        (status, content_type, body), sent = self.server.org._serve(
             self.command, self.path, dict(self.headers.items()), raw
         )
         self.send_response(status)
+        for name, value in sent.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
