@@ -401,14 +401,16 @@ class SalesforceSource:
 
         Checked before each request, so that no request is sent past the share (and no
         Convert Person is made only to be reported as failed). The usage is the one this
-        source's own answers told, not the client's: a client shared by the sources of
-        several syncs keeps the last usage it saw, and a new source that trusted it would
-        never send a request again to learn that usage has fallen.
+        source's own answers told, not the client's, and it is forgotten once it stopped
+        a request: a client shared by several sources keeps the last usage it saw, and a
+        source that trusted a usage once past the share would never send a request again
+        to learn that it has fallen.
         """
         share = self._max_api_share
         used, allowance = self._usage
         if share is None or used is None or not allowance or used <= share * allowance:
             return
+        self._usage = (None, None)
         raise ApiBudgetExceededError(
             f"{what}: the org has used {used:,} of its {allowance:,} daily API requests,"
             f" more than max_api_share={share:g}; the sync stopped here and the next goes on"
