@@ -850,6 +850,77 @@ def test_failures_count_and_match_by_path(org: FakeSalesforce, sf: Salesforce) -
     assert [r.status for r in org.requests] == [200, 503, 503, 200]
 
 
+# -- The daily API allowance ----------------------------------------------------------------
+
+
+def test_every_rest_answer_says_the_orgs_usage_and_allowance(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    assert (org.api_used, org.api_allowance) == (0, 15_000)
+    sf.query("SELECT Id FROM Account")
+    assert sf.api_usage["api-usage"] == (1, 15_000)
+    org.fail(503, "SERVER_UNAVAILABLE")
+    with pytest.raises(SalesforceGeneralError):
+        sf.restful("sobjects/Account/describe")
+    answer = sf.session.get(f"{sf.base_url}sobjects/Account/describe", headers=sf.headers)
+    assert answer.headers["Sforce-Limit-Info"] == "api-usage=3/15000"  # the failure counted
+    org.api_used = 14_990
+    sf.query("SELECT Id FROM Account")
+    assert sf.api_usage["api-usage"] == (14_991, 15_000)
+
+
+def test_past_the_allowance_the_api_refuses_with_the_daily_limit_error(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.api_allowance = 2
+    for _ in range(2):
+        sf.query("SELECT Id FROM Account")
+    for _ in range(2):  # refused requests do not count: it stays spent, no further
+        with pytest.raises(SalesforceRefusedRequest) as raised:
+            sf.query("SELECT Id FROM Account")
+        assert raised.value.status == 403
+        assert raised.value.content == [
+            {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
+        ]
+    assert org.api_used == 2
+    org.api_allowance = 3
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
+
+
+def test_a_sign_in_is_not_counted_against_the_allowance(org: FakeSalesforce) -> None:
+    from simple_salesforce import login
+
+    login.SalesforceLogin(
+        username=org.username,
+        password=org.password,
+        security_token=org.security_token,
+        session=org.session(),
+    )
+    assert org.api_used == 0
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5, "3"])
+def test_usage_and_allowance_are_checked(org: FakeSalesforce, value: object) -> None:
+    with pytest.raises(ConfigurationError, match="api_used"):
+        org.api_used = value  # type: ignore[assignment]
+    with pytest.raises(ConfigurationError, match="api_allowance"):
+        org.api_allowance = value  # type: ignore[assignment]
+    with pytest.raises(ConfigurationError, match="api_allowance"):
+        org.api_allowance = 0
+
+
+def test_the_concurrent_request_limit_is_injected_as_often_as_asked(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.fail(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded", times=2)
+    for _ in range(2):
+        with pytest.raises(SalesforceRefusedRequest) as raised:
+            sf.query("SELECT Id FROM Account")
+        assert "ConcurrentPerOrgLongTxn" in raised.value.content[0]["message"]
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
+    assert org.api_used == 3
+
+
 def test_a_wrong_session_id_is_refused(org: FakeSalesforce) -> None:
     stranger = Salesforce(
         instance_url=org.url, session_id="00Dx!wrong", session=org.client().session
