@@ -56,6 +56,7 @@ RUN_KEYS = [
     "stale",
     "local_edits_discarded",
     "refreshed",
+    "api_requests",
     "activities",
     "rejected",
     "rejected_count",
@@ -221,6 +222,12 @@ BAD = [
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--type", "A=money"], "money"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--fields-account", "Name"], "go with"),
     (["sync", "--db", "{db}", "--salesforce"], "SALESFORCE_INSTANCE_URL"),
+    (
+        ["sync", "--db", "{db}", "--export-dir", "{exports}", "--max-api-share", "0.5"],
+        "--max-api-share goes with --salesforce",
+    ),
+    (["sync", "--db", "{db}", "--salesforce", "--max-api-share", "0"], "--max-api-share"),
+    (["sync", "--db", "{db}", "--salesforce", "--max-api-share", "1.5"], "--max-api-share"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "0"], "--every"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "nan"], "--every"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "inf"], "--every"),
@@ -752,6 +759,63 @@ def test_r9_sync_warns_of_a_field_the_org_no_longer_lets_it_read(tmp_path: Path,
     assert run["missing_fields"] == {"Account": ["Industry"]}
     with SqlStore.sqlite(db) as store:
         assert store.last_run().outcome == "ok"  # type: ignore[union-attr]
+
+
+def test_a_sync_past_the_api_share_exits_8_and_the_next_goes_on(tmp_path: Path, org: Any) -> None:
+    db, env = tmp_path / "sf.db", salesforce_env(org)
+    sync = ("sync", "--db", db, "--salesforce", "--max-api-share", "0.5", "--json")
+    # describe x2 and a query of each: past half of 4 after the third answer.
+    org.api_allowance = 4
+    done = acctsync(*sync, env=env, code=ExitCode.BUDGET)
+    error = json.loads(done.stdout)["error"]
+    assert (error["exit_code"], error["type"]) == (8, "ApiBudgetExceededError")
+    assert "used 3 of its 4 daily API requests, more than max_api_share=0.5" in error["message"]
+    assert len(done.stderr.strip().splitlines()) == 1
+    status = json.loads(acctsync("status", "--db", db, "--json").stdout)
+    last = status["orgs"][0]["last_run"]
+    assert (last["outcome"], last["api_requests"]) == ("failed", 3)
+
+    org.api_allowance, org.api_used = 100, 0
+    run = json.loads(acctsync(*sync, env=env).stdout)
+    assert (run["outcome"], run["api_requests"]) == ("ok", 4)
+    assert org.api_used == 4
+    shown = acctsync("sync", "--db", db, "--salesforce", env=env).stdout
+    assert "  Salesforce API requests 4" in shown.splitlines()
+
+
+def test_a_spent_daily_allowance_exits_8_with_one_line(tmp_path: Path, org: Any) -> None:
+    org.api_allowance = org.api_used = 10
+    done = acctsync(
+        "sync", "--db", tmp_path / "sf.db", "--salesforce", env=salesforce_env(org),
+        code=ExitCode.BUDGET,
+    )  # fmt: skip
+    assert done.stderr.count("\n") == 1
+    assert "the org's daily API allowance is spent" in done.stderr
+    assert "REQUEST_LIMIT_EXCEEDED" in done.stderr
+    assert [r.status for r in org.requests] == [403]  # not retried
+
+
+def test_every_goes_on_after_the_api_budget_ran_out(tmp_path: Path, org: Any) -> None:
+    org.api_allowance = org.api_used = 10
+    process = subprocess.Popen(
+        [*COMMAND, "sync", "--db", tmp_path / "sf.db", "--salesforce", "--every", "0.2", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=salesforce_env(org),
+    )
+    assert process.stdout is not None
+    skipped = json.loads(process.stdout.readline())["skipped"]
+    assert skipped["type"] == "ApiBudgetExceededError"
+    org.api_allowance = 100  # the 24-hour window moved on
+    line = json.loads(process.stdout.readline())
+    while "skipped" in line:  # a sync that started before the allowance grew
+        line = json.loads(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.OK, err
+    assert line["outcome"] == "ok"
+    assert "the API budget ran out, the next sync goes on" in err
 
 
 def test_every_sync_of_a_loop_reads_describe_again(tmp_path: Path, org: Any) -> None:

@@ -57,7 +57,7 @@ from acctsync.cli._params import (
     parse_json_value,
 )
 from acctsync.cli._running import Runner, StopRequest
-from acctsync.cli._sources import NoReads, export_folder, salesforce
+from acctsync.cli._sources import NoReads, budget_exceeded, export_folder, salesforce
 
 if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore
@@ -103,7 +103,11 @@ def _reporting(command: Callable[..., ExitCode]) -> Callable[..., None]:
             # reported as click reports its own.
             raise click.UsageError(str(error)) from None
         except AcctSyncError as error:
-            code = next(code for kind, code in _EXIT_CODES if isinstance(error, kind))
+            code = (
+                ExitCode.BUDGET
+                if budget_exceeded(error)
+                else next(code for kind, code in _EXIT_CODES if isinstance(error, kind))
+            )
             out.error(code, error, message=_message(error))
         raise click.exceptions.Exit(int(code))
 
@@ -248,6 +252,13 @@ def app() -> None:
     help="How long one Salesforce request may take.",
 )
 @click.option(
+    "--max-api-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar="SHARE",
+    help="With --salesforce: stop, exit 8, once the org has used more than this share of"
+    " its daily API allowance (0.5 is half). [default: no share of its own]",
+)
+@click.option(
     "--every",
     type=Seconds(open=True),
     metavar="SECONDS",
@@ -289,6 +300,7 @@ def sync(
     fields_account: tuple[str, ...],
     fields_contact: tuple[str, ...],
     timeout: float,
+    max_api_share: float | None,
     every: float | None,
     lock_timeout: float,
     page_size: int,
@@ -305,6 +317,8 @@ def sync(
     database.check()  # before any source is read
     if not live and (fields_account or fields_contact):
         raise click.UsageError("--fields-account and --fields-contact go with --salesforce")
+    if not live and max_api_share is not None:
+        raise click.UsageError("--max-api-share goes with --salesforce")
     if export_dir is None and (types or delimiter != ","):
         raise click.UsageError("--type and --delimiter go with --export-dir")
     make_source: Callable[[], Source]
@@ -317,6 +331,7 @@ def sync(
             fields_account=fields_account,
             fields_contact=fields_contact,
             timeout=timeout,
+            max_api_share=max_api_share,
         )
     show_progress = progress if progress is not None else sys.stdout.isatty() and not as_json
     stop = StopRequest(out.note)

@@ -31,6 +31,10 @@ class ExitCode(enum.IntEnum):
     """Salesforce or the export folder failed; what was applied before stays."""
     STORE = 7
     """The database failed, or was written by a newer acctsync."""
+    BUDGET = 8
+    """The API budget ran out: the org's API usage passed ``--max-api-share`` of its daily
+    allowance, or Salesforce refused a request because the allowance is spent. What was
+    applied before stays; the next sync goes on from there once usage has fallen."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C (SIGINT) before it finished."""
     TERMINATED = 143

@@ -256,6 +256,8 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
             f"  pages read {run.pages:,}; the batches applied before it stopped stay applied,"
             " with their watermarks"
         )
+        if run.api_requests:
+            yield f"  Salesforce API requests {run.api_requests:,}"
         if run.watermarks:
             marks = ", ".join(f"{stream} {when(mark)}" for stream, mark in run.watermarks.items())
             yield f"  watermarks: {marks}"
@@ -270,6 +272,8 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
         f" | refreshed {run.refreshed:,} | local edits overwritten {run.local_edits_discarded:,}"
         f" | activities logged {run.activities:,}"
     )
+    if run.api_requests:
+        yield f"  Salesforce API requests {run.api_requests:,}"
     yield from _items(
         "rejected",
         run.rejected_count,

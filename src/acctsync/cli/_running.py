@@ -35,10 +35,11 @@ from rich.text import Text
 
 from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
-from acctsync._protocols import DescribedSource, Source
+from acctsync._protocols import DescribedSource, MeteredSource, Source
 from acctsync._records import Change, ObjectType
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import Output, print_run, run_document
+from acctsync.cli._sources import budget_exceeded
 
 if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore, SyncRun
@@ -135,6 +136,15 @@ class ObservedSource:
         self._on_page = on_page
         self.pages = 0
         """Pages pulled so far."""
+
+    @property
+    def requests_made(self) -> int:
+        """The wrapped source's count (`MeteredSource`), or 0 for one that sends none.
+
+        Always there, so that the engine reports the requests of a sync the command runs.
+        """
+        source = self._source
+        return source.requests_made if isinstance(source, MeteredSource) else 0
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
@@ -258,8 +268,9 @@ class Runner:
         """Syncs ``seconds`` apart until a stop request: then `ExitCode.OK`.
 
         A sync that fails in a way the next may not (a lock held by another runner, a
-        source error that is retryable) is reported and the loop goes on; any other
-        error ends it.
+        source error that is retryable, an API budget that ran out, which usage falling
+        over the next hours lifts) is reported and the loop goes on; any other error ends
+        it.
         """
         while not self._stop.requested:
             try:
@@ -267,9 +278,12 @@ class Runner:
             except LockTimeoutError as error:
                 self._skipped(error, f"skipped a sync: {error}")
             except SourceError as error:
-                if not error.retryable:
+                if budget_exceeded(error):
+                    self._skipped(error, f"the API budget ran out, the next sync goes on: {error}")
+                elif error.retryable:
+                    self._skipped(error, f"a sync failed, the next will try again: {error}")
+                else:
                     raise
-                self._skipped(error, f"a sync failed, the next will try again: {error}")
             else:
                 self._show(run, one_line=True)
             if self._stop.wait(seconds):
@@ -302,6 +316,7 @@ class Runner:
             # Held across the sync and its record, so that the record is of this sync.
             with store.exclusive():
                 started = _now()
+                requests_before = source.requests_made
 
                 def ended(outcome: str, error: str) -> SyncRun:
                     # Where the batches it applied got to.
@@ -313,6 +328,7 @@ class Runner:
                         source=self._label,
                         error=error,
                         pages=source.pages,
+                        api_requests=source.requests_made - requests_before,
                         watermarks={k: v for k, v in marks.items() if v is not None},
                     )
 

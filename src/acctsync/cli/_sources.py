@@ -7,6 +7,7 @@ only: an argument would show in the process list and in shell history.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
     from acctsync.sources.files import ExportFolder
     from acctsync.sources.salesforce import SalesforceLogin, SalesforceSource
 
-__all__ = ["NoReads", "export_folder", "salesforce", "sign_in"]
+__all__ = ["NoReads", "budget_exceeded", "export_folder", "salesforce", "sign_in"]
+
+
+def budget_exceeded(error: BaseException) -> bool:
+    """Whether ``error`` is the Salesforce source's `ApiBudgetExceededError`.
+
+    Without importing the source's module, which needs the salesforce extra: an error of
+    its class exists only once the module has been imported.
+    """
+    module = sys.modules.get("acctsync.sources.salesforce")
+    return module is not None and isinstance(error, module.ApiBudgetExceededError)
 
 
 def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[[], ExportFolder]:
@@ -56,6 +67,7 @@ def salesforce(
     fields_account: Sequence[str],
     fields_contact: Sequence[str],
     timeout: float,
+    max_api_share: float | None = None,
 ) -> tuple[Callable[[], SalesforceSource], str]:
     """What makes a source over the org the environment names, and how to name it.
 
@@ -100,7 +112,7 @@ def salesforce(
     }
 
     def source() -> SalesforceSource:
-        return SalesforceSource(client, fields=fields, login=login)
+        return SalesforceSource(client, fields=fields, login=login, max_api_share=max_api_share)
 
     try:
         source()  # checks the field names, and reads nothing yet
