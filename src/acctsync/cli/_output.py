@@ -272,8 +272,6 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
         f" | refreshed {run.refreshed:,} | local edits overwritten {run.local_edits_discarded:,}"
         f" | activities logged {run.activities:,}"
     )
-    if run.api_requests:
-        yield f"  Salesforce API requests {run.api_requests:,}"
     yield from _items(
         "rejected",
         run.rejected_count,
@@ -303,6 +301,8 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
             f"  [yellow]{escape(kind)} fields no longer read: {escape(', '.join(names))}"
             " (has the integration user lost access to them?)[/]"
         )
+    if run.api_requests:
+        yield f"  Salesforce API requests {run.api_requests:,}"
     if run.watermarks:
         marks = ", ".join(f"{stream} {when(mark)}" for stream, mark in run.watermarks.items())
         yield f"  watermarks: {marks}"
