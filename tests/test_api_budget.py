@@ -18,6 +18,7 @@ from acctsync import (
     ConfigurationError,
     Contact,
     MeteredSource,
+    Person,
     SyncEngine,
     SyncReport,
 )
@@ -213,3 +214,18 @@ def test_the_concurrent_request_limit_is_retried_with_backoff(org: FakeSalesforc
     assert len(waits) == 2
     assert report.api_requests == org.api_used == 6
     assert len(list(store.accounts())) == 3
+
+
+def test_no_convert_person_is_sent_past_the_share(org: FakeSalesforce) -> None:
+    org.api_used, org.api_allowance = 5, 10
+    source = SalesforceSource(
+        org.client(), fields=FIELDS, max_api_share=0.5, external_id_field="External_Id__c"
+    )
+    source.field_names("Account")  # its answer says 6 of 10: past half
+    engine = SyncEngine(source=source, store=InMemoryStore(), clock=lambda: CLOCK)
+    with pytest.raises(ApiBudgetExceededError) as raised:
+        engine.convert_person(Person(id="p-1", fields={"LastName": "Doe", "Company": "Acme"}))
+    assert raised.value.used == 6
+    assert org.api_used == 6
+    assert not any("composite" in r.path for r in org.requests)
+    assert source.requests_made == 1
