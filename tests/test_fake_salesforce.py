@@ -1097,3 +1097,91 @@ def test_the_proxy_tunnels_login_hosts_only() -> None:
                 session.get("https://example.com/", timeout=10)
     with FakeSalesforce() as plain, pytest.raises(ConfigurationError, match="tls=True"):
         plain.proxy_url  # noqa: B018
+
+
+# -- Bulk API 2.0 query jobs ------------------------------------------------------------------
+# Bulk API 2.0 Developer Guide: "Create a Query Job", "Get Information About a Query Job",
+# "Get Results for a Query Job".
+
+
+def bulk(sf: Salesforce, body: dict[str, Any]) -> Any:
+    return sf.restful("jobs/query", method="POST", json=body)
+
+
+def test_bulk_query_job_moves_through_its_states_and_serves_csv_sets(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.put(
+        account(1, at=T, AnnualRevenue=Decimal("1.5"), IsPartner__c=True),
+        account(2, at=T + timedelta(seconds=1), Name='Quote "and", comma'),
+        account(3, at=T + timedelta(seconds=2)),
+    )
+    org.delete("Account", A3, at=T + timedelta(seconds=3))
+    query = "SELECT Id, Name, AnnualRevenue, IsPartner__c, SystemModstamp, IsDeleted FROM Account"
+    job = bulk(sf, {"operation": "queryAll", "query": query + " ORDER BY SystemModstamp, Id"})
+    assert job["state"] == "UploadComplete"
+    assert job["id"].startswith("750")
+    states = [sf.restful(f"jobs/query/{job['id']}")["state"] for _ in range(3)]
+    assert states == ["UploadComplete", "InProgress", "JobComplete"]
+    url = f"{org.url}{V}/jobs/query/{job['id']}/results"
+    session = org.session()
+    headers = {"Authorization": f"Bearer {org.session_id}"}
+    first = session.get(url, params={"maxRecords": 2}, headers=headers)
+    assert first.headers["Sforce-NumberOfRecords"] == "2"
+    assert first.headers["Content-Type"].startswith("text/csv")
+    lines = first.text.splitlines()
+    assert lines[0] == '"Id","Name","AnnualRevenue","IsPartner__c","SystemModstamp","IsDeleted"'
+    assert lines[1] == f'"{A1}","Account 1","1.5","true","2024-01-31T12:00:00.000Z","false"'
+    assert lines[2].startswith(f'"{A2}","Quote ""and"", comma","",""')
+    last = session.get(
+        url,
+        params={"maxRecords": 2, "locator": first.headers["Sforce-Locator"]},
+        headers=headers,
+    )
+    assert last.headers["Sforce-Locator"] == "null"
+    assert last.headers["Sforce-NumberOfRecords"] == "1"
+    assert last.text.splitlines()[0] == lines[0]
+    assert last.text.splitlines()[1].endswith('"true"')  # the deleted one, by queryAll
+
+
+def test_bulk_query_through_simple_salesforces_bulk2(org: FakeSalesforce, sf: Salesforce) -> None:
+    org.put(*(account(n) for n in range(1, 6)))
+    sets = list(sf.bulk2.Account.query("SELECT Id, Name FROM Account", max_records=2, wait=0))
+    assert [len(s.splitlines()) - 1 for s in sets] == [2, 2, 1]
+    assert all(s.splitlines()[0] == '"Id","Name"' for s in sets)
+
+
+def test_bulk_query_refuses_compound_fields_and_fields_all(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    for query in (
+        "SELECT Id, BillingAddress FROM Account",
+        "SELECT FIELDS(STANDARD) FROM Account",
+    ):
+        with pytest.raises(SalesforceMalformedRequest) as caught:
+            bulk(sf, {"operation": "query", "query": query})
+        assert error_code(caught.value) == "FUNCTIONALITY_NOT_ENABLED"
+
+
+def test_a_bulk_job_fails_on_demand_and_its_results_are_refused(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.fail_bulk_jobs("Internal error", times=1)
+    job = bulk(sf, {"operation": "query", "query": "SELECT Id FROM Account"})
+    infos = [sf.restful(f"jobs/query/{job['id']}") for _ in range(3)]
+    assert infos[-1]["state"] == "Failed"
+    assert infos[-1]["errorMessage"] == "Internal error"
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.restful(f"jobs/query/{job['id']}/results")
+    again = bulk(sf, {"operation": "query", "query": "SELECT Id FROM Account"})
+    assert [sf.restful(f"jobs/query/{again['id']}")["state"] for _ in range(3)][-1] == (
+        "JobComplete"
+    )
+
+
+def test_bulk_requests_count_against_the_allowance(org: FakeSalesforce, sf: Salesforce) -> None:
+    before = org.api_used
+    job = bulk(sf, {"operation": "query", "query": "SELECT Id FROM Account"})
+    sf.restful(f"jobs/query/{job['id']}")
+    assert org.api_used == before + 2
+    assert sf.api_usage["api-usage"].used == before + 2

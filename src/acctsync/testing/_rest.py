@@ -23,6 +23,7 @@ from attrs import Factory, define, frozen
 
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
+from acctsync.testing._bulk import COMPOUND_REFUSED, BulkJobs, BulkResponse
 from acctsync.testing._describe import (
     COMPOUND_TYPES,
     KEY_PREFIXES,
@@ -78,6 +79,8 @@ class Request:
 
 
 Response: TypeAlias = tuple[int, str, bytes]  # status, content type, body
+# A query's object, the fields it selects, and its records as the REST API encodes them.
+_BulkRows: TypeAlias = tuple[str, list[str], list[dict[str, Any]]]
 _JSON: Final = "application/json;charset=UTF-8"
 _REFERENCE: Final = re.compile(r"@\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
 # SOQL and SOSL Reference, "SELECT" (Bounded and Unbounded Queries): FIELDS(ALL) and
@@ -103,6 +106,9 @@ class RestApi:
     # failure too, but not one refused because the allowance was spent.
     api_used: int = 0
     api_allowance: int = DAILY_ALLOWANCE
+    bulk: BulkJobs = Factory(BulkJobs)
+    # Headers of the last answer beyond those of every answer (a Bulk result set's).
+    headers: dict[str, str] = Factory(dict)
     _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
 
     def visible(self, object_type: str) -> list[Described]:
@@ -122,6 +128,7 @@ class RestApi:
         request counts against the org's daily allowance; once it is spent, the answer
         is 403 ``REQUEST_LIMIT_EXCEEDED`` "TotalRequests Limit exceeded.".
         """
+        self.headers = {}
         if self.api_used >= self.api_allowance:
             code = "REQUEST_LIMIT_EXCEEDED"
             return _json_response(403, [{"message": MESSAGES[code], "errorCode": code}])
@@ -165,6 +172,9 @@ class RestApi:
                 self._serve_row,
             ),
             ("POST", VERSION + r"/composite/?", self._serve_composite),
+            ("POST", VERSION + r"/jobs/query/?", self._serve_bulk_create),
+            ("GET", VERSION + r"/jobs/query/(?P<job>\w+)/?", self._serve_bulk_info),
+            ("GET", VERSION + r"/jobs/query/(?P<job>\w+)/results/?", self._serve_bulk_results),
             ("POST PATCH", SOBJECT.pattern, self._serve_write),
         )
         for methods, pattern, serve in routes:
@@ -230,7 +240,7 @@ class RestApi:
         soql = request.query.get("q", [""])[0]
         if not soql.strip():
             raise malformed("A query string has to be specified")
-        records = self._run(
+        _, _, records = self._run(
             Parser(soql).parse(), match["version"], match["resource"] == "queryAll"
         )
         option = re.search(
@@ -262,8 +272,36 @@ class RestApi:
         body["records"] = records[offset : offset + size]
         return _json_response(200, body)
 
-    def _run(self, soql: Soql, version: str, include_deleted: bool) -> list[dict[str, Any]]:
-        """The query's records, encoded: the snapshot its cursor pages through."""
+    # -- Bulk API 2.0 query jobs (see _bulk) ---------------------------------------------
+
+    def _bulk_answer(self, answer: BulkResponse) -> Response:
+        status, content_type, body, headers = answer
+        self.headers = headers
+        return status, content_type, body
+
+    def _serve_bulk_create(self, request: Request, match: re.Match[str]) -> Response:
+        def run(soql: Soql, version: str, include_deleted: bool) -> _BulkRows:
+            return self._run(soql, version, include_deleted, bulk=True)
+
+        return self._bulk_answer(
+            self.bulk.create(request.body, match["version"], self.org.now, run)
+        )
+
+    def _serve_bulk_info(self, request: Request, match: re.Match[str]) -> Response:
+        return self._bulk_answer(self.bulk.info(match["job"]))
+
+    def _serve_bulk_results(self, request: Request, match: re.Match[str]) -> Response:
+        return self._bulk_answer(self.bulk.results(match["job"], request.query, match["version"]))
+
+    def _run(
+        self, soql: Soql, version: str, include_deleted: bool, *, bulk: bool = False
+    ) -> _BulkRows:
+        """The object's name, the fields selected, and the query's records, encoded: the
+        snapshot a cursor pages through.
+
+        ``bulk`` refuses what Bulk API 2.0 refuses: compound fields and ``FIELDS()``
+        (Bulk API 2.0 Developer Guide, "Create a Query Job").
+        """
         object_type = object_type_named(self.describe, soql.object_type)
         visible = self.visible(object_type)
         described = by_name(visible)
@@ -282,11 +320,15 @@ class RestApi:
             )
         selected: list[Described] = []
         for name in soql.fields:
+            if bulk and name in _GROUPS:
+                raise ApiError(400, *COMPOUND_REFUSED)
             if name in _GROUPS:
                 selected += [e for e in visible if _GROUPS[name](e)]
             else:
                 selected.append(entry(name))
         names = [e["name"] for e in selected]
+        if bulk and any(e["type"] in COMPOUND_TYPES for e in selected):
+            raise ApiError(400, *COMPOUND_REFUSED)
         for name in names:
             if names.count(name) > 1:
                 # SOQL and SOSL Reference, "SELECT": a field selected twice, by name or
@@ -310,7 +352,11 @@ class RestApi:
             rows.sort(key=sort_key(e), reverse=descending)
         if soql.limit is not None:
             rows = rows[: soql.limit]
-        return [self._encode(object_type, row, selected, version) for row in rows]
+        return (
+            object_type,
+            names,
+            [self._encode(object_type, row, selected, version) for row in rows],
+        )
 
     def _encode(
         self, object_type: str, row: Row, selected: list[Described], version: str

@@ -6,6 +6,8 @@ serves the part of the REST API a sync needs, in Salesforce's own shapes:
 
 - ``GET query/?q=`` and ``queryAll/?q=``: a small SOQL (see `FakeSalesforce`), paged
   through ``nextRecordsUrl`` cursors whose result set is fixed when the query runs;
+- Bulk API 2.0 query jobs: ``POST jobs/query``, ``GET jobs/query/{id}`` (the state
+  moving on at each poll), ``GET jobs/query/{id}/results`` in sets of CSV;
 - ``GET sobjects/{object}/describe``, and ``GET sobjects/{object}/{id}`` (a record,
   with its compound fields as objects next to their components, as the API sends them);
 - ``POST sobjects/{object}`` (create) and ``PATCH sobjects/{object}/{field}/{value}``
@@ -30,7 +32,8 @@ client built as in production (from an instance URL, trusting the CA bundle name
 This module holds the public API and the HTTP server; the org behind it is in private
 modules, each importing only those listed before it: ``_describe`` (the objects' fields,
 their values, and Salesforce's error response), ``_soql`` (the SOQL parser and filters),
-``_org`` (the rows, and the API's writes to them), ``_rest`` (routing and the handlers of
+``_org`` (the rows, and the API's writes to them), ``_bulk`` (Bulk API 2.0 query
+jobs), ``_rest`` (routing and the handlers of
 each resource), ``_oauth`` (the sign-in) and ``_loopback`` (a client's session and a TLS
 fake's certificates).
 
@@ -592,6 +595,19 @@ class FakeSalesforce:
         with self._lock:
             self._api.failures.append(Failure(status, error_code, text, path, times))
 
+    def fail_bulk_jobs(self, message: str = "Query job failed", *, times: int = 1) -> None:
+        """Let the next ``times`` Bulk API 2.0 query jobs end ``Failed``, not ``JobComplete``.
+
+        Each is created and polled as usual; its last poll shows ``Failed`` with
+        ``message`` as its ``errorMessage``, and its results cannot be read. To refuse a
+        job at its creation instead (an object Bulk does not serve), use `fail` with
+        ``path="jobs/query"``.
+        """
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ConfigurationError(f"times must be an integer >= 1: {times!r}")
+        with self._lock:
+            self._api.bulk.failing.extend([message] * times)
+
     # -- Reading the org -------------------------------------------------------------------
 
     def records(self, object_type: ObjectType) -> list[Account | Contact]:
@@ -705,6 +721,7 @@ class FakeSalesforce:
                 response = self._sign_in.soap_login(request, raw, self.url, self._issue)
             else:
                 response = self._api.respond(request, self._tokens)
+                sent.update(self._api.headers)
                 sent["Sforce-Limit-Info"] = self._api.limit_info()
             self._log.append(
                 ServedRequest(

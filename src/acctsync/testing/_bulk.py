@@ -1,0 +1,197 @@
+"""Bulk API 2.0 query jobs of `FakeSalesforce`'s org.
+
+Theory of operation: ``POST jobs/query`` runs the query at once through the REST API's
+SOQL engine (a ``run`` function `RestApi` passes in) and keeps its rows, written as CSV
+values, as the job's result; the job then shows ``UploadComplete``, ``InProgress`` and
+``JobComplete`` over successive ``GET jobs/query/{id}`` polls, or ``Failed`` in place of
+``JobComplete`` when a test asked for it (`BulkJobs.failing`). Results are read in sets
+of ``maxRecords`` rows, each a whole CSV with its header, with ``Sforce-Locator`` naming
+the next set (the string ``null`` after the last) and ``Sforce-NumberOfRecords``
+counting this one. Bulk API 2.0 Developer Guide: "Create a Query Job", "Get Information
+About a Query Job", "Get Results for a Query Job".
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from attrs import Factory, define
+
+from acctsync._formats import format_datetime
+from acctsync._ids import normalize_id
+from acctsync.testing._describe import ApiError, dumps, malformed
+from acctsync.testing._soql import Parser, Soql
+
+# The handlers' answer: status, content type, body, and the headers to send with it.
+BulkResponse = tuple[int, str, bytes, dict[str, str]]
+# Runs a parsed query, refusing compound fields: (query, API version, include deleted) ->
+# the object's name, the fields selected, and the records as the REST API encodes them.
+Run = Callable[[Soql, str, bool], tuple[str, list[str], list[dict[str, Any]]]]
+
+_JSON: Final = "application/json;charset=UTF-8"
+_CSV: Final = "text/csv;charset=UTF-8"
+# "Get Results for a Query Job": without maxRecords Salesforce picks the set size.
+_DEFAULT_SET: Final = 50_000
+# The states a job shows at each poll, before its last (JobComplete or Failed).
+_POLLED: Final = ("UploadComplete", "InProgress")
+# What Salesforce answers for a compound field in a Bulk query (the Bulk API's
+# "Selecting compound data not supported in Bulk Query", xjsender/haoide#137; "Create a
+# Query Job" lists compound fields and FIELDS() as unsupported).
+COMPOUND_REFUSED: Final = (
+    "FUNCTIONALITY_NOT_ENABLED",
+    "Selecting compound data not supported in Bulk Query",
+)
+
+
+@define
+class _Job:
+    id: str
+    operation: str
+    object_type: str
+    created: datetime
+    version: str
+    header: list[str]
+    rows: list[list[str]]
+    failure: str | None  # the errorMessage it fails with, None when it completes
+    polls: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.polls < len(_POLLED):
+            return _POLLED[self.polls]
+        return "Failed" if self.failure is not None else "JobComplete"
+
+
+@define
+class BulkJobs:
+    """The org's query jobs; `RestApi` routes ``jobs/query`` requests here."""
+
+    jobs: dict[str, _Job] = Factory(dict)
+    # errorMessages of the next jobs to fail, one each, oldest first.
+    failing: list[str] = Factory(list)
+
+    def create(self, body: Any, version: str, now: datetime, run: Run) -> BulkResponse:
+        """``POST jobs/query``: a job whose result is the query's rows as they are now."""
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise ApiError(400, "INVALIDJOB", "The query job must have a query")
+        operation = body.get("operation")
+        if operation not in ("query", "queryAll"):
+            raise ApiError(400, "INVALIDJOB", f"Invalid operation: {operation!r}")
+        if body.get("columnDelimiter", "COMMA") != "COMMA":
+            # The fake writes commas only; Salesforce also offers CARET, PIPE and others.
+            raise ApiError(400, "INVALIDJOB", "this org writes COMMA-delimited results only")
+        object_type, header, records = run(
+            Parser(body["query"]).parse(), version, operation == "queryAll"
+        )
+        rows = [[_csv_value(record[name]) for name in header] for record in records]
+        job_id = normalize_id(f"750{len(self.jobs) + 1:012d}")
+        failure = self.failing.pop(0) if self.failing else None
+        job = _Job(job_id, operation, object_type, now, version, header, rows, failure)
+        self.jobs[job_id] = job
+        return 200, _JSON, dumps(_info(job)).encode(), {}
+
+    def info(self, job_id: str) -> BulkResponse:
+        """``GET jobs/query/{id}``: the job, one state further on than the last poll saw."""
+        job = self._job(job_id)
+        body = _info(job)
+        job.polls += 1
+        return 200, _JSON, dumps(body).encode(), {}
+
+    def results(self, job_id: str, query: dict[str, list[str]], version: str) -> BulkResponse:
+        """``GET jobs/query/{id}/results``: one set of rows as CSV, from ``locator`` on."""
+        job = self._job(job_id)
+        if job.state != "JobComplete":
+            raise ApiError(400, "INVALIDJOB", f"Query job {job_id} is in state {job.state}")
+        if version != job.version:
+            # "Get Results for a Query Job": results are read in the job's own version.
+            raise ApiError(409, "INVALIDJOB", "Use the API version that created the job")
+        size = _DEFAULT_SET
+        if "maxRecords" in query:
+            written = query["maxRecords"][0]
+            if not written.isdigit() or int(written) < 1:
+                raise ApiError(400, "INVALIDJOB", f"Invalid maxRecords: {written}")
+            size = int(written)
+        start = 0
+        if "locator" in query:
+            start = _offset(query["locator"][0], len(job.rows))
+        rows = job.rows[start : start + size]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(job.header)
+        writer.writerows(rows)
+        end = start + len(rows)
+        locator = _locator(end) if end < len(job.rows) else "null"
+        headers = {"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(len(rows))}
+        return 200, _CSV, out.getvalue().encode(), headers
+
+    def _job(self, job_id: str) -> _Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+        return job
+
+
+def _info(job: _Job) -> dict[str, Any]:
+    # "Get Information About a Query Job": the job's settings, state, and errorMessage
+    # once it failed.
+    body: dict[str, Any] = {
+        "id": job.id,
+        "operation": job.operation,
+        "object": job.object_type,
+        "createdById": "005000000000001AAA",
+        "createdDate": format_datetime(job.created),
+        "systemModstamp": format_datetime(job.created),
+        "state": job.state,
+        "concurrencyMode": "Parallel",
+        "contentType": "CSV",
+        "apiVersion": Decimal(job.version),
+        "jobType": "V2Query",
+        "lineEnding": "LF",
+        "columnDelimiter": "COMMA",
+    }
+    if job.state == "JobComplete":
+        body["numberRecordsProcessed"] = len(job.rows)
+    if job.state == "Failed":
+        body["errorMessage"] = job.failure
+    return body
+
+
+def _csv_value(value: Any) -> str:
+    """A REST-encoded value as Bulk API 2.0 writes it: null empty, booleans as true/false,
+    datetimes in UTC with a Z (``2026-01-05T09:00:00.000Z``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # Only datetimes are written so by the REST API's encoding (dates have no time).
+    if isinstance(value, str) and _REST_DATETIME.fullmatch(value):
+        return value.removesuffix("+0000") + "Z"
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return str(value)
+
+
+# The REST API's datetime, in UTC as the fake writes it (`format_datetime`).
+_REST_DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000")
+
+
+def _locator(offset: int) -> str:
+    # Salesforce's locators are opaque strings; these encode the next set's first row.
+    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+
+
+def _offset(locator: str, total: int) -> int:
+    try:
+        offset = int(base64.urlsafe_b64decode(locator + "=" * (-len(locator) % 4)))
+    except ValueError:
+        offset = -1
+    if not 0 < offset < total:
+        raise malformed(f"Invalid locator: {locator}")
+    return offset
