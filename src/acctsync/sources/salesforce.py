@@ -21,6 +21,15 @@ timeouts, outages and dropped connections are retried with backoff first; a malf
 query stops at once. An expired session stops at once too, unless the source was given
 its `SalesforceLogin`: then it signs in again, once, and repeats the request.
 
+Bulk API 2.0 (``bulk=True``): a read of a whole object (`read_all`, and the first sync,
+which has no watermark) runs as one query job of the same query, its results read set by
+set along ``Sforce-Locator`` and typed by describe (see ``_bulk``): a few requests where
+REST needs one per 2,000 records. The query keeps ``ORDER BY SystemModstamp, Id``, so the
+engine sees the order rule R1 needs, as on REST. A job Salesforce refuses (an object
+Bulk does not serve) or that ends ``Failed`` or ``Aborted`` is logged as a warning with
+its id, and the read runs on REST instead. Incremental reads stay on REST: a few changes
+cost fewer requests there than a job's three.
+
 The API budget: every request the source sends (each try of a retried one, and a
 renewal's sign-in) is counted in `SalesforceSource.requests_made`, which the engine puts
 in the report. The org's daily allowance is shared by every integration, and each answer
@@ -54,10 +63,12 @@ from acctsync._records import (
     FieldValue,
     ObjectType,
     RawRecord,
+    Unreadable,
     field_name_problem,
     parse_object_type,
 )
 from acctsync._state import Conversion, ConversionRequest
+from acctsync.sources import _bulk
 from acctsync.sources._salesforce_login import SalesforceLogin
 
 __all__ = [
@@ -99,6 +110,9 @@ _RETRYABLE_CODES: Final = frozenset(
 _DAILY_LIMIT: Final = ("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 # Salesforce serves 200 to 2,000 records a page.
 _BATCH_SIZES: Final = range(200, 2001)
+# Records per Bulk result set: simple-salesforce's default maxRecords (its bulk2 module);
+# Salesforce sets none of its own but a set's size limit ("Get Results for a Query Job").
+_BULK_SET_SIZE: Final = 50_000
 
 
 class SalesforceError(SourceError):
@@ -288,6 +302,12 @@ class SalesforceSource:
     instead of being sent, as does Salesforce's own refusal once the allowance is spent.
     None sets no share of its own. `requests_made` counts the requests sent (a
     `MeteredSource`).
+
+    ``bulk=True`` reads a whole object (`read_all`, and a first sync, with no watermark)
+    by a Bulk API 2.0 query job, in result sets of at most ``bulk_set_size`` records: a
+    few requests where REST needs one per 2,000 records. Off by default for now. A job
+    Salesforce refuses or fails is logged as a warning naming it, and that read runs on
+    REST. Job polls wait as the ``retry`` policy's backoff does, through its ``sleep``.
     """
 
     def __init__(
@@ -299,7 +319,18 @@ class SalesforceSource:
         external_id_field: str = "Acctsync_Key__c",
         login: SalesforceLogin | None = None,
         max_api_share: float | None = None,
+        bulk: bool = False,
+        bulk_set_size: int = _BULK_SET_SIZE,
     ) -> None:
+        if not isinstance(bulk, bool):
+            raise ConfigurationError(f"bulk must be True or False: {bulk!r}")
+        if isinstance(bulk_set_size, bool) or not isinstance(bulk_set_size, int):
+            raise ConfigurationError(f"bulk_set_size must be an integer >= 1: {bulk_set_size!r}")
+        if bulk_set_size < 1:
+            raise ConfigurationError(f"bulk_set_size must be an integer >= 1: {bulk_set_size!r}")
+        self._bulk = bulk
+        self._bulk_set_size = bulk_set_size
+        self._typings: dict[ObjectType, _bulk.CsvTyping] = {}
         if max_api_share is not None and (
             isinstance(max_api_share, bool)
             or not isinstance(max_api_share, int | float)
@@ -448,6 +479,7 @@ class SalesforceSource:
                 f"describe {kind}", lambda: self._client.restful(f"sobjects/{kind}/describe")
             )
             described = _described(kind, answer)
+            self._typings[kind] = _bulk.CsvTyping(kind, answer or {})
             configured = self._configured.get(kind)
             reading = (
                 _syncable(kind, described)
@@ -459,11 +491,84 @@ class SalesforceSource:
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
-    ) -> Iterator[list[RawRecord]]:
-        """Pages of ``object_type`` records stamped at or after ``since`` (see `Source`)."""
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """Pages of ``object_type`` records stamped at or after ``since`` (see `Source`).
+
+        By Bulk when the source has ``bulk=True`` and ``since`` is None; else by REST.
+        """
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"page_size must be a positive integer: {page_size!r}")
         kind = parse_object_type(object_type)
+        if self._bulk and since is None:
+            return self._read_by_bulk(kind, page_size)
+        return self._read_by_rest(kind, since, page_size)
+
+    def _read_by_bulk(
+        self, kind: ObjectType, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        query = self.soql(kind, None)
+        typing = self._typings[kind]  # soql() read the describe
+        job_id = self._bulk_job(kind, query)
+        if job_id is None:
+            yield from self._read_by_rest(kind, None, page_size)
+            return
+        locator: str | None = None
+        number = 0
+        while True:
+            number += 1
+
+            def read(at: str | None = locator) -> _bulk.ResultSet:
+                return _bulk.result_set(self._client, job_id, at, self._bulk_set_size)
+
+            result = self._call(f"Bulk query job {job_id} (result set {number})", read)
+            yield from typing.pages(result, f"Bulk query job {job_id} set {number}", page_size)
+            locator = result.next_locator
+            if locator is None:
+                return
+
+    def _bulk_job(self, kind: ObjectType, query: str) -> str | None:
+        """The id of a completed job of ``query``; None (with a warning) when there is none.
+
+        Polls wait as the retry policy's backoff does (its ``sleep``), from its initial
+        wait, doubling up to its maximum.
+        """
+        try:
+            job_id = self._call(
+                f"create a Bulk query job of {kind}",
+                lambda: _bulk.create_job(self._client, query),
+            )
+        except ApiBudgetExceededError:
+            raise
+        except SalesforceError as error:
+            if error.retryable:
+                raise
+            # Refused as a whole (an object Bulk does not serve, a query it does not
+            # take): REST serves the same query.
+            _log.warning("Bulk query of %s refused (%s); reading it by REST", kind, error)
+            return None
+        wait = self._retry.initial
+        while True:
+            state, message = self._call(
+                f"Bulk query job {job_id}", lambda: _bulk.job_state(self._client, job_id)
+            )
+            if state == _bulk.COMPLETE:
+                return job_id
+            if state in _bulk.FAILED_STATES:
+                _log.warning(
+                    "Bulk query job %s of %s ended %s (%s); reading %s by REST",
+                    job_id,
+                    kind,
+                    state,
+                    message,
+                    kind,
+                )
+                return None
+            self._retry.sleep(wait)
+            wait = min(wait * 2, self._retry.maximum)
+
+    def _read_by_rest(
+        self, kind: ObjectType, since: datetime | None, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
         size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
         headers = {"Sforce-Query-Options": f"batchSize={size}"}
 
@@ -485,7 +590,9 @@ class SalesforceSource:
             self._readings.pop(kind, None)
             result = first_page()
         while True:
-            records = [RawRecord(object_type=kind, payload=r) for r in _records(result)]
+            records: list[RawRecord | Unreadable] = [
+                RawRecord(object_type=kind, payload=r) for r in _records(result)
+            ]
             for start in range(0, len(records), page_size):
                 yield records[start : start + page_size]
             next_url = result.get("nextRecordsUrl")
@@ -499,8 +606,13 @@ class SalesforceSource:
 
             result = self._call(f"query {kind} (next page)", more)
 
-    def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[list[RawRecord]]:
-        """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`)."""
+    def read_all(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`).
+
+        By Bulk when the source has ``bulk=True``.
+        """
         return self.read_changes(object_type, None, page_size=page_size)
 
     # -- Writing (Convert Person) --------------------------------------------------------
