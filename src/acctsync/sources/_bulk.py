@@ -22,9 +22,7 @@ read becomes an `Unreadable` item, rejected with its job and line (rule R7).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 from attrs import frozen
@@ -32,7 +30,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.util import call_salesforce
 
 from acctsync._records import ObjectType, RawRecord, Unreadable
-from acctsync.sources.files import _check_types, _CsvFile, _Problem, types_from_describe
+from acctsync.sources.files import csv_pages, types_from_describe
 
 # "Get Information About a Query Job": the states after which a job changes no more.
 FAILED_STATES: Final = frozenset({"Failed", "Aborted"})
@@ -95,7 +93,7 @@ class CsvTyping:
 
     def __init__(self, object_type: ObjectType, describe: Mapping[str, Any]) -> None:
         self._object_type = object_type
-        self._types = _check_types(types_from_describe(describe))
+        self._types = types_from_describe(describe)
 
     def pages(
         self, result: ResultSet, origin: str, page_size: int
@@ -104,27 +102,6 @@ class CsvTyping:
 
         ``origin`` names the job and set in a rejection (``job 750... set 2:17``).
         """
-        reading = _CsvFile(Path(origin), self._object_type, self._types, ",")
-        handle = io.BytesIO(result.csv)
-        # The rows' places first, then each row from its place: the reader's two passes.
-        places = [(offset, line) for offset, line, *_ in reading.scan(handle)]
-        for start in range(0, len(places), page_size):
-            page: list[RawRecord | Unreadable] = []
-            for offset, line in places[start : start + page_size]:
-                payload = reading.payload(handle, offset, line)
-                where = f"{origin}:{line}"
-                if isinstance(payload, _Problem):
-                    page.append(
-                        Unreadable(
-                            object_type=self._object_type,
-                            reason=payload.reason,
-                            record_id=payload.record_id,
-                            field=payload.field,
-                            origin=where,
-                        )
-                    )
-                else:
-                    page.append(
-                        RawRecord(object_type=self._object_type, payload=payload, origin=where)
-                    )
-            yield page
+        return csv_pages(
+            result.csv, self._object_type, self._types, origin=origin, page_size=page_size
+        )

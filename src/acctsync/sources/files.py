@@ -27,6 +27,7 @@ the header wrote it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -50,7 +51,7 @@ from acctsync._records import (
     parse_object_type,
 )
 
-__all__ = ["ExportFileError", "ExportFolder", "types_from_describe"]
+__all__ = ["ExportFileError", "ExportFolder", "csv_pages", "types_from_describe"]
 
 _OBJECT_FILE: Final = re.compile(
     r"(account|contact)s?(?:[\W\d_].*)?\.(csv|jsonl|ndjson)", re.IGNORECASE | re.DOTALL
@@ -593,24 +594,48 @@ class ExportFolder:
                         payload = export.payload(handles[number], offset, line)
                     except OSError as error:
                         raise ExportFileError(export.path, "cannot read the file") from error
-                    origin = f"{export.path.name}:{line}"
-                    if isinstance(payload, _Problem):
-                        page.append(
-                            Unreadable(
-                                object_type=export.object_type,
-                                reason=payload.reason,
-                                record_id=payload.record_id,
-                                field=payload.field,
-                                origin=origin,
-                            )
-                        )
-                    else:
-                        page.append(
-                            RawRecord(
-                                object_type=export.object_type, payload=payload, origin=origin
-                            )
-                        )
+                    page.append(_item(export.object_type, payload, f"{export.path.name}:{line}"))
                 yield page
+
+
+def _item(
+    object_type: ObjectType, payload: Mapping[str, Any] | _Problem, origin: str
+) -> RawRecord | Unreadable:
+    """A row as the engine takes it: a record to decode, or a row it reports as unread."""
+    if isinstance(payload, _Problem):
+        return Unreadable(
+            object_type=object_type,
+            reason=payload.reason,
+            record_id=payload.record_id,
+            field=payload.field,
+            origin=origin,
+        )
+    return RawRecord(object_type=object_type, payload=payload, origin=origin)
+
+
+def csv_pages(
+    data: bytes,
+    object_type: ObjectType,
+    types: Mapping[str, str],
+    *,
+    origin: str,
+    page_size: int,
+) -> Iterator[list[RawRecord | Unreadable]]:
+    """The rows of one CSV in memory, in their order, as pages of the engine's items.
+
+    For Bulk API 2.0 result sets, which are written as this module reads exports (see
+    `acctsync.sources.salesforce`). ``types`` are as `ExportFolder` takes them;
+    ``origin`` names the CSV in a rejection (``origin:line``).
+    """
+    reading = _CsvFile(Path(origin), parse_object_type(object_type), _check_types(types), ",")
+    handle = io.BytesIO(data)
+    # The rows' places first, then each row from its place: the reader's two passes.
+    places = [(offset, line) for offset, line, *_ in reading.scan(handle)]
+    for start in range(0, len(places), page_size):
+        yield [
+            _item(reading.object_type, reading.payload(handle, offset, line), f"{origin}:{line}")
+            for offset, line in places[start : start + page_size]
+        ]
 
 
 def _scan(export: _ExportFile, handle: IO[bytes]) -> Iterator[_Scanned]:
