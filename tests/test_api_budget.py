@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 
+import loopback_org
 from acctsync import (
     Account,
     ConfigurationError,
@@ -24,21 +23,15 @@ from acctsync import (
 )
 from acctsync.sources.salesforce import (
     ApiBudgetExceededError,
-    RetryPolicy,
     SalesforceLogin,
     SalesforceSource,
 )
 from acctsync.stores.sql import SqlStore, SyncRun
 from acctsync.testing import InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
+from loopback_org import CLOCK, at
 
-T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
 FIELDS = {"Account": ["Name"], "Contact": ["LastName"]}
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -63,23 +56,9 @@ def put_accounts(org: FakeSalesforce, count: int, *, name: str = "", start: floa
 
 
 def engine_of(
-    org: FakeSalesforce, store: object, *, waits: list[float] | None = None, **options: object
+    org: FakeSalesforce, store: object, waits: list[float] | None = None, **options: object
 ) -> SyncEngine:
-    retry = RetryPolicy(
-        attempts=3, initial=0.5, maximum=2.0, sleep=(waits if waits is not None else []).append
-    )
-    source = SalesforceSource(
-        org.client(parse_float=Decimal),
-        fields=FIELDS,
-        retry=retry,
-        **options,  # type: ignore[arg-type]
-    )
-    return SyncEngine(
-        source=source,
-        store=store,  # type: ignore[arg-type]
-        page_size=200,
-        clock=lambda: CLOCK,
-    )
+    return loopback_org.engine_of(org, store, fields=FIELDS, waits=waits, **options)
 
 
 def rest_requests(org: FakeSalesforce) -> int:

@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import attrs
 import pytest
 
+import loopback_org
 from acctsync import Account, Contact, SyncEngine
-from acctsync.sources.salesforce import ConfigurationError, RetryPolicy, SalesforceSource
+from acctsync.sources.salesforce import ConfigurationError, SalesforceSource
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
+from loopback_org import CLOCK, at
 
-T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
 FIELDS = {
     "Account": ["Name", "AnnualRevenue", "Founded__c", "IsPartner__c", "BillingAddress"],
     "Contact": ["Email", "LastName"],
 }
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -70,28 +66,9 @@ def populate(org: FakeSalesforce, accounts: int, contacts: int) -> None:
 
 
 def engine_of(
-    org: FakeSalesforce,
-    store: object,
-    waits: list[float] | None = None,
-    *,
-    page_size: int = 200,
-    **options: object,
+    org: FakeSalesforce, store: object, waits: list[float] | None = None, **options: object
 ) -> SyncEngine:
-    retry = RetryPolicy(
-        attempts=3, initial=0.5, maximum=2.0, sleep=(waits if waits is not None else []).append
-    )
-    source = SalesforceSource(
-        org.client(parse_float=Decimal),
-        fields=FIELDS,
-        retry=retry,
-        **options,  # type: ignore[arg-type]
-    )
-    return SyncEngine(
-        source=source,
-        store=store,  # type: ignore[arg-type]
-        page_size=page_size,
-        clock=lambda: CLOCK,
-    )
+    return loopback_org.engine_of(org, store, fields=FIELDS, waits=waits, **options)
 
 
 def requests_to(org: FakeSalesforce, part: str) -> int:
