@@ -176,28 +176,17 @@ def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[st
 
 def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
     """Whether ``change`` holds other values than the stored live version."""
-    if isinstance(stored, Deletion):
+    if isinstance(stored, Deletion) or isinstance(change, Deletion):
         return False
+    moved_to = change.account_id if isinstance(change, Contact | PartialUpdate) else UNCHANGED
+    if isinstance(stored, Contact) and moved_to is not UNCHANGED and moved_to != stored.account_id:
+        return True
     fields = _upstream_fields(stored)
-    if isinstance(change, PartialUpdate):
-        if (
-            isinstance(stored, Contact)
-            and change.account_id is not UNCHANGED
-            and change.account_id != stored.account_id
-        ):
-            return True
+    if isinstance(change, PartialUpdate):  # only the fields it names
         return any(
             not same_value(fields.get(name), value) for name, value in change.fields.items()
         )
-    if (
-        isinstance(change, Contact)
-        and isinstance(stored, Contact)
-        and change.account_id != stored.account_id
-    ):
-        return True
-    if isinstance(change, Account | Contact):
-        return not _same_fields(change.fields, fields)
-    return False
+    return not _same_fields(change.fields, fields)
 
 
 def _diff(
