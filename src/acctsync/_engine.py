@@ -432,8 +432,7 @@ class SyncEngine:
         )
         if account_id is None or not isinstance(state, AccountState):
             raise NoAccountError(contact_id, account_id)
-        known = self._known_names("Account")
-        field = self._account_field(field, state, known, allow_new_field)
+        field = self._account_field(field, state, allow_new_field)
         old = state.value(field)
         if same_value(old, value):
             return EditResult(
@@ -475,22 +474,16 @@ class SyncEngine:
             suppressed=suppressed[0] if suppressed else None,
         )
 
-    def _known_names(self, object_type: ObjectType) -> dict[str, str]:
-        """The org's field names the store keeps, by their lower case."""
-        store = self._store
-        names = store.field_names(object_type) if isinstance(store, FieldNameStore) else ()
-        return {name.lower(): name for name in names}
-
-    @staticmethod
-    def _account_field(
-        field: str, state: AccountState, known: Mapping[str, str], allow_new_field: bool
-    ) -> str:
+    def _account_field(self, field: str, state: AccountState, allow_new_field: bool) -> str:
         """``field`` in the org's spelling; a name the org has not got is refused (R9).
 
-        The org has the names its records used and the standard Account fields.
+        The org has the names its records used (the store keeps them, if it keeps any) and
+        the standard Account fields.
         """
-        names = {**known}
-        for name in (*state.upstream.fields, *state.local_edits, *STANDARD_ACCOUNT_FIELDS):
+        store = self._store
+        kept = store.field_names("Account") if isinstance(store, FieldNameStore) else ()
+        names: dict[str, str] = {}
+        for name in (*kept, *state.upstream.fields, *state.local_edits, *STANDARD_ACCOUNT_FIELDS):
             names.setdefault(name.lower(), name)
         spelling = names.get(field.lower())
         if spelling is not None:
