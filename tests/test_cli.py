@@ -795,15 +795,20 @@ def test_a_spent_daily_allowance_exits_8_with_one_line(tmp_path: Path, org: Any)
     assert [r.status for r in org.requests] == [403]  # not retried
 
 
-def test_every_goes_on_after_the_api_budget_ran_out(tmp_path: Path, org: Any) -> None:
-    org.api_allowance = org.api_used = 10
-    process = subprocess.Popen(
+def sync_salesforce_every(tmp_path: Path, org: Any) -> subprocess.Popen[str]:
+    """``sync --salesforce --every 0.2 --json`` against ``org``, running."""
+    return subprocess.Popen(
         [*COMMAND, "sync", "--db", tmp_path / "sf.db", "--salesforce", "--every", "0.2", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=salesforce_env(org),
     )
+
+
+def test_every_goes_on_after_the_api_budget_ran_out(tmp_path: Path, org: Any) -> None:
+    org.api_allowance = org.api_used = 10
+    process = sync_salesforce_every(tmp_path, org)
     assert process.stdout is not None
     skipped = json.loads(process.stdout.readline())["skipped"]
     assert skipped["type"] == "ApiBudgetExceededError"
@@ -819,13 +824,7 @@ def test_every_goes_on_after_the_api_budget_ran_out(tmp_path: Path, org: Any) ->
 
 
 def test_every_sync_of_a_loop_reads_describe_again(tmp_path: Path, org: Any) -> None:
-    process = subprocess.Popen(
-        [*COMMAND, "sync", "--db", tmp_path / "sf.db", "--salesforce", "--every", "0.2", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=salesforce_env(org),
-    )
+    process = sync_salesforce_every(tmp_path, org)
     assert process.stdout is not None
     runs = [json.loads(process.stdout.readline())]
     org.hide_fields("Account", "Industry")
