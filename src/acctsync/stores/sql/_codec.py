@@ -90,7 +90,8 @@ class Rows:
 
     def account(self, entry: StoredAccount) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            deleted_at, master, sequence = _tombstone_row(entry)
+            deleted_at, master = micros(entry.deleted_at), entry.master_record_id
+            sequence = _sequence_text(entry.sequence)
             return (self._org, entry.id, True, deleted_at, master, "{}", "{}", 0, sequence)
         upstream = entry.upstream
         return (
@@ -102,12 +103,13 @@ class Rows:
             self._codec.fields(upstream.fields),
             self._codec.fields(entry.local_edits),
             entry.local_revision,
-            None if upstream.sequence is None else _sequence_text(upstream.sequence),
+            _sequence_text(upstream.sequence),
         )
 
     def contact(self, entry: StoredContact) -> tuple[object, ...]:
         if isinstance(entry, Deletion):
-            deleted_at, master, sequence = _tombstone_row(entry)
+            deleted_at, master = micros(entry.deleted_at), entry.master_record_id
+            sequence = _sequence_text(entry.sequence)
             return (self._org, entry.id, True, deleted_at, master, None, "{}", sequence)
         return (
             self._org,
@@ -117,7 +119,7 @@ class Rows:
             None,
             entry.account_id,
             self._codec.fields(entry.fields),
-            None if entry.sequence is None else _sequence_text(entry.sequence),
+            _sequence_text(entry.sequence),
         )
 
     def activity(self, entry: ChangeDataValue) -> tuple[object, ...]:
@@ -181,15 +183,10 @@ def _tombstone(object_type: ObjectType, row: Row[Any]) -> Deletion:
     )
 
 
-def _tombstone_row(entry: Deletion) -> tuple[int, str | None, str | None]:
-    sequence = None if entry.sequence is None else _sequence_text(entry.sequence)
-    return micros(entry.deleted_at), entry.master_record_id, sequence
-
-
-def _sequence_text(sequence: tuple[int, ...]) -> str:
+def _sequence_text(sequence: tuple[int, ...] | None) -> str | None:
     # Text, not a number column: a commit number and a sequence number in one value,
     # and either may pass 64 bits.
-    return json.dumps(sequence)
+    return None if sequence is None else json.dumps(sequence)
 
 
 def _read_sequence(text: str | None) -> tuple[int, ...] | None:
