@@ -41,7 +41,7 @@ from typing import IO, Any, Final, TypeAlias
 from attrs import frozen
 
 from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
-from acctsync._formats import AUDIT_FIELDS, parse_datetime
+from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, parse_datetime
 from acctsync._ids import normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -64,7 +64,6 @@ _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 # zone, 2026-06-09 16:12:25, and an empty lookup as the empty ID (SALESFORCE.md, "Records
 # and time"; Salesforce Help's "Backing Up Data from Salesforce" does not give the values).
 _EXPORT_DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-_EMPTY_ID: Final = "000000000000000AAA"
 _AUDIT_COLUMNS: Final = frozenset(name.casefold() for name in AUDIT_FIELDS)
 _ID_KINDS: Final = frozenset({"text", "reference"})
 # parse_float=Decimal: a currency amount keeps its exact digits.
@@ -144,7 +143,7 @@ def _boolean(text: str, field: str) -> object:
 
 
 def _reference(text: str, field: str) -> object:
-    return None if text == _EMPTY_ID else text
+    return None if text == EMPTY_ID else text
 
 
 def _int(text: str, field: str) -> object:
