@@ -260,7 +260,7 @@ def _component_name(compound: str, component: str) -> str | None:
 
 def _is_compound(name: str) -> bool:
     """Whether a change event may nest ``name``'s components in an object."""
-    return _is_address(name) or name.endswith(_CUSTOM_SUFFIX) or name == _NAME_COMPOUND
+    return name.endswith(_COMPOUND_SUFFIXES) or name == _NAME_COMPOUND
 
 
 def _rest_components(
@@ -275,7 +275,7 @@ def _rest_components(
             record_id=record_id,
             field=shown,
         )
-    compound = isinstance(name, str) and (name.endswith(_CUSTOM_SUFFIX) or _is_address(name))
+    compound = isinstance(name, str) and name.endswith(_COMPOUND_SUFFIXES)
     if not compound or not all(key in _REST_COMPONENTS for key in raw):
         raise InvalidRecordError(
             "holds an object that is no address or geolocation compound field",
@@ -294,7 +294,7 @@ def _is_null_compound(name: str, record: Mapping[Any, Any]) -> bool:
     """Whether ``name``, null in a REST record and ending as a compound may, is one."""
     # A custom compound (a geolocation, a custom address) is told from a custom field by
     # the latitude component that both kinds have.
-    return name.endswith(_ADDRESS_SUFFIX) or f"{name[:-3]}__Latitude__s" in record
+    return name.endswith(_ADDRESS_SUFFIX) or _component_name(name, "Latitude") in record
 
 
 def decode_record(object_type: str, payload: object) -> Account | Contact | Deletion:
@@ -313,11 +313,10 @@ def decode_record(object_type: str, payload: object) -> Account | Contact | Dele
         if declared is not None and declared != kind:
             raise InvalidRecordError(f"attributes.type is {declared!r}, expected {kind!r}")
     record_id = _record_id(attributes.get("Id"), kind)
-    if attributes.get("SystemModstamp") is None:
+    modstamp = attributes.get("SystemModstamp")
+    if modstamp is None:
         raise InvalidRecordError("missing SystemModstamp", record_id=record_id)
-    stamp = parse_datetime(
-        attributes["SystemModstamp"], record_id=record_id, field="SystemModstamp"
-    )
+    stamp = parse_datetime(modstamp, record_id=record_id, field="SystemModstamp")
     deleted = attributes.get("IsDeleted", False)
     if not isinstance(deleted, bool):
         raise InvalidRecordError("IsDeleted must be true or false", record_id=record_id)
