@@ -256,11 +256,7 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
             f"  pages read {run.pages:,}; the batches applied before it stopped stay applied,"
             " with their watermarks"
         )
-        if run.api_requests:
-            yield f"  Salesforce API requests {run.api_requests:,}"
-        if run.watermarks:
-            marks = ", ".join(f"{stream} {when(mark)}" for stream, mark in run.watermarks.items())
-            yield f"  watermarks: {marks}"
+        yield from _tail_lines(run)
         return
     yield (
         f"  pages {run.pages:,} | accounts: {run.accounts_upserted:,} upserted,"
@@ -301,6 +297,11 @@ def _run_lines(run: SyncRun, title: str) -> Iterator[str]:
             f"  [yellow]{escape(kind)} fields no longer read: {escape(', '.join(names))}"
             " (has the integration user lost access to them?)[/]"
         )
+    yield from _tail_lines(run)
+
+
+def _tail_lines(run: SyncRun) -> Iterator[str]:
+    """The lines every run ends with, however it ended: its requests and watermarks."""
     if run.api_requests:
         yield f"  Salesforce API requests {run.api_requests:,}"
     if run.watermarks:
