@@ -324,9 +324,11 @@ class SalesforceSource:
     ) -> None:
         if not isinstance(bulk, bool):
             raise ConfigurationError(f"bulk must be True or False: {bulk!r}")
-        if isinstance(bulk_set_size, bool) or not isinstance(bulk_set_size, int):
-            raise ConfigurationError(f"bulk_set_size must be an integer >= 1: {bulk_set_size!r}")
-        if bulk_set_size < 1:
+        if (
+            isinstance(bulk_set_size, bool)
+            or not isinstance(bulk_set_size, int)
+            or bulk_set_size < 1
+        ):
             raise ConfigurationError(f"bulk_set_size must be an integer >= 1: {bulk_set_size!r}")
         self._bulk = bulk
         self._bulk_set_size = bulk_set_size
