@@ -354,18 +354,15 @@ class ChangeEventSource:
             for event in events
             if event.stamp is None or since is None or event.stamp >= since
         ]
-        refetch = self._fallback is not None and any(
-            event.known and event.stamp is not None and event.needs_records for event in events
-        )
+        gaps = [
+            event.stamp
+            for event in events
+            if event.known and event.stamp is not None and event.needs_records
+        ]
         refetched: list[tuple[_Key, Change]] = []
         fresh: set[str] = set()
-        if refetch:
-            gap_from = min(
-                event.stamp
-                for event in events
-                if event.known and event.stamp is not None and event.needs_records
-            )
-            refetched = list(self._refetched(stream, gap_from - self._refetch_margin, size))
+        if self._fallback is not None and gaps:
+            refetched = list(self._refetched(stream, min(gaps) - self._refetch_margin, size))
             # The fallback was read after every held event: where it gives a record, its
             # events are superseded, and would undo the newer values it read.
             fresh = {_normalized(key[1]) for key, _ in refetched}
