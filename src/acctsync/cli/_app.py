@@ -114,8 +114,9 @@ def _reporting(command: Callable[..., ExitCode]) -> Callable[..., None]:
     return run
 
 
-def _message(error: AcctSyncError) -> str:
-    """``error`` in the command's words: where the library names an argument, its option."""
+def _message(error: AcctSyncError) -> str | None:
+    """``error`` in the command's words where the library names an argument (its option);
+    None for the error's own message."""
     if isinstance(error, UnknownFieldError):
         near = error.close_matches
         hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
@@ -123,7 +124,7 @@ def _message(error: AcctSyncError) -> str:
             f"{error.object_type} has no field {error.field!r}{hint}"
             " (--allow-new-field adds it as a local field)"
         )
-    return str(error) or type(error).__name__
+    return None
 
 
 def _store_options(function: _F) -> _F:
