@@ -6,7 +6,8 @@ merged rows arrive too (``IsDeleted``, ``MasterRecordId``), filtered on the incl
 and followed page by page along ``nextRecordsUrl``. Records go to the engine as
 `RawRecord` items, so that a malformed one is rejected, not fatal (rule R7).
 
-Fields: each source reads each object's ``describe`` once, the first time it needs it.
+Fields: a source reads each object's ``describe`` when a sync starts (`field_names`),
+and again once when a query fails with ``INVALID_FIELD``.
 Describe lists only the fields the integration user may read, so it is both the list of
 fields to sync when none are configured and the check of those configured: a field it
 lacks would fail the query with ``INVALID_FIELD``, so it fails before the query, naming
@@ -285,8 +286,8 @@ class SalesforceSource:
     An object not named syncs every field its describe lists, except compound and file
     fields (the compounds' components sync one by one) and audit fields.
 
-    Each source reads each object's describe once; a new source reads it again, so a
-    sync that makes its own source sees access granted or revoked since the last.
+    Each sync reads each object's describe again (`field_names`), so access granted or
+    revoked since the last sync is seen.
 
     ``external_id_field`` is an External ID field on Account, Contact and Opportunity
     that Convert Person writes its idempotency key to (create it in the org first).
