@@ -26,8 +26,8 @@ from attrs import Factory, define
 
 from acctsync._formats import format_datetime
 from acctsync._ids import normalize_id
-from acctsync.testing._describe import ApiError, dumps, malformed
-from acctsync.testing._soql import Parser, Soql
+from acctsync.testing.salesforce._describe import ApiError, dumps, malformed
+from acctsync.testing.salesforce._soql import Parser, Soql
 
 # The handlers' answer: status, content type, body, and the headers to send with it.
 BulkResponse = tuple[int, str, bytes, dict[str, str]]

@@ -33,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from attrs import Factory, define, frozen
 
-from acctsync.testing._rest import Request, Response
+from acctsync.testing.salesforce._rest import Request, Response
 
 TOKEN_PATH: Final = "/services/oauth2/token"
 SOAP_PATH: Final = re.compile(r"/services/Soap/u/(?P<version>\d+\.\d+)/?")

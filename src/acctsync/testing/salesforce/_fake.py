@@ -72,7 +72,7 @@ from acctsync._records import (
     check_field,
     parse_object_type,
 )
-from acctsync.testing._describe import (
+from acctsync.testing.salesforce._describe import (
     KEY_PREFIXES,
     Row,
     by_name,
@@ -84,10 +84,10 @@ from acctsync.testing._describe import (
     system_fields,
     type_of,
 )
-from acctsync.testing._loopback import issue_certificates, loopback_session
-from acctsync.testing._oauth import SOAP_PATH, TOKEN_PATH, App, SignIn, form_fields
-from acctsync.testing._org import Org
-from acctsync.testing._rest import MESSAGES, Failure, Request, Response, RestApi
+from acctsync.testing.salesforce._loopback import issue_certificates, loopback_session
+from acctsync.testing.salesforce._oauth import SOAP_PATH, TOKEN_PATH, App, SignIn, form_fields
+from acctsync.testing.salesforce._org import Org
+from acctsync.testing.salesforce._rest import MESSAGES, Failure, Request, Response, RestApi
 
 # What the HTTP handler sends: the response, and the headers to send with it.
 _Answer = tuple[Response, dict[str, str]]

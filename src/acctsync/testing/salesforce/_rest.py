@@ -23,8 +23,8 @@ from attrs import Factory, define, frozen
 
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
-from acctsync.testing._bulk import COMPOUND_REFUSED, BulkJobs, BulkResponse
-from acctsync.testing._describe import (
+from acctsync.testing.salesforce._bulk import COMPOUND_REFUSED, BulkJobs, BulkResponse
+from acctsync.testing.salesforce._describe import (
     COMPOUND_TYPES,
     KEY_PREFIXES,
     ApiError,
@@ -37,8 +37,8 @@ from acctsync.testing._describe import (
     object_type_named,
     wire,
 )
-from acctsync.testing._org import SOBJECT, VERSION, Org, write
-from acctsync.testing._soql import Parser, Soql, filter_literal, matches, sort_key
+from acctsync.testing.salesforce._org import SOBJECT, VERSION, Org, write
+from acctsync.testing.salesforce._soql import Parser, Soql, filter_literal, matches, sort_key
 
 MESSAGES: Final = {
     "INVALID_SESSION_ID": "Session expired or invalid",

@@ -19,7 +19,7 @@ from attrs import define
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
 from acctsync._records import FieldValue
-from acctsync.testing._describe import (
+from acctsync.testing.salesforce._describe import (
     ID_TYPES,
     KEY_PREFIXES,
     ApiError,

@@ -22,7 +22,7 @@ from attrs import frozen
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
 from acctsync._records import FieldValue
-from acctsync.testing._describe import (
+from acctsync.testing.salesforce._describe import (
     COMPOUND_TYPES,
     ID_TYPES,
     NOT_TEXT,
