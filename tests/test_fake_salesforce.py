@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -1185,3 +1187,20 @@ def test_bulk_requests_count_against_the_allowance(org: FakeSalesforce, sf: Sale
     sf.restful(f"jobs/query/{job['id']}")
     assert org.api_used == before + 2
     assert sf.api_usage["api-usage"].used == before + 2
+
+
+def test_latency_delays_each_answer_outside_the_lock() -> None:
+    with FakeSalesforce(latency=0.2) as org:
+        client = org.client()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: client.query("SELECT Id FROM Account"), range(4)))
+        took = time.perf_counter() - started
+    # Four answers waited together, not one after another.
+    assert 0.2 <= took < 0.7
+
+
+@pytest.mark.parametrize("latency", [-1, True, "0.1"])
+def test_latency_must_be_seconds(latency: object) -> None:
+    with pytest.raises(ConfigurationError, match="latency"):
+        FakeSalesforce(latency=latency)  # type: ignore[arg-type]

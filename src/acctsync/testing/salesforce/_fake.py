@@ -50,6 +50,7 @@ import shutil
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -137,6 +138,8 @@ class FakeSalesforce:
     request writes are stamped with the org's `now` to the second, as Salesforce keeps
     ``SystemModstamp``; `now` then moves on by a millisecond, so requests in one second
     share a stamp. ``clock`` is the first `now`; the current time when None.
+    ``latency`` delays each answer by that many seconds (see `latency`), so that a
+    benchmark sees the round trips a real org costs.
 
     The client sees the org as an integration user whom field-level security may deny
     fields (`hide_fields`); the arranging and reading methods see everything.
@@ -153,8 +156,20 @@ class FakeSalesforce:
     """
 
     def __init__(
-        self, *, api_version: str = "59.0", clock: datetime | None = None, tls: bool = False
+        self,
+        *,
+        api_version: str = "59.0",
+        clock: datetime | None = None,
+        tls: bool = False,
+        latency: float = 0.0,
     ) -> None:
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+            raise ConfigurationError(f"latency must be a number of seconds >= 0: {latency!r}")
+        self.latency = float(latency)
+        """Seconds each answer waits before it is sent, as a round trip to a real org does.
+
+        Outside the org's lock: requests in flight at once wait together, as on a network.
+        """
         self.api_version = api_version
         """The API version `client` speaks."""
         self.session_id = f"00D000000000001!{secrets.token_urlsafe(24)}"
@@ -751,9 +766,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
-        (status, content_type, body), sent = self.server.org._serve(
+        org = self.server.org
+        (status, content_type, body), sent = org._serve(
             self.command, self.path, dict(self.headers.items()), raw
         )
+        if org.latency:
+            time.sleep(org.latency)
         self.send_response(status)
         for name, value in sent.items():
             self.send_header(name, value)
