@@ -22,11 +22,13 @@ __all__ = [
     "DescribedSource",
     "ExclusiveStore",
     "FieldNameStore",
+    "FormulaSource",
     "ListingStore",
     "LoggingPolicy",
     "MeteredSource",
     "Source",
     "Store",
+    "WarningSource",
     "WritableSource",
 ]
 
@@ -234,4 +236,41 @@ class FieldNameStore(Protocol):
 
     def field_names(self, object_type: ObjectType) -> Collection[str]:
         """Every field name Salesforce records of ``object_type`` have used in this org."""
+        ...
+
+
+@runtime_checkable
+class FormulaSource(Source, Protocol):
+    """A source that reads the calculated fields alone: what `SyncEngine.refresh_formulas` needs.
+
+    Formula and roll-up summary fields (describe's ``calculated: true``) change without
+    moving ``SystemModstamp``, so a sync never reads their new values; reading only them
+    is much cheaper than the full read of `SyncEngine.reconcile`.
+    """
+
+    def read_formulas(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterable[Sequence[Change]]:
+        """Pages of the org's live ``object_type`` records, each with its calculated fields only.
+
+        Each item carries ``Id``, ``SystemModstamp`` and the calculated fields, as an
+        `Account` or `Contact` whose ``fields`` hold only those, or as a `RawRecord` (a
+        Contact's payload needs no ``AccountId``: the refresh never moves a contact), or
+        as `Unreadable`. Pages hold at most ``page_size`` items. A source whose object has
+        no calculated fields yields nothing.
+        """
+        ...
+
+
+@runtime_checkable
+class WarningSource(Source, Protocol):
+    """A source that can degrade without failing, and says so (a Bulk job read by REST).
+
+    The engine takes its warnings at the start of each run (`SyncEngine.sync`,
+    `SyncEngine.reconcile`, `SyncEngine.refresh_formulas`), dropping those an earlier run
+    left when it failed, and at the end, into `SyncReport.warnings`.
+    """
+
+    def take_warnings(self) -> Sequence[str]:
+        """The warnings since the last call; the source forgets them."""
         ...

@@ -57,7 +57,9 @@ class SyncReport:
     per object, the fields the store holds that the source no longer reads (rule R9: a
     field the integration user lost access to); their stored values are as last read.
     ``api_requests`` counts the requests the sync sent to Salesforce (each retry too), when
-    its source counts them (`MeteredSource`); 0 otherwise.
+    its source counts them (`MeteredSource`); 0 otherwise. ``warnings`` are what the source
+    said it did in a lesser way without failing (`WarningSource`), such as reading by REST
+    when a Bulk API job failed; they do not make the report less `ok`.
     """
 
     pages: int = 0
@@ -76,6 +78,7 @@ class SyncReport:
     refetch: tuple[Refetch, ...] = ()
     missing_fields: Mapping[str, tuple[str, ...]] = field(factory=dict, converter=_frozen)
     watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen)
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -91,7 +94,8 @@ class SyncReport:
             f" stale={self.stale} local_edits_discarded={self.local_edits_discarded}"
             f" refreshed={self.refreshed} api_requests={self.api_requests}"
             f" rejected={len(self.rejected)} suppressed={len(self.suppressed)}"
-            f" activities={len(self.activities)} refetch={len(self.refetch)}>"
+            f" activities={len(self.activities)} refetch={len(self.refetch)}"
+            f" warnings={len(self.warnings)}>"
         )
 
 
