@@ -276,6 +276,7 @@ class Tally:
     refetch: list[Refetch] = field(factory=list)
     missing_fields: dict[str, tuple[str, ...]] = field(factory=dict)
     watermarks: dict[str, datetime] = field(factory=dict)
+    warnings: list[str] = field(factory=list)
 
     def report(self) -> SyncReport:
         """The report of what was counted."""
@@ -287,6 +288,7 @@ class Tally:
             refetch=tuple(self.refetch),
             missing_fields=dict(self.missing_fields),
             watermarks=dict(self.watermarks),
+            warnings=tuple(self.warnings),
         )
 
 
@@ -333,13 +335,16 @@ class Applier:
     ``refresh_at`` is set by a reconciliation, whose full read of a complete source is
     the org as it is: a version already stored whose values differ is applied too (a
     formula field changes without moving ``SystemModstamp``), and a live record replaces
-    a tombstone whatever their stamps.
+    a tombstone whatever their stamps. ``refresh_only`` (with ``refresh_at``) is a formula
+    refresh's: it applies those refreshes of live records and nothing else, since its read
+    holds a few fields of each record, not a version of it.
     """
 
     store: Store
     policy: LoggingPolicy
     tally: Tally
     refresh_at: datetime | None = None
+    refresh_only: bool = False
     # Field names the sync met first (R9): the store keeps them with the next batch.
     new_field_names: list[FieldName] = field(init=False, factory=list)
     # Per object, the fields the store holds that the source no longer reads (R9).
@@ -416,6 +421,8 @@ class Applier:
         return place
 
     def _is_new(self, change: Upstream, stored: StoredAccount | StoredContact | None) -> bool:
+        if self.refresh_only:
+            return self._refreshes_live(change, stored)
         if stored is None:
             return True
         place = self._where(change, stored)
@@ -428,6 +435,24 @@ class Applier:
             self.tally.already_applied += 1
         else:
             self.tally.stale += 1
+        return False
+
+    def _refreshes_live(
+        self, change: Upstream, stored: StoredAccount | StoredContact | None
+    ) -> bool:
+        """Whether a formula refresh applies ``change``: to a live record of its second only.
+
+        Anything else (a record not held, deleted, or held in another second) is the next
+        sync's, which reads it whole.
+        """
+        if stored is None or isinstance(stored, Deletion):
+            return False
+        place = self._where(change, stored)
+        if self._refreshes(change, stored, place):
+            self.tally.refreshed += 1
+            return True
+        if place is Place.SAME:
+            self.tally.already_applied += 1
         return False
 
     @staticmethod
@@ -463,6 +488,8 @@ class Applier:
         if not isinstance(stored, AccountState):
             return False
         place = self._where(change, stored)
+        if self.refresh_only:
+            return self._refreshes(change, stored, place)
         return place is Place.NEWER or (
             self.refresh_at is not None and self._refreshes(change, stored, place)
         )

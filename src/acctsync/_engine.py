@@ -9,6 +9,11 @@ by an `Applier` (see ``_apply``) as a `Batch` that carries the streams' new wate
 (R2). A watermark never passes the clock: a record stamped in the future cannot make a
 sync skip what comes before it.
 
+A formula refresh reads only the calculated fields of every live record and applies
+values changed under the stored stamp, as a reconciliation does, to the records the
+store holds live in that second; it leaves everything else, watermarks included, to
+syncs.
+
 Local edits (S2) write the account's overlay of local values; Convert Person (S6) is the
 one call that writes to Salesforce, through the source's write side. The clock is the
 only thing the engine reads that it is not handed; it can be replaced.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Final, TypeAlias
@@ -45,14 +50,17 @@ from acctsync._protocols import (
     DescribedSource,
     ExclusiveStore,
     FieldNameStore,
+    FormulaSource,
     ListingStore,
     LoggingPolicy,
     MeteredSource,
     Source,
     Store,
+    WarningSource,
     WritableSource,
 )
 from acctsync._records import (
+    UNCHANGED,
     Account,
     Change,
     Contact,
@@ -197,9 +205,75 @@ class SyncEngine:
         with self._hold():
             return self._sync(reconcile=(source, store))
 
-    def _sync(self, *, reconcile: tuple[CompleteSource, ListingStore] | None = None) -> SyncReport:
+    def refresh_formulas(self) -> SyncReport:
+        """Read the org's formula and roll-up summary fields again and apply what changed.
+
+        Their values change without moving ``SystemModstamp``, so a sync never reads them
+        again. This reads those fields alone (`FormulaSource.read_formulas`), far less than
+        `reconcile` reads, and applies a value changed under the stamp the store holds as
+        a reconciliation does (``refreshed`` in the report): local edits stay (S3), and
+        each changed account field logs an entry per contact (S7, S8) as of the refresh.
+        The same values count as ``already_applied``. A record the store does not hold
+        live in that second (not held, deleted, or another version) is left alone: the
+        next sync reads it whole. Watermarks do not move and nothing is deleted. Raises
+        `ConfigurationError` when the source is no `FormulaSource`.
+        """
+        source = self._source
+        if not isinstance(source, FormulaSource):
+            raise ConfigurationError(
+                f"{type(source).__name__} cannot read formula fields alone: it cannot refresh them"
+            )
+        with self._hold():
+            return self._refresh_formulas(source)
+
+    def _refresh_formulas(self, source: FormulaSource) -> SyncReport:
+        with self._run() as tally:
+            applier = Applier(
+                store=self._store,
+                policy=self._policy,
+                tally=tally,
+                refresh_at=self._clock(),
+                refresh_only=True,
+            )
+            size = self._page_size
+            for stream in STREAMS:
+                spellings = self._spellings(stream, applier, tally)
+                for page in source.read_formulas(stream, page_size=size):
+                    tally.pages += 1
+                    refreshes = [
+                        _values_only(change)
+                        for change in self._decode(stream, page, tally, spellings)
+                        if not isinstance(change, Deletion)
+                    ]
+                    for start in range(0, len(refreshes), size):
+                        applier.apply(refreshes[start : start + size], ())
+                mark = self._store.watermark(stream)
+                if mark is not None:
+                    tally.watermarks[stream] = mark
+        return tally.report()
+
+    @contextmanager
+    def _run(self) -> Iterator[Tally]:
+        """The tally of one run, given the requests it sent and its source's warnings."""
+        self._take_warnings()  # left by an earlier run that failed: not this one's
         tally = Tally()
         requests_before = self._requests_made()
+        yield tally
+        tally.api_requests = self._requests_made() - requests_before
+        tally.warnings.extend(self._take_warnings())
+
+    def _take_warnings(self) -> Sequence[str]:
+        """The source's warnings since it was last asked (`WarningSource`), or none."""
+        source = self._source
+        return source.take_warnings() if isinstance(source, WarningSource) else ()
+
+    def _sync(self, *, reconcile: tuple[CompleteSource, ListingStore] | None = None) -> SyncReport:
+        with self._run() as tally:
+            self._pull(tally, reconcile)
+        return tally.report()
+
+    def _pull(self, tally: Tally, reconcile: tuple[CompleteSource, ListingStore] | None) -> None:
+        """Read the source (all of it for ``reconcile``) and apply it, counting in ``tally``."""
         ceiling = self._clock()
         applier = Applier(
             store=self._store,
@@ -237,8 +311,6 @@ class SyncEngine:
         tally.watermarks.update(
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
-        tally.api_requests = self._requests_made() - requests_before
-        return tally.report()
 
     def _requests_made(self) -> int:
         """The source's count of requests to Salesforce (`MeteredSource`), or 0."""
@@ -580,6 +652,22 @@ def _contact_id_or_none(value: str) -> str | None:
         return normalize_id(value, prefix=CONTACT_PREFIX)
     except InvalidRecordError:
         return None
+
+
+def _values_only(change: Account | Contact | PartialUpdate) -> PartialUpdate:
+    """A formula read's record as an update of the fields it holds, and of nothing else.
+
+    Its contact names no account: that is not "no account", since only those fields
+    were read.
+    """
+    return PartialUpdate(
+        object_type=stream_of(change),
+        id=change.id,
+        fields=change.fields,
+        account_id=UNCHANGED,
+        system_modstamp=change.system_modstamp,
+        sequence=change.sequence,
+    )
 
 
 def _rejection(stream: str, item: Change, error: InvalidRecordError) -> Rejection:

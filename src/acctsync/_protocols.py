@@ -138,8 +138,8 @@ class ExclusiveStore(Protocol):
     """A store that several runners share, which one runner at a time may write.
 
     `SyncEngine` holds ``exclusive()`` for the whole of each `SyncEngine.sync`,
-    `SyncEngine.edit_account_field` and `SyncEngine.convert_person` call when its store
-    has it. A store implementing it must:
+    `SyncEngine.reconcile`, `SyncEngine.refresh_formulas`, `SyncEngine.edit_account_field`
+    and `SyncEngine.convert_person` call when its store has it. A store implementing it must:
 
     - make a second holder wait, and raise `LockTimeoutError` when the wait is too long;
     - release the hold when the holder exits the context or its process dies;

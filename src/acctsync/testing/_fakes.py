@@ -2,14 +2,15 @@
 
 `InMemorySource` behaves like a small Salesforce org: it keeps the latest version of each
 record, deletes an account's contacts with it, moves a merged account's contacts to the
-winner without touching their ``SystemModstamp``, and creates records for Convert Person.
+winner without touching their ``SystemModstamp``, recalculates formula fields without
+touching it either, and creates records for Convert Person.
 `InMemoryStore` is a complete store, kept in dictionaries.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from acctsync._records import (
     Change,
     Contact,
     Deletion,
+    FieldValue,
     ObjectType,
     Opportunity,
     RawChangeEvent,
@@ -104,6 +106,12 @@ def _record_id(item: RawRecord | RawChangeEvent) -> str | None:
         return None
 
 
+def _only(record: Account | Contact, names: Sequence[str]) -> Account | Contact:
+    """``record`` with only the fields ``names`` gives, as a query of those fields reads it."""
+    held = {name.lower(): value for name, value in record.fields.items()}
+    return attrs.evolve(record, fields={name: held.get(name.lower()) for name in names})
+
+
 def _stamp_of(payload: Mapping[Any, Any]) -> object:
     """The payload's ``SystemModstamp``, spelled in any case, or None."""
     # Field names are case-insensitive (rule R9) and the decoder reads the stamp of a
@@ -114,14 +122,30 @@ def _stamp_of(payload: Mapping[Any, Any]) -> object:
     return None
 
 
+def _calculated(fields: Mapping[str, Iterable[str]]) -> dict[ObjectType, tuple[str, ...]]:
+    calculated: dict[ObjectType, tuple[str, ...]] = {"Account": (), "Contact": ()}
+    for object_type, names in fields.items():
+        if isinstance(names, str):
+            raise InvalidRecordError(f"formula_fields[{object_type!r}] is one name, not names")
+        calculated[parse_object_type(object_type)] = tuple(names)
+    return calculated
+
+
 @define(repr=False)
 class InMemorySource:
     """A fake Salesforce org: what you put in comes out of `read_changes`.
 
     Records are validated as Salesforce validates them (IDs, types); `add_raw` and
     `add_change_event` take payloads as they come off the wire, malformed or not.
+
+    ``formula_fields`` names, per object, the fields the org calculates (formula and
+    roll-up summary fields, ``{"Account": ("Score__c",)}``): `read_formulas` reads them,
+    in that spelling, and `recalculate` changes them without moving ``SystemModstamp``.
     """
 
+    _formula_fields: dict[ObjectType, tuple[str, ...]] = field(
+        factory=dict, converter=_calculated, kw_only=True
+    )
     _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
@@ -151,6 +175,35 @@ class InMemorySource:
         kind = "Account" if isinstance(record, Account) else "Contact"
         self._forget_raw(kind, record.id)
         self._records[kind][record.id] = record
+
+    def recalculate(
+        self, object_type: ObjectType, record_id: str, values: Mapping[str, FieldValue]
+    ) -> None:
+        """Give a live record's calculated fields new ``values``, as Salesforce recalculates
+        a formula or a roll-up summary: its ``SystemModstamp`` stays as it is.
+
+        Every read shows the new values under the old stamp: a sync whose lookback window
+        no longer reaches the stamp never reads them, one whose window does reads them as
+        a later save in that second (R3), as it would from Salesforce. ``values`` name
+        fields of ``formula_fields``, in any case. `upsert` of the record with its stamp
+        unchanged does the same to any field; this one refuses a field that is not
+        calculated, so that a test says what it models.
+        """
+        kind = parse_object_type(object_type)
+        record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
+        record = self._records[kind].get(record_id)
+        if not isinstance(record, Account | Contact):
+            raise InvalidRecordError("no live record to recalculate", record_id=record_id)
+        calculated = {name.lower(): name for name in self._formula_fields[kind]}
+        spelled = {name.lower(): name for name in record.fields}
+        fields = dict(record.fields)
+        for name, value in values.items():
+            if name.lower() not in calculated:
+                raise InvalidRecordError(
+                    "not a calculated field (see formula_fields)", record_id=record_id, field=name
+                )
+            fields[spelled.get(name.lower(), calculated[name.lower()])] = value
+        self._records[kind][record_id] = attrs.evolve(record, fields=fields)
 
     def _forget_raw(self, stream: str, record_id: str) -> None:
         """Drop the raw versions of a record: a new version replaces them, as in an org."""
@@ -272,6 +325,30 @@ class InMemorySource:
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
         return self.read_changes(object_type, None, page_size=page_size)
+
+    def read_formulas(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        """Pages of the live records, each with its ``formula_fields`` only (`FormulaSource`).
+
+        By (stamp, Id), in the spelling ``formula_fields`` gives; a field a record lacks
+        reads as null, as Salesforce reads a field of the object. A raw payload that
+        decodes to a live record is read too; a malformed one is `read_changes`' to give.
+        """
+        names = self._formula_fields[object_type]
+        if not names:
+            return
+        records = self._records[object_type].values()
+        live = [record for record in records if not isinstance(record, Deletion)]
+        for stream, _, record_id, raw in self._raw:
+            if stream == object_type and record_id is not None and isinstance(raw, RawRecord):
+                decoded = decode_record(raw.object_type, raw.payload)
+                if not isinstance(decoded, Deletion):
+                    live.append(decoded)
+        live.sort(key=lambda record: (record.system_modstamp, record.id))
+        formulas = [_only(record, names) for record in live]
+        for start in range(0, len(formulas), page_size):
+            yield formulas[start : start + page_size]
 
     # -- Convert Person's write side ----------------------------------------------------
 
