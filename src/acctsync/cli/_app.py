@@ -35,7 +35,7 @@ from acctsync._errors import (
     UnknownFieldError,
 )
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX
-from acctsync._protocols import Source
+from acctsync._protocols import FormulaSource, Source
 from acctsync._records import FieldValue, check_field, field_name_problem
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import (
@@ -205,95 +205,72 @@ def app() -> None:
 # -- sync ---------------------------------------------------------------------------------
 
 
-@app.command(short_help="Sync an org from export files or Salesforce; --every keeps polling.")
-@_store_options
-@click.option(
-    "--export-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Sync from a folder of Account and Contact export files (CSV, JSON Lines).",
+def _source_options(function: _F) -> _F:
+    """The options that name the source of a run: an export folder or a live org."""
+    for option in reversed(_SOURCE_OPTIONS):
+        function = option(function)
+    return function
+
+
+_SOURCE_OPTIONS: Final = (
+    click.option(
+        "--export-dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Read a folder of Account and Contact export files (CSV, JSON Lines).",
+    ),
+    click.option(
+        "--type",
+        "types",
+        multiple=True,
+        metavar="COLUMN=TYPE",
+        help="The Salesforce type of a CSV column (AnnualRevenue=currency); repeatable.",
+    ),
+    click.option(
+        "--delimiter",
+        metavar="CHAR",
+        default=",",
+        show_default=True,
+        help="The CSV column separator.",
+    ),
+    click.option(
+        "--salesforce",
+        "live",
+        is_flag=True,
+        help="Read a live org; credentials come from SALESFORCE_* variables.",
+    ),
+    click.option(
+        "--fields-account",
+        multiple=True,
+        metavar="FIELD,...",
+        help="The Account fields to sync (default: all its describe lists).",
+    ),
+    click.option(
+        "--fields-contact",
+        multiple=True,
+        metavar="FIELD,...",
+        help="The Contact fields to sync (default: all its describe lists).",
+    ),
+    click.option(
+        "--timeout",
+        type=Seconds(open=True),
+        default=120.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long one Salesforce request may take.",
+    ),
+    click.option(
+        "--max-api-share",
+        type=click.FloatRange(0, 1, min_open=True),
+        metavar="SHARE",
+        help="With --salesforce: stop, exit 8, once the org has used more than this share"
+        " of its daily API allowance (0.5 is half). [default: no share of its own]",
+    ),
 )
-@click.option(
-    "--type",
-    "types",
-    multiple=True,
-    metavar="COLUMN=TYPE",
-    help="The Salesforce type of a CSV column (AnnualRevenue=currency); repeatable.",
-)
-@click.option(
-    "--delimiter",
-    metavar="CHAR",
-    default=",",
-    show_default=True,
-    help="The CSV column separator.",
-)
-@click.option(
-    "--salesforce",
-    "live",
-    is_flag=True,
-    help="Sync from a live org; credentials come from SALESFORCE_* variables.",
-)
-@click.option(
-    "--fields-account",
-    multiple=True,
-    metavar="FIELD,...",
-    help="The Account fields to sync (default: all its describe lists).",
-)
-@click.option(
-    "--fields-contact",
-    multiple=True,
-    metavar="FIELD,...",
-    help="The Contact fields to sync (default: all its describe lists).",
-)
-@click.option(
-    "--timeout",
-    type=Seconds(open=True),
-    default=120.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long one Salesforce request may take.",
-)
-@click.option(
-    "--max-api-share",
-    type=click.FloatRange(0, 1, min_open=True),
-    metavar="SHARE",
-    help="With --salesforce: stop, exit 8, once the org has used more than this share of"
-    " its daily API allowance (0.5 is half). [default: no share of its own]",
-)
-@click.option(
-    "--every",
-    type=Seconds(open=True),
-    metavar="SECONDS",
-    help="Keep syncing, this long after each sync ends, until stopped.",
-)
-@_lock_timeout
-@click.option(
-    "--page-size",
-    metavar="N",
-    type=click.IntRange(min=1),
-    default=2000,
-    show_default=True,
-    help="Changes applied, and committed, per batch.",
-)
-@click.option(
-    "--lookback",
-    type=Seconds(),
-    default=300.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How far before the watermark each sync reads again (late commits).",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show a progress bar on stderr. [default: when stdout is a terminal]",
-)
-@_reporting
-def sync(
-    out: Output,
-    *,
+
+
+def _source(
     database: Database,
-    org: str,
-    as_json: bool,
+    *,
     export_dir: Path | None,
     types: tuple[str, ...],
     delimiter: str,
@@ -302,17 +279,9 @@ def sync(
     fields_contact: tuple[str, ...],
     timeout: float,
     max_api_share: float | None,
-    every: float | None,
-    lock_timeout: float,
-    page_size: int,
-    lookback: float,
-    progress: bool | None,
-) -> ExitCode:
-    """Sync an org into the database: from an export folder or from Salesforce.
-
-    Each batch commits with its watermark; the next sync reads from there. With --every
-    it keeps polling until Ctrl-C or SIGTERM, which stop it after the current batch.
-    """
+) -> tuple[Callable[[], Source], str]:
+    """What makes the source the options name, and its label; usage errors before any
+    source is read, and the database checked first of all but the choice of source."""
     if (export_dir is None) == (not live):
         raise click.UsageError("give one source: --export-dir DIR or --salesforce")
     database.check()  # before any source is read
@@ -322,19 +291,82 @@ def sync(
         raise click.UsageError("--max-api-share goes with --salesforce")
     if export_dir is None and (types or delimiter != ","):
         raise click.UsageError("--type and --delimiter go with --export-dir")
-    make_source: Callable[[], Source]
     if export_dir is not None:
-        make_source = export_folder(export_dir, types, delimiter)
-        label = f"export folder {export_dir}"
-    else:
-        make_source, label = salesforce(
-            os.environ,
-            fields_account=fields_account,
-            fields_contact=fields_contact,
-            timeout=timeout,
-            max_api_share=max_api_share,
-        )
-    show_progress = progress if progress is not None else sys.stdout.isatty() and not as_json
+        return export_folder(export_dir, types, delimiter), f"export folder {export_dir}"
+    return salesforce(
+        os.environ,
+        fields_account=fields_account,
+        fields_contact=fields_contact,
+        timeout=timeout,
+        max_api_share=max_api_share,
+    )
+
+
+def _page_size(function: _F) -> _F:
+    return click.option(
+        "--page-size",
+        metavar="N",
+        type=click.IntRange(min=1),
+        default=2000,
+        show_default=True,
+        help="Changes applied, and committed, per batch.",
+    )(function)
+
+
+def _progress(function: _F) -> _F:
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show a progress bar on stderr. [default: when stdout is a terminal]",
+    )(function)
+
+
+def _progress_console(progress: bool | None, as_json: bool) -> Console | None:
+    """Where the progress bar goes, if one is shown."""
+    shown = progress if progress is not None else sys.stdout.isatty() and not as_json
+    return Console(stderr=True, force_terminal=True if progress else None) if shown else None
+
+
+@app.command(short_help="Sync an org from export files or Salesforce; --every keeps polling.")
+@_store_options
+@_source_options
+@click.option(
+    "--every",
+    type=Seconds(open=True),
+    metavar="SECONDS",
+    help="Keep syncing, this long after each sync ends, until stopped.",
+)
+@_lock_timeout
+@_page_size
+@click.option(
+    "--lookback",
+    type=Seconds(),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How far before the watermark each sync reads again (late commits).",
+)
+@_progress
+@_reporting
+def sync(
+    out: Output,
+    *,
+    database: Database,
+    org: str,
+    as_json: bool,
+    every: float | None,
+    lock_timeout: float,
+    page_size: int,
+    lookback: float,
+    progress: bool | None,
+    **source_options: Any,
+) -> ExitCode:
+    """Sync an org into the database: from an export folder or from Salesforce.
+
+    Each batch commits with its watermark; the next sync reads from there. With --every
+    it keeps polling until Ctrl-C or SIGTERM, which stop it after the current batch.
+    """
+    make_source, label = _source(database, **source_options)
     stop = StopRequest(out.note)
     with _open(database, org=org, lock_timeout=lock_timeout) as store, stop.handling():
         runner = Runner(
@@ -344,15 +376,61 @@ def sync(
             label=label,
             stop=stop,
             engine_options={"page_size": page_size, "lookback": timedelta(seconds=lookback)},
-            progress=(
-                Console(stderr=True, force_terminal=True if progress else None)
-                if show_progress
-                else None
-            ),
+            progress=_progress_console(progress, as_json),
         )
         if every is None:
             return runner.once()
         return runner.every(every)
+
+
+# -- refresh-formulas ---------------------------------------------------------------------
+
+
+@app.command(
+    "refresh-formulas", short_help="Read formula and roll-up fields again, and apply them."
+)
+@_store_options
+@_source_options
+@_lock_timeout
+@_page_size
+@_progress
+@_reporting
+def refresh_formulas(
+    out: Output,
+    *,
+    database: Database,
+    org: str,
+    as_json: bool,
+    lock_timeout: float,
+    page_size: int,
+    progress: bool | None,
+    **source_options: Any,
+) -> ExitCode:
+    """Read the org's formula and roll-up summary fields again, and apply what changed.
+
+    Their values change without moving SystemModstamp, so a sync never reads them again.
+    Local edits stay; watermarks do not move. Needs a source that reads those fields
+    alone (--salesforce); the run is recorded like a sync's.
+    """
+    make_source, label = _source(database, **source_options)
+    if not isinstance(make_source(), FormulaSource):
+        raise click.UsageError(
+            f"{label} cannot read formula fields alone, as refresh-formulas needs"
+            " (a live org can: --salesforce)"
+        )
+    stop = StopRequest(out.note)
+    with _open(database, org=org, lock_timeout=lock_timeout) as store, stop.handling():
+        return Runner(
+            out=out,
+            store=store,
+            make_source=make_source,
+            label=f"formula fields of {label}",
+            stop=stop,
+            engine_options={"page_size": page_size},
+            progress=_progress_console(progress, as_json),
+            operation=SyncEngine.refresh_formulas,
+            name="formula refresh",
+        ).once()
 
 
 # -- status -------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ class Output:
         """A message about the run, on stderr."""
         self.errors.print(escape(text))
 
+    def warning(self, text: str) -> None:
+        """A source's warning about a run that did not fail (a lesser way of reading), on
+        stderr."""
+        self.errors.print(f"[yellow]Warning:[/] {escape(text)}")
+
     def error(
         self, code: ExitCode | int, error: BaseException | str, *, message: str | None = None
     ) -> None:

@@ -1,14 +1,15 @@
-"""Running syncs for ``acctsync sync``: pages counted, progress shown, stops honoured.
+"""Running syncs for ``acctsync sync`` (and ``refresh-formulas``): pages counted, progress
+shown, stops honoured, warnings printed.
 
 The engine has no callback, and needs none: `ObservedSource` stands between it and the
 real source, so it sees every page the engine pulls. The engine tells what a source can
-do by the methods it has (`DescribedSource` is a runtime-checked protocol), so `observed`
-wraps a describing source in a wrapper that has ``field_names`` too, and any other in one
-that has not. A stop request (Ctrl-C, SIGTERM) only sets a flag; the next pull raises
-`Stopped`, which ends the sync between pages. The store commits each batch with its
-watermark, so a stopped sync leaves whole batches and the next one reads the rest.
-`Runner` runs one sync or a polling loop of them, each with a source made for it, and
-records each run in the store.
+do by the methods it has (`DescribedSource` and `FormulaSource` are runtime-checked
+protocols), so `observed` wraps a source in a wrapper that has ``field_names`` and
+``read_formulas`` exactly when the source has them. A stop request (Ctrl-C, SIGTERM)
+only sets a flag; the next pull raises `Stopped`, which ends the sync between pages. The
+store commits each batch with its watermark, so a stopped sync leaves whole batches and
+the next one reads the rest. `Runner` runs one sync or a polling loop of them, each with
+a source made for it, records each run in the store, and prints the source's warnings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from rich.console import Console
 from rich.progress import (
@@ -35,8 +36,15 @@ from rich.text import Text
 
 from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
-from acctsync._protocols import DescribedSource, MeteredSource, Source
+from acctsync._protocols import (
+    DescribedSource,
+    FormulaSource,
+    MeteredSource,
+    Source,
+    WarningSource,
+)
 from acctsync._records import Change, ObjectType
+from acctsync._report import SyncReport
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import Output, print_run, run_document
 from acctsync.cli._sources import budget_exceeded
@@ -45,7 +53,9 @@ if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore, SyncRun
 
 __all__ = [
+    "DescribedFormulaObservedSource",
     "DescribedObservedSource",
+    "FormulaObservedSource",
     "ObservedSource",
     "Runner",
     "StopRequest",
@@ -146,6 +156,14 @@ class ObservedSource:
         source = self._source
         return source.requests_made if isinstance(source, MeteredSource) else 0
 
+    def take_warnings(self) -> Sequence[str]:
+        """The wrapped source's warnings (`WarningSource`), or none for one that has none.
+
+        Always there, so that the engine reports the warnings of a run the command runs.
+        """
+        source = self._source
+        return source.take_warnings() if isinstance(source, WarningSource) else ()
+
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
@@ -190,14 +208,40 @@ class DescribedObservedSource(ObservedSource):
         return self._described.field_names(object_type)
 
 
+class FormulaObservedSource(ObservedSource):
+    """An `ObservedSource` over a `FormulaSource`, and a `FormulaSource` itself.
+
+    Its formula reads are counted and stopped as its reads of changes are.
+    """
+
+    def read_formulas(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        """The source's pages (see `FormulaSource.read_formulas`), watched."""
+        # `observed` makes this class for a FormulaSource only.
+        source = cast(FormulaSource, self._source)
+        pages = iter(source.read_formulas(object_type, page_size=page_size))
+        return self._watched(object_type, pages)
+
+
+class DescribedFormulaObservedSource(DescribedObservedSource, FormulaObservedSource):
+    """An `ObservedSource` over a source that is a `DescribedSource` and a `FormulaSource`."""
+
+
 def observed(
     source: Source,
     stop: StopRequest,
     on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
 ) -> ObservedSource:
-    """``source`` observed: a `DescribedSource` exactly when ``source`` is one."""
+    """``source`` observed: a `DescribedSource`, and a `FormulaSource`, exactly when
+    ``source`` is one."""
+    formulas = isinstance(source, FormulaSource)
     if isinstance(source, DescribedSource):
+        if formulas:
+            return DescribedFormulaObservedSource(source, stop, on_page)
         return DescribedObservedSource(source, stop, on_page)
+    if formulas:
+        return FormulaObservedSource(source, stop, on_page)
     return ObservedSource(source, stop, on_page)
 
 
@@ -231,6 +275,8 @@ class Runner:
     ``make_source`` makes the source of each sync: a new one each time, since a source may
     keep what it read once (`SalesforceSource` keeps describe), and a sync of a long
     ``--every`` loop must see a field whose access was revoked since the last.
+    ``operation`` is what a run asks of the engine (`SyncEngine.sync` by default), and
+    ``name`` what its report calls it.
     """
 
     def __init__(
@@ -243,6 +289,8 @@ class Runner:
         stop: StopRequest,
         engine_options: dict[str, Any],
         progress: Console | None,
+        operation: Callable[[SyncEngine], SyncReport] = SyncEngine.sync,
+        name: str = "sync",
     ) -> None:
         self._out = out
         self._store = store
@@ -251,6 +299,8 @@ class Runner:
         self._stop = stop
         self._engine_options = engine_options
         self._progress = progress
+        self._operation = operation
+        self._name = name
 
     def once(self) -> ExitCode:
         """One sync; its exit code."""
@@ -302,7 +352,7 @@ class Runner:
         if self._out.json:
             self._out.document(run_document(run, org), one_line=one_line)
         else:
-            print_run(self._out.console, run, title=f"sync of org {org!r}")
+            print_run(self._out.console, run, title=f"{self._name} of org {org!r}")
 
     def _sync(self) -> SyncRun:
         """Sync once, and record the run."""
@@ -333,21 +383,30 @@ class Runner:
                     )
 
                 try:
-                    report = engine.sync()
+                    report = self._operation(engine)
                 except Stopped:
+                    self._warn(source.take_warnings())
                     name = signal.Signals(self._stop.signal or signal.SIGINT).name
                     return store.record_run(ended("interrupted", f"stopped by {name}"))
                 except (KeyboardInterrupt, AcctSyncError) as error:
+                    # The engine takes a run's warnings when it ends: these it did not.
+                    self._warn(source.take_warnings())
                     # The run's own error is what the caller needs; a store that failed
                     # may not record this either.
                     with suppress(Exception):
                         outcome = "failed" if isinstance(error, AcctSyncError) else "interrupted"
                         store.record_run(ended(outcome, str(error) or type(error).__name__))
                     raise
+                self._warn(report.warnings)
                 run = SyncRun.from_report(
                     report, started_at=started, finished_at=_now(), source=self._label
                 )
                 return store.record_run(run)
+
+    def _warn(self, warnings: Sequence[str]) -> None:
+        """A run's warnings, on stderr: the store does not keep them with the run."""
+        for warning in warnings:
+            self._out.warning(warning)
 
     @staticmethod
     def _counter(bar: Progress | None) -> Callable[[ObjectType, int], None]:
