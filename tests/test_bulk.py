@@ -7,9 +7,11 @@ needs, for fewer requests.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 from collections.abc import Iterable, Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,8 +19,12 @@ import attrs
 import pytest
 
 import loopback_org
-from acctsync import Account, Contact, SyncEngine
-from acctsync.sources.salesforce import ConfigurationError, SalesforceSource
+from acctsync import Account, Batch, Contact, SyncEngine
+from acctsync.sources.salesforce import (
+    ApiBudgetExceededError,
+    ConfigurationError,
+    SalesforceSource,
+)
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
@@ -103,10 +109,10 @@ def test_r1_a_first_sync_by_bulk_equals_the_org_and_a_sync_by_rest(
         SqlStore.sqlite(tmp_path / "bulk.db") as by_bulk,
         SqlStore.sqlite(tmp_path / "rest.db") as by_rest,
     ):
-        bulk_report = engine_of(org, by_bulk, waits, bulk=True).sync()
+        bulk_report = engine_of(org, by_bulk, waits, bulk_threshold=0).sync()
         assert requests_to(org, "/jobs/query") > 0
-        assert rest_queries(org) == 0  # no REST query page
-        rest_report = engine_of(org, by_rest).sync()
+        assert rest_queries(org) == 2  # each object's first page, which counts its records
+        rest_report = engine_of(org, by_rest, bulk=False).sync()
 
         assert bulk_report.ok, bulk_report
         assert rest_report.ok, rest_report
@@ -124,22 +130,35 @@ def test_r1_a_first_sync_by_bulk_equals_the_org_and_a_sync_by_rest(
 def test_the_next_sync_after_a_bulk_one_is_incremental_by_rest(org: FakeSalesforce) -> None:
     populate(org, 30, 30)
     store = InMemoryStore()
-    engine = engine_of(org, store, bulk=True)
-    assert engine.sync().ok
+    assert engine_of(org, store, bulk_threshold=0).sync().ok
     jobs = requests_to(org, "/jobs/query")
     org.put(Account(id=make_id("001", 999), fields={"Name": "Late"}, system_modstamp=at(5000)))
 
-    assert engine.sync().ok
+    # Its lookback re-reads the last five minutes: 31 accounts and 30 contacts.
+    assert engine_of(org, store, bulk_threshold=31).sync().ok
 
     assert requests_to(org, "/jobs/query") == jobs
     assert_equals_org(store, org)
+
+
+def renamed(org: FakeSalesforce, numbers: Iterable[int], at_second: int) -> list[Account]:
+    """The org's accounts ``numbers`` with a new name, stamped ``at_second`` (+ n)."""
+    held = {r.id: r for r in org.records("Account")}
+    return [
+        Account(
+            id=make_id("001", n),
+            fields={**held[make_id("001", n)].fields, "Name": f"Renamed {n}"},
+            system_modstamp=at(at_second + n),
+        )
+        for n in numbers
+    ]
 
 
 def test_results_are_read_set_by_set(org: FakeSalesforce) -> None:
     populate(org, 25, 10)
     store = InMemoryStore()
 
-    report = engine_of(org, store, bulk=True, bulk_set_size=4).sync()
+    report = engine_of(org, store, bulk_threshold=0, bulk_set_size=4).sync()
 
     assert report.ok, report
     assert_equals_org(store, org)
@@ -151,19 +170,19 @@ def test_results_are_read_set_by_set(org: FakeSalesforce) -> None:
 def test_a_reconciliation_by_bulk_removes_purged_records(org: FakeSalesforce) -> None:
     populate(org, 20, 20)
     store = InMemoryStore()
-    engine = engine_of(org, store, bulk=True)
+    engine = engine_of(org, store, bulk_threshold=0)
     assert engine.sync().ok
     gone = make_id("001", 3)
     org.delete("Account", gone, at=at(100))
     org.purge("Account", gone)  # emptied from the recycle bin before any sync saw it
-    jobs = requests_to(org, "/jobs/query")
+    jobs, queries = requests_to(org, "/jobs/query"), rest_queries(org)
 
     report = engine.reconcile()
 
     assert report.ok, report
     assert report.accounts_deleted == 1
     assert requests_to(org, "/jobs/query") > jobs
-    assert rest_queries(org) == 0
+    assert rest_queries(org) == queries + 2  # only the first pages, which count
     assert_equals_org(store, org)
 
 
@@ -175,14 +194,19 @@ def test_a_failed_job_falls_back_to_rest_and_the_sync_is_complete(
     store = InMemoryStore()
 
     with caplog.at_level(logging.WARNING, logger="acctsync.sources.salesforce"):
-        report = engine_of(org, store, bulk=True).sync()
+        report = engine_of(org, store, bulk_threshold=0).sync()
 
     assert report.ok, report
     assert_equals_org(store, org)
-    assert rest_queries(org) == 1  # Accounts by REST; Contacts by their own job
+    # Each object's first page, and Accounts again by REST; Contacts by their own job.
+    assert rest_queries(org) == 3
     polled = next(r.path for r in org.requests if "/jobs/query/" in r.path)
     job_id = polled.rpartition("/")[2]
     assert any(job_id in m and "Failed" in m for m in caplog.messages), caplog.messages
+    (warning,) = report.warnings
+    assert job_id in warning
+    assert "Failed" in warning
+    assert "read by REST" in warning
 
 
 def test_a_job_salesforce_refuses_falls_back_to_rest(
@@ -193,32 +217,261 @@ def test_a_job_salesforce_refuses_falls_back_to_rest(
     store = InMemoryStore()
 
     with caplog.at_level(logging.WARNING, logger="acctsync.sources.salesforce"):
-        report = engine_of(org, store, bulk=True).sync()
+        report = engine_of(org, store, bulk_threshold=0).sync()
 
     assert report.ok, report
     assert_equals_org(store, org)
     assert any("INVALIDENTITY" in m for m in caplog.messages)
+    (warning,) = report.warnings
+    assert "INVALIDENTITY" in warning
+    assert "read by REST" in warning
 
 
 def test_the_report_counts_what_the_org_served_far_below_rest(org: FakeSalesforce) -> None:
     populate(org, 20_000, 20_000)
     before = org.api_used
-    by_bulk = engine_of(org, InMemoryStore(), page_size=2000, bulk=True).sync()
+    by_bulk = engine_of(org, InMemoryStore(), page_size=2000).sync()  # 20,000 > 10,000
     served_bulk = org.api_used - before
     before = org.api_used
-    by_rest = engine_of(org, InMemoryStore(), page_size=2000).sync()
+    by_rest = engine_of(org, InMemoryStore(), page_size=2000, bulk=False).sync()
     served_rest = org.api_used - before
 
     assert (by_bulk.api_requests, by_rest.api_requests) == (served_bulk, served_rest)
     print(f"20,000 accounts and 20,000 contacts: Bulk {served_bulk} requests, REST {served_rest}")
-    # Bulk: per object a describe, a job, three polls (the fake completes a job at its
-    # third) and one result set of up to 50,000 records.
-    assert served_bulk == 2 * (1 + 1 + 3 + 1)
+    # Bulk: per object a describe, the first REST page that counts the records, a job,
+    # three polls (the fake completes a job at its third) and one result set of up to
+    # 50,000 records.
+    assert served_bulk == 2 * (1 + 1 + 1 + 3 + 1)
     # REST: per object a describe and a page per 2,000 records, the most Salesforce sends.
     assert served_rest == 2 * (1 + 10)
 
 
 def test_bulk_settings_are_checked(org: FakeSalesforce) -> None:
-    for options in ({"bulk": "yes"}, {"bulk_set_size": 0}, {"bulk_set_size": True}):
+    for options in (
+        {"bulk": "yes"},
+        {"bulk_set_size": 0},
+        {"bulk_set_size": True},
+        {"bulk_threshold": -1},
+        {"bulk_threshold": 1.5},
+        {"bulk_job_records": 0},
+        {"describe_max_age": 60},
+        {"describe_max_age": timedelta(seconds=-1)},
+    ):
         with pytest.raises(ConfigurationError):
             SalesforceSource(org.client(), **options)  # type: ignore[arg-type]
+
+
+def jobs_created(org: FakeSalesforce) -> list[dict[str, object]]:
+    """The bodies of the Bulk query jobs created, oldest first."""
+    return [
+        r.body
+        for r in org.requests
+        if r.method == "POST" and r.path.endswith("/jobs/query") and isinstance(r.body, dict)
+    ]
+
+
+def test_an_incremental_sync_with_a_large_backlog_runs_by_bulk(org: FakeSalesforce) -> None:
+    populate(org, 30, 30)
+    store = InMemoryStore()
+    engine = engine_of(org, store, bulk_threshold=40)
+    assert engine.sync().ok
+    assert jobs_created(org) == []  # 30 records each: under the threshold, by REST
+    # A backlog: every account renamed, each fanning out to its contact (S7).
+    org.put(
+        *renamed(org, range(30), 600),
+        *(
+            Account(id=make_id("001", n), fields={"Name": f"New {n}"}, system_modstamp=at(700))
+            for n in range(30, 45)
+        ),
+    )
+
+    report = engine.sync()
+
+    assert report.ok, report
+    (job,) = jobs_created(org)  # 45 changed accounts; the contacts' lookback re-reads few
+    assert job["operation"] == "queryAll"
+    assert "WHERE SystemModstamp >= " in str(job["query"])
+    assert report.accounts_upserted == 45
+    assert len(report.activities) == 30
+    assert_equals_org(store, org)
+    assert report.watermarks["Account"] == at(700)
+
+
+def test_a_read_of_exactly_the_threshold_stays_on_rest(org: FakeSalesforce) -> None:
+    populate(org, 40, 10)
+
+    report = engine_of(org, InMemoryStore(), bulk_threshold=40).sync()
+
+    assert report.ok
+    assert jobs_created(org) == []
+
+
+def window_bounds(query: str) -> tuple[str | None, str | None]:
+    lower = re.search(r"SystemModstamp >= (\S+)", query)
+    upper = re.search(r"SystemModstamp < (\S+)", query)
+    return (lower[1] if lower else None, upper[1] if upper else None)
+
+
+def test_a_large_read_is_split_into_jobs_by_stamp_windows_in_order(
+    org: FakeSalesforce, tmp_path: Path
+) -> None:
+    populate(org, 450, 900)
+    with (
+        SqlStore.sqlite(tmp_path / "bulk.db") as by_bulk,
+        SqlStore.sqlite(tmp_path / "rest.db") as by_rest,
+    ):
+        report = engine_of(org, by_bulk, bulk_threshold=0, bulk_job_records=100).sync()
+        rest_report = engine_of(org, by_rest, bulk=False).sync()
+
+        assert report.ok, report
+        assert_equals_org(by_bulk, org)
+        assert list(by_bulk.contacts()) == list(by_rest.contacts())
+        assert report.watermarks == rest_report.watermarks
+
+    for kind, total in (("Account", 450), ("Contact", 900)):
+        queries = [
+            str(j["query"]) for j in jobs_created(org) if f"FROM {kind} " in str(j["query"])
+        ]
+        assert len(queries) >= total // 100
+        bounds = [window_bounds(q) for q in queries]
+        # From the start (a first sync has no watermark) to an open end, each window
+        # beginning where the one before ended: nothing missed, nothing read twice.
+        assert bounds[0][0] is None
+        assert bounds[-1][1] is None
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        stamps = sorted(r.system_modstamp for r in org.records(kind))
+        for lower, upper in bounds:
+            inside = [
+                s
+                for s in stamps
+                if (lower is None or s >= datetime.fromisoformat(lower))
+                and (upper is None or s < datetime.fromisoformat(upper))
+            ]
+            assert len(inside) <= 100
+    assert any("SELECT COUNT() FROM" in (r.soql or "") for r in org.requests)
+
+
+def test_a_second_holding_more_than_a_job_s_limit_is_one_job(org: FakeSalesforce) -> None:
+    populate(org, 12, 0)  # three accounts a second
+    store = InMemoryStore()
+
+    report = engine_of(org, store, bulk_threshold=0, bulk_job_records=2).sync()
+
+    assert report.ok, report
+    assert_equals_org(store, org)
+    assert len([j for j in jobs_created(org) if "FROM Account " in str(j["query"])]) == 4
+
+
+class Killed(BaseException):
+    """The process's end, as a signal brings it: no handler of errors stops it."""
+
+
+class CrashingStore(InMemoryStore):
+    """A store whose process dies after ``batches`` more batches, as a killed sync does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: int | None = None
+
+    def apply(self, batch: Batch) -> None:
+        if self.batches is not None:
+            if self.batches == 0:
+                raise Killed
+            self.batches -= 1
+        super().apply(batch)
+
+
+def test_a_sync_killed_mid_job_resumes_without_losing_or_repeating(
+    org: FakeSalesforce,
+) -> None:
+    populate(org, 60, 120)
+    store = CrashingStore()
+    engine = engine_of(org, store, page_size=20, bulk_threshold=0)
+    assert engine.sync().ok
+    org.put(*renamed(org, range(60), 900))
+    store.batches = 2
+
+    with pytest.raises(Killed):
+        engine.sync()
+    applied = len(store.activities())
+    assert 0 < applied < 120
+    store.batches = None
+    resumed = engine.sync()  # a new job, from the watermark the killed one saved
+
+    assert resumed.ok, resumed
+    assert_equals_org(store, org)
+    entries = store.activities()
+    # Each contact's change logged once: two per account, one per account change.
+    assert len(entries) == 120
+    assert len({e.id for e in entries}) == 120
+    assert len(resumed.activities) == 120 - applied
+
+
+def test_the_budget_stops_a_read_by_bulk_and_the_next_sync_resumes(org: FakeSalesforce) -> None:
+    populate(org, 100, 100)
+    store = InMemoryStore()
+    org.api_used, org.api_allowance = 0, 1000
+    engine = engine_of(
+        org, store, page_size=10, bulk_threshold=0, bulk_set_size=10, max_api_share=0.02
+    )
+
+    with pytest.raises(ApiBudgetExceededError) as stopped:
+        engine.sync()
+
+    assert stopped.value.share == 0.02
+    assert requests_to(org, "/results") > 0  # it stopped between the sets of a job
+    held_accounts = len(store.accounts())
+    assert 0 < held_accounts < 100
+    org.api_used = 0  # a day later, say
+    org.api_allowance = 100_000
+    assert engine.sync().ok
+    assert_equals_org(store, org)
+
+
+def test_a_sync_with_nothing_new_costs_one_request_per_object(org: FakeSalesforce) -> None:
+    populate(org, 20, 20)
+    engine = engine_of(org, InMemoryStore())
+    assert engine.sync().ok
+    before = org.api_used
+
+    report = engine.sync()
+
+    assert report.api_requests == org.api_used - before == 2
+    fresh = engine_of(org, InMemoryStore(), describe_max_age=timedelta(0))
+    assert fresh.sync().ok
+    assert fresh.sync().api_requests == 4  # describe again, then the query, per object
+
+
+def test_formulas_are_read_alone_and_live_only(org: FakeSalesforce) -> None:
+    populate(org, 30, 0)
+    org.set_formula("Account", make_id("001", 1), Tier__c="Gold")
+    org.delete("Account", make_id("001", 2), at=at(500))
+    for threshold in (10_000, 0):
+        source = SalesforceSource(
+            org.client(), fields={"Account": ["Name", "Tier__c"]}, bulk_threshold=threshold
+        )
+        assert source.formula_fields("Account") == ("Tier__c",)
+
+        pages = list(source.read_formulas("Account", page_size=7))
+
+        payloads = [item.payload for page in pages for item in page]  # type: ignore[union-attr]
+        assert len(payloads) == 29  # the deleted one left out
+        assert {key for p in payloads for key in p if key != "attributes"} == {
+            "Id",
+            "SystemModstamp",
+            "Tier__c",
+        }
+        gold = [p for p in payloads if p["Tier__c"] == "Gold"]
+        assert len(gold) == 1
+    (job,) = jobs_created(org)
+    assert job["operation"] == "query"
+    assert str(job["query"]).startswith("SELECT Id, SystemModstamp, Tier__c FROM Account")
+
+
+def test_an_object_without_formulas_reads_nothing(org: FakeSalesforce) -> None:
+    populate(org, 5, 5)
+    source = SalesforceSource(org.client(), fields=FIELDS)
+    before = org.api_used
+
+    assert list(source.read_formulas("Contact", page_size=10)) == []
+    assert org.api_used - before == 1  # the describe that says so

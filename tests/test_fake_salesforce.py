@@ -291,6 +291,26 @@ def test_where_conditions(sf: Salesforce, where: str, expected: list[int]) -> No
 
 
 @pytest.mark.usefixtures("accounts")
+def test_count_answers_the_number_of_rows_and_no_records(
+    org: FakeSalesforce, sf: Salesforce
+) -> None:
+    org.delete("Account", make_id("001", 4), at=T + timedelta(seconds=3))
+    where = (
+        "WHERE SystemModstamp >= 2024-01-31T12:00:00Z AND SystemModstamp < 2024-01-31T12:00:02Z"
+    )
+
+    assert sf.query(f"SELECT COUNT() FROM Account {where}") == {
+        "totalSize": 2,
+        "done": True,
+        "records": [],
+    }
+    assert sf.query("SELECT COUNT() FROM Account", include_deleted=True)["totalSize"] == 4
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        sf.query("SELECT COUNT(), Id FROM Account")
+    assert error_code(raised.value) == "MALFORMED_QUERY"
+
+
+@pytest.mark.usefixtures("accounts")
 @pytest.mark.parametrize(
     ("tail", "expected"),
     [

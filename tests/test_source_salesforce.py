@@ -188,9 +188,14 @@ def test_r9_configured_fields_are_read_as_describe_spells_them(org: FakeSalesfor
     assert queries(org)[0].startswith(
         "SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, Industry, Name FROM Account"
     )
-    # Once per field_names call (here, and the engine's at the start of its sync, for each
-    # object), not for each query.
-    assert describes(org) == 3
+    # Once per object while its reading is younger than describe_max_age: not for each
+    # query, nor for each field_names call (here, and the engine's at the start of its
+    # sync).
+    assert describes(org) == 2
+    eager = source_of(org, describe_max_age=timedelta(0))
+    eager.field_names("Account")
+    eager.field_names("Account")
+    assert describes(org) == 4  # with no age allowed, at each call
 
 
 @pytest.mark.parametrize(
@@ -241,7 +246,7 @@ def test_r9_a_field_revoked_between_syncs_is_noticed_by_the_next_source(
     acme = make_id("001", 1)
     org.put(Account(id=acme, fields={"Name": "Acme", "Industry": "Retail"}, system_modstamp=at(0)))
     store = InMemoryStore()
-    first = SalesforceSource(org.client(), retry=no_wait()[0])
+    first = SalesforceSource(org.client(), retry=no_wait()[0], describe_max_age=timedelta(0))
     assert SyncEngine(source=first, store=store, clock=lambda: CLOCK).sync().ok
     assert "Industry" in first.field_names("Account")
 

@@ -54,12 +54,13 @@ def _sent(client: Salesforce, method: str, url: str, **options: Any) -> Any:
     return answer
 
 
-def create_job(client: Salesforce, soql: str) -> str:
-    """Create a ``queryAll`` job of ``soql``: its id.
+def create_job(client: Salesforce, soql: str, operation: str) -> str:
+    """Create a job of ``soql``: its id.
 
-    ``queryAll``, as the REST reads, so that deleted and merged rows come too.
+    ``operation`` is ``queryAll`` for changes, as the REST reads, so that deleted and
+    merged rows come too; ``query`` for live rows only.
     """
-    body = {"operation": "queryAll", "query": soql, "columnDelimiter": "COMMA"}
+    body = {"operation": operation, "query": soql, "columnDelimiter": "COMMA"}
     answer = _sent(client, "POST", f"{client.bulk2_url}query", json=body).json()
     return str(answer["id"])
 

@@ -44,8 +44,10 @@ one goes on from its watermark.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -57,7 +59,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as ClientError
 
 from acctsync._errors import ConfigurationError, InvalidRecordError, SourceError
-from acctsync._formats import AUDIT_FIELDS, json_value
+from acctsync._formats import AUDIT_FIELDS, json_value, parse_datetime
 from acctsync._ids import normalize_id
 from acctsync._names import close_matches
 from acctsync._records import (
@@ -114,6 +116,14 @@ _BATCH_SIZES: Final = range(200, 2001)
 # Records per Bulk result set: simple-salesforce's default maxRecords (its bulk2 module);
 # Salesforce sets none of its own but a set's size limit ("Get Results for a Query Job").
 _BULK_SET_SIZE: Final = 50_000
+# A read of more records than this goes by Bulk: REST serves it in 5 pages, a job in at
+# least 3 requests (create, poll, results) and more time, as a job queues first.
+_BULK_THRESHOLD: Final = 10_000
+# At most this many records per Bulk job; more are split into windows (`_windows`).
+_BULK_JOB_RECORDS: Final = 1_000_000
+_DESCRIBE_MAX_AGE: Final = timedelta(minutes=15)
+_ORDER: Final = " ORDER BY SystemModstamp, Id"
+_SECOND: Final = timedelta(seconds=1)
 
 
 class SalesforceError(SourceError):
@@ -273,6 +283,38 @@ def soql_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _window(since: datetime | None, until: datetime | None) -> str:
+    """The ``WHERE`` clause of ``since <= SystemModstamp < until``, each bound optional."""
+    bounds = []
+    if since is not None:
+        bounds.append(f"SystemModstamp >= {soql_datetime(since)}")
+    if until is not None:
+        bounds.append(f"SystemModstamp < {soql_datetime(until)}")
+    return f" WHERE {' AND '.join(bounds)}" if bounds else ""
+
+
+def _second(stamp: datetime) -> datetime:
+    return stamp.replace(microsecond=0)
+
+
+def _stamp(record: object) -> datetime:
+    value = record.get("SystemModstamp") if isinstance(record, Mapping) else None
+    try:
+        return parse_datetime(value, field="SystemModstamp")
+    except InvalidRecordError as error:
+        raise SalesforceError(f"a query answer with {error.reason}") from None
+
+
+def _batch_size(page_size: int) -> dict[str, str]:
+    size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
+    return {"Sforce-Query-Options": f"batchSize={size}"}
+
+
+def _check_page_size(page_size: int) -> None:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise ConfigurationError(f"page_size must be a positive integer: {page_size!r}")
+
+
 class SalesforceSource:
     """A `WritableSource` and `DescribedSource` over a live org, through a client.
 
@@ -286,8 +328,10 @@ class SalesforceSource:
     An object not named syncs every field its describe lists, except compound and file
     fields (the compounds' components sync one by one) and audit fields.
 
-    Each sync reads each object's describe again (`field_names`), so access granted or
-    revoked since the last sync is seen.
+    Describe is read again when a sync starts and the last reading is older than
+    ``describe_max_age`` (`field_names`), so that access granted since is seen; access
+    revoked is seen at once, as the query naming the field fails and the source reads
+    describe again. ``timedelta(0)`` reads it at every sync, at one request per object.
 
     ``external_id_field`` is an External ID field on Account, Contact and Opportunity
     that Convert Person writes its idempotency key to (create it in the org first).
@@ -304,11 +348,14 @@ class SalesforceSource:
     None sets no share of its own. `requests_made` counts the requests sent (a
     `MeteredSource`).
 
-    ``bulk=True`` reads a whole object (`read_all`, and a first sync, with no watermark)
-    by a Bulk API 2.0 query job, in result sets of at most ``bulk_set_size`` records: a
-    few requests where REST needs one per 2,000 records. Off by default for now. A job
-    Salesforce refuses or fails is logged as a warning naming it, and that read runs on
-    REST. Job polls wait as the ``retry`` policy's backoff does, through its ``sleep``.
+    ``bulk=True`` (the default) reads by Bulk API 2.0 query jobs any read of more than
+    ``bulk_threshold`` records: a first sync, a reconciliation, an incremental sync with a
+    large backlog, a formula refresh. Each read's first REST page counts its records, so
+    smaller reads stay on REST at no cost. Results come in sets of at most
+    ``bulk_set_size`` records, and a read of more than ``bulk_job_records`` is split into
+    jobs by ``SystemModstamp`` windows. A job Salesforce refuses or fails is read by REST
+    instead, with a warning in the sync report (`take_warnings`). Job polls wait as the
+    ``retry`` policy's backoff does, through its ``sleep``.
     """
 
     def __init__(
@@ -320,19 +367,34 @@ class SalesforceSource:
         external_id_field: str = "Acctsync_Key__c",
         login: SalesforceLogin | None = None,
         max_api_share: float | None = None,
-        bulk: bool = False,
+        bulk: bool = True,
+        bulk_threshold: int = _BULK_THRESHOLD,
         bulk_set_size: int = _BULK_SET_SIZE,
+        bulk_job_records: int = _BULK_JOB_RECORDS,
+        describe_max_age: timedelta = _DESCRIBE_MAX_AGE,
     ) -> None:
         if not isinstance(bulk, bool):
             raise ConfigurationError(f"bulk must be True or False: {bulk!r}")
-        if (
-            isinstance(bulk_set_size, bool)
-            or not isinstance(bulk_set_size, int)
-            or bulk_set_size < 1
-        ):
-            raise ConfigurationError(f"bulk_set_size must be an integer >= 1: {bulk_set_size!r}")
+        counts = {
+            "bulk_threshold": (bulk_threshold, 0),
+            "bulk_set_size": (bulk_set_size, 1),
+            "bulk_job_records": (bulk_job_records, 1),
+        }
+        for name, (value, least) in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigurationError(f"{name} must be an integer >= {least}: {value!r}")
+        if not isinstance(describe_max_age, timedelta) or describe_max_age < timedelta(0):
+            raise ConfigurationError(
+                f"describe_max_age must be a timedelta >= 0: {describe_max_age!r}"
+            )
         self._bulk = bulk
+        self._bulk_threshold = bulk_threshold
         self._bulk_set_size = bulk_set_size
+        self._bulk_job_records = bulk_job_records
+        self._describe_max_age = describe_max_age.total_seconds()
+        self._described_at: dict[ObjectType, float] = {}
+        self._formulas: dict[ObjectType, tuple[str, ...]] = {}
+        self._warnings: list[str] = []
         self._typings: dict[ObjectType, _bulk.CsvTyping] = {}
         if max_api_share is not None and (
             isinstance(max_api_share, bool)
@@ -460,19 +522,45 @@ class SalesforceSource:
         """The fields of ``object_type`` this source reads, as describe spells them.
 
         Those configured (a compound as its components), or those described; system
-        fields left out. Each call reads describe again, so that access granted or revoked
-        since is seen: the engine asks once per object at the start of each sync. Raises
-        `UnreadableFieldError` for a configured field that describe does not list.
+        fields left out. Describe is read again when the last reading is older than
+        ``describe_max_age``, so that access granted since is seen: the engine asks once
+        per object at the start of each sync. Raises `UnreadableFieldError` for a
+        configured field that describe does not list.
         """
-        self._readings.pop(parse_object_type(object_type), None)
-        return self._reading(object_type)
+        kind = parse_object_type(object_type)
+        described_at = self._described_at.get(kind)
+        if described_at is None or time.monotonic() - described_at >= self._describe_max_age:
+            self._readings.pop(kind, None)
+        return self._reading(kind)
+
+    def formula_fields(self, object_type: ObjectType) -> tuple[str, ...]:
+        """The fields of `field_names` that describe marks ``calculated``.
+
+        Formula and roll-up summary fields: their values change without a new
+        ``SystemModstamp``, so only a read of them (`read_formulas`) sees the change.
+        """
+        kind = parse_object_type(object_type)
+        self._reading(kind)
+        return self._formulas[kind]
 
     def soql(self, object_type: ObjectType, since: datetime | None) -> str:
         """The query that reads ``object_type`` changes stamped at or after ``since``."""
-        kind = parse_object_type(object_type)
-        selected = ", ".join((*_SYSTEM_FIELDS[kind], *self._reading(kind)))
-        where = "" if since is None else f" WHERE SystemModstamp >= {soql_datetime(since)}"
-        return f"SELECT {selected} FROM {kind}{where} ORDER BY SystemModstamp, Id"
+        return self._soql(parse_object_type(object_type), since=since)
+
+    def _soql(
+        self,
+        kind: ObjectType,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        formulas: bool = False,
+    ) -> str:
+        fields = (
+            ("Id", "SystemModstamp", *self.formula_fields(kind))
+            if formulas
+            else (*_SYSTEM_FIELDS[kind], *self._reading(kind))
+        )
+        return f"SELECT {', '.join(fields)} FROM {kind}{_window(since, until)}" + _ORDER
 
     def _reading(self, object_type: ObjectType) -> tuple[str, ...]:
         kind = parse_object_type(object_type)
@@ -489,7 +577,10 @@ class SalesforceSource:
                 if configured is None
                 else _configured_reading(kind, configured, described)
             )
+            calculated = {f["name"] for f in described if f.get("calculated") is True}
+            self._formulas[kind] = tuple(name for name in reading if name in calculated)
             self._readings[kind] = reading
+            self._described_at[kind] = time.monotonic()
         return reading
 
     def read_changes(
@@ -497,24 +588,212 @@ class SalesforceSource:
     ) -> Iterator[list[RawRecord | Unreadable]]:
         """Pages of ``object_type`` records stamped at or after ``since`` (see `Source`).
 
-        By Bulk when the source has ``bulk=True`` and ``since`` is None; else by REST.
+        By Bulk when the source has ``bulk=True`` and the first REST page says that more
+        than ``bulk_threshold`` records match; else by REST.
         """
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ConfigurationError(f"page_size must be a positive integer: {page_size!r}")
+        _check_page_size(page_size)
+        return self._read(parse_object_type(object_type), since, page_size, formulas=False)
+
+    def read_all(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`).
+
+        By Bulk, as `read_changes` decides.
+        """
+        return self.read_changes(object_type, None, page_size=page_size)
+
+    def read_formulas(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """The live records of ``object_type``, each with only its `formula_fields`
+        (`FormulaSource`).
+
+        Nothing, and no request past describe, when the object has none. By Bulk as
+        `read_changes` decides.
+        """
+        _check_page_size(page_size)
         kind = parse_object_type(object_type)
-        if self._bulk and since is None:
-            return self._read_by_bulk(kind, page_size)
-        return self._read_by_rest(kind, since, page_size)
+        if not self.formula_fields(kind):
+            return iter(())
+        return self._read(kind, None, page_size, formulas=True)
+
+    def take_warnings(self) -> tuple[str, ...]:
+        """The warnings since the last call, forgotten once taken (`WarningSource`).
+
+        A Bulk job that Salesforce refused or that failed, and so was read by REST.
+        """
+        warnings, self._warnings = tuple(self._warnings), []
+        return warnings
+
+    def _warn(self, message: str) -> None:
+        _log.warning("%s", message)
+        self._warnings.append(message)
+
+    def _read(
+        self, kind: ObjectType, since: datetime | None, page_size: int, *, formulas: bool
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """The pages of a read: by REST, or by Bulk when the first page counts enough.
+
+        The first REST page is read either way: its ``totalSize`` counts the records the
+        query matches (REST API Developer Guide, "Query"), so a read that REST serves in
+        a page or a few costs no request more to decide, and a sync with nothing new
+        costs one request per object.
+        """
+        deleted = not formulas  # changes by queryAll: deleted and merged rows too
+        first = self._first_page(
+            kind, lambda: self._soql(kind, since=since, formulas=formulas), page_size, deleted
+        )
+        total = first.get("totalSize")
+        if self._bulk and isinstance(total, int) and total > self._bulk_threshold:
+            yield from self._read_by_bulk(kind, since, first, page_size, formulas=formulas)
+        else:
+            yield from self._rest_pages(kind, first, page_size, deleted)
+
+    def _first_page(
+        self, kind: ObjectType, query: Callable[[], str], page_size: int, deleted: bool
+    ) -> Any:
+        """The answer to ``query()``'s first REST page.
+
+        A query that fails with ``INVALID_FIELD`` names a field read before and no longer
+        visible (access revoked since this source described the object): it is made
+        again, once, after a new describe, as for a source that lives long.
+        """
+        headers = _batch_size(page_size)
+
+        def sent() -> Any:
+            soql = query()
+            return self._call(
+                f"query {kind}",
+                lambda: self._client.query(soql, include_deleted=deleted, headers=headers),
+            )
+
+        try:
+            return sent()
+        except SalesforceError as error:
+            if error.error_code != "INVALID_FIELD":
+                raise
+            self._readings.pop(kind, None)
+            return sent()
+
+    def _rest_pages(
+        self, kind: ObjectType, result: Any, page_size: int, deleted: bool
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        """The records of ``result`` and of the pages after it, along ``nextRecordsUrl``."""
+        headers = _batch_size(page_size)
+        while True:
+            records: list[RawRecord | Unreadable] = [
+                RawRecord(object_type=kind, payload=r) for r in _records(result)
+            ]
+            for start in range(0, len(records), page_size):
+                yield records[start : start + page_size]
+            next_url = result.get("nextRecordsUrl")
+            if result.get("done", True) or not next_url:
+                return
+
+            def more(url: str = next_url) -> Any:
+                return self._client.query_more(
+                    url, identifier_is_url=True, include_deleted=deleted, headers=headers
+                )
+
+            result = self._call(f"query {kind} (next page)", more)
 
     def _read_by_bulk(
-        self, kind: ObjectType, page_size: int
+        self,
+        kind: ObjectType,
+        since: datetime | None,
+        first: Any,
+        page_size: int,
+        *,
+        formulas: bool,
     ) -> Iterator[list[RawRecord | Unreadable]]:
-        query = self.soql(kind, None)
-        typing = self._typings[kind]  # soql() read the describe
-        job_id = self._bulk_job(kind, query)
-        if job_id is None:
-            yield from self._read_by_rest(kind, None, page_size)
-            return
+        """The read as Bulk query jobs, one per window of `_windows`, in their order.
+
+        A window whose job Salesforce refuses or fails is read by REST instead.
+        """
+        deleted = not formulas
+        for lower, upper in self._windows(kind, since, first, deleted):
+            query = partial(self._soql, kind, since=lower, until=upper, formulas=formulas)
+            job_id = self._bulk_job(kind, query(), deleted)
+            if job_id is None:
+                result = self._first_page(kind, query, page_size, deleted)
+                yield from self._rest_pages(kind, result, page_size, deleted)
+            else:
+                yield from self._job_results(kind, job_id, page_size)
+
+    def _windows(
+        self, kind: ObjectType, since: datetime | None, first: Any, deleted: bool
+    ) -> list[tuple[datetime | None, datetime | None]]:
+        """The ``SystemModstamp`` windows that split a read into jobs of at most
+        ``bulk_job_records`` records each, in order: ``[lower, upper)``, None for open.
+
+        Bulk API 2.0 splits a large query into chunks by primary key itself, but not one
+        with ``ORDER BY``, which then may time out; Salesforce's remedy is more filter
+        criteria (Bulk API 2.0 Developer Guide, "Troubleshooting Query Timeouts"). A
+        window of stamps is such a filter that keeps the order rule R1 needs across jobs,
+        which ID ranges would not: read one after the other, the windows' results are in
+        ``SystemModstamp, Id`` order as one job's would be. The windows halve the span
+        from the first stamp to the last while a half holds too many records, counted by
+        a ``COUNT()`` query each; a second holding more than the limit is one job all the
+        same. Neighbours are then joined while they fit in one job.
+        """
+        total, records = first.get("totalSize"), _records(first)
+        limit = self._bulk_job_records
+        if not isinstance(total, int) or total <= limit or not records:
+            return [(since, None)]
+        start = _second(_stamp(records[0]))
+        end = _second(_stamp(self._last(kind, since, deleted))) + _SECOND
+        leaves: list[tuple[datetime, datetime, int]] = []
+        pending = [(start, end, total)]
+        while pending:
+            lower, upper, count = pending.pop()
+            if count <= limit or upper - lower <= _SECOND:
+                leaves.append((lower, upper, count))
+                continue
+            middle = _second(lower + (upper - lower) / 2)
+            left = self._count(kind, lower, middle, deleted)
+            pending.extend([(middle, upper, max(count - left, 0)), (lower, middle, left)])
+        windows: list[tuple[datetime | None, datetime | None]] = []
+        held = 0
+        for lower, upper, count in leaves:
+            if windows and held + count <= limit:
+                windows[-1] = (windows[-1][0], upper)
+                held += count
+            else:
+                windows.append((lower, upper))
+                held = count
+        # The read's own bounds: from its watermark, and open at the end for records
+        # stamped since the last was seen.
+        windows[0] = (since, windows[0][1])
+        windows[-1] = (windows[-1][0], None)
+        return windows
+
+    def _last(self, kind: ObjectType, since: datetime | None, deleted: bool) -> Any:
+        query = f"SELECT SystemModstamp FROM {kind}{_window(since, None)}"
+        query += " ORDER BY SystemModstamp DESC LIMIT 1"
+        answer = self._call(
+            f"query {kind} (last stamp)",
+            lambda: self._client.query(query, include_deleted=deleted),
+        )
+        records = _records(answer)
+        if not records:
+            raise SalesforceError(f"query {kind} (last stamp): no record, though some counted")
+        return records[0]
+
+    def _count(self, kind: ObjectType, lower: datetime, upper: datetime, deleted: bool) -> int:
+        query = f"SELECT COUNT() FROM {kind}{_window(lower, upper)}"
+        answer = self._call(
+            f"count {kind}", lambda: self._client.query(query, include_deleted=deleted)
+        )
+        total = answer.get("totalSize") if isinstance(answer, Mapping) else None
+        if not isinstance(total, int):
+            raise SalesforceError(f"count {kind}: an answer without a totalSize")
+        return total
+
+    def _job_results(
+        self, kind: ObjectType, job_id: str, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        typing = self._typings[kind]  # the query was made from the describe
         locator: str | None = None
         number = 0
         while True:
@@ -529,16 +808,17 @@ class SalesforceSource:
             if locator is None:
                 return
 
-    def _bulk_job(self, kind: ObjectType, query: str) -> str | None:
+    def _bulk_job(self, kind: ObjectType, query: str, deleted: bool) -> str | None:
         """The id of a completed job of ``query``; None (with a warning) when there is none.
 
         Polls wait as the retry policy's backoff does (its ``sleep``), from its initial
         wait, doubling up to its maximum.
         """
+        operation = "queryAll" if deleted else "query"
         try:
             job_id = self._call(
                 f"create a Bulk query job of {kind}",
-                lambda: _bulk.create_job(self._client, query),
+                lambda: _bulk.create_job(self._client, query, operation),
             )
         except ApiBudgetExceededError:
             raise
@@ -547,7 +827,7 @@ class SalesforceSource:
                 raise
             # Refused as a whole (an object Bulk does not serve, a query it does not
             # take): REST serves the same query.
-            _log.warning("Bulk query of %s refused (%s); reading it by REST", kind, error)
+            self._warn(f"Bulk query of {kind} refused ({error}); read by REST instead")
             return None
         wait = self._retry.initial
         while True:
@@ -557,66 +837,13 @@ class SalesforceSource:
             if state == _bulk.COMPLETE:
                 return job_id
             if state in _bulk.FAILED_STATES:
-                _log.warning(
-                    "Bulk query job %s of %s ended %s (%s); reading %s by REST",
-                    job_id,
-                    kind,
-                    state,
-                    message,
-                    kind,
+                self._warn(
+                    f"Bulk query job {job_id} of {kind} ended {state} ({message});"
+                    f" read by REST instead"
                 )
                 return None
             self._retry.sleep(wait)
             wait = min(wait * 2, self._retry.maximum)
-
-    def _read_by_rest(
-        self, kind: ObjectType, since: datetime | None, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
-        size = min(max(page_size, _BATCH_SIZES.start), _BATCH_SIZES.stop - 1)
-        headers = {"Sforce-Query-Options": f"batchSize={size}"}
-
-        def first_page() -> Any:
-            query = self.soql(kind, since)
-            return self._call(
-                f"query {kind}",
-                lambda: self._client.query(query, include_deleted=True, headers=headers),
-            )
-
-        try:
-            result = first_page()
-        except SalesforceError as error:
-            if error.error_code != "INVALID_FIELD":
-                raise
-            # A field read before is no longer visible (access revoked since this source
-            # described the object): describe again, once, for a source that lives long,
-            # as a Change Data Capture fallback does.
-            self._readings.pop(kind, None)
-            result = first_page()
-        while True:
-            records: list[RawRecord | Unreadable] = [
-                RawRecord(object_type=kind, payload=r) for r in _records(result)
-            ]
-            for start in range(0, len(records), page_size):
-                yield records[start : start + page_size]
-            next_url = result.get("nextRecordsUrl")
-            if result.get("done", True) or not next_url:
-                return
-
-            def more(url: str = next_url) -> Any:
-                return self._client.query_more(
-                    url, identifier_is_url=True, include_deleted=True, headers=headers
-                )
-
-            result = self._call(f"query {kind} (next page)", more)
-
-    def read_all(
-        self, object_type: ObjectType, *, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
-        """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`).
-
-        By Bulk when the source has ``bulk=True``.
-        """
-        return self.read_changes(object_type, None, page_size=page_size)
 
     # -- Writing (Convert Person) --------------------------------------------------------
 

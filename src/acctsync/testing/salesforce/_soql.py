@@ -1,7 +1,8 @@
 """The small SOQL `FakeSalesforce` serves, and how its filters and orderings read a row.
 
 ``SELECT f, ... FROM o [WHERE c AND ...] [ORDER BY f [ASC|DESC], ...] [LIMIT n]``, where a
-selected ``f`` is a field or ``FIELDS(ALL|STANDARD|CUSTOM)``, and a condition is
+selected ``f`` is a field or ``FIELDS(ALL|STANDARD|CUSTOM)`` (or ``COUNT()`` alone), and
+a condition is
 ``Field op literal`` (``= != < <= > >=``) or ``Field IN (literal, ...)``.
 `Parser` turns the text into a `Soql`, with Salesforce's MALFORMED_QUERY messages for
 anything else; the query handler then checks each literal against its field's type
@@ -70,6 +71,9 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
+# SOQL and SOSL Reference, "COUNT() and COUNT(fieldName)": the query answers the number
+# of rows it matches in totalSize, and no records.
+COUNT: Final = "COUNT()"
 # SOQL and SOSL Reference, "SELECT" (FIELDS()): the groups of fields FIELDS() selects.
 FIELD_GROUPS: Final = ("ALL", "STANDARD", "CUSTOM")
 
@@ -135,6 +139,9 @@ class Parser:
             limit = int(text)
         if self._at < len(self._tokens):
             raise malformed(f"unexpected token: '{self._tokens[self._at][1]}'")
+        if COUNT in fields and len(fields) > 1:
+            # SOQL and SOSL Reference, "COUNT() and COUNT(fieldName)": COUNT() stands alone.
+            raise malformed("COUNT() must be the only element in the SELECT list")
         return Soql(object_type, tuple(fields), tuple(where), tuple(order), limit)
 
     def _next(self) -> tuple[str, str]:
@@ -161,6 +168,10 @@ class Parser:
 
     def _selected(self) -> str:
         name = self._name()
+        if name.upper() == "COUNT" and self._punct("("):
+            if not self._punct(")"):
+                raise malformed(f"unexpected token: '{self._next()[1]}', expected )")
+            return COUNT
         if name.upper() != "FIELDS" or not self._punct("("):
             return name
         kind, group = self._next()
