@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= acctsync-demo.db
 
-.PHONY: demo test lint docs bench bench-sql clean
+.PHONY: demo test lint docs bench bench-sql bench-salesforce bench-decode clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(BIN)/.installed
 
 bench-sql: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_sql.py
+
+bench-salesforce: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_salesforce.py
+
+bench-decode: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_decode.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site acctsync-demo.db*
