@@ -475,3 +475,40 @@ def test_an_object_without_formulas_reads_nothing(org: FakeSalesforce) -> None:
 
     assert list(source.read_formulas("Contact", page_size=10)) == []
     assert org.api_used - before == 1  # the describe that says so
+
+
+@pytest.mark.parametrize("threshold", [10_000, 0], ids=["rest", "bulk"])
+def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
+    org: FakeSalesforce, threshold: int
+) -> None:
+    populate(org, 6, 12)
+    for n in range(6):
+        org.set_formula("Account", make_id("001", n), Tier__c="Bronze")
+    store = InMemoryStore()
+    fields = {"Account": ["Name", "Tier__c"], "Contact": ["Email"]}
+    engine = loopback_org.engine_of(org, store, fields=fields, bulk_threshold=threshold)
+    assert engine.sync().ok
+    edited = engine.edit_account_field(contact_id=make_id("003", 1), field="Name", value="Mine")
+    org.set_formula("Account", make_id("001", 1), Tier__c="Gold")  # a roll-up moved
+    org.set_formula("Account", make_id("001", 2), Tier__c="Silver")
+    jobs = len(jobs_created(org))
+    marks = [store.watermark(stream) for stream in ("Account", "Contact")]
+
+    report = engine.refresh_formulas()
+
+    assert report.ok, report
+    assert (report.refreshed, report.already_applied) == (2, 4)
+    assert len(jobs_created(org)) - jobs == (1 if threshold == 0 else 0)
+    account = store.get_account(make_id("001", 1))
+    assert account is not None
+    assert account.fields["Tier__c"] == "Gold"
+    assert account.fields["Name"] == "Mine"  # the local edit stays (S3)
+    # Accounts 1 and 2 have contacts 1, 7 and 2, 8: an entry each (S7).
+    changed = sorted((e.contact_id, e.new_value) for e in report.activities)
+    assert changed == sorted(
+        [(make_id("003", n), "Gold") for n in (1, 7)]
+        + [(make_id("003", n), "Silver") for n in (2, 8)]
+    )
+    assert all(e.occurred_at == CLOCK for e in report.activities)
+    assert edited.changed
+    assert [store.watermark(stream) for stream in ("Account", "Contact")] == marks

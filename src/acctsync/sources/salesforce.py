@@ -6,8 +6,9 @@ merged rows arrive too (``IsDeleted``, ``MasterRecordId``), filtered on the incl
 and followed page by page along ``nextRecordsUrl``. Records go to the engine as
 `RawRecord` items, so that a malformed one is rejected, not fatal (rule R7).
 
-Fields: a source reads each object's ``describe`` when a sync starts (`field_names`),
-and again once when a query fails with ``INVALID_FIELD``.
+Fields: a source reads each object's ``describe`` when a sync starts (`field_names`) and
+its last reading is older than ``describe_max_age``, and again once when a query fails
+with ``INVALID_FIELD``.
 Describe lists only the fields the integration user may read, so it is both the list of
 fields to sync when none are configured and the check of those configured: a field it
 lacks would fail the query with ``INVALID_FIELD``, so it fails before the query, naming
@@ -22,14 +23,24 @@ timeouts, outages and dropped connections are retried with backoff first; a malf
 query stops at once. An expired session stops at once too, unless the source was given
 its `SalesforceLogin`: then it signs in again, once, and repeats the request.
 
-Bulk API 2.0 (``bulk=True``): a read of a whole object (`read_all`, and the first sync,
-which has no watermark) runs as one query job of the same query, its results read set by
-set along ``Sforce-Locator`` and typed by describe (see ``_bulk``): a few requests where
-REST needs one per 2,000 records. The query keeps ``ORDER BY SystemModstamp, Id``, so the
-engine sees the order rule R1 needs, as on REST. A job Salesforce refuses (an object
-Bulk does not serve) or that ends ``Failed`` or ``Aborted`` is logged as a warning with
-its id, and the read runs on REST instead. Incremental reads stay on REST: a few changes
-cost fewer requests there than a job's three.
+Bulk API 2.0 (``bulk=True``, the default): every read starts with its first REST page,
+whose ``totalSize`` counts the records the query matches. Past ``bulk_threshold``, the
+read runs instead as a query job of the same query (a first sync, a reconciliation, an
+incremental sync with a large backlog), its results read set by set along
+``Sforce-Locator`` and typed by describe (see ``_bulk``): a few requests where REST needs
+one per 2,000 records. The query keeps ``ORDER BY SystemModstamp, Id``, so the engine
+sees the order rule R1 needs, as on REST; a read of more than ``bulk_job_records`` is
+split into jobs by windows of ``SystemModstamp``, read one after the other, which keep
+that order (see `SalesforceSource._windows`). A job Salesforce refuses (an object Bulk
+does not serve) or that ends ``Failed`` or ``Aborted`` is read by REST instead, with a
+warning the engine puts in the sync report (`SalesforceSource.take_warnings`). A sync
+stopped in the middle of a job (killed, or out of budget) does not come back to it: the
+next sync reads from the watermark its applied pages saved, by a new job if the rest is
+still large, and the records read twice are known versions, applied once.
+
+Formula and roll-up summary fields (describe's ``calculated``) change without a new
+``SystemModstamp``: `SalesforceSource.read_formulas` reads only them, by ``query`` (live
+rows), for `SyncEngine.refresh_formulas`.
 
 The API budget: every request the source sends (each try of a retried one, and a
 renewal's sign-in) is counted in `SalesforceSource.requests_made`, which the engine puts
