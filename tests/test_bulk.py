@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 import loopback_org
-from acctsync import Account, Batch, Contact, SyncEngine
+from acctsync import Account, Batch, Contact, FormulaSource, SyncEngine, WarningSource
 from acctsync.sources.salesforce import (
     ApiBudgetExceededError,
     ConfigurationError,
@@ -512,3 +512,10 @@ def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
     assert all(e.occurred_at == CLOCK for e in report.activities)
     assert edited.changed
     assert [store.watermark(stream) for stream in ("Account", "Contact")] == marks
+
+
+def test_the_source_offers_the_engine_formulas_and_warnings(org: FakeSalesforce) -> None:
+    source = SalesforceSource(org.client())
+    assert isinstance(source, FormulaSource)
+    assert isinstance(source, WarningSource)
+    assert source.take_warnings() == ()

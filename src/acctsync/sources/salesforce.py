@@ -327,7 +327,8 @@ def _check_page_size(page_size: int) -> None:
 
 
 class SalesforceSource:
-    """A `WritableSource` and `DescribedSource` over a live org, through a client.
+    """A live org through a client: a `WritableSource`, `CompleteSource`, `DescribedSource`,
+    `FormulaSource`, `MeteredSource` and `WarningSource`.
 
     The client is a ``simple_salesforce.Salesforce``; create it with
     ``parse_float=decimal.Decimal`` to keep currency values exact.
