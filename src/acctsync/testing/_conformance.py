@@ -15,6 +15,7 @@ from decimal import Decimal
 import attrs
 
 from acctsync._activity import ActivityPolicy, ChangeDataValue, Origin
+from acctsync._apply import same_second, stream_of
 from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError
 from acctsync._formats import decode_change_event, decode_record
@@ -22,6 +23,7 @@ from acctsync._protocols import (
     ContactIndex,
     DescribedSource,
     FieldNameStore,
+    FormulaSource,
     ListingStore,
     Source,
     Store,
@@ -490,7 +492,9 @@ def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]],
     Every record comes out once, ordered by ``(SystemModstamp, Id)``, in pages no larger
     than asked, filtered by an inclusive ``since``. A `DescribedSource`'s ``field_names``
     are API names, no record attribute, each in one case, and name every field it reads.
-    Raises `ConformanceError` on failure.
+    A `FormulaSource`'s ``read_formulas`` gives live records of ``records`` only, each
+    once, under its stamp, in pages no larger than asked. Raises `ConformanceError` on
+    failure.
     """
     records = _sample_records()
     source = make_source(records)
@@ -521,6 +525,33 @@ def check_source(make_source: Callable[[Sequence[Account | Contact | Deletion]],
         _expect(
             got == [r for r in expected if r.system_modstamp >= since],
             "since is inclusive: records stamped exactly at it come out, older ones do not",
+        )
+        if isinstance(source, FormulaSource):
+            _source_formulas(source, stream, expected)
+
+
+def _source_formulas(
+    source: FormulaSource, stream: ObjectType, records: Sequence[Account | Contact | Deletion]
+) -> None:
+    """The duties of a `FormulaSource`'s ``read_formulas``, against the records it holds."""
+    live = {r.id: r.system_modstamp for r in records if not isinstance(r, Deletion)}
+    pages = [list(page) for page in source.read_formulas(stream, page_size=2)]
+    _expect(
+        all(0 < len(page) <= 2 for page in pages),
+        "read_formulas pages hold between 1 and page_size (2) items",
+    )
+    read = [change for page in pages for change in _decoded(page)]
+    ids = [change.id for change in read]
+    _expect(len(ids) == len(set(ids)), f"read_formulas gives each {stream} record once")
+    for change in read:
+        stamp = live.get(change.id)
+        _expect(
+            stamp is not None and stream_of(change) == stream,
+            f"read_formulas gives live {stream} records only (not {change.id})",
+        )
+        _expect(
+            stamp is not None and same_second(change.system_modstamp, stamp),
+            f"read_formulas gives each record under its SystemModstamp ({change.id})",
         )
 
 
