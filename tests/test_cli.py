@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,12 +23,22 @@ pytest.importorskip("click")
 pytest.importorskip("rich")
 pytest.importorskip("sqlalchemy")
 
-from acctsync import Account, Contact, InvalidRecordError, Origin, SyncEngine
+from acctsync import (
+    Account,
+    Contact,
+    FormulaSource,
+    InvalidRecordError,
+    Origin,
+    SourceError,
+    SyncEngine,
+    WarningSource,
+)
 from acctsync._protocols import DescribedSource
-from acctsync._records import ObjectType
+from acctsync._records import Change, ObjectType
 from acctsync.cli import ExitCode
+from acctsync.cli._output import Output
 from acctsync.cli._params import parse_json_value
-from acctsync.cli._running import ObservedSource, Stopped, StopRequest, observed
+from acctsync.cli._running import ObservedSource, Runner, Stopped, StopRequest, observed
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 
@@ -274,6 +284,11 @@ BAD = [
     (["status", "--db", "{tmp}/other.db"], "holds no acctsync tables"),
     (["activities", "--db", "{tmp}/other.db"], "holds no acctsync tables"),
     (["frobnicate"], "No such command"),
+    (["refresh-formulas", "--db", "{db}"], "give one source"),
+    (
+        ["refresh-formulas", "--db", "{db}", "--export-dir", "{exports}"],
+        "cannot read formula fields alone, as refresh-formulas needs",
+    ),
 ]
 
 
@@ -1020,6 +1035,125 @@ def test_an_observed_source_describes_exactly_when_the_source_does() -> None:
     plain = ObservedSource(org, stop)
     SyncEngine(source=plain, store=InMemoryStore()).sync()
     assert watched.pages == plain.pages > 0  # still an observer: it counts what it passes on
+
+
+class DegradedOrg:
+    """An in-memory org with calculated fields, read a lesser way that it warns of."""
+
+    def __init__(self, org: InMemorySource, *, fail: bool = False) -> None:
+        self.org = org
+        self.fail = fail
+        self.pending: list[str] = []
+
+    def read_changes(
+        self, object_type: ObjectType, since: datetime | None, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        self.pending.append(f"{object_type}: the Bulk API job failed; read by REST")
+        if self.fail:
+            raise SourceError("REST failed too")
+        return self.org.read_changes(object_type, since, page_size=page_size)
+
+    def read_formulas(
+        self, object_type: ObjectType, *, page_size: int
+    ) -> Iterator[Sequence[Change]]:
+        return self.org.read_formulas(object_type, page_size=page_size)
+
+    def take_warnings(self) -> Sequence[str]:
+        taken, self.pending = tuple(self.pending), []
+        return taken
+
+
+def run_once(store: SqlStore, source: DegradedOrg, **options: Any) -> ExitCode:
+    stop = StopRequest(announce=print)
+    return Runner(
+        out=Output(as_json=False),
+        store=store,
+        make_source=lambda: source,
+        label="an org in memory",
+        stop=stop,
+        engine_options={},
+        progress=None,
+        **options,
+    ).once()
+
+
+def test_a_formula_refresh_is_run_and_recorded_like_a_sync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = InMemorySource(formula_fields={"Account": ["Score__c"]})
+    org.upsert(Account(id=ACME, fields={"Name": "Acme", "Score__c": 1}, system_modstamp=T0))
+    org.upsert(Contact(id=ADA, account_id=ACME, system_modstamp=T0))
+    with SqlStore.sqlite(tmp_path / "f.db") as store:
+        SyncEngine(source=org, store=store).sync()
+        org.recalculate("Account", ACME, {"Score__c": 2})
+        code = run_once(
+            store,
+            DegradedOrg(org),
+            operation=SyncEngine.refresh_formulas,
+            name="formula refresh",
+        )
+        run = store.last_run()
+        account = store.get_account(ACME)
+    assert code == ExitCode.OK
+    assert run is not None
+    assert (run.outcome, run.refreshed, run.activities) == ("ok", 1, 1)
+    assert run.source == "an org in memory"
+    assert account is not None
+    assert account.fields["Score__c"] == 2
+    out = capsys.readouterr().out
+    assert "formula refresh of org 'default': ok" in out
+    assert "refreshed 1" in out
+
+
+def test_a_runs_source_warnings_are_printed_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = InMemorySource()
+    org.upsert(Account(id=ACME, fields={"Name": "Acme"}, system_modstamp=T0))
+    source = DegradedOrg(org)
+    assert isinstance(source, WarningSource)
+    with SqlStore.sqlite(tmp_path / "w.db") as store:
+        assert run_once(store, source) == ExitCode.OK
+        done = capsys.readouterr()
+        assert done.err.splitlines() == [
+            "Warning: Account: the Bulk API job failed; read by REST",
+            "Warning: Contact: the Bulk API job failed; read by REST",
+        ]
+        assert "sync of org 'default': ok" in done.out
+        # A run that fails prints what it was warned of before it failed.
+        source.fail = True
+        with pytest.raises(SourceError):
+            run_once(store, source)
+        failed = store.last_run()
+    assert failed is not None
+    assert failed.outcome == "failed"
+    assert capsys.readouterr().err.splitlines() == [
+        "Warning: Account: the Bulk API job failed; read by REST"
+    ]
+
+
+def test_an_observed_source_reads_formulas_exactly_when_the_source_does() -> None:
+    stop = StopRequest(announce=print)
+    org = InMemorySource(formula_fields={"Account": ["Score__c"]})
+    org.upsert(Account(id=ACME, fields={"Score__c": 1}, system_modstamp=T0))
+    assert not isinstance(observed(DescribedOrg(org, {}), stop), FormulaSource)
+    watched = observed(org, stop)
+    assert isinstance(watched, FormulaSource)
+    assert not isinstance(watched, DescribedSource)
+    assert [len(page) for page in watched.read_formulas("Account", page_size=5)] == [1]
+    assert watched.pages == 1  # counted as the engine's other reads are
+
+    class DescribedFormulas(DescribedOrg):
+        def read_formulas(self, object_type: ObjectType, *, page_size: int) -> Any:
+            return self.org.read_formulas(object_type, page_size=page_size)
+
+    both = observed(DescribedFormulas(org, {"Account": ["Score__c"]}), stop)
+    assert isinstance(both, FormulaSource)
+    assert isinstance(both, DescribedSource)
+    assert list(both.field_names("Account")) == ["Score__c"]
+    stop.request()
+    with pytest.raises(Stopped):
+        list(both.read_formulas("Account", page_size=5))
 
 
 # -- demo ---------------------------------------------------------------------------------
