@@ -753,8 +753,10 @@ class SalesforceSource:
         limit = self._bulk_job_records
         if not isinstance(total, int) or total <= limit or not records:
             return [(since, None)]
-        start = _second(_stamp(records[0]))
-        end = _second(_stamp(self._last(kind, since, deleted))) + _SECOND
+        last = self._last(kind, since, deleted)
+        if last is None:  # purged since the first page: nothing left to split
+            return [(since, None)]
+        start, end = _second(_stamp(records[0])), _second(_stamp(last)) + _SECOND
         leaves: list[tuple[datetime, datetime, int]] = []
         pending = [(start, end, total)]
         while pending:
@@ -781,6 +783,7 @@ class SalesforceSource:
         return windows
 
     def _last(self, kind: ObjectType, since: datetime | None, deleted: bool) -> Any:
+        """The record of the read stamped last, or None when there is none."""
         query = f"SELECT SystemModstamp FROM {kind}{_window(since, None)}"
         query += " ORDER BY SystemModstamp DESC LIMIT 1"
         answer = self._call(
@@ -788,9 +791,7 @@ class SalesforceSource:
             lambda: self._client.query(query, include_deleted=deleted),
         )
         records = _records(answer)
-        if not records:
-            raise SalesforceError(f"query {kind} (last stamp): no record, though some counted")
-        return records[0]
+        return records[0] if records else None
 
     def _count(self, kind: ObjectType, lower: datetime, upper: datetime, deleted: bool) -> int:
         query = f"SELECT COUNT() FROM {kind}{_window(lower, upper)}"
