@@ -289,6 +289,7 @@ BAD = [
         ["refresh-formulas", "--db", "{db}", "--export-dir", "{exports}"],
         "cannot read formula fields alone, as refresh-formulas needs",
     ),
+    (["refresh-formulas", "--db", "{tmp}/nope.db", "--export-dir", "{exports}"], "formula"),
 ]
 
 

@@ -409,8 +409,9 @@ def refresh_formulas(
     """Read the org's formula and roll-up summary fields again, and apply what changed.
 
     Their values change without moving SystemModstamp, so a sync never reads them again.
-    Local edits stay; watermarks do not move. Needs a source that reads those fields
-    alone (--salesforce); the run is recorded like a sync's.
+    Local edits stay; watermarks do not move. Needs a database a sync has filled, and a
+    source that reads those fields alone (--salesforce); the run is recorded like a
+    sync's.
     """
     make_source, label = _source(database, **source_options)
     if not isinstance(make_source(), FormulaSource):
@@ -418,6 +419,7 @@ def refresh_formulas(
             f"{label} cannot read formula fields alone, as refresh-formulas needs"
             " (a live org can: --salesforce)"
         )
+    _existing(database)  # it refreshes what a sync stored: an empty database has nothing
     stop = StopRequest(out.note)
     with _open(database, org=org, lock_timeout=lock_timeout) as store, stop.handling():
         return Runner(
