@@ -643,6 +643,34 @@ def test_a_refused_session_exits_6(tmp_path: Path, org: Any) -> None:
     assert "not-this-one" not in done.stderr
 
 
+def test_refresh_formulas_applies_a_recalculated_field_and_is_recorded(
+    tmp_path: Path, org: Any
+) -> None:
+    db, env = tmp_path / "sf.db", salesforce_env(org)
+    org.set_formula("Account", ACME, Tier__c="Gold")
+    acctsync("sync", "--db", db, "--salesforce", env=env)
+    org.set_formula("Account", ACME, Tier__c="Platinum")  # its stamp stays
+    asked = len(org.requests)
+
+    done = acctsync("refresh-formulas", "--db", db, "--salesforce", "--json", env=env)
+
+    run = json.loads(done.stdout)
+    assert (run["outcome"], run["refreshed"], run["activities"]) == ("ok", 1, 1)
+    assert run["source"] == f"formula fields of salesforce {org.url}"
+    assert run["watermarks"] == {"Account": T0.isoformat(), "Contact": T0.isoformat()}
+    soql = [r.soql for r in org.requests[asked:] if r.soql]
+    # Only the calculated fields, of the one object that has some.
+    assert len(soql) == 1
+    assert soql[0].startswith("SELECT Id, SystemModstamp, Tier__c FROM Account ")
+    with SqlStore.sqlite(db) as store:
+        assert store.get_account(ACME).fields["Tier__c"] == "Platinum"  # type: ignore[union-attr]
+        assert [(e.contact_id, e.new_value) for e in store.activities()] == [(ADA, "Platinum")]
+        assert store.last_run().source == run["source"]  # type: ignore[union-attr]
+    shown = acctsync("refresh-formulas", "--db", db, "--salesforce", env=env).stdout
+    assert "formula refresh of org 'default': ok" in shown
+    assert "already applied 1 | stale 0 | refreshed 0" in shown
+
+
 CONSUMER_KEY, CONSUMER_SECRET = "3MVG9.cli-consumer-key", "cli-consumer-secret-0123456789"
 
 
