@@ -549,7 +549,7 @@ class Applier:
             in_its_second = same_second(stored.system_modstamp, upstream.system_modstamp)
             if self.refresh_at is not None and in_its_second:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
-                # are of the reconciliation, apart from the version's own.
+                # are of the reconciliation or formula refresh, apart from the version's.
                 state = attrs.evolve(stored, upstream=upstream)
                 version += f"~r{micros(self.refresh_at)}"
                 occurred_at = self.refresh_at

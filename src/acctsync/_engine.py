@@ -247,7 +247,7 @@ class SyncEngine:
                     ]
                     for start in range(0, len(refreshes), size):
                         applier.apply(refreshes[start : start + size], ())
-                mark = self._store.watermark(stream)
+                mark = self._store.watermark(stream)  # reported as a sync's: unmoved
                 if mark is not None:
                     tally.watermarks[stream] = mark
         return tally.report()
