@@ -238,6 +238,16 @@ BAD = [
     ),
     (["sync", "--db", "{db}", "--salesforce", "--max-api-share", "0"], "--max-api-share"),
     (["sync", "--db", "{db}", "--salesforce", "--max-api-share", "1.5"], "--max-api-share"),
+    (
+        ["sync", "--db", "{db}", "--export-dir", "{exports}", "--bulk-threshold", "5"],
+        "--bulk-threshold and --no-bulk go with --salesforce",
+    ),
+    (["sync", "--db", "{db}", "--export-dir", "{exports}", "--no-bulk"], "go with --salesforce"),
+    (["sync", "--db", "{db}", "--salesforce", "--bulk-threshold", "-1"], "--bulk-threshold"),
+    (
+        ["sync", "--db", "{db}", "--salesforce", "--bulk-threshold", "5", "--no-bulk"],
+        "not with --no-bulk",
+    ),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "0"], "--every"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "nan"], "--every"),
     (["sync", "--db", "{db}", "--export-dir", "{exports}", "--every", "inf"], "--every"),
@@ -610,6 +620,32 @@ def test_sync_from_salesforce_over_tls_with_credentials_from_the_environment(
     soql = [r.soql for r in org.requests if r.soql]
     assert soql[0].startswith("SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, Name,")
     assert {r.method for r in org.requests} == {"GET"}  # S1: a sync only reads Salesforce
+
+
+@pytest.mark.parametrize(
+    ("options", "jobs"),
+    [((), 1), (("--bulk-threshold", "20000"), 0), (("--no-bulk",), 0)],
+    ids=["default", "threshold", "no-bulk"],
+)
+def test_a_sync_reads_by_bulk_past_the_threshold(
+    tmp_path: Path, org: Any, options: tuple[str, ...], jobs: int
+) -> None:
+    org.put(
+        *(
+            Account(id=make_id("001", n), fields={"Name": f"A{n}"}, system_modstamp=T0)
+            for n in range(10, 10_011)
+        )
+    )
+    done = acctsync(
+        "sync", "--db", tmp_path / "sf.db", "--salesforce", "--fields-account", "Name",
+        "--fields-contact", "LastName", "--json", *options, env=salesforce_env(org),
+    )  # fmt: skip
+    run = json.loads(done.stdout)
+    assert run["outcome"] == "ok"
+    # Accounts past the 10,000 records Bulk starts at by default; the one contact not.
+    assert (run["accounts_upserted"], run["contacts_upserted"]) == (10_002, 1)
+    created = [r for r in org.requests if r.method == "POST" and r.path.endswith("/jobs/query")]
+    assert len(created) == jobs
 
 
 def test_the_fake_org_serves_https_under_a_ca_of_its_own(org: Any) -> None:

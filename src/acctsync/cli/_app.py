@@ -265,6 +265,18 @@ _SOURCE_OPTIONS: Final = (
         help="With --salesforce: stop, exit 8, once the org has used more than this share"
         " of its daily API allowance (0.5 is half). [default: no share of its own]",
     ),
+    click.option(
+        "--bulk-threshold",
+        type=click.IntRange(min=0),
+        metavar="N",
+        help="With --salesforce: read by Bulk API 2.0 query jobs when a read has more"
+        " records than this. [default: 10000]",
+    ),
+    click.option(
+        "--no-bulk",
+        is_flag=True,
+        help="With --salesforce: read by REST only, however many records.",
+    ),
 )
 
 
@@ -279,6 +291,8 @@ def _source(
     fields_contact: tuple[str, ...],
     timeout: float,
     max_api_share: float | None,
+    bulk_threshold: int | None,
+    no_bulk: bool,
 ) -> tuple[Callable[[], Source], str]:
     """What makes the source the options name, and its label; usage errors before any
     source is read, and the database checked first of all but the choice of source."""
@@ -289,6 +303,10 @@ def _source(
         raise click.UsageError("--fields-account and --fields-contact go with --salesforce")
     if not live and max_api_share is not None:
         raise click.UsageError("--max-api-share goes with --salesforce")
+    if not live and (bulk_threshold is not None or no_bulk):
+        raise click.UsageError("--bulk-threshold and --no-bulk go with --salesforce")
+    if no_bulk and bulk_threshold is not None:
+        raise click.UsageError("--bulk-threshold sets when to read by Bulk: not with --no-bulk")
     if export_dir is None and (types or delimiter != ","):
         raise click.UsageError("--type and --delimiter go with --export-dir")
     if export_dir is not None:
@@ -299,6 +317,8 @@ def _source(
         fields_contact=fields_contact,
         timeout=timeout,
         max_api_share=max_api_share,
+        bulk=not no_bulk,
+        bulk_threshold=bulk_threshold,
     )
 
 

@@ -272,9 +272,8 @@ def progress_bar(console: Console) -> Progress:
 class Runner:
     """Runs syncs into one store and records each, for ``sync`` and ``sync --every``.
 
-    ``make_source`` makes the source of each sync: a new one each time, since a source may
-    keep what it read once (`SalesforceSource` keeps describe), and a sync of a long
-    ``--every`` loop must see a field whose access was revoked since the last.
+    ``make_source`` gives the source of each sync: a new one each time, or one kept for
+    all (the Salesforce source, which keeps its describe and the org's API usage).
     ``operation`` is what a run asks of the engine (`SyncEngine.sync` by default), and
     ``name`` what its report calls it.
     """

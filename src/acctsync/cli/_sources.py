@@ -68,13 +68,16 @@ def salesforce(
     fields_contact: Sequence[str],
     timeout: float,
     max_api_share: float | None = None,
+    bulk: bool = True,
+    bulk_threshold: int | None = None,
 ) -> tuple[Callable[[], SalesforceSource], str]:
-    """What makes a source over the org the environment names, and how to name it.
+    """What gives the source over the org the environment names, and how to name it.
 
-    The client, and its sign-in, is made once; each source made reads describe afresh,
-    and signs in again, once, when Salesforce says the session expired. The flow is the
-    first of these whose settings are set (see `sign_in`). A sign-in Salesforce refuses
-    raises `SalesforceError`.
+    The client, its sign-in and the source are made once, so that the syncs of a
+    ``--every`` loop share what the source keeps: its describe, for its
+    ``describe_max_age``, and the org's API usage. The source signs in again, once, when
+    Salesforce says the session expired. The flow is the first of these whose settings
+    are set (see `sign_in`). A sign-in Salesforce refuses raises `SalesforceError`.
     """
     try:
         import requests
@@ -111,14 +114,15 @@ def salesforce(
         if entries
     }
 
-    def source() -> SalesforceSource:
-        return SalesforceSource(client, fields=fields, login=login, max_api_share=max_api_share)
-
+    options: dict[str, Any] = {"max_api_share": max_api_share, "bulk": bulk}
+    if bulk_threshold is not None:
+        options["bulk_threshold"] = bulk_threshold
     try:
-        source()  # checks the field names, and reads nothing yet
+        # Checks the field names, and reads nothing yet.
+        made = SalesforceSource(client, fields=fields, login=login, **options)
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
-    return source, f"salesforce https://{client.sf_instance}"
+    return (lambda: made), f"salesforce https://{client.sf_instance}"
 
 
 # The settings of each flow, in the order they are looked for: (flow, required, optional).
