@@ -690,3 +690,33 @@ def test_s6_a_rollback_for_a_locked_row_is_retryable() -> None:
     with pytest.raises(SalesforceError) as raised:
         _composite_ids(answer)
     assert (raised.value.error_code, raised.value.retryable) == ("UNABLE_TO_LOCK_ROW", True)
+
+
+def test_r9_a_field_hidden_from_a_source_that_kept_its_describe_keeps_its_values(
+    org: FakeSalesforce,
+) -> None:
+    acme, ada = make_id("001", 1), make_id("003", 1)
+    org.put(
+        Account(id=acme, fields={"Name": "Acme", "Industry": "Retail"}, system_modstamp=at(0)),
+        Contact(id=ada, account_id=acme, fields={"Email": "ada@acme.test"}, system_modstamp=at(0)),
+    )
+    store = InMemoryStore()
+    # Its describe is young enough for the next sync (describe_max_age): kept.
+    source = SalesforceSource(org.client(), retry=no_wait()[0])
+    engine = SyncEngine(source=source, store=store, clock=lambda: CLOCK)
+    assert engine.sync().ok
+    org.hide_fields("Account", "Industry")
+    org.put(
+        Account(
+            id=acme, fields={"Name": "Acme Corp", "Industry": "Retail"}, system_modstamp=at(60)
+        )
+    )
+
+    report = engine.sync()  # its query names Industry, fails, and is made again without
+
+    assert report.ok, report
+    assert report.missing_fields == {"Account": ("Industry",)}
+    account = store.get_account(acme)
+    assert account is not None
+    assert (account.fields["Name"], account.fields["Industry"]) == ("Acme Corp", "Retail")
+    assert [(e.field, e.new_value) for e in report.activities] == [("Name", "Acme Corp")]

@@ -26,6 +26,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from operator import itemgetter
 from typing import Final, TypeAlias
 
@@ -281,7 +282,6 @@ class SyncEngine:
             tally=tally,
             refresh_at=ceiling if reconcile else None,
         )
-        spellings = {stream: self._spellings(stream, applier, tally) for stream in STREAMS}
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
         size = self._page_size
@@ -292,7 +292,10 @@ class SyncEngine:
             for stream in STREAMS
         }
         merged = heapq.merge(
-            *(self._read(stream, reads[stream], tally, spellings[stream]) for stream in STREAMS),
+            *(
+                self._read(stream, reads[stream], tally, partial(self._spellings, stream, applier))
+                for stream in STREAMS
+            ),
             key=_KEY,
         )
         read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
@@ -389,11 +392,19 @@ class SyncEngine:
         stream: ObjectType,
         pages: Iterable[Sequence[Change]],
         tally: Tally,
-        spellings: Spellings,
+        spell: Callable[[Tally], Spellings],
     ) -> Iterator[tuple[_Order, Upstream]]:
-        """The stream's changes in `order`, each with its key (computed once, merged on)."""
+        """The stream's changes in `order`, each with its key (computed once, merged on).
+
+        The field names are learnt (``spell``) once the source answered the first query:
+        a source that found a field no longer readable then, and read without it, says
+        so in its names, and the field's stored values stay (R9).
+        """
         held: list[tuple[_Order, Upstream]] = []
+        spellings: Spellings | None = None
         for page in pages:
+            if spellings is None:
+                spellings = spell(tally)
             tally.pages += 1
             decoded = self._decode(stream, page, tally, spellings)
             keyed = [(order(change), change) for change in decoded]
@@ -405,6 +416,8 @@ class SyncEngine:
             cut = bisect.bisect_left(keyed, keyed[-1][0][0], key=_stamp)
             yield from keyed[:cut]
             held = keyed[cut:]
+        if spellings is None:  # nothing read: the names still say what is missing
+            spell(tally)
         yield from held
 
     def _decode(
