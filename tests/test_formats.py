@@ -33,11 +33,13 @@ from acctsync import (
     Refetch,
     Store,
     SyncEngine,
+    _formats,  # the plain path's own tests
     decode_change_event,
     decode_record,
     encode_record,
 )
-from acctsync.testing import InMemorySource, make_id
+from acctsync._records import parse_object_type
+from acctsync.testing import InMemorySource, make_id, strategies
 from realworld import realworld
 
 A1 = make_id("001", 1)
@@ -1526,3 +1528,157 @@ def test_r8_an_object_under_a_field_that_is_no_compound_is_refused_not_read() ->
     broken = event({"BillingAddress": [1]}, changedFields=["BillingAddress.City"])
     with pytest.raises(InvalidRecordError, match="holds no object"):
         decode_change_event(broken)
+
+
+# --- The plain path: most REST records, decoded in one pass ---------------------------
+#
+# decode_record reads a plain record (canonical attribute names, names checked before,
+# scalar values) in one pass and builds it without the record's own checks; anything
+# else goes the general way. Both must give the same record, value types and field order
+# included, and the general way must give the same error for what the plain one passes on.
+
+
+def _same_record(a: object, b: object) -> bool:
+    if type(a) is not type(b) or a != b:
+        return False
+    if isinstance(a, Account | Contact) and isinstance(b, Account | Contact):
+        typed = [(name, type(value), value) for name, value in a.fields.items()]
+        return typed == [(name, type(value), value) for name, value in b.fields.items()] and (
+            a.system_modstamp.tzinfo is b.system_modstamp.tzinfo
+        )
+    return True
+
+
+def _outcome(decode: Callable[[str, Any], Any], object_type: str, payload: Any) -> Any:
+    """What ``decode`` makes of ``payload``: a record, or its error's attributes."""
+    try:
+        return decode(object_type, payload)
+    except InvalidRecordError as error:
+        return (error.reason, error.record_id, error.field)
+
+
+def _general(object_type: str, payload: Any) -> Any:
+    return _outcome(
+        lambda kind, raw: _formats._any_record(parse_object_type(kind), raw), object_type, payload
+    )
+
+
+def _decoded(object_type: str, payload: Any) -> Any:
+    return _outcome(decode_record, object_type, payload)
+
+
+def check_plain_path(object_type: str, payload: Any) -> None:
+    """The plain path, where it takes ``payload``, decodes it as the general one does;
+    and decode_record, whichever path it takes, answers as the general path."""
+    general = _general(object_type, payload)
+    # Twice: the first decode may check names that the plain path then takes.
+    for _ in range(2):
+        decoded = _decoded(object_type, payload)
+        assert _same_record(decoded, general) or decoded == general, (decoded, general)
+        if type(payload) is dict and object_type in ("Account", "Contact"):
+            plain = _formats._plain_record(object_type, payload)
+            assert plain is None or _same_record(plain, general), (plain, general)
+
+
+def _as_rest(record: Account | Contact, json_numbers: bool) -> dict[str, Any]:
+    encoded = encode_record(record)
+    return json.loads(json.dumps(encoded)) if json_numbers else encoded
+
+
+@FUZZ
+@given(
+    st.one_of(strategies.accounts(), strategies.contacts()),
+    st.booleans(),
+    st.dictionaries(SALTY_TEXT, REPLACEMENTS, max_size=3),
+)
+def test_plain_path_decodes_as_the_general_one(
+    record: Account | Contact, json_numbers: bool, extra: dict[str, Any]
+) -> None:
+    payload = _as_rest(record, json_numbers)
+    object_type = type(record).__name__
+    check_plain_path(object_type, payload)
+    check_plain_path(object_type, {**payload, **extra})
+
+
+@FUZZ
+@given(
+    st.sampled_from(_record_templates()).flatmap(
+        lambda t: st.tuples(st.just(t[0]), near_valid(t[1]))
+    )
+)
+def test_plain_path_passes_on_near_valid_records_as_the_general_one_reads_them(
+    case: tuple[str, Any],
+) -> None:
+    object_type, payload = case
+    check_plain_path(object_type, payload)
+    check_plain_path("Contact" if object_type == "Account" else "Account", payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        rest_account(Industry="Retail", Founded__c="1999-12-31", Revenue=1.5, Employees=7),
+        rest_account(IsDeleted=False, MasterRecordId=None, LastModifiedDate="x", Name=None),
+        rest_account(attributes={"type": None}),
+        rest_account(attributes=None),
+        rest_account(BillingAddress=None, BillingCity="Paris", Loc__c=None, Loc__Latitude__s=1.5),
+        {k: v for k, v in rest_account(Rating=None).items() if k != "attributes"},
+        rest_contact(AccountId=None, Birthdate="1990-05-17", Opted=True, Score=Decimal("1.5")),
+        rest_contact(AccountId=EMPTY_ID, Title="Müller & Søn", Bounced="2024-01-31T12:00:00Z"),
+        rest_contact(AccountId=A1[:15], Id=C1[:15], Plain="not-a-date", Lookup=EMPTY_ID),
+    ],
+    ids=repr,
+)
+def test_plain_path_takes_plain_records(payload: dict[str, Any]) -> None:
+    object_type = "Contact" if "AccountId" in payload else "Account"
+    general = _general(object_type, payload)
+    assert isinstance(general, Account | Contact)
+    plain = _formats._plain_record(object_type, payload)
+    assert plain is not None, "the names are checked by the general decode above"
+    assert _same_record(plain, general)
+
+
+@pytest.mark.parametrize(
+    ("object_type", "payload"),
+    [
+        ("Account", rest_account(IsDeleted=True)),
+        ("Account", rest_account(IsDeleted=0)),
+        ("Account", {**rest_account(), "ID": A1}),
+        ("Account", {**rest_account(), "systemmodstamp": "2024-01-31T12:00:00.000+0000"}),
+        ("Account", rest_account(BillingAddress={"city": "Paris"})),
+        ("Account", rest_account(Revenue=float("nan"))),
+        ("Account", rest_account(Revenue=Decimal("Infinity"))),
+        ("Account", rest_account(Note="\ud83d")),
+        ("Account", rest_account(Tags=["a"])),
+        ("Account", rest_account(attributes={"type": "Contact"})),
+        ("Account", rest_account(SystemModstamp="2024-01-31")),
+        ("Account", rest_account(SystemModstamp="2024-01-31T12:00:00")),
+        ("Account", rest_account(Id=C1)),
+        ("Account", rest_account(Id=A1[:-1] + "Z")),
+        ("Contact", rest_contact(AccountId=C1)),
+        ("Contact", rest_contact(AccountId=1)),
+        ("Contact", rest_contact(**{"never seen": 1})),
+    ],
+    ids=repr,
+)
+def test_plain_path_passes_on_the_rest(object_type: str, payload: dict[str, Any]) -> None:
+    _decoded(object_type, payload)  # the names it can check are checked
+    assert _formats._plain_record(object_type, payload) is None  # type: ignore[arg-type]
+    check_plain_path(object_type, payload)
+
+
+@FUZZ
+@given(st.one_of(SALTY_TEXT, salesforce_datetime_text(), salesforce_date_text()))
+def test_text_is_a_date_or_datetime_exactly_where_the_shapes_say(text: str) -> None:
+    value = _formats._text_value(text)
+    if text == EMPTY_ID:
+        assert value is None
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{4})", text):
+        assert isinstance(value, datetime) or value == text
+        if isinstance(value, datetime):
+            assert value == datetime.fromisoformat(text)
+            assert value.tzinfo is UTC
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        assert type(value) is date or value == text
+    else:
+        assert value is text

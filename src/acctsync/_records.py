@@ -23,6 +23,7 @@ from acctsync._errors import InvalidRecordError
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
 
 __all__ = [
+    "CHECKED_FIELD_NAMES",
     "RESERVED_FIELDS",
     "UNCHANGED",
     "Account",
@@ -40,6 +41,8 @@ __all__ = [
     "Unchanged",
     "Unreadable",
     "check_field",
+    "checked_account",
+    "checked_contact",
     "field_name_problem",
     "fields_attribute",
     "parse_object_type",
@@ -74,17 +77,19 @@ _RESERVED_FOLDED: Final = frozenset(name.lower() for name in RESERVED_FIELDS)
 _API_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 MAX_FIELD_NAME: Final = 255
 _PLAIN_TYPES: Final = frozenset({str, int, bool, date, type(None)})
-# Names already found valid: a sync sees the same few hundred names on every record, so
-# each is checked once. Bounded, so that a stream of junk names cannot grow it for ever.
-_VALID_NAMES: set[str] = set()
-_VALID_NAMES_MAX: Final = 1 << 16
+CHECKED_FIELD_NAMES: Final[set[str]] = set()
+"""Names `field_name_problem` found valid: a sync sees the same few hundred names on
+every record, so each is checked once, and a decoder may take one found here as checked.
+
+Bounded, so that a stream of junk names cannot grow it for ever."""
+_CHECKED_NAMES_MAX: Final = 1 << 16
 
 
 def field_name_problem(name: object) -> str | None:
     """Why ``name`` cannot name a field (rules R9, R10), or None when it can."""
     if not isinstance(name, str) or not name:
         return "a field name must be a non-empty string"
-    if name in _VALID_NAMES:
+    if name in CHECKED_FIELD_NAMES:
         return None
     if len(name) > MAX_FIELD_NAME:
         return f"a field name is at most {MAX_FIELD_NAME} characters, not {len(name)}"
@@ -92,8 +97,8 @@ def field_name_problem(name: object) -> str | None:
         return "is not a Salesforce API name (a letter, then letters, digits and underscores)"
     if name.lower() in _RESERVED_FOLDED:
         return "is a record attribute, not a field"
-    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
-        _VALID_NAMES.add(name)
+    if len(CHECKED_FIELD_NAMES) < _CHECKED_NAMES_MAX:
+        CHECKED_FIELD_NAMES.add(name)
     return None
 
 
@@ -176,7 +181,7 @@ def _check_fields(record_id: str | None, fields: Mapping[str, FieldValue]) -> No
         # Most fields are known names holding ASCII text, numbers, booleans or nothing:
         # pass them without a call.
         plain = type(value) in _PLAIN_TYPES
-        if plain and name in _VALID_NAMES and (type(value) is not str or value.isascii()):
+        if plain and name in CHECKED_FIELD_NAMES and (type(value) is not str or value.isascii()):
             continue
         check_field(name, value, record_id=record_id)
 
@@ -318,6 +323,46 @@ class Person:
 
     def __attrs_post_init__(self) -> None:
         _check_fields(self.id, self.fields)
+
+
+def checked_account(
+    *, id: str, fields: dict[str, FieldValue], system_modstamp: datetime
+) -> Account:
+    """An `Account` of values that its construction would check and keep as they are,
+    built without checking them again.
+
+    For a decoder that checks each value as it reads it (the REST decoder's common case),
+    so that a record is checked once: ``id`` is in its 18-character form; ``fields`` is a
+    new dict, not used elsewhere, of names in `CHECKED_FIELD_NAMES` holding values that
+    `check_field` passes; ``system_modstamp`` is a datetime in UTC.
+    """
+    account = object.__new__(Account)
+    # As the frozen class's own __init__ sets its attributes, less the converters.
+    _set = object.__setattr__
+    _set(account, "id", id)
+    _set(account, "fields", MappingProxyType(fields))
+    _set(account, "system_modstamp", system_modstamp)
+    _set(account, "sequence", None)
+    return account
+
+
+def checked_contact(
+    *,
+    id: str,
+    account_id: str | None,
+    fields: dict[str, FieldValue],
+    system_modstamp: datetime,
+) -> Contact:
+    """A `Contact` built as `checked_account` builds an `Account`; ``account_id`` is None
+    or an Account ID in its 18-character form."""
+    contact = object.__new__(Contact)
+    _set = object.__setattr__
+    _set(contact, "id", id)
+    _set(contact, "account_id", account_id)
+    _set(contact, "fields", MappingProxyType(fields))
+    _set(contact, "system_modstamp", system_modstamp)
+    _set(contact, "sequence", None)
+    return contact
 
 
 def parse_object_type(value: object) -> ObjectType:
