@@ -339,55 +339,49 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
     without them (`checked_account`): a sync reads a million records of this kind.
     """
     fields: dict[str, FieldValue] = {}
-    record_id = stamp = account_id = declared = None
-    deleted: object = False
+    attributes: dict[str, Any] = {}  # audit fields too, which nothing here reads
     for name, raw in record.items():
         system = _SPELLINGS.get(name)
         if system is None:
             system = _system_name(name) or ""
-        if not system:
-            if raw is None and _is_null_compound(name, record):
-                continue  # no field, so its name is checked as none
-            if name not in CHECKED_FIELD_NAMES:
+        if system:
+            if system != name and system not in AUDIT_FIELDS:
+                return None  # one in two spellings, maybe: `_split` compares them
+            attributes[system] = raw
+            continue
+        if raw is None and _is_null_compound(name, record):
+            continue  # no field, so its name is checked as none
+        if name not in CHECKED_FIELD_NAMES:
+            return None
+        kind_of = type(raw)
+        if kind_of is str:
+            if not raw.isascii() and text_problem(raw) is not None:
                 return None
-            kind_of = type(raw)
-            if kind_of is str:
-                if not raw.isascii() and text_problem(raw) is not None:
-                    return None
-                fields[name] = _text_value(raw)
-            elif raw is None:
-                fields[name] = None
-            elif kind_of is bool or kind_of is int or _finite(raw):
+            # Most text has no date's shape and is no empty ID: told so without a call.
+            if (len(raw) < 10 or raw[4] != "-") and raw != EMPTY_ID:
                 fields[name] = raw
             else:
-                return None
-        elif system in AUDIT_FIELDS:
-            continue
-        elif system != name:  # one in two spellings, maybe: `_split` compares them
+                fields[name] = _text_value(raw)
+        elif raw is None or kind_of is bool or kind_of is int or _finite(raw):
+            fields[name] = raw
+        else:
             return None
-        elif name == "Id":
-            record_id = raw
-        elif name == "SystemModstamp":
-            stamp = raw
-        elif name == "AccountId":
-            account_id = raw
-        elif name == "IsDeleted":
-            deleted = raw
-        elif name == "attributes":
-            declared = raw
-    if deleted is not False or type(record_id) is not str or type(stamp) is not str:
+    record_id, stamp = attributes.get("Id"), attributes.get("SystemModstamp")
+    if type(record_id) is not str or type(stamp) is not str:
         return None
+    declared = attributes.get("attributes")
     if declared is not None and (
         type(declared) is not dict or declared.get("type") not in (None, kind)
     ):
         return None
     modstamp = _text_value(stamp)
-    if type(modstamp) is not datetime:
+    if type(modstamp) is not datetime or attributes.get("IsDeleted", False) is not False:
         return None
     try:
         record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
         if kind == "Account":
             return checked_account(id=record_id, fields=fields, system_modstamp=modstamp)
+        account_id = attributes.get("AccountId")
         if account_id is not None and not is_empty_id(account_id):
             account_id = normalize_id(account_id, prefix=ACCOUNT_PREFIX)
         else:
