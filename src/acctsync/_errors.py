@@ -10,7 +10,9 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "NoAccountError",
+    "ReplayUnavailableError",
     "SchemaVersionError",
+    "SourceError",
     "StoreError",
     "UnknownContactError",
     "UnknownFieldError",
@@ -105,6 +107,20 @@ class SourceError(AcctSyncError):
     def __init__(self, message: str, *, retryable: bool = False):
         self.retryable = retryable
         super().__init__(message)
+
+
+class ReplayUnavailableError(SourceError):
+    """The stream no longer holds the position asked for: past its retention, or invalid.
+
+    ``position`` is the position asked for, where the stream knows it.
+    `SyncEngine.follow` catches it and catches up by polling instead.
+    """
+
+    def __init__(
+        self, message: str, *, position: bytes | None = None, retryable: bool = False
+    ) -> None:
+        self.position = position
+        super().__init__(message, retryable=retryable)
 
 
 class StoreError(AcctSyncError):

@@ -7,19 +7,25 @@ versions of both and conformance checks to run against one's own.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from attrs import field, frozen
+
 from acctsync._activity import ChangeDataValue, Origin
-from acctsync._records import Account, Change, Contact, ObjectType
+from acctsync._errors import InvalidRecordError
+from acctsync._records import Account, Change, Contact, ObjectType, RawChangeEvent
 from acctsync._state import Batch, Conversion, ConversionRequest, StoredAccount, StoredContact
 
 __all__ = [
+    "CheckpointStore",
     "CompleteSource",
     "ContactIndex",
     "DescribedSource",
+    "EventBatch",
+    "EventStream",
     "ExclusiveStore",
     "FieldNameStore",
     "FormulaSource",
@@ -273,4 +279,74 @@ class WarningSource(Source, Protocol):
 
     def take_warnings(self) -> Sequence[str]:
         """The warnings since the last call; the source forgets them."""
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Store, Protocol):
+    """A store that keeps where event streams were read up to: what `SyncEngine.follow` needs.
+
+    It stores each `Batch.checkpoints` entry by name, in the same atomic step as the rest
+    of the batch, so that a stream resumes exactly after the events whose changes the
+    store holds (rule R2).
+    """
+
+    def checkpoint(self, name: str) -> bytes | None:
+        """The position last stored under ``name``, exactly as given, or None."""
+        ...
+
+
+def _events(events: Iterable[RawChangeEvent]) -> tuple[RawChangeEvent, ...]:
+    events = tuple(events)
+    for event in events:
+        if not isinstance(event, RawChangeEvent):
+            raise InvalidRecordError(f"an event batch holds RawChangeEvents, not {event!r}")
+    return events
+
+
+@frozen(kw_only=True)
+class EventBatch:
+    """Events as a stream delivered them, and the position after them.
+
+    ``events`` may be empty (a keepalive): then only the position moves. ``position`` is
+    where to resume after the batch: its last event's replay id, or a keepalive's latest
+    replay id.
+    """
+
+    events: Sequence[RawChangeEvent] = field(converter=_events)
+    position: bytes = field()
+
+    @position.validator
+    def _check_position(self, _: object, position: object) -> None:
+        if not isinstance(position, bytes):
+            raise InvalidRecordError(
+                f"an event batch's position is bytes, not {type(position).__name__}"
+            )
+
+
+@runtime_checkable
+class EventStream(Protocol):
+    """A live stream of Change Data Capture events: what `SyncEngine.follow` reads.
+
+    Each event's payload is a CometD-shaped change event (``ChangeEventHeader`` with
+    field lists as names, never Pub/Sub bitmaps) as `decode_change_event` reads it, and
+    its origin ``replay <hex of its replay id>``.
+    """
+
+    @property
+    def name(self) -> str:
+        """The stream's name: the checkpoint's, in the store (``pubsub /data/ChangeEvents``)."""
+        ...
+
+    def events(self, after: bytes | None) -> Iterator[EventBatch]:
+        """Batches as they come, until the caller stops iterating (and closes the iterator).
+
+        ``after`` is a position a batch gave; None subscribes from now. Raises
+        `ReplayUnavailableError` at the first ``next()`` when ``after`` is no longer held
+        (past retention, or invalid). The stream reconnects by itself and renews its
+        session; a failure it cannot get past raises `SourceError`. Events of objects
+        other than Account and Contact are dropped by the stream; their positions still
+        move. While no event comes, it yields empty batches (keepalives) now and then,
+        so that its reader can stop.
+        """
         ...

@@ -30,6 +30,7 @@ from acctsync._records import (
 __all__ = [
     "AccountState",
     "Batch",
+    "Checkpoint",
     "ContactOp",
     "Conversion",
     "ConversionRequest",
@@ -126,6 +127,30 @@ class Watermark:
 
 
 @frozen(kw_only=True)
+class Checkpoint:
+    """Where a stream of events was read up to: stored with the batch its events made.
+
+    ``name`` is the stream's (`EventStream.name`); ``position`` is opaque to acctsync (a
+    Pub/Sub API replay id): the stream is resumed after it.
+    """
+
+    name: str = field()
+    position: bytes = field()
+
+    @name.validator
+    def _check_name(self, _: object, name: object) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidRecordError(f"a checkpoint's name is a non-empty str, not {name!r}")
+
+    @position.validator
+    def _check_position(self, _: object, position: object) -> None:
+        if not isinstance(position, bytes):
+            raise InvalidRecordError(
+                f"a checkpoint's position is bytes, not {type(position).__name__}"
+            )
+
+
+@frozen(kw_only=True)
 class FieldName:
     """A field of ``object_type`` records, in the org's one spelling of it (rule R9)."""
 
@@ -177,6 +202,8 @@ class Batch:
     6. ``field_names``: each recorded unless the store has the name already, in any
        case (only a `FieldNameStore` keeps them; another store may ignore them).
     7. ``watermarks``: each stored for its stream.
+    8. ``checkpoints``: each stored by its name, replacing the one stored before (only a
+       `CheckpointStore` keeps them; another store may ignore them).
     """
 
     accounts: Sequence[StoredAccount] = ()
@@ -186,6 +213,7 @@ class Batch:
     conversions: Sequence[Conversion] = ()
     field_names: Sequence[FieldName] = ()
     watermarks: Sequence[Watermark] = ()
+    checkpoints: Sequence[Checkpoint] = ()
 
     def check(self) -> None:
         """Raise `InvalidRecordError` unless each entry is of the kind its place holds.
@@ -200,6 +228,7 @@ class Batch:
             (self.conversions, (Conversion,)),
             (self.field_names, (FieldName,)),
             (self.watermarks, (Watermark,)),
+            (self.checkpoints, (Checkpoint,)),
         )
         for entries, types in expected:
             for entry in entries:
@@ -222,4 +251,5 @@ class Batch:
             or self.conversions
             or self.field_names
             or self.watermarks
+            or self.checkpoints
         )

@@ -429,13 +429,14 @@ class InMemoryStore:
     _field_names: dict[str, dict[str, str]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
+    _checkpoints: dict[str, bytes] = field(init=False, factory=dict)
 
     def __repr__(self) -> str:
         live = sum(isinstance(a, AccountState) for a in self._accounts.values())
         return (
             f"<InMemoryStore accounts={live}"
             f" contacts={sum(len(m) for m in self._members.values())}"
-            f" activities={len(self._log)}>"
+            f" activities={len(self._log)} checkpoints={len(self._checkpoints)}>"
         )
 
     # -- What the engine uses -----------------------------------------------------------
@@ -475,6 +476,10 @@ class InMemoryStore:
         """The org's field names of ``object_type``, each in its one spelling."""
         return list(self._field_names[parse_object_type(object_type)].values())
 
+    def checkpoint(self, name: str) -> bytes | None:
+        """The position last stored under ``name`` (`CheckpointStore`)."""
+        return self._checkpoints.get(name)
+
     def apply(self, batch: Batch) -> None:
         """Apply ``batch`` whole (see `Batch` for the order)."""
         batch.check()
@@ -495,6 +500,8 @@ class InMemoryStore:
             self._field_names[name.object_type].setdefault(name.name.lower(), name.name)
         for watermark in batch.watermarks:
             self._watermarks[watermark.stream] = watermark.system_modstamp
+        for checkpoint in batch.checkpoints:
+            self._checkpoints[checkpoint.name] = checkpoint.position
 
     def _put_contact(self, entry: StoredContact) -> None:
         previous = self._contacts.get(entry.id)
