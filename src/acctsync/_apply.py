@@ -19,11 +19,12 @@ version replaces the record and drops the whole overlay (S3), and logs one Chang
 Value entry per contact and changed field (S7), after asking the policy with a count, so
 that an account over the threshold is never loaded contact by contact (S8).
 
-The page becomes one `Batch`, applied with the watermarks. Two things cut it short:
-an account deletion or merge, whose contact operation later changes must see applied,
-and an account change whose contacts changed earlier in the same page. Then the batch so
-far is applied at once, without watermarks; re-applying it after a crash is a no-op by the
-version key.
+The page becomes one `Batch`, applied with the watermarks (and a stream's checkpoint, on
+the last page of its events). Two things cut it short: an account deletion or merge,
+whose contact operation later changes must see applied, and an account change whose
+contacts changed earlier in the same page. Then the batch so far is applied at once,
+without watermarks or checkpoint; re-applying it after a crash is a no-op by the version
+key.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from acctsync._report import COUNTS, Rejection, Suppression, SyncReport
 from acctsync._state import (
     AccountState,
     Batch,
+    Checkpoint,
     DeleteContacts,
     FieldName,
     MoveContacts,
@@ -303,7 +305,10 @@ class _Pending:
     dirty: set[str] = field(factory=set)
 
     def take(
-        self, watermarks: Sequence[Watermark] = (), field_names: Sequence[FieldName] = ()
+        self,
+        watermarks: Sequence[Watermark] = (),
+        field_names: Sequence[FieldName] = (),
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> Batch:
         batch = Batch(
             accounts=self.accounts,
@@ -312,6 +317,7 @@ class _Pending:
             activities=self.activities,
             field_names=field_names,
             watermarks=watermarks,
+            checkpoints=checkpoints,
         )
         self.accounts, self.contacts, self.contact_ops, self.activities = [], [], [], []
         self.dirty = set()
@@ -360,8 +366,17 @@ class Applier:
     # page began: good until the page writes contacts of theirs (see _commit).
     _members: Mapping[str, Sequence[str]] = field(init=False, factory=dict)
 
-    def apply(self, changes: Sequence[Upstream], watermarks: Sequence[Watermark]) -> None:
-        """Apply ``changes`` (in `order`) and then store ``watermarks``."""
+    def apply(
+        self,
+        changes: Sequence[Upstream],
+        watermarks: Sequence[Watermark],
+        checkpoints: Sequence[Checkpoint] = (),
+    ) -> None:
+        """Apply ``changes`` (in `order`), then store ``watermarks`` and ``checkpoints``.
+
+        Those go with the last store batch the changes make, which is written even when
+        it holds nothing else: a stream's position moves with no change too.
+        """
         streams = [stream_of(change) for change in changes]
         account_ids: set[str] = set()
         contact_ids: set[str] = set()
@@ -378,7 +393,7 @@ class Applier:
                 self._account_change(change, contact_ids)
             else:
                 self._contact_change(change)
-        self._commit(watermarks)
+        self._commit(watermarks, checkpoints)
 
     def _as_stored(self, change: Upstream) -> Upstream:
         """``change`` with its field names as the stored record spells them, and with the
@@ -494,11 +509,13 @@ class Applier:
             self.refresh_at is not None and self._refreshes(change, stored, place)
         )
 
-    def _commit(self, watermarks: Sequence[Watermark] = ()) -> None:
+    def _commit(
+        self, watermarks: Sequence[Watermark] = (), checkpoints: Sequence[Checkpoint] = ()
+    ) -> None:
         touched = self._pending.touched()
         names = list(self.new_field_names)
         self.new_field_names.clear()
-        batch = self._pending.take(watermarks, names)
+        batch = self._pending.take(watermarks, names, checkpoints)
         # A page that only re-read known versions changes nothing: no need for a write.
         if batch:
             self.store.apply(batch)

@@ -14,6 +14,16 @@ values changed under the stored stamp, as a reconciliation does, to the records 
 store holds live in that second; it leaves everything else, watermarks included, to
 syncs.
 
+Following a stream of change events applies each batch the stream delivers as a sync
+applies a source's pages: the batch's events are read through a `ChangeEventSource`
+whose fallback is the engine's own source (for gaps, bitmaps and merges), and the
+stream's position rides, as a `Checkpoint`, on the store batch of the batch's last page.
+A crash before that batch leaves the old position, and the stream delivers the same
+events again, which the engine recognises by version; a crash after it, the new one.
+Where the stream holds no position to resume from, the engine subscribes from now and
+then catches up by a sync: what changed meanwhile is either in the sync or in the
+stream, and whatever is in both is recognised.
+
 Local edits (S2) write the account's overlay of local values; Convert Person (S6) is the
 one call that writes to Salesforce, through the source's write side. The clock is the
 only thing the engine reads that it is not handed; it can be replaced.
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
@@ -40,6 +51,7 @@ from acctsync._errors import (
     ConfigurationError,
     InvalidRecordError,
     NoAccountError,
+    ReplayUnavailableError,
     UnknownContactError,
     UnknownFieldError,
 )
@@ -47,8 +59,11 @@ from acctsync._formats import decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
 from acctsync._names import STANDARD_ACCOUNT_FIELDS, Spellings, close_matches
 from acctsync._protocols import (
+    CheckpointStore,
     CompleteSource,
     DescribedSource,
+    EventBatch,
+    EventStream,
     ExclusiveStore,
     FieldNameStore,
     FormulaSource,
@@ -81,16 +96,20 @@ from acctsync._report import EditResult, Rejection, Suppression, SyncReport
 from acctsync._state import (
     AccountState,
     Batch,
+    Checkpoint,
     Conversion,
     ConversionRequest,
     Watermark,
 )
+from acctsync.sources.cdc import ChangeEventSource
 
 __all__ = ["CONVERSION_FIELD_MAP", "SyncEngine"]
 
 STREAMS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
 
 _Order: TypeAlias = tuple[datetime, bool, bool, str]
+# How a run reads a stream, given the stream's stored watermark.
+_Read: TypeAlias = Callable[[ObjectType, datetime | None], Iterable[Sequence[Change]]]
 _KEY: Final = itemgetter(0)  # of a (key, change) pair: compares keys only, never changes
 
 
@@ -174,6 +193,102 @@ class SyncEngine:
         if isinstance(self._store, ExclusiveStore):
             return self._store.exclusive()
         return nullcontext()
+
+    def follow(
+        self,
+        stream: EventStream,
+        *,
+        stop: threading.Event | None = None,
+        max_events: int = 2000,
+    ) -> Iterator[SyncReport]:
+        """Apply a stream's change events as they come, batch by batch, until stopped.
+
+        Yields a report per batch of events applied; a batch without events (a keepalive)
+        stores the stream's new position and yields nothing. It resumes after the
+        position the store holds for ``stream.name``; with none, or one the stream no
+        longer holds (`ReplayUnavailableError`), it subscribes from now and, once the
+        stream delivered its first batch, catches up by a sync of the engine's own
+        source, whose report it yields first. Gap and overflow events, events whose
+        field lists are unexpanded bitmaps, and Account deletions (a merge?) are read
+        again from the engine's source, as `ChangeEventSource` does with its fallback.
+
+        Each batch's position is stored with the batch's last changes, atomically
+        (rule R2): after a crash the stream resumes with the first batch not applied
+        whole, and what of it was applied is recognised, never logged twice. A batch of
+        more than ``max_events`` changes is applied in several store batches.
+
+        ``stop`` is checked before each batch: once it is set, the iteration ends, and
+        a batch that arrived is left to the next follow. The stream's keepalives make
+        sure it is checked while no event comes. Closing the iterator stops too. The
+        store is held (`ExclusiveStore`) until the iteration ends. Raises
+        `ConfigurationError` when the store is no `CheckpointStore`.
+        """
+        store = self._store
+        if not isinstance(store, CheckpointStore):
+            raise ConfigurationError(
+                f"{type(store).__name__} keeps no checkpoints: it cannot follow a stream"
+            )
+        if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1:
+            raise ConfigurationError(f"max_events must be an int >= 1: {max_events!r}")
+        return self._follow(store, stream, stop, max_events)
+
+    def _follow(
+        self,
+        store: CheckpointStore,
+        stream: EventStream,
+        stop: threading.Event | None,
+        size: int,
+    ) -> Iterator[SyncReport]:
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
+        with self._hold():
+            position = store.checkpoint(stream.name)
+            while not stopped():
+                caught_up = position is not None
+                batches = stream.events(position)
+                try:
+                    while not stopped():
+                        try:
+                            batch = next(batches)
+                        except StopIteration:
+                            return
+                        except ReplayUnavailableError:
+                            if position is None:
+                                raise
+                            position = None  # from now on, once caught up
+                            break
+                        if stopped():
+                            return
+                        if not caught_up:
+                            # Subscribed before the sync reads: a change is in one or both.
+                            yield self._sync()
+                            caught_up = True
+                            if stopped():
+                                return
+                        report = self._apply_events(stream.name, batch, size)
+                        position = batch.position
+                        if batch.events:
+                            yield report
+                finally:
+                    close = getattr(batches, "close", None)
+                    if close is not None:
+                        close()
+
+    def _apply_events(self, name: str, batch: EventBatch, size: int) -> SyncReport:
+        """Apply one batch of a stream's events, and store its position with the last page."""
+        events = ChangeEventSource.from_events(
+            batch.events, fallback=self._source, refetch_margin=self._lookback
+        )
+        checkpoint = Checkpoint(name=name, position=batch.position)
+
+        # Every event is newer than the position stored: none is left out by a watermark.
+        def read(stream: ObjectType, mark: datetime | None) -> Iterable[Sequence[Change]]:
+            return events.read_changes(stream, None, page_size=size)
+
+        with self._run() as tally:
+            self._pull(tally, read, size=size, checkpoint=checkpoint)
+        return attrs.evolve(tally.report(), events=len(batch.events), checkpoint=checkpoint)
 
     def reconcile(self) -> SyncReport:
         """Read the whole org again and make the store equal it.
@@ -269,28 +384,49 @@ class SyncEngine:
         return source.take_warnings() if isinstance(source, WarningSource) else ()
 
     def _sync(self, *, reconcile: tuple[CompleteSource, ListingStore] | None = None) -> SyncReport:
+        size = self._page_size
+        read: _Read
+        if reconcile is None:
+            source = self._source
+
+            def read(stream: ObjectType, mark: datetime | None) -> Iterable[Sequence[Change]]:
+                return source.read_changes(stream, self._since(mark), page_size=size)
+
+        else:
+            complete = reconcile[0]
+
+            def read(stream: ObjectType, mark: datetime | None) -> Iterable[Sequence[Change]]:
+                return complete.read_all(stream, page_size=size)
+
         with self._run() as tally:
-            self._pull(tally, reconcile)
+            self._pull(tally, read, size=size, listing=reconcile[1] if reconcile else None)
         return tally.report()
 
-    def _pull(self, tally: Tally, reconcile: tuple[CompleteSource, ListingStore] | None) -> None:
-        """Read the source (all of it for ``reconcile``) and apply it, counting in ``tally``."""
+    def _pull(
+        self,
+        tally: Tally,
+        read: _Read,
+        *,
+        size: int,
+        listing: ListingStore | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """Read each stream (``read`` from its stored watermark) and apply it, in pages of
+        ``size``, counting in ``tally``.
+
+        ``listing`` makes it a reconciliation: a full read, and a purge after it.
+        ``checkpoint`` rides on the store batch of the last page, and only on it.
+        """
         ceiling = self._clock()
         applier = Applier(
             store=self._store,
             policy=self._policy,
             tally=tally,
-            refresh_at=ceiling if reconcile else None,
+            refresh_at=ceiling if listing else None,
         )
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
-        size = self._page_size
-        reads = {
-            stream: reconcile[0].read_all(stream, page_size=size)
-            if reconcile
-            else self._source.read_changes(stream, self._since(committed[stream]), page_size=size)
-            for stream in STREAMS
-        }
+        reads = {stream: read(stream, committed[stream]) for stream in STREAMS}
         merged = heapq.merge(
             *(
                 self._read(stream, reads[stream], tally, partial(self._spellings, stream, applier))
@@ -301,16 +437,18 @@ class SyncEngine:
         read_ids: dict[ObjectType, set[str]] = {stream: set() for stream in STREAMS}
         page: list[Upstream] = []
         for _, change in merged:
-            page.append(change)
-            if reconcile:
-                read_ids[stream_of(change)].add(change.id)
+            # A full page is applied once another change shows that it is not the last:
+            # the last, full or not, or empty, carries the checkpoint.
             if len(page) == size:
                 self._apply(applier, page, seen, committed, ceiling)
                 page = []
-        if page or not tally.pages:
-            self._apply(applier, page, seen, committed, ceiling)
-        if reconcile and not tally.rejected and not tally.refetch:
-            self._purge(reconcile[1], applier, read_ids, ceiling)
+            page.append(change)
+            if listing:
+                read_ids[stream_of(change)].add(change.id)
+        checkpoints = () if checkpoint is None else (checkpoint,)
+        self._apply(applier, page, seen, committed, ceiling, checkpoints)
+        if listing and not tally.rejected and not tally.refetch:
+            self._purge(listing, applier, read_ids, ceiling)
         tally.watermarks.update(
             (stream, mark) for stream, mark in committed.items() if mark is not None
         )
@@ -374,6 +512,7 @@ class SyncEngine:
         seen: dict[ObjectType, datetime | None],
         committed: dict[ObjectType, datetime | None],
         ceiling: datetime,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
         for change in page:
             stream = stream_of(change)
@@ -385,7 +524,7 @@ class SyncEngine:
             if mark is not None and min(mark, ceiling) != committed[stream]:
                 committed[stream] = min(mark, ceiling)
                 watermarks.append(Watermark(stream=stream, system_modstamp=min(mark, ceiling)))
-        applier.apply(page, watermarks)
+        applier.apply(page, watermarks, checkpoints)
 
     def _read(
         self,

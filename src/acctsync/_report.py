@@ -12,6 +12,7 @@ from attrs import field, frozen
 
 from acctsync._activity import ChangeDataValue, Origin
 from acctsync._records import FieldValue, Refetch
+from acctsync._state import Checkpoint
 
 __all__ = ["EditResult", "Rejection", "Suppression", "SyncReport"]
 
@@ -47,7 +48,7 @@ def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
 @frozen(kw_only=True, repr=False)
 class SyncReport:
     """What one `SyncEngine.sync`, `SyncEngine.reconcile` or `SyncEngine.refresh_formulas`
-    did.
+    did, or one batch of events that `SyncEngine.follow` applied.
 
     Counts are of records applied; ``already_applied`` counts versions read again (the
     lookback window re-reads some on purpose) and ``stale`` versions older than the stored
@@ -61,7 +62,9 @@ class SyncReport:
     Salesforce (each retry too), when its source counts them (`MeteredSource`); 0
     otherwise. ``warnings`` are what the source said it did in a lesser way without
     failing (`WarningSource`), such as reading by REST when a Bulk API job failed; they do
-    not make the report less `ok`.
+    not make the report less `ok`. ``events`` counts the events of a followed stream's
+    batch, and ``checkpoint`` is the stream position stored with it; both are None for a
+    run that read no stream (a sync, and the catch-up of a follow).
     """
 
     pages: int = 0
@@ -81,6 +84,8 @@ class SyncReport:
     missing_fields: Mapping[str, tuple[str, ...]] = field(factory=dict, converter=_frozen)
     watermarks: Mapping[str, datetime] = field(factory=dict, converter=_frozen)
     warnings: tuple[str, ...] = ()
+    events: int | None = None
+    checkpoint: Checkpoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,7 +106,8 @@ class SyncReport:
         )
 
 
-# The report's fields that count from 0, for whatever copies them to or from a report.
+# The report's fields that count from 0, for whatever copies them to or from a report
+# (``events`` is not one: a sync has no events to count).
 COUNTS: Final = tuple(f.name for f in attrs.fields(SyncReport) if type(f.default) is int)
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -92,7 +92,7 @@ class _Event:
     """An event as it arrived, with what routing it needs read from its header."""
 
     position: int
-    replay_id: ReplayId
+    replay_id: ReplayId | None  # None: no resume point of its own (see `from_events`)
     item: RawChangeEvent
     stream: ObjectType
     known: bool  # its entityName is Account or Contact: a gap or delete in it is ours
@@ -151,7 +151,7 @@ def _origin(replay_id: ReplayId) -> str:
     return f"replay {replay_id.hex() if isinstance(replay_id, bytes) else replay_id}"
 
 
-def _read_event(position: int, replay_id: ReplayId, item: RawChangeEvent) -> _Event:
+def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent) -> _Event:
     """Read what routing needs; whatever is unreadable is left for the engine to reject."""
     stream: ObjectType = "Account"  # a payload naming no synced object goes to the engine
     known, stamp, sequence, change_type = False, None, None, None
@@ -261,6 +261,29 @@ class ChangeEventSource:
     _read_upto: dict[ObjectType, int] = field(init=False, factory=dict)
     _lock: threading.Lock = field(init=False, factory=threading.Lock)
 
+    @classmethod
+    def from_events(
+        cls,
+        events: Iterable[RawChangeEvent],
+        *,
+        fallback: Source | None = None,
+        refetch_margin: timedelta = timedelta(minutes=5),
+    ) -> ChangeEventSource:
+        """A source holding ``events``, in this order, as an `EventStream` delivered them.
+
+        They are held as they are, origins included, without replay ids of their own:
+        committing them leaves `checkpoint` where it was, since the stream's position is
+        its batch's (`EventBatch.position`), which the caller stores. `SyncEngine.follow`
+        reads each batch of a stream through one.
+        """
+        source = cls(fallback=fallback, refetch_margin=refetch_margin)
+        for item in events:
+            if not isinstance(item, RawChangeEvent):
+                raise InvalidRecordError(f"from_events takes RawChangeEvents, not {item!r}")
+            source._events.append(_read_event(source._arrived, None, item))
+            source._arrived += 1
+        return source
+
     def __repr__(self) -> str:
         fallback = type(self._fallback).__name__ if self._fallback is not None else None
         return (
@@ -322,7 +345,8 @@ class ChangeEventSource:
                 if event.position not in self._committed:
                     break
                 self._committed.discard(event.position)
-                self._checkpoint = event.replay_id
+                if event.replay_id is not None:
+                    self._checkpoint = event.replay_id
                 done += 1
             del self._events[:done]
 

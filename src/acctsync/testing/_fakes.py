@@ -4,7 +4,8 @@
 record, deletes an account's contacts with it, moves a merged account's contacts to the
 winner without touching their ``SystemModstamp``, recalculates formula fields without
 touching it either, and creates records for Convert Person.
-`InMemoryStore` is a complete store, kept in dictionaries.
+`InMemoryStore` is a complete store, kept in dictionaries. `InMemoryEventStream` is a
+stream of change events, as a Pub/Sub API subscription delivers them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import attrs
 from attrs import define, field
 
 from acctsync._activity import ChangeDataValue
-from acctsync._errors import InvalidRecordError
+from acctsync._errors import ConfigurationError, InvalidRecordError, ReplayUnavailableError
 from acctsync._formats import commit_time, decode_record, event_parts, parse_datetime
 from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX, OPPORTUNITY_PREFIX, normalize_id
+from acctsync._protocols import EventBatch
 from acctsync._records import (
     OBJECT_PREFIXES,
     Account,
@@ -44,7 +46,7 @@ from acctsync._state import (
     StoredContact,
 )
 
-__all__ = ["InMemorySource", "InMemoryStore", "make_id"]
+__all__ = ["InMemoryEventStream", "InMemorySource", "InMemoryStore", "make_id"]
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _FIRST_STAMP = datetime(2024, 1, 1, tzinfo=UTC)
@@ -568,3 +570,117 @@ class InMemoryStore:
         if parse_object_type(object_type) == "Account":
             return [i for i, state in self._accounts.items() if isinstance(state, AccountState)]
         return [i for i, contact in self._contacts.items() if isinstance(contact, Contact)]
+
+
+def _replay_id(number: int) -> bytes:
+    return number.to_bytes(8, "big")
+
+
+def _batch_size(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"batch_size must be an int >= 1: {value!r}")
+
+
+def _idle(instance: object, attribute: object, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigurationError(f"idle must be None or an int >= 0: {value!r}")
+
+
+@define(repr=False)
+class InMemoryEventStream:
+    """A fake `EventStream`: the events you `publish` come out of `events`, in batches.
+
+    Replay ids are eight bytes, the count of events published up to and including that
+    one, big-endian: the first event's is 1, and position 0 is before every event.
+    Batches hold at most ``batch_size`` events. When no event is waiting, an iteration
+    yields a keepalive (no events, the latest position); after ``idle`` keepalives in a
+    row it ends, so that a test following it returns (``idle=0``: it ends as soon as no
+    event waits). With ``idle=None`` it never ends: stop the follow with its ``stop``
+    event, or close the iterator.
+
+    Events published while an iteration runs come out of it, as from a live
+    subscription. `expire_before` forgets old events, as Salesforce does after its
+    retention period.
+    """
+
+    _name: str = field(default="in-memory", kw_only=True)
+    _batch_size: int = field(default=100, kw_only=True, validator=_batch_size)
+    _idle: int | None = field(default=1, kw_only=True, validator=_idle)
+    _events: list[RawChangeEvent] = field(init=False, factory=list)
+    _held_from: int = field(init=False, default=0)
+    _subscriptions: list[bytes | None] = field(init=False, factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"<InMemoryEventStream name={self._name!r} events={len(self._events)}"
+            f" held_from={self._held_from} subscriptions={len(self._subscriptions)}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """The stream's name, under which a store keeps its checkpoint."""
+        return self._name
+
+    @property
+    def position(self) -> bytes:
+        """The replay id of the last event published (position 0 before any)."""
+        return _replay_id(len(self._events))
+
+    @property
+    def subscriptions(self) -> tuple[bytes | None, ...]:
+        """The ``after`` of each iteration of `events` begun, oldest first."""
+        return tuple(self._subscriptions)
+
+    def publish(self, payload: Mapping[str, Any]) -> bytes:
+        """Append one change event payload (it may be malformed); return its replay id.
+
+        Its origin is ``replay <hex of the replay id>``, as `EventStream` says.
+        """
+        replay_id = _replay_id(len(self._events) + 1)
+        self._events.append(RawChangeEvent(payload=payload, origin=f"replay {replay_id.hex()}"))
+        return replay_id
+
+    def expire_before(self, position: bytes) -> None:
+        """Forget the events before ``position``: resuming from an earlier one raises
+        `ReplayUnavailableError`, as from a replay id past Salesforce's retention."""
+        self._held_from = max(self._held_from, self._index(position))
+
+    def events(self, after: bytes | None) -> Iterator[EventBatch]:
+        """Batches of the events published after ``after`` (None: from the first ``next``).
+
+        Raises `ReplayUnavailableError` at the first ``next`` when ``after`` is expired,
+        or is no position of this stream.
+        """
+        self._subscriptions.append(after)
+        upto = len(self._events) if after is None else self._resumable(after)
+        idle = 0
+        while True:
+            waiting = self._events[upto : upto + self._batch_size]
+            if waiting:
+                upto += len(waiting)
+                idle = 0
+            elif self._idle is not None and idle >= self._idle:
+                return
+            else:
+                idle += 1
+            yield EventBatch(events=waiting, position=_replay_id(upto))
+
+    def _index(self, position: bytes) -> int:
+        if not isinstance(position, bytes) or len(position) != 8:
+            raise ReplayUnavailableError(
+                f"{position!r} is no position of this stream", position=position
+            )
+        number = int.from_bytes(position, "big")
+        if number > len(self._events):
+            raise ReplayUnavailableError(
+                f"{position.hex()} is past the last event of this stream", position=position
+            )
+        return number
+
+    def _resumable(self, after: bytes) -> int:
+        number = self._index(after)
+        if number < self._held_from:
+            raise ReplayUnavailableError(
+                f"the events after {after.hex()} are no longer held", position=after
+            )
+        return number
