@@ -16,6 +16,8 @@ from acctsync import (
     AcctSyncError,
     Batch,
     Change,
+    Checkpoint,
+    CheckpointStore,
     Contact,
     DeleteContacts,
     Deletion,
@@ -48,7 +50,16 @@ def source_of(records: Sequence[Account | Contact | Deletion]) -> InMemorySource
 
 
 def test_in_memory_store_conforms() -> None:
+    assert isinstance(InMemoryStore(), CheckpointStore)
     check_store(InMemoryStore)
+
+
+def test_check_store_leaves_checkpoints_to_a_checkpoint_store() -> None:
+    class NoCheckpoints(InMemoryStore):
+        checkpoint = None  # type: ignore[assignment]
+
+    assert not isinstance(NoCheckpoints(), CheckpointStore)
+    check_store(NoCheckpoints)
 
 
 # The SQL store's run of the checks is in test_sql_store.py.
@@ -105,6 +116,38 @@ class StoreThatIsNotAtomic(InMemoryStore):
         super().apply(Batch(activities=batch.activities, watermarks=batch.watermarks))
 
 
+class StoreThatSkipsCheckpointOnlyBatches(InMemoryStore):
+    """Writes nothing for a batch that holds no records: a keepalive's position is lost."""
+
+    def apply(self, batch: Batch) -> None:
+        if batch.accounts or batch.contacts or batch.activities:
+            super().apply(batch)
+
+
+class StoreThatStoresCheckpointsFirst(InMemoryStore):
+    """Stores a batch's checkpoints before it checks the rest."""
+
+    def apply(self, batch: Batch) -> None:
+        for checkpoint in batch.checkpoints:
+            if isinstance(checkpoint, Checkpoint):
+                self._checkpoints[checkpoint.name] = checkpoint.position
+        super().apply(batch)
+
+
+class StoreThatReadsCheckpointsAsMemoryviews(InMemoryStore):
+    """Returns a buffer, as a database driver may hand a binary column over."""
+
+    def checkpoint(self, name: str) -> bytes | None:
+        position = super().checkpoint(name)
+        return None if position is None else memoryview(position)  # type: ignore[return-value]
+
+
+class StoreThatFoldsCheckpointNames(InMemoryStore):
+    def checkpoint(self, name: str) -> bytes | None:
+        found = {k.lower(): v for k, v in self._checkpoints.items()}
+        return found.get(name.lower())
+
+
 @pytest.mark.parametrize(
     "broken",
     [
@@ -113,6 +156,10 @@ class StoreThatIsNotAtomic(InMemoryStore):
         StoreThatDropsTombstones,
         StoreThatRestampsCascades,
         StoreThatIsNotAtomic,
+        StoreThatSkipsCheckpointOnlyBatches,
+        StoreThatStoresCheckpointsFirst,
+        StoreThatReadsCheckpointsAsMemoryviews,
+        StoreThatFoldsCheckpointNames,
     ],
 )
 def test_check_store_catches_a_broken_store(broken: type[InMemoryStore]) -> None:

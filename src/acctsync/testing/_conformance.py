@@ -20,6 +20,7 @@ from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError
 from acctsync._formats import decode_change_event, decode_record
 from acctsync._protocols import (
+    CheckpointStore,
     ContactIndex,
     DescribedSource,
     FieldNameStore,
@@ -46,6 +47,7 @@ from acctsync._records import (
 from acctsync._state import (
     AccountState,
     Batch,
+    Checkpoint,
     Conversion,
     DeleteContacts,
     FieldName,
@@ -345,6 +347,61 @@ def _store_field_names(store: Store) -> None:
     )
 
 
+def _store_checkpoints(store: Store) -> None:
+    if not isinstance(store, CheckpointStore):
+        return
+    stream = "pubsub /data/ChangeEvents"
+    _expect(store.checkpoint(stream) is None, "a new store has no checkpoint")
+    store.apply(
+        Batch(
+            accounts=[AccountState(upstream=_account(A1, 0))],
+            checkpoints=[Checkpoint(name=stream, position=b"\x00\x01")],
+        )
+    )
+    _expect(store.checkpoint(stream) == b"\x00\x01", "a checkpoint is stored with its batch")
+    # Any bytes: a replay id is opaque, NUL and high bytes included.
+    odd = bytes(range(256))
+    store.apply(
+        Batch(
+            checkpoints=[
+                Checkpoint(name=stream, position=odd),
+                Checkpoint(name="other", position=b""),
+            ]
+        )
+    )
+    got = store.checkpoint(stream)
+    _expect(
+        type(got) is bytes and got == odd,
+        f"a checkpoint is overwritten by the next of its name, and reads back as the"
+        f" same bytes (got {got!r:.40})",
+    )
+    _expect(
+        store.checkpoint("other") == b"",
+        "checkpoints are kept per name, and an empty position is kept as one, not None",
+    )
+    _expect(
+        store.checkpoint(stream.upper()) is None,
+        "a checkpoint's name is exact: in another case it names another stream",
+    )
+    broken = Batch(
+        accounts=[AccountState(upstream=_account(A2, 0))],
+        checkpoints=[
+            Checkpoint(name=stream, position=b"new"),
+            "not a checkpoint",  # type: ignore[list-item]
+        ],
+    )
+    try:
+        store.apply(broken)
+    except Exception:  # any failure will do, as long as nothing changed
+        pass
+    else:
+        raise ConformanceError("a batch holding something that is not a checkpoint must fail")
+    _expect(
+        store.checkpoint(stream) == odd and store.account_states([A2]) == {},
+        "a batch that fails stores neither its checkpoint nor its records (R2)",
+    )
+
+
 def _snapshot(store: Store) -> tuple[object, ...]:
     return (
         store.account_states([A1, A2]),
@@ -439,6 +496,7 @@ STORE_CHECKS: tuple[Callable[[Store], None], ...] = (
     _store_contact_ops,
     _store_log_and_marks,
     _store_field_names,
+    _store_checkpoints,
     _store_atomic,
     _store_under_engine,
 )
@@ -448,9 +506,9 @@ def check_store(make_store: Callable[[], Store]) -> None:
     """Check that stores made by ``make_store`` fulfil the `Store` protocol's duties.
 
     Each duty is checked on a new store: those of `Store` (records, with their
-    ``sequence``, read back as written), and those of `ContactIndex`, `ListingStore` and
-    `FieldNameStore` when the store has them. Raises `ConformanceError` on the first
-    failure.
+    ``sequence``, read back as written), and those of `ContactIndex`, `ListingStore`,
+    `FieldNameStore` and `CheckpointStore` when the store has them. Raises
+    `ConformanceError` on the first failure.
     """
     for check in STORE_CHECKS:
         check(make_store())
