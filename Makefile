@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= acctsync-demo.db
 
-.PHONY: demo test lint docs bench bench-sql bench-salesforce bench-decode clean
+.PHONY: demo test lint docs bench bench-sql bench-salesforce bench-decode proto clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench-salesforce: $(BIN)/.installed
 
 bench-decode: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_decode.py
+
+# The Pub/Sub API's Python modules, made again from the proto beside them. Made from src/
+# so that the gRPC module imports the messages by their package's name.
+PROTO := src/acctsync/sources/pubsub/_proto/pubsub_api.proto
+proto: $(BIN)/.installed
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site acctsync-demo.db*
