@@ -499,8 +499,8 @@ def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
             f" [target <= 30: {verdict(requests_made <= 30)}]"
         )
         print(
-            f"    second sync, nothing new: {again.seconds:.2f} s,"
-            f" {sum(again.requests.values())} requests (report {again.reported}):"
+            f"    second sync, nothing new: {again.seconds:.2f} s ({again.org_seconds:.2f} s in"
+            f" requests), {sum(again.requests.values())} requests (report {again.reported}):"
             f" {per_object(again.requests)} [target 1 per object]"
         )
     if rest:
