@@ -27,6 +27,7 @@ from acctsync import (
     Deletion,
     InvalidRecordError,
     ObjectType,
+    RawChangeEvent,
     RawRecord,
     Store,
     StoreError,
@@ -532,6 +533,33 @@ def test_an_event_needs_a_replay_id() -> None:
     with pytest.raises(ConfigurationError, match="checkpoint"):
         ChangeEventSource(checkpoint=[7])
     assert ChangeEventSource(checkpoint=b"\x07").checkpoint == b"\x07"
+
+
+def test_from_events_holds_a_streams_events_as_they_came_and_reads_like_add() -> None:
+    subscriber = Subscriber()
+    messages = [
+        subscriber.update(A1, at(2), Name="Acme 2"),
+        subscriber.create(account(A1, 1, Name="Acme")),
+        subscriber.create(contact(C1, A1, 1)),
+    ]
+    events = [
+        RawChangeEvent(payload=m["data"]["payload"], origin=f"replay 0{n}")
+        for n, m in enumerate(messages)
+    ]
+    held = ChangeEventSource.from_events(events)
+    added = ChangeEventSource()
+    for event in events:
+        added.add(event.payload, replay_id=event.origin)  # type: ignore[arg-type]
+    for stream in ("Account", "Contact"):
+        got = [c for page in held.read_changes(stream, None, page_size=2) for c in page]
+        expected = [c for page in added.read_changes(stream, None, page_size=2) for c in page]
+        assert [c.payload for c in got] == [c.payload for c in expected]  # type: ignore[union-attr]
+        assert all(c.origin.startswith("replay 0") for c in got)  # type: ignore[union-attr]
+    # No replay ids of their own: committed, they leave the checkpoint where it was.
+    held.commit()
+    assert (held.pending, held.checkpoint) == (0, None)
+    with pytest.raises(InvalidRecordError, match="RawChangeEvents"):
+        ChangeEventSource.from_events([messages[0]])  # type: ignore[list-item]
 
 
 class FailingSqlStore(SqlStore):
