@@ -14,10 +14,12 @@ the same store and the same activity log.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -820,6 +822,14 @@ def test_an_event_published_while_following_comes_out_of_the_same_subscription()
     assert list(following) == []
     assert len(org.stream.subscriptions) == 2
     assert store.get_account(A1).fields == {"Name": "Alpha 2"}  # type: ignore[union-attr]
+
+
+def test_the_documented_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "follow.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    exec(compile(block.group(1), "follow.md", "exec"), {})
+    assert capsys.readouterr().out == "None 1\n1 0000000000000001\n"
 
 
 # -- The state machine ----------------------------------------------------------------------
