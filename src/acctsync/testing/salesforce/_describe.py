@@ -32,6 +32,9 @@ NUMBER_TYPES: Final = frozenset({"int", "long", "double", "currency", "percent"}
 ID_TYPES: Final = frozenset({"id", "reference"})
 COMPOUND_TYPES: Final = frozenset({"address", "location"})
 NOT_TEXT: Final = NUMBER_TYPES | COMPOUND_TYPES | {"boolean", "date", "datetime"}
+# The org's ID, and its user's, whom every sign-in signs in as and who makes every change.
+ORG_ID: Final = "00D000000000001AAA"
+USER_ID: Final = "005000000000001AAA"
 
 
 # -- Describe metadata --------------------------------------------------------------------
@@ -147,6 +150,33 @@ def object_type_named(describe: dict[str, list[Described]], name: str) -> str:
         if object_type.lower() == name.lower():
             return object_type
     raise ApiError(400, "INVALID_TYPE", f"sObject type '{name}' is not supported.")
+
+
+# REST API Developer Guide and SOAP API Developer Guide, "Compound Fields": the keys of
+# the Address type (which extends Location) and of the Location type, whatever the
+# compound. Each component field's name ends in its key (BillingStreet, MailingLatitude),
+# or in its key and "__s" for a custom compound (Loc__Latitude__s); no key ends another.
+COMPOUND_KEYS: Final = (
+    "street",
+    "city",
+    "state",
+    "stateCode",
+    "postalCode",
+    "country",
+    "countryCode",
+    "latitude",
+    "longitude",
+    "geocodeAccuracy",
+)
+
+
+def compound_key(component: str) -> str | None:
+    """The key of ``component`` in its compound's object, or None if the type has none."""
+    name = component.lower().removesuffix("__s")
+    for key in COMPOUND_KEYS:
+        if name.endswith(key.lower()):
+            return key
+    return None  # a describe entry no Address or Location has: the API shows no such key
 
 
 # -- Values -------------------------------------------------------------------------------

@@ -33,14 +33,13 @@ from xml.sax.saxutils import escape
 
 from attrs import Factory, define, frozen
 
+from acctsync.testing.salesforce._describe import ORG_ID, USER_ID
 from acctsync.testing.salesforce._rest import Request, Response
 
 TOKEN_PATH: Final = "/services/oauth2/token"
 SOAP_PATH: Final = re.compile(r"/services/Soap/u/(?P<version>\d+\.\d+)/?")
 _JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _AUDIENCES: Final = ("https://login.salesforce.com", "https://test.salesforce.com")
-ORG_ID: Final = "00D000000000001AAA"
-USER_ID: Final = "005000000000001AAA"
 
 
 @frozen

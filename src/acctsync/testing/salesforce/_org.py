@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import unquote
 
-from attrs import define
+from attrs import Factory, define
 
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
@@ -47,6 +47,8 @@ class Org:
     rows: dict[str, dict[str, Row]]
     now: datetime
     created: int = 0
+    written: list[tuple[str, str]] = Factory(list)
+    """The (object type, Id) of each record written since the copy was made, in order."""
 
     def copy(self) -> Org:
         return Org({kind: dict(rows) for kind, rows in self.rows.items()}, self.now, self.created)
@@ -124,6 +126,7 @@ def write(
     if existing is not None:
         record_id = existing["Id"]
         org.rows[object_type][record_id] = {**merged, "SystemModstamp": modstamp(org.now, "now")}
+        org.written.append((object_type, record_id))
         return 200, {"id": record_id, "success": True, "errors": [], "created": False}, {}
     record_id = org.new_id(object_type)
     row: Row = {"Id": record_id, "IsDeleted": False, "SystemModstamp": modstamp(org.now, "now")}
@@ -132,6 +135,7 @@ def write(
     if object_type == "Contact":
         row["AccountId"] = None
     org.rows[object_type][record_id] = {**row, **values}
+    org.written.append((object_type, record_id))
     out: dict[str, Any] = {"id": record_id, "success": True, "errors": []}
     if external is not None:
         out["created"] = True

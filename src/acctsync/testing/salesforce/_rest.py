@@ -32,12 +32,15 @@ from acctsync.testing.salesforce._describe import (
     Described,
     Row,
     by_name,
+    compound_key,
     dumps,
     malformed,
+    modstamp,
     no_column,
     object_type_named,
     wire,
 )
+from acctsync.testing.salesforce._events import Change, ChangeLog
 from acctsync.testing.salesforce._org import SOBJECT, VERSION, Org, write
 from acctsync.testing.salesforce._soql import (
     COUNT,
@@ -115,6 +118,8 @@ class RestApi:
     api_used: int = 0
     api_allowance: int = DAILY_ALLOWANCE
     bulk: BulkJobs = Factory(BulkJobs)
+    # The org's change events, when it publishes them (FakeSalesforce(pubsub=True)).
+    changes: ChangeLog | None = None
     # Headers of the last answer beyond those of every answer (a Bulk result set's).
     headers: dict[str, str] = Factory(dict)
     _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
@@ -392,7 +397,7 @@ class RestApi:
         parts: dict[str, Any] = {}
         for entry in self.visible(object_type):
             if entry["compoundFieldName"] == parent:
-                key = _compound_key(entry["name"])
+                key = compound_key(entry["name"])
                 if key is not None:
                     parts[key] = wire(row.get(entry["name"]))
         return parts if any(value is not None for value in parts.values()) else None
@@ -404,10 +409,21 @@ class RestApi:
         status, body, _ = write(
             staged, self._visible_describe(), request.method, match, request.body
         )
-        self._commit(staged)
+        self._commit(staged, request, match["version"])
         return _json_response(status, body)
 
-    def _commit(self, staged: Org) -> None:
+    def _commit(self, staged: Org, request: Request, version: str) -> None:
+        if self.changes is not None:
+            self.changes.commit(
+                [
+                    Change(kind, self.org.rows[kind].get(record_id), staged.rows[kind][record_id])
+                    for kind, record_id in dict.fromkeys(staged.written)
+                ],
+                at=modstamp(staged.now, "now"),
+                origin=_change_origin(request, version),
+                describe=self.describe,
+            )
+        staged.written.clear()
         # Each record written in a request carries the request's stamp; the next gets a later one.
         staged.now += timedelta(milliseconds=1)
         self.org = staged
@@ -463,7 +479,7 @@ class RestApi:
                 e if i == failed else _halted(e["referenceId"]) for i, e in enumerate(entries)
             ]
         elif results:
-            self._commit(staged)
+            self._commit(staged, request, match["version"])
         return _json_response(200, {"compositeResponse": entries})
 
 
@@ -475,31 +491,16 @@ _GROUPS: Final[dict[str, Callable[[Described], bool]]] = {
 }
 
 
-# REST API Developer Guide and SOAP API Developer Guide, "Compound Fields": the keys of
-# the Address type (which extends Location) and of the Location type, whatever the
-# compound. Each component field's name ends in its key (BillingStreet, MailingLatitude),
-# or in its key and "__s" for a custom compound (Loc__Latitude__s); no key ends another.
-_COMPOUND_KEYS: Final = (
-    "street",
-    "city",
-    "state",
-    "stateCode",
-    "postalCode",
-    "country",
-    "countryCode",
-    "latitude",
-    "longitude",
-    "geocodeAccuracy",
-)
+def _change_origin(request: Request, version: str) -> str:
+    """A change event's ``changeOrigin`` for a write through this API.
 
-
-def _compound_key(component: str) -> str | None:
-    """The key of ``component`` in its compound's object, or None if the type has none."""
-    name = component.lower().removesuffix("__s")
-    for key in _COMPOUND_KEYS:
-        if name.endswith(key.lower()):
-            return key
-    return None  # a describe entry no Address or Location has: the API shows no such key
+    Apex Reference, "ChangeEventHeader Class": ``com/salesforce/api/<API>/<version>``, and
+    ``;client=<Client_ID>`` when the call named a client in its ``Sforce-Call-Options``
+    header (REST API Developer Guide, "Call Options Header").
+    """
+    origin = f"com/salesforce/api/rest/{version}"
+    client = re.search(r"(?:^|,)\s*client=([^,]*)", request.headers.get("sforce-call-options", ""))
+    return origin if client is None else f"{origin};client={client[1].strip()}"
 
 
 def _entry(ref: str, status: int, body: Any, headers: dict[str, str]) -> dict[str, Any]:
