@@ -209,8 +209,9 @@ class SyncEngine:
         longer holds (`ReplayUnavailableError`), it subscribes from now and, once the
         stream delivered its first batch, catches up by a sync of the engine's own
         source, whose report it yields first. Gap and overflow events, events whose
-        field lists are unexpanded bitmaps, and Account deletions (a merge?) are read
-        again from the engine's source, as `ChangeEventSource` does with its fallback.
+        field lists are unexpanded bitmaps, and Account deletions (which may be merges)
+        are read again from the engine's source, as `ChangeEventSource` does with its
+        fallback.
 
         Each batch's position is stored with the batch's last changes, atomically
         (rule R2): after a crash the stream resumes with the first batch not applied
@@ -271,6 +272,7 @@ class SyncEngine:
                         if batch.events:
                             yield report
                 finally:
+                    # Ends the subscription; an iterator that is no generator has none.
                     close = getattr(batches, "close", None)
                     if close is not None:
                         close()

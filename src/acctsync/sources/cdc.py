@@ -395,7 +395,9 @@ class ChangeEventSource:
         for event in events:
             if self._fallback is not None and event.known and event.stamp is not None:
                 if event.needs_records or (
-                    event.record_ids and {_normalized(i) for i in event.record_ids} <= fresh
+                    fresh
+                    and event.record_ids
+                    and {_normalized(i) for i in event.record_ids} <= fresh
                 ):
                     continue
                 if stream == "Account" and event.change_type == "DELETE":
