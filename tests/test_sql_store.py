@@ -23,6 +23,7 @@ from acctsync import (
     ActivityPolicy,
     Batch,
     ChangeDataValue,
+    Checkpoint,
     ConfigurationError,
     Contact,
     Deletion,
@@ -409,7 +410,7 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path: Path) -> None:
 def test_a_version_3_database_gains_record_sequences_and_field_names(
     make_store: StoreFactory,
 ) -> None:
-    # A database of version 3 has neither: take them out of a new one.
+    # A database of version 3 has neither, nor what came after: take them out of a new one.
     store = make_store()
     synced(store)
     tables = store._tables
@@ -418,6 +419,7 @@ def test_a_version_3_database_gains_record_sequences_and_field_names(
             name = conn.dialect.identifier_preparer.format_table(table)
             conn.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN sequence")
         tables.field_names.drop(conn)
+        tables.checkpoints.drop(conn)
         conn.execute(tables.meta.update().values(value=3))
 
     upgraded = make_store()
@@ -438,6 +440,25 @@ def test_a_version_3_database_gains_record_sequences_and_field_names(
     assert upgraded.field_names("Contact") == ["LastName"]
     with upgraded.engine.connect() as conn:
         assert current_version(conn, tables) == SCHEMA_VERSION
+
+
+def test_a_version_4_database_gains_checkpoints(make_store: StoreFactory) -> None:
+    store = make_store()
+    synced(store)
+    tables = store._tables
+    with store.engine.begin() as conn:
+        tables.checkpoints.drop(conn)
+        conn.execute(tables.meta.update().values(value=4))
+
+    upgraded = make_store()
+    assert upgraded.get_account(A1) is not None
+    assert upgraded.checkpoint("pubsub /data/ChangeEvents") is None
+    upgraded.apply(
+        Batch(checkpoints=[Checkpoint(name="pubsub /data/ChangeEvents", position=b"\0\1")])
+    )
+    assert make_store().checkpoint("pubsub /data/ChangeEvents") == b"\0\1"
+    with upgraded.engine.connect() as conn:
+        assert current_version(conn, tables) == SCHEMA_VERSION == 5
 
 
 def test_a_newer_schema_is_refused(make_store: StoreFactory) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -58,6 +59,7 @@ class Tables:
     locks: Table
     runs: Table
     field_names: Table
+    checkpoints: Table
 
     @classmethod
     def define(cls, prefix: str, schema: str | None) -> Tables:
@@ -166,6 +168,15 @@ class Tables:
             Column("name", String(255), nullable=False),
             PrimaryKeyConstraint("org", "object_type", "folded"),
         )
+        checkpoints = Table(
+            f"{prefix}checkpoints",
+            metadata,
+            Column("org", _ORG, nullable=False),
+            Column("name", String(255), nullable=False),
+            # Opaque: a Pub/Sub replay id, say.
+            Column("position", LargeBinary, nullable=False),
+            PrimaryKeyConstraint("org", "name"),
+        )
         return cls(
             metadata,
             meta,
@@ -177,6 +188,7 @@ class Tables:
             locks,
             runs,
             field_names,
+            checkpoints,
         )
 
 
@@ -237,11 +249,16 @@ def _name_stored_fields(conn: Connection, tables: Tables) -> None:
         )
 
 
+def _create_checkpoints(conn: Connection, tables: Tables) -> None:
+    tables.checkpoints.create(conn)
+
+
 _STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
     _create_core,  # 1: records, activity log, watermarks, conversions
     _create_locks,  # 2: the runner lease that SQLite needs (PostgreSQL uses advisory locks)
     _create_runs,  # 3: the sync runs, for a later look at what the last one did
     _add_versions_and_field_names,  # 4: same-second versions (R3), field spellings (R9)
+    _create_checkpoints,  # 5: where each followed event stream was applied up to
 )
 
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -208,6 +208,7 @@ class Statements:
             index_elements=["org", "object_type", "folded"]
         )
         self.upsert_watermark = self._upsert(tables.watermarks, ("org", "stream"))
+        self.upsert_checkpoint = self._upsert(tables.checkpoints, ("org", "name"))
 
         org = bindparam("org", type_=String)
         account_id = bindparam("account_id", type_=String)
@@ -218,6 +219,14 @@ class Statements:
             ),
             dialect,
             ("org", "stream"),
+        )
+        points = tables.checkpoints
+        self.checkpoint = Prepared(
+            select(points.c.position).where(
+                points.c.org == org, points.c.name == bindparam("name")
+            ),
+            dialect,
+            ("org", "name"),
         )
         live = (contacts.c.org == org, contacts.c.account_id == account_id)
         self.count_contacts = Prepared(

@@ -307,6 +307,12 @@ class SqlStore:
             found = cursor.scalar()
         return None if found is None else stamp(found)
 
+    def checkpoint(self, name: str) -> bytes | None:
+        """The position stored for the event stream ``name`` for this org (`CheckpointStore`)."""
+        with self._transaction(write=False) as conn:
+            found = self._statements.checkpoint.execute(conn, org=self._org, name=name).scalar()
+        return None if found is None else bytes(found)
+
     def account_states(self, ids: Collection[str]) -> Mapping[str, StoredAccount]:
         """Stored entries of ``ids``, tombstones included."""
         statements = self._statements
@@ -632,6 +638,14 @@ class SqlStore:
                             "system_modstamp": micros(watermark.system_modstamp),
                         }
                         for watermark in batch.watermarks
+                    ],
+                )
+            if batch.checkpoints:
+                conn.execute(
+                    statements.upsert_checkpoint,
+                    [
+                        {"org": org, "name": checkpoint.name, "position": checkpoint.position}
+                        for checkpoint in batch.checkpoints
                     ],
                 )
 
