@@ -43,13 +43,14 @@ from acctsync import (
     PartialUpdate,
     Refetch,
     ReplayUnavailableError,
+    SyncEngine,
     decode_change_event,
 )
 from acctsync.sources.pubsub import ChangeEventSchema, PubSubError, PubSubStream
 from acctsync.sources.pubsub._proto import pubsub_api_pb2 as pb
 from acctsync.sources.pubsub._proto import pubsub_api_pb2_grpc as pb_grpc
 from acctsync.sources.salesforce import RetryPolicy, SalesforceLogin
-from acctsync.testing import make_id
+from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
 
 A1, A2 = make_id("001", 1), make_id("001", 2)
@@ -1078,6 +1079,39 @@ def test_events_of_other_objects_are_left_out_but_move_the_position(
     assert [len(b.events) for b in got[:2]] == [1, 0]
     assert names_of(got) == ["kept"]
     assert got[1].position == last
+
+
+def test_the_engine_follows_the_stream_into_a_store_and_resumes_after_its_checkpoint(
+    servicer: tuple[Servicer, str],
+) -> None:
+    org, target = servicer
+    store = InMemoryStore()
+    engine = SyncEngine(source=InMemorySource(), store=store, clock=lambda: T + timedelta(1))
+    stream = stream_of(target)
+    with contextlib.closing(engine.follow(stream)) as reports:
+        next(reports)  # the catch-up sync, once subscribed
+        created = org.publish("Account", account_created(A1, "Acme"))
+        assert next(reports).accounts_upserted == 1
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme"}
+    assert store.checkpoint(stream.name) == created
+    changed = ["Name", "LastModifiedDate"]
+    record = {
+        "ChangeEventHeader": header(
+            ACCOUNT_SCHEMA, "Account", "UPDATE", [A1], changed=changed, stamp=T + timedelta(0, 1)
+        ),
+        "Name": "Acme Inc",
+        "LastModifiedDate": millis(T),
+    }
+    updated = org.publish("Account", record)
+    with contextlib.closing(engine.follow(stream)) as reports:
+        next(reports)
+    assert org.calls[-1][0].replay_id == created
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme Inc"}
+    assert store.checkpoint(stream.name) == updated
 
 
 def test_an_event_its_schema_cannot_read_stops_the_stream_naming_it(
