@@ -69,11 +69,13 @@ __all__ = ["PubSubError", "PubSubStream"]
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_GLOBAL_ENDPOINT: Final = "api.pubsub.salesforce.com:7443"
+# "Pub/Sub API and Event Allocations": the server owes a Subscribe call at most 100 events,
+# whatever the client asked for.
 _MAX_REQUESTED: Final = 100
 _STREAMS: Final = frozenset({"Account", "Contact"})
-# Pub/Sub API Developer Guide, "Handling Errors": replay ids Salesforce no longer holds,
-# past the 72-hour retention or never valid, fail with INVALID_ARGUMENT and these codes.
+# Replay ids Salesforce no longer holds, past the 72-hour retention or never valid, fail
+# with INVALID_ARGUMENT and the first code (Pub/Sub API Developer Guide, "Handling
+# Errors"), or the second, which Salesforce's Java example (Subscribe.java) takes alike.
 _REPLAY_ERRORS: Final = frozenset(
     {
         "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted",
@@ -215,11 +217,11 @@ class PubSubStream:
         client: Salesforce,
         *,
         topic: str = "/data/ChangeEvents",
-        target: str = _GLOBAL_ENDPOINT,
+        target: str = "api.pubsub.salesforce.com:7443",
         credentials: grpc.ChannelCredentials | None = None,
         insecure: bool = False,
         login: SalesforceLogin | None = None,
-        batch_size: int = _MAX_REQUESTED,
+        batch_size: int = 100,
         retry: RetryPolicy | None = None,
         idle_timeout: float = 300.0,
         heartbeat: float = 5.0,
@@ -313,7 +315,7 @@ class PubSubStream:
                     except PubSubError as error:
                         if not (error.retryable or self._renewable(error)):
                             raise
-                        _log.warning("%s: %s; subscribing again", what, error)
+                        _log.warning("%s; subscribing again", error)
                         break
             finally:
                 subscription.close()
