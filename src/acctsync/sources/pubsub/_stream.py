@@ -456,7 +456,11 @@ class PubSubStream:
         return self._retry.call(what, attempt)
 
     def _error(self, what: str, error: grpc.RpcError, position: bytes | None) -> SourceError:
-        """What a failed call means, as an error that shows no secret."""
+        """What a failed call means, as an error that shows no secret.
+
+        Raised ``from None``: the gRPC error's own text repeats the server's message as it
+        came, session id and all; the translation keeps its status, code and message.
+        """
         status = error.code()
         trailers = {item.key: item.value for item in error.trailing_metadata() or ()}
         raw_code = trailers.get("error-code")
