@@ -6,12 +6,16 @@ datetimes), stamped over three years in no relation to their IDs, as edits are, 
 of them in mass updates that give many records one second. The org runs in a process
 of its own, so that what the syncing process holds is the sync's; each measured side
 runs in a fresh process too, with a real ``simple_salesforce.Salesforce`` client of the
-org's URL and session, built as `FakeSalesforce.client` builds one.
+org's URL and session, built as `FakeSalesforce.client` builds one. Each run at the full
+size gets an org of its own: the loopback org keeps every query's and job's result, a
+gigabyte or two a run at this size.
 
 1. The first sync into a fresh SQLite store by ``SalesforceSource(client, bulk=True)``:
    its API requests (target: at most 30), its time, and the syncing process's peak
-   resident size at three org sizes (target: at most 300 MB, whatever the org's size).
-   The same first sync by REST (``bulk=False``), for its requests.
+   resident size at a tenth, a third and the whole of the org (target: at most 300 MB,
+   whatever the org's size). The same first sync by REST (``bulk=False``), for its
+   requests. Each run's time is split into the time in requests (the org's work and
+   the transfer, by kind of request) and the time outside them, the sync's own.
 2. The limit: the same queries' Bulk results downloaded with simple-salesforce's own
    Bulk 2.0 client (``sf.bulk2.Account.query_all``) and inserted into SQLite by
    ``executemany``, a column per CSV column, as text: no typing, no rules. Target: the
@@ -70,6 +74,8 @@ from acctsync.testing.salesforce import FakeSalesforce
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# A fresh interpreter, whose peak resident size is its own: a forked child's starts from
+# its parent's.
 SPAWN = multiprocessing.get_context("spawn")
 CONTACTS_PER_ACCOUNT = 10
 STREAMS: tuple[ObjectType, ...] = ("Account", "Contact")
@@ -220,9 +226,10 @@ class LoopbackSession(requests.Session):
     """The session `FakeSalesforce.client` gives its client, timing what it waits for.
 
     simple-salesforce builds every URL as ``https://``: a plain-HTTP org needs them back
-    as ``http://``. A job's creation runs its whole query in the org before answering,
-    so the timeout is long. ``seconds`` is the time spent in requests (the org's work,
-    and the transfer), ``sent`` what each asked for: ``(method, url, query or None)``.
+    as ``http://``. (`FakeSalesforce.client`'s also sends sign-ins to the org; a client of
+    a session id never signs in.) A job's creation runs its whole query in the org before
+    answering, so the timeout is long. ``sent`` holds each request's URL, its SOQL (None
+    for none) and its seconds: the org's work and the transfer.
     """
 
     def __init__(self, url: str, timeout: float = 1800.0) -> None:
@@ -230,9 +237,8 @@ class LoopbackSession(requests.Session):
         self.trust_env = False  # the environment's proxies are not for 127.0.0.1
         self._https = "https" + url.removeprefix("http")
         self._timeout = timeout
-        self.seconds = 0.0
         self.received = 0
-        self.sent: list[tuple[str, str, str | None]] = []
+        self.sent: list[tuple[str, str | None, float]] = []
 
     def request(  # type: ignore[override]
         self, method: str, url: str, *args: Any, **kwargs: Any
@@ -243,11 +249,16 @@ class LoopbackSession(requests.Session):
             kwargs["timeout"] = self._timeout
         started = time.perf_counter()
         answer = super().request(method, url, *args, **kwargs)
-        self.seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
         self.received += len(answer.content)
         params, body = kwargs.get("params") or {}, kwargs.get("json") or {}
-        self.sent.append((method, url, params.get("q") or body.get("query")))
+        self.sent.append((url, params.get("q") or body.get("query"), seconds))
         return answer
+
+    def forget(self) -> None:
+        """Start counting again."""
+        self.sent.clear()
+        self.received = 0
 
 
 def client_of(org: OrgAddress) -> tuple[Salesforce, LoopbackSession]:
@@ -264,7 +275,7 @@ def client_of(org: OrgAddress) -> tuple[Salesforce, LoopbackSession]:
 
 _FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
 _KINDS = (
-    (re.compile(r"/sobjects/(\w+)/describe"), "describe"),
+    (re.compile(r"/sobjects/\w+/describe"), "describe"),
     (re.compile(r"/jobs/query/\w+/results"), "result set"),
     (re.compile(r"/jobs/query/\w+"), "poll"),
     (re.compile(r"/jobs/query"), "job"),
@@ -273,28 +284,46 @@ _KINDS = (
 )
 
 
-def kinds(sent: list[tuple[str, str, str | None]]) -> Counter[tuple[str, str | None]]:
-    """The requests by kind, each with the object it names (None when it names none)."""
-    counted: Counter[tuple[str, str | None]] = Counter()
-    for _, url, query in sent:
-        kind = next((k for pattern, k in _KINDS if pattern.search(url)), "other")
-        named = _FROM.search(query or "") or re.search(r"/sobjects/(\w+)/", url)
-        counted[kind, named[1] if named else None] += 1
-    return counted
+@frozen
+class Requests:
+    """The requests of a run by kind (``describe``, ``job``, ``poll``...) and the object
+    each names (None for those that name none, as a poll), and the seconds of each kind."""
 
+    counted: Counter[tuple[str, str | None]]
+    seconds: dict[str, float]
 
-def per_object(counted: Counter[tuple[str, str | None]]) -> str:
-    objects: dict[str, list[str]] = {}
-    for (kind, named), n in sorted(counted.items(), key=str):
-        objects.setdefault(named or "no object named", []).append(f"{kind} {n}")
-    return "; ".join(f"{named}: {', '.join(each)}" for named, each in objects.items())
+    @classmethod
+    def of(cls, session: LoopbackSession) -> Requests:
+        counted: Counter[tuple[str, str | None]] = Counter()
+        seconds: dict[str, float] = {}
+        for url, query, took in session.sent:
+            kind = next((k for pattern, k in _KINDS if pattern.search(url)), "other")
+            named = _FROM.search(query or "") or re.search(r"/sobjects/(\w+)/", url)
+            counted[kind, named[1] if named else None] += 1
+            seconds[kind] = seconds.get(kind, 0.0) + took
+        return cls(counted, seconds)
 
+    @property
+    def total(self) -> int:
+        return sum(self.counted.values())
 
-def by_kind(counted: Counter[tuple[str, str | None]]) -> str:
-    merged: Counter[str] = Counter()
-    for (kind, _), n in counted.items():
-        merged[kind] += n
-    return ", ".join(f"{kind} {n}" for kind, n in merged.most_common())
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    def by_kind(self) -> str:
+        merged: Counter[str] = Counter()
+        for (kind, _), n in self.counted.items():
+            merged[kind] += n
+        return ", ".join(
+            f"{kind} {n} ({self.seconds[kind]:.1f} s)" for kind, n in merged.most_common()
+        )
+
+    def per_object(self) -> str:
+        objects: dict[str, list[str]] = {}
+        for (kind, named), n in sorted(self.counted.items(), key=str):
+            objects.setdefault(named or "no object named", []).append(f"{kind} {n}")
+        return "; ".join(f"{named}: {', '.join(each)}" for named, each in objects.items())
 
 
 # -- The measured sides, each in a fresh process --------------------------------------------
@@ -322,13 +351,17 @@ class Figures:
     """One measured run: its time, its requests and the process's memory."""
 
     seconds: float
-    org_seconds: float  # in requests: the org's work and the transfer
     received_mib: float
-    requests: Counter[tuple[str, str | None]]
+    requests: Requests
     reported: int | None  # the sync report's api_requests; None for the limit
     rss_before: float  # MiB, imports and set-up
     rss_peak: float
     waits: float = 0.0  # what the retry policy's backoff would have slept between polls
+
+    @property
+    def org_seconds(self) -> float:
+        """The time in requests: the org's work and the transfer."""
+        return self.requests.total_seconds
 
     @property
     def own_seconds(self) -> float:
@@ -355,9 +388,8 @@ def first_sync(
         assert report.contacts_upserted == accounts * CONTACTS_PER_ACCOUNT, report
         first = Figures(
             seconds=seconds,
-            org_seconds=session.seconds,
             received_mib=session.received / 2**20,
-            requests=kinds(session.sent),
+            requests=Requests.of(session),
             reported=report.api_requests,
             rss_before=before,
             rss_peak=peak_rss_mib(),
@@ -365,8 +397,7 @@ def first_sync(
         )
         if not then_again:
             return first, None
-        session.sent.clear()
-        session.seconds, session.received = 0.0, 0
+        session.forget()
         started = time.perf_counter()
         report = engine.sync()
         seconds = time.perf_counter() - started
@@ -374,9 +405,8 @@ def first_sync(
         assert report.accounts_upserted == report.contacts_upserted == 0, report
         again = Figures(
             seconds=seconds,
-            org_seconds=session.seconds,
             received_mib=session.received / 2**20,
-            requests=kinds(session.sent),
+            requests=Requests.of(session),
             reported=report.api_requests,
             rss_before=before,
             rss_peak=peak_rss_mib(),
@@ -393,8 +423,7 @@ def bulk_limit(org: OrgAddress, accounts: int) -> Figures:
     client, session = client_of(org)
     source = SalesforceSource(client)
     queries = {kind: source.soql(kind, None) for kind in STREAMS}
-    session.sent.clear()
-    session.seconds = 0.0
+    session.forget()
     rows: Counter[str] = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         db = sqlite3.connect(Path(tmp) / "limit.db", isolation_level=None)
@@ -424,9 +453,8 @@ def bulk_limit(org: OrgAddress, accounts: int) -> Figures:
     assert rows == {"Account": accounts, "Contact": accounts * CONTACTS_PER_ACCOUNT}, rows
     return Figures(
         seconds=seconds,
-        org_seconds=session.seconds,
         received_mib=session.received / 2**20,
-        requests=kinds(session.sent),
+        requests=Requests.of(session),
         reported=None,
         rss_before=before,
         rss_peak=peak_rss_mib(),
@@ -453,13 +481,12 @@ def profile_first_sync(org: OrgAddress) -> str:
 
 
 def describe_run(name: str, run: Figures) -> None:
-    requests_made = sum(run.requests.values())
     reported = "" if run.reported is None else f" (the report's api_requests: {run.reported})"
     print(
         f"  {name}: {run.seconds:.2f} s, of which {run.org_seconds:.2f} s in requests"
         f" ({run.received_mib:,.0f} MiB received) and {run.own_seconds:.2f} s its own;"
         f" peak RSS {run.rss_peak:,.0f} MiB ({run.rss_before:,.0f} before);"
-        f" {requests_made} requests{reported}: {by_kind(run.requests)}"
+        f" {run.requests.total} requests{reported}: {run.requests.by_kind()}"
     )
 
 
@@ -485,11 +512,11 @@ def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
         assert again is not None
         peaks.append(synced.rss_peak)
         print(f" run {run} (the org took {seconds:.1f} s to fill, not counted):")
-        describe_run("first sync by Bulk", synced)
+        describe_run("first sync, bulk=True", synced)
         print(f"    (the default poll backoff would have slept {synced.waits:.0f} s more)")
         describe_run("limit, simple-salesforce bulk2 + sqlite3 executemany", limit)
         ratio, own_ratio = synced.seconds / limit.seconds, synced.own_seconds / limit.own_seconds
-        requests_made = sum(synced.requests.values())
+        requests_made = synced.requests.total
         print(
             f"    sync / limit: {ratio:.2f}x [target <= 1.5x: {verdict(ratio <= 1.5)}];"
             f" outside requests {own_ratio:.2f}x"
@@ -500,14 +527,14 @@ def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
         )
         print(
             f"    second sync, nothing new: {again.seconds:.2f} s ({again.org_seconds:.2f} s in"
-            f" requests), {sum(again.requests.values())} requests (report {again.reported}):"
-            f" {per_object(again.requests)} [target 1 per object]"
+            f" requests), {again.requests.total} requests (report {again.reported}):"
+            f" {again.requests.per_object()} [target 1 per object]"
         )
     if rest:
         with OrgProcess() as org:
             org.grow(accounts)
             synced, _ = in_fresh_process(first_sync, org.address, accounts, bulk=False)
-        describe_run("first sync by REST", synced)
+        describe_run("first sync, bulk=False (REST only)", synced)
     return peaks
 
 
@@ -534,7 +561,7 @@ def main() -> None:
         return
     peaks: dict[int, float] = {}
     if not args.skip_memory:
-        print("The first sync by Bulk at smaller sizes of one org, growing:")
+        print("The first sync, bulk=True, at smaller sizes of one org, growing:")
         with OrgProcess() as org:
             for smaller in (accounts // 10, accounts // 3):
                 org.grow(smaller)
@@ -542,7 +569,7 @@ def main() -> None:
                 peaks[smaller] = synced.rss_peak
                 describe_run(size_name(smaller), synced)
     peaks[accounts] = max(measure(accounts, args.runs, rest=not args.skip_rest))
-    print("Peak RSS of the first sync by Bulk, each in a fresh process [target 300 MB, flat]:")
+    print("Peak RSS of the first sync, bulk=True, each in a fresh process [target 300 MB, flat]:")
     for size, peak in peaks.items():
         print(f"  {size_name(size)}: {peak:,.0f} MiB [{verdict(peak * 2**20 <= 300e6)}]")
     if args.latency:
@@ -552,7 +579,7 @@ def main() -> None:
             slow.grow(smaller)
             for bulk in (True, False):
                 synced, _ = in_fresh_process(first_sync, slow.address, smaller, bulk=bulk)
-                describe_run(f"first sync by {'Bulk' if bulk else 'REST'}", synced)
+                describe_run(f"first sync, bulk={bulk}", synced)
 
 
 if __name__ == "__main__":
