@@ -10,8 +10,9 @@ Body Fields", "ChangeEventHeader Fields", "Merged Change Events"):
   none;
 - an edited record is an ``UPDATE`` whose body holds only the changed fields (the others
   null), whose ``changedFields`` names them and ``LastModifiedDate``, and whose
-  ``nulledFields`` names those set to null. A save that changed no field but the record's
-  stamp still moves ``LastModifiedDate``, and is an ``UPDATE`` of that alone;
+  ``nulledFields`` names those set to null. A save that changed no field (an API write, or
+  an arranged row with a new stamp) still moves ``LastModifiedDate``, and is an
+  ``UPDATE`` of that alone;
 - ``changedFields`` is empty for any other change type;
 - the same change to several records of one object in one transaction (the deletion of an
   account's contacts, their move to a merge's winner) is one event naming them all in
@@ -200,8 +201,14 @@ class ChangeLog:
         at: datetime,
         origin: str,
         describe: Mapping[str, Sequence[Described]],
+        saves: bool = False,
     ) -> None:
-        """Append the events of one transaction that changed ``changes``, stamped ``at``."""
+        """Append the events of one transaction that changed ``changes``, stamped ``at``.
+
+        With ``saves``, each change is a save of its record (an API write), an update
+        even when it leaves the record as it was; else a record whose fields and stamp
+        are unchanged was not saved.
+        """
         if self.quiet:
             return
         stamp = millis(at)
@@ -212,7 +219,7 @@ class ChangeLog:
                 continue
             schema = self.schema(object_type, describe[object_type])
             for change in mine:
-                draft = self._draft(schema, change, stamp)
+                draft = self._draft(schema, change, stamp, saves)
                 if draft is None:
                     continue
                 same = next((d for d in drafts if d.alike(draft)), None)
@@ -290,7 +297,9 @@ class ChangeLog:
                 found.append(event)
         return found, position
 
-    def _draft(self, schema: EventSchema, change: Change, stamp: int) -> _Draft | None:
+    def _draft(
+        self, schema: EventSchema, change: Change, stamp: int, saved: bool
+    ) -> _Draft | None:
         before, after = change.before, change.after
         was = before is not None and not before["IsDeleted"]
         if after is None or after["IsDeleted"]:
@@ -334,8 +343,9 @@ class ChangeLog:
                     changed.append(path)
                     if after.get(name) is None:
                         nulled.append(path)
-        if changed == ["LastModifiedDate"] and before["SystemModstamp"] == after["SystemModstamp"]:
-            return None  # nothing changed: no save to announce
+        unchanged = before["SystemModstamp"] == after["SystemModstamp"]
+        if changed == ["LastModifiedDate"] and unchanged and not saved:
+            return None  # not saved: nothing to announce
         values = record_values(schema, after, only=changed)
         values["LastModifiedDate"] = stamp
         return _Draft(schema, "UPDATE", [record_id], values, tuple(changed), tuple(nulled))

@@ -29,17 +29,27 @@ With ``tls=True`` it serves HTTPS under a certificate it makes for 127.0.0.1, so
 client built as in production (from an instance URL, trusting the CA bundle named by
 ``REQUESTS_CA_BUNDLE``) reaches it, in another process too.
 
+With ``pubsub=True`` the org also publishes Change Data Capture events for every change
+to its Accounts and Contacts (an arranging method's or an API write's) and serves them
+over the Pub/Sub API (``eventbus.v1.PubSub``, grpc on 127.0.0.1 without TLS, at
+`FakeSalesforce.pubsub_target`): Avro payloads with Salesforce's bitmaps, replay IDs,
+flow control and keepalives, and the controls a test needs (retention, gap and overflow
+events, dropped and refused subscriptions).
+
 This module holds the public API and the HTTP server; the org behind it is in private
 modules, each importing only those listed before it: ``_describe`` (the objects' fields,
 their values, and Salesforce's error response), ``_soql`` (the SOQL parser and filters),
 ``_org`` (the rows, and the API's writes to them), ``_bulk`` (Bulk API 2.0 query
-jobs), ``_rest`` (routing and the handlers of
-each resource), ``_oauth`` (the sign-in) and ``_loopback`` (a client's session and a TLS
-fake's certificates).
+jobs), ``_avro`` (change events' Avro schemas, values and bitmaps), ``_events`` (the
+change-event log), ``_rest`` (routing and the handlers of each resource), ``_oauth``
+(the sign-in), ``_loopback`` (a client's session and a TLS fake's certificates) and
+``_pubsub`` (the Pub/Sub API's grpc server).
 
-Only the standard library, attrs and acctsync are imported here and in those modules;
-``requests`` and ``simple_salesforce`` are imported when `FakeSalesforce.client` is
-called, ``cryptography`` when a TLS fake starts, and PyJWT when a JWT assertion comes.
+Only the standard library, attrs and acctsync are imported here and in those modules
+but ``_pubsub``; ``requests`` and ``simple_salesforce`` are imported when
+`FakeSalesforce.client` is called, ``cryptography`` when a TLS fake starts, PyJWT when a
+JWT assertion comes, and ``_pubsub`` with grpc and fastavro when an org is made with
+``pubsub=True``.
 """
 
 from __future__ import annotations
@@ -51,7 +61,8 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,6 +86,7 @@ from acctsync._records import (
 )
 from acctsync.testing.salesforce._describe import (
     KEY_PREFIXES,
+    ORG_ID,
     Row,
     by_name,
     default_describe,
@@ -84,6 +96,13 @@ from acctsync.testing.salesforce._describe import (
     stored,
     system_fields,
     type_of,
+)
+from acctsync.testing.salesforce._events import (
+    CHANNELS,
+    GAP_TYPES,
+    Change,
+    ChangeLog,
+    PublishedEvent,
 )
 from acctsync.testing.salesforce._loopback import issue_certificates, loopback_session
 from acctsync.testing.salesforce._oauth import SOAP_PATH, TOKEN_PATH, App, SignIn, form_fields
@@ -96,6 +115,8 @@ _Answer = tuple[Response, dict[str, str]]
 if TYPE_CHECKING:
     from requests import Session
     from simple_salesforce.api import Salesforce
+
+    from acctsync.testing.salesforce._pubsub import PubSubServer
 
 __all__ = ["FakeSalesforce", "ServedRequest"]
 
@@ -153,6 +174,19 @@ class FakeSalesforce:
     or through an app a test registers (`register_app`). Each sign-in issues a new access
     token and answers with this server's `url` as the ``instance_url``; `session_id` is
     the first token, which `client` uses.
+
+    ``pubsub=True`` keeps a log of the change events Salesforce's Change Data Capture
+    would publish for each change to the org's Accounts and Contacts, from the org's
+    making, and serves it over the Pub/Sub API at `pubsub_target` once started: a
+    ``PubSubStub`` on an insecure channel to it, with the metadata ``accesstoken`` (a
+    session of the org's), ``instanceurl`` (`url`, ``http`` or ``https``) and
+    ``tenantid`` (`org_id`), subscribes to ``/data/ChangeEvents``,
+    ``/data/AccountChangeEvent`` or ``/data/ContactChangeEvent``. A subscription owed
+    events but given none gets a keepalive every ``keepalive`` seconds. Each change the
+    org's methods make is a transaction of its own (`put`, one a record) stamped as its
+    records are; each API request one; `set_formula` and `purge` publish nothing. The
+    controls: `change_events`, `expire_events`, `publish_gap`, `publish_overflow`,
+    `without_events`, `drop_subscriptions` and `fail_subscriptions`.
     """
 
     def __init__(
@@ -162,9 +196,18 @@ class FakeSalesforce:
         clock: datetime | None = None,
         tls: bool = False,
         latency: float = 0.0,
+        pubsub: bool = False,
+        keepalive: float = 60.0,
     ) -> None:
-        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
-            raise ConfigurationError(f"latency must be a number of seconds >= 0: {latency!r}")
+        for name, seconds, least in (("latency", latency, 0), ("keepalive", keepalive, 1e-3)):
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or seconds < least
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds >= {least}: {seconds!r}"
+                )
         self.latency = float(latency)
         """Seconds each answer waits before it is sent, as a round trip to a real org does.
 
@@ -172,7 +215,10 @@ class FakeSalesforce:
         """
         self.api_version = api_version
         """The API version `client` speaks."""
-        self.session_id = f"00D000000000001!{secrets.token_urlsafe(24)}"
+        self.keepalive = float(keepalive)
+        """Seconds a Pub/Sub subscription that is owed events but has none waits before it
+        is sent an empty keepalive response (Salesforce sends one within 270 seconds)."""
+        self.session_id = f"{self.org_id}!{secrets.token_urlsafe(24)}"
         """The session ID a request must carry as ``Authorization: Bearer``."""
         self.username = "integration@acme.example"
         """The username of the org's user, whom every sign-in signs in as."""
@@ -182,12 +228,31 @@ class FakeSalesforce:
         """The user's security token, which follows the password in a SOAP ``login()``."""
         self._sign_in = SignIn(self.username, self.password, self.security_token)
         self._tokens = {self.session_id}
+        self._lock = threading.Lock()
         start = datetime.now(UTC) if clock is None else clock
         org = Org({kind: {} for kind in KEY_PREFIXES}, instant(start, "clock"))
         self._api = RestApi(org, default_describe())
+        self._changes: ChangeLog | None = None
+        self._pubsub: PubSubServer | None = None
+        self._pubsub_port: int | None = None
+        if pubsub:
+            from acctsync.testing.salesforce._pubsub import Publisher, PubSubServer
+
+            condition = threading.Condition(self._lock)
+            self._changes = self._api.changes = ChangeLog(condition.notify_all)
+            self._pubsub = PubSubServer(
+                Publisher(
+                    condition=condition,
+                    log=self._changes,
+                    sessions=self._tokens,
+                    org_id=ORG_ID,
+                    describe=self._api.describe,
+                    hidden=self._api.hidden,
+                    keepalive=lambda: self.keepalive,
+                )
+            )
         self._deleted_with: dict[str, list[str]] = {}
         self._log: list[ServedRequest] = []
-        self._lock = threading.Lock()
         self._server: _Server | None = None
         self._proxy: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -241,6 +306,8 @@ class FakeSalesforce:
                 daemon=True,
             ).start()
         self._server = server
+        if self._pubsub is not None:
+            self._pubsub_port = self._pubsub.start(self.url)
         self._thread = threading.Thread(
             target=server.serve_forever,
             # stop() waits up to one poll interval for the loop to notice.
@@ -255,6 +322,9 @@ class FakeSalesforce:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
+        if self._pubsub is not None:
+            self._pubsub.stop()
+            self._pubsub_port = None
         for running in (server, self._proxy):
             if running is not None:
                 running.shutdown()
@@ -361,9 +431,122 @@ class FakeSalesforce:
 
     def _issue(self) -> str:
         # Under the lock, from a sign-in.
-        token = f"00D000000000001!{secrets.token_urlsafe(24)}"
+        token = f"{self.org_id}!{secrets.token_urlsafe(24)}"
         self._tokens.add(token)
         return token
+
+    # -- The Pub/Sub API (pubsub=True) -------------------------------------------------------
+
+    @property
+    def org_id(self) -> str:
+        """The org's ID (15 characters), the Pub/Sub ``tenantid``: each session ID starts
+        with it, as Salesforce's do."""
+        return ORG_ID[:15]
+
+    @property
+    def pubsub_target(self) -> str:
+        """``127.0.0.1:PORT``, where the org serves the Pub/Sub API (``pubsub=True``), once
+        started: a grpc target, without TLS."""
+        self._publisher()
+        if self._pubsub_port is None:
+            raise ConfigurationError("the fake Salesforce is not serving; call start()")
+        return f"127.0.0.1:{self._pubsub_port}"
+
+    def change_events(self, topic: str = "/data/ChangeEvents") -> list[PublishedEvent]:
+        """The events the org keeps on ``topic``, oldest first, as a subscriber decodes them."""
+        server = self._publisher()
+        objects = CHANNELS.get(topic)
+        if objects is None:
+            raise ConfigurationError(f"no such topic: {topic!r} (one of {', '.join(CHANNELS)})")
+        with self._lock:
+            events = [e for e in self._change_log().events if e.object_type in objects]
+        return [server.decoded(event) for event in events]
+
+    def expire_events(self, before: datetime | None = None) -> int:
+        """Let the oldest events go, as Salesforce lets them go after 72 hours; how many.
+
+        Those committed before ``before`` go (every event so far when None), up to the
+        first committed at or after it. A replay ID of an event gone is then refused, as
+        one past the retention window is (``INVALID_ARGUMENT``, error code
+        ``sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted``), and so is
+        a subscription still reading behind them.
+        """
+        point = None if before is None else instant(before, "before")
+        with self._lock:
+            return self._change_log().expire(point)
+
+    def publish_gap(
+        self, object_type: ObjectType, *record_ids: str, change_type: str = "UPDATE"
+    ) -> None:
+        """Publish a gap event (``GAP_UPDATE``...) for ``record_ids``, stamped `now`.
+
+        Salesforce sends one, with no field values, in place of change events it could not
+        make (Change Data Capture Developer Guide, "Gap Events"): to stand for a change so
+        lost, make it inside `without_events` first. ``change_type`` is CREATE, UPDATE,
+        DELETE or UNDELETE.
+        """
+        if change_type not in GAP_TYPES or not record_ids:
+            raise ConfigurationError(
+                f"a gap needs records and a change type of {GAP_TYPES}: {change_type!r}"
+            )
+        ids = [self._id(object_type, record_id) for record_id in record_ids]
+        self._publish_gap(object_type, ids, f"GAP_{change_type}")
+
+    def publish_overflow(self, object_type: ObjectType) -> None:
+        """Publish a ``GAP_OVERFLOW`` event of ``object_type``, stamped `now`.
+
+        Salesforce sends one for the changes of a transaction past the number it makes
+        events for (Change Data Capture Developer Guide, "Overflow Events"); it names no
+        record (the empty ID), so a subscriber re-reads the object.
+        """
+        self._publish_gap(object_type, [], "GAP_OVERFLOW")
+
+    @contextmanager
+    def without_events(self) -> Iterator[None]:
+        """Make the changes of the block without their change events: changes Salesforce
+        lost, for `publish_gap` or `publish_overflow` to announce."""
+        log = self._change_log()
+        with self._lock:
+            log.quiet += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                log.quiet -= 1
+
+    def drop_subscriptions(self, *, cleanly: bool = False) -> None:
+        """End every open Subscribe call: ``UNAVAILABLE``, as a connection lost; with
+        ``cleanly``, a stream that ends without an error."""
+        self._publisher().drop(why="closed" if cleanly else "dropped")
+
+    def fail_subscriptions(self, *, times: int = 1) -> None:
+        """Refuse the next ``times`` Subscribe calls with ``UNAVAILABLE`` and the error code
+        ``sfdc.platform.eventbus.grpc.service.unavailable`` ("Handling Errors")."""
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ConfigurationError(f"times must be an integer >= 1: {times!r}")
+        self._publisher().fail(times)
+
+    def _publisher(self) -> PubSubServer:
+        if self._pubsub is None:
+            raise ConfigurationError("the fake Salesforce serves no Pub/Sub API: pass pubsub=True")
+        return self._pubsub
+
+    def _change_log(self) -> ChangeLog:
+        self._publisher()
+        assert self._changes is not None  # made with the server
+        return self._changes
+
+    def _publish_gap(self, object_type: ObjectType, ids: list[str], change_type: str) -> None:
+        kind = parse_object_type(object_type)
+        log = self._change_log()
+        with self._lock:
+            log.gap(
+                kind,
+                ids,
+                change_type,
+                at=modstamp(self._api.org.now, "now"),
+                describe=self._api.describe,
+            )
 
     # -- Arranging the org -----------------------------------------------------------------
 
@@ -407,7 +590,9 @@ class FakeSalesforce:
                     row["AccountId"] = record.account_id
                 for name, value in record.fields.items():
                     row[self._known_field(kind, name, value)] = stored(value)
-                self._api.org.rows[kind][record.id] = row
+                # Each record is saved at its own stamp: a transaction of its own.
+                before = self._api.org.rows[kind].get(record.id)
+                self._commit([Change(kind, before, row)], row["SystemModstamp"])
 
     def delete(
         self,
@@ -426,7 +611,6 @@ class FakeSalesforce:
         record_id = self._id(object_type, record_id)
         stamp = modstamp(at, "at")
         with self._lock:
-            rows = self._api.org.rows[object_type]
             row = self._api.org.live(object_type, record_id)
             if row is None:
                 raise InvalidRecordError("no live record to delete", record_id=record_id)
@@ -438,23 +622,22 @@ class FakeSalesforce:
                         "the winner of a merge must be another live record", record_id=master
                     )
             deleted = {"IsDeleted": True, "SystemModstamp": stamp, "MasterRecordId": master}
-            rows[record_id] = {**row, **deleted}
-            if object_type != "Account":
-                return
-            contacts = self._api.org.rows["Contact"]
-            members = [
-                c for c in contacts.values() if c["AccountId"] == record_id and not c["IsDeleted"]
-            ]
-            for contact in members:
-                if master is None:
-                    contacts[contact["Id"]] = {
-                        **contact,
-                        "IsDeleted": True,
-                        "SystemModstamp": stamp,
-                    }
-                else:
-                    contacts[contact["Id"]] = {**contact, "AccountId": master}
-            if master is None:
+            changes = [Change(object_type, row, {**row, **deleted})]
+            members: list[Row] = []
+            if object_type == "Account":
+                contacts = self._api.org.rows["Contact"].values()
+                members = [
+                    c for c in contacts if c["AccountId"] == record_id and not c["IsDeleted"]
+                ]
+                # A merge moves the loser's contacts to the winner; a deletion takes them.
+                moved = (
+                    {"AccountId": master}
+                    if master
+                    else {"IsDeleted": True, "SystemModstamp": stamp}
+                )
+                changes += [Change("Contact", c, {**c, **moved}) for c in members]
+            self._commit(changes, stamp)
+            if object_type == "Account" and master is None:
                 self._deleted_with[record_id] = [contact["Id"] for contact in members]
 
     def undelete(self, object_type: ObjectType, record_id: str, *, at: datetime) -> None:
@@ -470,12 +653,13 @@ class FakeSalesforce:
             if row is None or not row["IsDeleted"]:
                 raise InvalidRecordError("not in the recycle bin", record_id=record_id)
             restored = {"IsDeleted": False, "SystemModstamp": stamp, "MasterRecordId": None}
-            rows[record_id] = {**row, **restored}
+            changes = [Change(object_type, row, {**row, **restored})]
             contacts = self._api.org.rows["Contact"]
             for contact_id in self._deleted_with.pop(record_id, []):
                 contact = contacts.get(contact_id)
                 if contact is not None and contact["IsDeleted"]:
-                    contacts[contact_id] = {**contact, **restored}
+                    changes.append(Change("Contact", contact, {**contact, **restored}))
+            self._commit(changes, stamp)
 
     def purge(self, object_type: ObjectType, record_id: str) -> None:
         """Hard-delete a record, live or in the recycle bin: gone from query and queryAll.
@@ -672,6 +856,19 @@ class FakeSalesforce:
             return list(self._log)
 
     # -- Helpers of the arranging methods ---------------------------------------------------
+
+    def _commit(self, changes: list[Change], at: datetime) -> None:
+        """Write ``changes``' rows as one transaction stamped ``at``, with its change events.
+
+        The events are made first: a value no event can carry leaves the org as it was.
+        A test's arranging is no API call: its events' ``changeOrigin`` is empty (Apex
+        Reference, "ChangeEventHeader Class").
+        """
+        if self._changes is not None:
+            self._changes.commit(changes, at=at, origin="", describe=self._api.describe)
+        for change in changes:
+            assert change.after is not None  # arranging never purges
+            self._api.org.rows[change.object_type][change.after["Id"]] = change.after
 
     def _hideable(self, object_type: str, names: tuple[str, ...]) -> set[str]:
         """``names``, in lower case, once each is known to name a field that may be hidden."""

@@ -422,6 +422,7 @@ class RestApi:
                 at=modstamp(staged.now, "now"),
                 origin=_change_origin(request, version),
                 describe=self.describe,
+                saves=True,
             )
         staged.written.clear()
         # Each record written in a request carries the request's stamp; the next gets a later one.
