@@ -32,6 +32,7 @@ Positions number the events from 1; a replay ID is a position and a tag of the o
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -172,6 +173,7 @@ class ChangeLog:
     _tag: bytes = Factory(lambda: secrets.token_bytes(_REPLAY_ID_SIZE - 8))
     _salt: int = Factory(lambda: secrets.randbits(64))
     _layouts: dict[tuple[Any, ...], EventSchema] = Factory(dict)
+    _current: dict[str, tuple[Sequence[Described], int, EventSchema]] = Factory(dict)
     _created: dict[str, int] = Factory(dict)
 
     @property
@@ -181,6 +183,11 @@ class ChangeLog:
 
     def schema(self, object_type: str, described: Sequence[Described]) -> EventSchema:
         """The current schema of ``object_type``'s events, for its describe ``described``."""
+        # The fake changes a describe by replacing its list or adding to it: the same list
+        # of the same length is the same describe, with no need to read it again.
+        current = self._current.get(object_type)
+        if current is not None and current[0] is described and current[1] == len(described):
+            return current[2]
         layout = (
             object_type,
             *(
@@ -192,6 +199,7 @@ class ChangeLog:
         if found is None:
             found = self._layouts[layout] = event_schema(object_type, described)
             self.schemas[found.schema_id] = found
+        self._current[object_type] = (described, len(described), found)
         return found
 
     def commit(
@@ -289,7 +297,7 @@ class ChangeLog:
             return None
         found: list[Event] = []
         position = after
-        for event in self.events[after - self.expired :]:
+        for event in itertools.islice(self.events, after - self.expired, None):
             if len(found) == limit:
                 break
             position = event.position
