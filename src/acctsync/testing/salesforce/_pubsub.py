@@ -113,10 +113,12 @@ class PubSubServer:
     """The org's ``eventbus.v1.PubSub`` server, and the test's controls over it."""
 
     def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
+        self.publisher = publisher
+        """What the server reads of the org."""
         self._subscriptions: set[_Subscription] = set()  # under the publisher's lock
         self._failing = 0
-        self._schemas: dict[str, Any] = {}  # parsed by fastavro, by schema ID
+        # Parsed by fastavro, by schema ID; two calls may parse one schema twice, harmlessly.
+        self._schemas: dict[str, Any] = {}
         self._server: grpc.Server | None = None
         self._instance = ""
 
@@ -139,21 +141,30 @@ class PubSubServer:
 
     def drop(self, *, why: str = "dropped") -> None:
         """End every open subscription: ``dropped`` as a lost connection, ``closed`` cleanly."""
-        with self._publisher.condition:
+        with self.publisher.condition:
             for subscription in self._subscriptions:
                 subscription.ended = why
-            self._publisher.condition.notify_all()
+            self.publisher.condition.notify_all()
+
+    def opened(self, subscription: _Subscription) -> None:
+        """Count ``subscription`` among the open ones (under the lock)."""
+        self._subscriptions.add(subscription)
+
+    def closed(self, subscription: _Subscription) -> None:
+        """Forget ``subscription``: its call is over."""
+        with self.publisher.condition:
+            self._subscriptions.discard(subscription)
 
     def fail(self, times: int) -> None:
         """Refuse the next ``times`` Subscribe calls with ``UNAVAILABLE``."""
-        with self._publisher.condition:
+        with self.publisher.condition:
             self._failing += times
 
     def decoded(self, event: Event) -> PublishedEvent:
         """``event`` as a subscriber decodes it now (`FakeSalesforce.change_events`)."""
-        with self._publisher.condition:
-            hidden = frozenset(self._publisher.hidden.get(event.object_type, ()))
-            replay_id = self._publisher.log.replay_id(event.position)
+        with self.publisher.condition:
+            hidden = frozenset(self.publisher.hidden.get(event.object_type, ()))
+            replay_id = self.publisher.log.replay_id(event.position)
         denied = {path for name, path in event.schema.paths().items() if name in hidden}
         payload = fastavro.schemaless_reader(
             io.BytesIO(self.encode(event, hidden)), self.parsed(event.schema), None
@@ -188,16 +199,16 @@ class PubSubServer:
         """Whether a call's metadata names a live session of this org, and the org."""
         instance = urlsplit(metadata.get("instanceurl", "")).netloc
         tenant = metadata.get("tenantid", "")
-        with self._publisher.condition:
-            live = metadata.get("accesstoken") in self._publisher.sessions
+        with self.publisher.condition:
+            live = metadata.get("accesstoken") in self.publisher.sessions
         # simple-salesforce builds every URL as https://, whatever the org's scheme; an org
         # ID is given in its 15- or 18-character form.
-        org = self._publisher.org_id
+        org = self.publisher.org_id
         return live and instance == self._instance and tenant in (org, org[:15])
 
     def failing(self) -> bool:
         """Whether this Subscribe call is one `fail` asked to refuse (and counts it)."""
-        with self._publisher.condition:
+        with self.publisher.condition:
             if self._failing == 0:
                 return False
             self._failing -= 1
@@ -207,7 +218,7 @@ class PubSubServer:
 class _Servicer(pb_grpc.PubSubServicer):
     def __init__(self, server: PubSubServer) -> None:
         self._server = server
-        self._publisher = server._publisher
+        self._publisher = server.publisher
 
     @override
     def GetTopic(self, request: pb.TopicRequest, context: grpc.ServicerContext) -> pb.TopicInfo:
@@ -282,7 +293,7 @@ class _Servicer(pb_grpc.PubSubServicer):
             subscription = _Subscription(objects, first.topic_name, first.num_requested, 0)
             if position is not None:
                 subscription.cursor = position
-                self._server._subscriptions.add(subscription)
+                self._server.opened(subscription)
         if position is None:
             _fail(context, "expired", rpc_id)
 
@@ -299,8 +310,7 @@ class _Servicer(pb_grpc.PubSubServicer):
         try:
             yield from self._deliver(subscription, context, rpc_id)
         finally:
-            with condition:
-                self._server._subscriptions.discard(subscription)
+            self._server.closed(subscription)
 
     def _deliver(
         self, subscription: _Subscription, context: grpc.ServicerContext, rpc_id: str
