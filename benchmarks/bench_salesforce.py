@@ -374,6 +374,7 @@ def first_sync(
     """The first sync into a fresh SQLite store; with ``then_again``, a second by the same
     engine, nothing having changed."""
     client, session = client_of(org)
+    # The polls' waits are counted, not slept (see the module's docstring).
     waits: list[float] = []
     source = SalesforceSource(client, bulk=bulk, retry=RetryPolicy(sleep=waits.append))
     with tempfile.TemporaryDirectory() as tmp, SqlStore.sqlite(Path(tmp) / "store.db") as store:
@@ -434,6 +435,7 @@ def bulk_limit(org: OrgAddress, accounts: int) -> Figures:
         started = time.perf_counter()
         for kind, query in queries.items():
             insert = ""
+            # wait=0: no waits between polls, as the sync's (see the module's docstring).
             sets: Iterator[str] = getattr(client.bulk2, kind).query_all(
                 query, max_records=SET_SIZE, wait=0
             )
