@@ -240,7 +240,7 @@ def test_the_report_counts_what_the_org_served_far_below_rest(org: FakeSalesforc
     print(f"20,000 accounts and 20,000 contacts: Bulk {served_bulk} requests, REST {served_rest}")
     # Bulk: per object a describe, the first REST page that counts the records, a job,
     # three polls (the fake completes a job at its third) and one result set of up to
-    # 50,000 records.
+    # 100,000 records.
     assert served_bulk == 2 * (1 + 1 + 1 + 3 + 1)
     # REST: per object a describe and a page per 2,000 records, the most Salesforce sends.
     assert served_rest == 2 * (1 + 10)
