@@ -1244,3 +1244,77 @@ def test_demo_as_json_then_resumed(tmp_path: Path) -> None:
     )
     status = json.loads(acctsync("status", "--db", db, "--json").stdout)
     assert status["orgs"][0]["last_run"]["source"] == "demo org"
+
+
+# -- following ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_org() -> Iterator[Any]:
+    """The org of `org`, publishing its change events over the Pub/Sub API."""
+    pytest.importorskip("grpc")
+    pytest.importorskip("cryptography")
+    from acctsync.testing.salesforce import FakeSalesforce
+
+    with FakeSalesforce(
+        tls=True, clock=T0 + timedelta(days=1), pubsub=True, keepalive=0.1
+    ) as fake:
+        fake.put(
+            Account(id=ACME, fields={"Name": "Acme", "Industry": "Tech"}, system_modstamp=T0),
+            Contact(id=ADA, account_id=ACME, fields={"LastName": "Lovelace"}, system_modstamp=T0),
+        )
+        yield fake
+
+
+def test_sync_follow_applies_each_batch_of_events_until_stopped(
+    tmp_path: Path, live_org: Any
+) -> None:
+    db = tmp_path / "sf.db"
+    env = salesforce_env(
+        live_org, SALESFORCE_PUBSUB_TARGET=live_org.pubsub_target, SALESFORCE_PUBSUB_INSECURE="1"
+    )
+    process = subprocess.Popen(
+        [*COMMAND, "sync", "--db", db, "--salesforce", "--fields-account", "Name,Industry",
+         "--fields-contact", "LastName", "--follow", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None
+    caught_up = json.loads(process.stdout.readline())  # the catch-up sync
+    live_org.put(
+        Account(
+            id=ACME,
+            fields={"Name": "Acme Corp", "Industry": "Tech"},
+            system_modstamp=T0 + timedelta(hours=1),
+        )
+    )
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    assert ready, "no batch within 30 s"
+    applied = json.loads(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+
+    assert process.returncode == ExitCode.OK, err
+    assert (caught_up["outcome"], caught_up["accounts_upserted"]) == ("ok", 1)
+    assert (applied["outcome"], applied["accounts_upserted"]) == ("ok", 1)
+    assert live_org.session_id not in err
+    with SqlStore.sqlite(db) as store:
+        assert store.get_account(ACME).fields["Name"] == "Acme Corp"  # type: ignore[union-attr]
+        assert store.checkpoint("pubsub /data/ChangeEvents") is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--export-dir", "{exports}", "--follow"), "--follow goes with --salesforce"),
+        (("--salesforce", "--follow", "--every", "5"), "one of --every and --follow"),
+        (("--export-dir", "{exports}", "--topic", "/data/X"), "--topic goes with --follow"),
+    ],
+)
+def test_follow_options_are_checked(
+    tmp_path: Path, options: tuple[str, ...], message: str
+) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    args = [o.format(exports=exports) for o in options]
+    done = acctsync("sync", "--db", tmp_path / "x.db", *args, code=ExitCode.USAGE)
+    assert message in done.stderr

@@ -57,7 +57,13 @@ from acctsync.cli._params import (
     parse_json_value,
 )
 from acctsync.cli._running import Runner, StopRequest
-from acctsync.cli._sources import NoReads, budget_exceeded, export_folder, salesforce
+from acctsync.cli._sources import (
+    NoReads,
+    budget_exceeded,
+    export_folder,
+    pubsub_stream,
+    salesforce,
+)
 
 if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore
@@ -356,6 +362,19 @@ def _progress_console(progress: bool | None, as_json: bool) -> Console | None:
     metavar="SECONDS",
     help="Keep syncing, this long after each sync ends, until stopped.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="With --salesforce: follow the org's change events live (Pub/Sub API) until"
+    " stopped, after a catch-up sync.",
+)
+@click.option(
+    "--topic",
+    default="/data/ChangeEvents",
+    show_default=True,
+    metavar="TOPIC",
+    help="With --follow: the Change Data Capture channel to follow.",
+)
 @_lock_timeout
 @_page_size
 @click.option(
@@ -375,6 +394,8 @@ def sync(
     org: str,
     as_json: bool,
     every: float | None,
+    follow: bool,
+    topic: str,
     lock_timeout: float,
     page_size: int,
     lookback: float,
@@ -385,8 +406,16 @@ def sync(
 
     Each batch commits with its watermark; the next sync reads from there. With --every
     it keeps polling until Ctrl-C or SIGTERM, which stop it after the current batch.
+    With --follow it applies the org's change events as they come, until stopped.
     """
+    if follow and not source_options["live"]:
+        raise click.UsageError("--follow goes with --salesforce")
+    if follow and every is not None:
+        raise click.UsageError("give one of --every and --follow")
+    if topic != "/data/ChangeEvents" and not follow:
+        raise click.UsageError("--topic goes with --follow")
     make_source, label = _source(database, **source_options)
+    stream = pubsub_stream(os.environ, topic=topic) if follow else None
     stop = StopRequest(out.note)
     with _open(database, org=org, lock_timeout=lock_timeout) as store, stop.handling():
         runner = Runner(
@@ -398,6 +427,8 @@ def sync(
             engine_options={"page_size": page_size, "lookback": timedelta(seconds=lookback)},
             progress=_progress_console(progress, as_json),
         )
+        if stream is not None:
+            return runner.follow(stream)
         if every is None:
             return runner.once()
         return runner.every(every)

@@ -38,6 +38,7 @@ from acctsync._engine import STREAMS, SyncEngine
 from acctsync._errors import AcctSyncError, LockTimeoutError, SourceError
 from acctsync._protocols import (
     DescribedSource,
+    EventStream,
     FormulaSource,
     MeteredSource,
     Source,
@@ -102,6 +103,11 @@ class StopRequest:
         if self.signal is None:
             self.signal = number
         self._event.set()
+
+    @property
+    def event(self) -> threading.Event:
+        """The flag itself, for what waits on it or polls it (`SyncEngine.follow`)."""
+        return self._event
 
     def wait(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if a stop is asked for; whether one was."""
@@ -337,6 +343,31 @@ class Runner:
                 self._show(run, one_line=True)
             if self._stop.wait(seconds):
                 break
+        return ExitCode.OK
+
+    def follow(self, stream: EventStream) -> ExitCode:
+        """Follow ``stream`` until a stop request: then `ExitCode.OK`.
+
+        A line (with ``--json``, a document) for the catch-up sync and for each batch of
+        events applied. The runs are not recorded, one per batch being far too many for
+        ``status``; a batch's position is stored with it (`SyncEngine.follow`).
+        """
+        from acctsync.stores.sql import SyncRun
+
+        store = self._store
+        source = observed(self._make_source(), self._stop)
+        engine = SyncEngine(source=source, store=store, **self._engine_options)
+        started = _now()
+        try:
+            for report in engine.follow(stream, stop=self._stop.event):
+                self._warn(report.warnings)
+                run = SyncRun.from_report(
+                    report, started_at=started, finished_at=_now(), source=self._label
+                )
+                self._show(run, one_line=True)
+                started = _now()
+        except Stopped:
+            pass  # asked for during the catch-up sync: its applied pages stay
         return ExitCode.OK
 
     def _skipped(self, error: Exception, note: str) -> None:

@@ -21,9 +21,17 @@ from acctsync._records import Change, ObjectType
 
 if TYPE_CHECKING:
     from acctsync.sources.files import ExportFolder
+    from acctsync.sources.pubsub import PubSubStream
     from acctsync.sources.salesforce import SalesforceLogin, SalesforceSource
 
-__all__ = ["NoReads", "budget_exceeded", "export_folder", "salesforce", "sign_in"]
+__all__ = [
+    "NoReads",
+    "budget_exceeded",
+    "export_folder",
+    "pubsub_stream",
+    "salesforce",
+    "sign_in",
+]
 
 
 def budget_exceeded(error: BaseException) -> bool:
@@ -123,6 +131,32 @@ def salesforce(
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
     return (lambda: made), f"salesforce https://{client.sf_instance}"
+
+
+def pubsub_stream(environ: Mapping[str, str], *, topic: str) -> PubSubStream:
+    """The org's change events on ``topic``, over the Pub/Sub API, for ``sync --follow``.
+
+    Signed in as the Salesforce source is, by the same settings. The endpoint is
+    Salesforce's unless ``SALESFORCE_PUBSUB_TARGET`` names another (``host:port``);
+    ``SALESFORCE_PUBSUB_INSECURE=1`` speaks to it without TLS, which the stream allows
+    on a loopback address only: a test server's.
+    """
+    try:
+        from acctsync.sources.pubsub import PubSubStream
+    except ImportError as error:
+        raise click.UsageError(f"--follow needs the pubsub extra: {error}") from None
+    login = sign_in(environ)
+    client = login.connect(version=environ.get("SALESFORCE_API_VERSION") or None)
+    try:
+        return PubSubStream(
+            client,
+            topic=topic,
+            target=environ.get("SALESFORCE_PUBSUB_TARGET") or "api.pubsub.salesforce.com:7443",
+            insecure=environ.get("SALESFORCE_PUBSUB_INSECURE") == "1",
+            login=login,
+        )
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
 
 
 # The settings of each flow, in the order they are looked for: (flow, required, optional).
