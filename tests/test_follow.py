@@ -626,6 +626,56 @@ def test_r8_an_overflow_is_read_again_from_the_engines_source() -> None:
     assert state(store) == org_state(org)
 
 
+def test_r4_a_contact_event_older_than_a_merge_read_from_the_source_follows_the_merge() -> None:
+    """A gap reads the org, merge included, before the event creating a contact of the
+    loser arrives: the event shows the contact as it was then, and the merge moved it."""
+    org = LiveOrg(batch_size=1)
+    org.create(A1, {"Name": "Alpha"})
+    org.create(A2, {"Name": "Beta"})
+    store = InMemoryStore()
+    follow(org, store)
+    org.update(A1, {"Industry": "Tech"}, published="GAP_UPDATE")
+    org.create(C1, {"LastName": "Ames"}, A2)
+    org.merge(A1, [A2])
+    follow(org, store, max_events=1)
+    assert store.get_contact(C1).account_id == A1  # type: ignore[union-attr]
+    assert state(store) == org_state(org)
+
+
+def test_r4_a_contact_event_older_than_a_merge_the_catch_up_read_follows_the_merge() -> None:
+    org = LiveOrg()
+    org.source = ChangingSource()
+    org.create(A1, {"Name": "Alpha"})
+    org.create(A2, {"Name": "Beta"})
+
+    def meanwhile() -> None:  # subscribed already: both changes come as events too
+        org.create(C1, {"LastName": "Ames"}, A2)
+        org.merge(A1, [A2])
+
+    org.source.during_read.append(meanwhile)
+    store = InMemoryStore()
+    caught_up, streamed = follow(org, store)
+    assert (caught_up.contacts_upserted, streamed.events) == (1, 2)
+    assert store.get_contact(C1).account_id == A1  # type: ignore[union-attr]
+    assert state(store) == org_state(org)
+
+
+def test_r4_a_deletion_event_older_than_a_contact_read_for_a_gap_leaves_it() -> None:
+    """A gap in contacts reads the org before the events of A1's deletion and undelete
+    come: C2, made after them, is not deleted with A1 when they do."""
+    org = LiveOrg(batch_size=1)
+    org.create(A1, {"Name": "Alpha"})
+    store = InMemoryStore()
+    follow(org, store)
+    org.create(C1, {"LastName": "Ames"})
+    org.update(C1, {"LastName": "Ames 2"}, published="GAP_UPDATE")
+    org.delete(A1)
+    org.undelete(A1)
+    org.create(C2, {"LastName": "Baker"}, A1)
+    follow(org, store, max_events=1)
+    assert state(store) == org_state(org)
+
+
 def test_r7_a_malformed_event_is_rejected_with_its_replay_id_and_the_rest_applies() -> None:
     org = LiveOrg()
     store = InMemoryStore()

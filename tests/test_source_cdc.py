@@ -339,6 +339,36 @@ def test_a_gap_event_is_read_again_from_the_fallback(sql_store: SqlStore) -> Non
     assert feed.checkpoint == 3
 
 
+def test_r4_a_gap_in_contacts_rereads_accounts_too_so_a_later_event_cannot_undo_them() -> None:
+    """The contacts read again are as they are now: C2, made after A1's deletion and
+    undelete, must survive that deletion's event, which arrives in the next sync."""
+    org = org_with(account(A1, 0, Name="Acme"), contact(C1, None, 0))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    store = InMemoryStore()
+    engine = engine_for(feed, store)
+    feed_all(
+        feed,
+        [subscriber.create(account(A1, 0, Name="Acme")), subscriber.create(contact(C1, None, 0))],
+    )
+    sync(engine, feed)
+    org.upsert(contact(C1, None, 10, LastName="Lost"))
+    org.delete(Deletion(object_type="Account", id=A1, deleted_at=at(20)))
+    org.undelete("Account", A1, at=at(30))
+    org.upsert(contact(C2, A1, 40))
+    feed.add(subscriber.gap("Contact", "GAP_UPDATE", [C1], at(10)))
+    sync(engine, feed)  # the other events are still in transit
+    assert store.get_contact(C2) is not None
+    for message in (
+        subscriber.delete(A1, at(20)),
+        subscriber.undelete(account(A1, 30, Name="Acme")),
+        subscriber.create(contact(C2, A1, 40)),
+    ):
+        feed.add(message)
+    sync(engine, feed)
+    assert store.get_contact(C2) == contact(C2, A1, 40)
+    assert store.get_contact(C1) == contact(C1, None, 10, LastName="Lost")
+
+
 def test_a_gap_without_a_fallback_is_reported_not_dropped() -> None:
     feed, subscriber, store = ChangeEventSource(), Subscriber(), InMemoryStore()
     feed.add(subscriber.gap("Contact", "GAP_CREATE", [C1, C2], at(5)))

@@ -106,6 +106,11 @@ def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
     return (change.system_modstamp, *rank, change.id)
 
 
+def _version(change: Contact | PartialUpdate) -> tuple[str, datetime, tuple[int, ...] | None]:
+    """A record version's identity: its ID, stamp and sequence."""
+    return change.id, change.system_modstamp, change.sequence
+
+
 class Place(enum.Enum):
     """Where a change stands against the stored version of its record."""
 
@@ -355,6 +360,10 @@ class Applier:
     new_field_names: list[FieldName] = field(init=False, factory=list)
     # Per object, the fields the store holds that the source no longer reads (R9).
     unread: dict[str, frozenset[str]] = field(init=False, factory=dict)
+    # The contact versions read from change events (see read_from_event).
+    _from_events: set[tuple[str, datetime, tuple[int, ...] | None]] = field(
+        init=False, factory=set
+    )
     _placed: dict[int, tuple[StoredAccount | StoredContact, Place]] = field(
         init=False, factory=dict
     )
@@ -382,8 +391,17 @@ class Applier:
         contact_ids: set[str] = set()
         for change, stream in zip(changes, streams, strict=True):
             (account_ids if stream == "Account" else contact_ids).add(change.id)
-        self._accounts = dict(self.store.account_states(account_ids)) if account_ids else {}
-        self._asked = account_ids
+        # The accounts event contacts name too, in the same query: each may have been
+        # merged since (see _contact_change).
+        asked = account_ids | {
+            change.account_id
+            for change in changes
+            if isinstance(change, Contact | PartialUpdate)
+            and isinstance(change.account_id, str)
+            and _version(change) in self._from_events
+        }
+        self._accounts = dict(self.store.account_states(asked)) if asked else {}
+        self._asked = asked
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
         self._placed = {}
         changes = [self._as_stored(change) for change in changes]
@@ -629,6 +647,12 @@ class Applier:
             # A source shows a contact as it is now, merges included: the account it names
             # is its account, even where the store still holds a merge tombstone for it
             # (a stale one: the account was undeleted since, in a version yet to come).
+            # A change event shows it as it was at its stamp: a merge after that moved it.
+            named = change.account_id if isinstance(change, PartialUpdate) else contact.account_id
+            if isinstance(named, str) and _version(change) in self._from_events:
+                moved_to = self._merged_since(named, change.system_modstamp)
+                if moved_to != named:
+                    contact = attrs.evolve(contact, account_id=moved_to)
             new = contact
             self.tally.contacts_upserted += 1
         for side in (stored, new):
@@ -645,6 +669,27 @@ class Applier:
                 reason="an update to a record that is not held, or is deleted",
             )
         )
+
+    def read_from_event(self, change: Upstream) -> None:
+        """Note that ``change`` was read from a change event, not from the record itself.
+
+        An event shows a record as it was at its stamp, where a source shows it as it is
+        now: a contact named an account that a later merge took it from (rule R4).
+        """
+        if isinstance(change, Contact | PartialUpdate):
+            self._from_events.add(_version(change))
+
+    def _merged_since(self, account_id: str, stamp: datetime) -> str:
+        """Where a merge after ``stamp`` moved a contact of ``account_id``: none did, if
+        the store holds no such merge."""
+        stored = self._accounts.get(account_id)
+        if (
+            isinstance(stored, Deletion)
+            and stored.master_record_id is not None
+            and stored.deleted_at > stamp
+        ):
+            return self._winner(stored.master_record_id, stored.deleted_at)
+        return account_id
 
     def _winner(self, account_id: str, merged_at: datetime) -> str:
         """Where a merge into ``account_id`` at ``merged_at`` puts the loser's contacts (R4).

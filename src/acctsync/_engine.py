@@ -431,7 +431,13 @@ class SyncEngine:
         reads = {stream: read(stream, committed[stream]) for stream in STREAMS}
         merged = heapq.merge(
             *(
-                self._read(stream, reads[stream], tally, partial(self._spellings, stream, applier))
+                self._read(
+                    stream,
+                    reads[stream],
+                    tally,
+                    partial(self._spellings, stream, applier),
+                    applier.read_from_event,
+                )
                 for stream in STREAMS
             ),
             key=_KEY,
@@ -534,6 +540,7 @@ class SyncEngine:
         pages: Iterable[Sequence[Change]],
         tally: Tally,
         spell: Callable[[Tally], Spellings],
+        from_event: Callable[[Upstream], None],
     ) -> Iterator[tuple[_Order, Upstream]]:
         """The stream's changes in `order`, each with its key (computed once, merged on).
 
@@ -547,7 +554,7 @@ class SyncEngine:
             if spellings is None:
                 spellings = spell(tally)
             tally.pages += 1
-            decoded = self._decode(stream, page, tally, spellings)
+            decoded = self._decode(stream, page, tally, spellings, from_event)
             keyed = [(order(change), change) for change in decoded]
             keyed = sorted([*held, *keyed], key=_KEY)
             if not keyed:
@@ -562,8 +569,14 @@ class SyncEngine:
         yield from held
 
     def _decode(
-        self, stream: ObjectType, page: Iterable[Change], tally: Tally, spellings: Spellings
+        self,
+        stream: ObjectType,
+        page: Iterable[Change],
+        tally: Tally,
+        spellings: Spellings,
+        from_event: Callable[[Upstream], None] | None = None,
     ) -> list[Upstream]:
+        """The page's changes, decoded; ``from_event`` is told of each read from an event."""
         changes: list[Upstream] = []
         native = Account if stream == "Account" else Contact
         for item in page:
@@ -622,6 +635,9 @@ class SyncEngine:
                         changes.append(spellings.spelled(change))
                     except InvalidRecordError as error:
                         tally.rejected.append(_rejection(stream, item, error))
+                        continue
+                    if from_event is not None and isinstance(item, RawChangeEvent):
+                        from_event(change)
         return changes
 
     # -- Local edits --------------------------------------------------------------------

@@ -20,12 +20,14 @@ through its REST API, say) can give: the ``fallback``.
 
 - A gap event (``GAP_*``, ``GAP_OVERFLOW``, a wildcard record ID) says changes were lost,
   and so does, in effect, an event whose field lists are still Pub/Sub bitmaps: which
-  fields changed cannot be read from it. The stream is read again from the fallback
-  from a little before the gap's commit time,
-  whole, merged into the events by stamp. Whole, because `Source.read_changes` cannot ask
-  for some IDs only (a REST source reads the same rows either way), and because the
-  engine's watermark is then honest: it moves to records read in full up to that stamp,
-  not to the current versions of a few records while other changes are still in transit.
+  fields changed cannot be read from it. Both objects are read again from the fallback
+  from a little before the gap's commit time, whole, merged into the events by stamp.
+  Whole, because `Source.read_changes` cannot ask for some IDs only (a REST source reads
+  the same rows either way), and because the engine's watermark is then honest: it moves
+  to records read in full up to that stamp, not to the current versions of a few records
+  while other changes are still in transit. Both, because the records are read as they
+  are now while older events of the other object may still be to come: an account's
+  deletion would delete a contact read as created after it.
 - An Account ``DELETE`` event does not say whether it was a merge (``MasterRecordId`` is
   not in events), and a merge must move the loser's contacts to the winner (rule R4). The
   fallback is asked for the deleted account; its `Deletion`, which names the winner,
@@ -356,37 +358,38 @@ class ChangeEventSource:
         """Pages of the held events of ``object_type`` committed at or after ``since``.
 
         Ordered by (``commitTimestamp``, record ID, ``(commitNumber, sequenceNumber)``,
-        arrival), with the records the fallback gives for gaps, events with unexpanded
-        bitmaps and Account deletions merged in by ``SystemModstamp``; those are given
-        even when stamped a little before ``since``, as the events asking for them are
-        not. An event whose commit time cannot be read comes first, whatever ``since``.
+        arrival), with the records the fallback gives for gaps and events with
+        unexpanded bitmaps (of either object) and for Account deletions merged in by
+        ``SystemModstamp``; those are given even when stamped a little before ``since``,
+        as the events asking for them are not. An event whose commit time cannot be
+        read comes first, whatever ``since``.
         """
         with self._lock:
-            events = [
+            held = [
                 event
                 for event in self._events
-                if event.stream == object_type and event.position not in self._committed
+                if event.position not in self._committed
+                and (event.stamp is None or since is None or event.stamp >= since)
             ]
             self._read_upto[object_type] = self._arrived
-        return self._pages(object_type, events, since, page_size)
-
-    def _pages(
-        self, stream: ObjectType, events: Sequence[_Event], since: datetime | None, size: int
-    ) -> Iterator[list[Change]]:
-        events = [
-            event
-            for event in events
-            if event.stamp is None or since is None or event.stamp >= since
-        ]
+        # A gap in either object re-reads both: records of one read as they are now, with
+        # older events of the other still to apply, could meet changes they came after
+        # (an account's deletion deleting a contact made after it).
         gaps = [
             event.stamp
-            for event in events
+            for event in held
             if event.known and event.stamp is not None and event.needs_records
         ]
+        events = [event for event in held if event.stream == object_type]
+        return self._pages(object_type, events, min(gaps, default=None), page_size)
+
+    def _pages(
+        self, stream: ObjectType, events: Sequence[_Event], gap: datetime | None, size: int
+    ) -> Iterator[list[Change]]:
         refetched: list[tuple[_Key, Change]] = []
         fresh: set[str] = set()
-        if self._fallback is not None and gaps:
-            refetched = list(self._refetched(stream, min(gaps) - self._refetch_margin, size))
+        if self._fallback is not None and gap is not None:
+            refetched = list(self._refetched(stream, gap - self._refetch_margin, size))
             # The fallback was read after every held event: where it gives a record, its
             # events are superseded, and would undo the newer values it read.
             fresh = {_normalized(key[1]) for key, _ in refetched}
