@@ -46,6 +46,7 @@ from attrs import define, field
 
 from acctsync._activity import ActivityPolicy, Origin
 from acctsync._apply import Applier, Tally, Upstream, fan_out, micros, order, stream_of
+from acctsync._cdc import ChangeEventSource
 from acctsync._errors import (
     AlreadyAContactError,
     ConfigurationError,
@@ -101,7 +102,6 @@ from acctsync._state import (
     ConversionRequest,
     Watermark,
 )
-from acctsync.sources.cdc import ChangeEventSource
 
 __all__ = ["CONVERSION_FIELD_MAP", "SyncEngine"]
 

@@ -5,5 +5,6 @@
 - `acctsync.sources.cdc`: Change Data Capture events from the caller's subscriber.
 - `acctsync.sources.pubsub`: an org's change events over the Pub/Sub API, to follow live.
 
-The core never imports them.
+The core never imports them; `acctsync.sources.cdc` re-exports a part of the core (it
+needs no extra), which `SyncEngine.follow` uses itself.
 """
