@@ -34,7 +34,12 @@ def run_example(name: str, cwd: Path) -> list[str]:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"testing_with_fakes.py", "sqlite_from_exports.py", "salesforce_client.py"}
+    tested = {
+        "testing_with_fakes.py",
+        "sqlite_from_exports.py",
+        "salesforce_client.py",
+        "follow_live.py",
+    }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -110,6 +115,18 @@ def test_salesforce_client(tmp_path: Path) -> None:
         " | ok: True",
         "  Acme (Tier__c 'Platinum'): ['Ng', 'Ito']",
         "  Initech (Tier__c None): ['Doe']",
+    ]
+
+
+def test_follow_live(tmp_path: Path) -> None:
+    pytest.importorskip("grpc")
+    lines = run_example("follow_live.py", tmp_path)
+    assert lines == [
+        "caught up: 1 account, 2 contacts",
+        "1 event(s): 1 account updated",
+        "  Change Data Value for 003Ak0000000001IAA: Name 'Acme' -> 'Acme Corp'",
+        "  Change Data Value for 003Ak0000000002IAA: Name 'Acme' -> 'Acme Corp'",
+        "stored: Acme Corp; the next follow resumes after its event: True",
     ]
 
 
