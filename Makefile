@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= acctsync-demo.db
 
-.PHONY: demo test lint docs bench bench-sql bench-salesforce bench-decode proto clean
+.PHONY: demo test lint docs bench bench-sql bench-follow bench-salesforce bench-decode proto clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-sql: $(BIN)/.installed
 
 bench-salesforce: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_salesforce.py
+
+bench-follow: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_follow.py
 
 bench-decode: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_decode.py
