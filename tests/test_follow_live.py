@@ -202,3 +202,42 @@ def test_an_expired_replay_id_catches_up_by_polling(
     account = store.get_account(acme)
     assert account is not None
     assert account.fields["Name"] == "Acme Corp"
+
+
+def test_a_gap_an_overflow_and_a_dropped_connection_lose_nothing(
+    org: FakeSalesforce, make_store: StoreFactory
+) -> None:
+    acme, globex = make_id("001", 1), make_id("001", 2)
+    ada = make_id("003", 1)
+    org.put(
+        Account(id=acme, fields={"Name": "Acme"}, system_modstamp=at(0)),
+        Account(id=globex, fields={"Name": "Globex"}, system_modstamp=at(0)),
+        Contact(id=ada, account_id=acme, fields={"LastName": "Ada"}, system_modstamp=at(0)),
+    )
+    store = make_store()
+    engine = SyncEngine(source=source_of(org), store=store, clock=lambda: CLOCK + timedelta(1))
+    stream = stream_of(org)
+    with contextlib.closing(engine.follow(stream)) as following:
+        next(following)
+        # Changes whose events were lost: a gap event, committed as they were, says so.
+        with org.without_events():
+            org.put(Account(id=acme, fields={"Name": "Acme Corp"}, system_modstamp=org.now))
+        org.publish_gap("Account", acme)
+        until_applied(following, stream, store, org)
+        org.drop_subscriptions()  # the stream reconnects from its last position
+        org.put(Account(id=globex, fields={"Name": "Globex Inc"}, system_modstamp=org.now))
+        with org.without_events():
+            org.put(
+                Contact(
+                    id=ada, account_id=globex, fields={"LastName": "Ada"}, system_modstamp=org.now
+                )
+            )
+        org.publish_overflow("Contact")
+        until_applied(following, stream, store, org)
+
+    polled = make_store(org="polled")
+    assert SyncEngine(source=source_of(org), store=polled).sync().ok
+    assert held(store) == held(polled)
+    accounts, contacts = held(store)
+    assert (accounts[acme]["Name"], accounts[globex]["Name"]) == ("Acme Corp", "Globex Inc")
+    assert contacts[ada][0] == globex
