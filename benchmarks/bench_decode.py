@@ -25,12 +25,10 @@ Run with ``python benchmarks/bench_decode.py [--accounts N --contacts M] [--quic
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
 import heapq
 import itertools
 import json
-import pstats
 import sqlite3
 import sys
 import tempfile
@@ -40,7 +38,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_sql import CLOCK, FIRST_STAMP, INDUSTRIES, POOL, SPAN_MS, TITLES
+from bench_sql import CLOCK, FIRST_STAMP, INDUSTRIES, POOL, SPAN_MS, TITLES, profile_sync
 
 from acctsync import SyncEngine
 from acctsync.stores.sql import SqlStore
@@ -247,19 +245,7 @@ def sync(org: Org, path: Path, page_size: int) -> float:
 
 
 def profile(org: Org, page_size: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqlStore.sqlite(Path(tmp) / "store.db")
-        engine = SyncEngine(
-            source=org.source, store=store, page_size=page_size, clock=lambda: CLOCK
-        )
-        profiler = cProfile.Profile()
-        profiler.enable()
-        engine.sync()
-        profiler.disable()
-        store.close()
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(40)
+    profile_sync(org.source, page_size)
 
 
 def main() -> None:

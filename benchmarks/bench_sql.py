@@ -47,7 +47,15 @@ from typing import Any
 
 import sqlalchemy
 
-from acctsync import Account, Contact, FieldValue, ObjectType, SyncEngine, make_converter
+from acctsync import (
+    Account,
+    Contact,
+    FieldValue,
+    ObjectType,
+    Source,
+    SyncEngine,
+    make_converter,
+)
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import make_id
 
@@ -567,10 +575,14 @@ def measure_memory(accounts: int, contacts: int, page_size: int) -> None:
 
 
 def profile(accounts: int, contacts: int, page_size: int) -> None:
-    org = SyntheticOrg(accounts, contacts)
+    profile_sync(SyntheticOrg(accounts, contacts), page_size)
+
+
+def profile_sync(source: Source, page_size: int) -> None:
+    """Profile one initial sync of ``source`` into a fresh SQLite store; print the top."""
     with tempfile.TemporaryDirectory() as tmp:
         store = SqlStore.sqlite(Path(tmp) / "store.db")
-        engine = SyncEngine(source=org, store=store, page_size=page_size, clock=lambda: CLOCK)
+        engine = SyncEngine(source=source, store=store, page_size=page_size, clock=lambda: CLOCK)
         profiler = cProfile.Profile()
         profiler.enable()
         engine.sync()
