@@ -46,7 +46,6 @@ import io
 import multiprocessing
 import pstats
 import re
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 from attrs import frozen
+from bench_sql import peak_rss_mib
 from simple_salesforce.api import Salesforce
 
 from acctsync import Account, Contact, FieldValue, ObjectType, SyncEngine
@@ -332,18 +332,6 @@ class Requests:
 def in_fresh_process(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
         return pool.submit(function, *args, **kwargs).result()
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident size since it started (since its exec on Linux)."""
-    # ru_maxrss survives exec on Linux: a child would report its parent's peak.
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 @frozen
