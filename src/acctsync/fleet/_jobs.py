@@ -1,0 +1,222 @@
+"""`Fleet`: what the scheduler and the workers of one fleet do, without Celery.
+
+Theory of operation: the scheduler's `Fleet.tick` claims the due jobs in the registry;
+Celery carries each claim to a worker, whose `Fleet.run` runs it. A run resolves the org's
+credentials and makes its source, then holds the org's store (`SqlStore.exclusive`: a
+PostgreSQL advisory lock, which the server drops with the connection of a killed worker)
+for the job and the record of its run. A store held by another runner is left to it: the
+job is skipped, and due again one interval later. Every other failure is the org's own:
+it is recorded, and the org backs off or is paused (`Backoff`), while the worker goes on
+with the next org.
+
+One `Fleet` serves the threads of a worker process: each job makes its own store and
+source, and they share the process's database engine, made on first use (after a
+prefork pool forked), so that its connections are the process's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
+
+from attrs import define, field
+from sqlalchemy import URL, Engine, create_engine
+
+from acctsync._engine import SyncEngine
+from acctsync._errors import AcctSyncError, ConfigurationError, LockTimeoutError
+from acctsync._protocols import CompleteSource, FormulaSource, MeteredSource, Source
+from acctsync._report import SyncReport
+from acctsync.fleet._registry import Claim, FleetOrg, Registry
+from acctsync.fleet._schedule import JOBS, Backoff, Job
+from acctsync.fleet._sources import CredentialsResolver, environment_credentials, source_factory
+
+if TYPE_CHECKING:
+    from acctsync.stores.sql import SqlStore
+
+__all__ = ["Fleet"]
+
+_log = logging.getLogger("acctsync.fleet")
+
+_OPERATIONS: Final[dict[Job, Callable[[SyncEngine], SyncReport]]] = {
+    "sync": SyncEngine.sync,
+    "reconcile": SyncEngine.reconcile,
+    "refresh": SyncEngine.refresh_formulas,
+}
+# What each job needs of the source beyond reading changes.
+_NEEDS: Final[dict[Job, type | None]] = {
+    "sync": None,
+    "reconcile": CompleteSource,
+    "refresh": FormulaSource,
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _positive(instance: object, attribute: object, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{getattr(attribute, 'name', '?')} must be > 0: {value!r}")
+
+
+@define(repr=False)
+class Fleet:
+    """The jobs of a fleet whose registry and stores are in ``database`` (a URL).
+
+    ``credentials`` resolves an org's credentials reference (the environment by default);
+    ``backoff`` decides what a failure does; ``lock_timeout`` is how long a job waits for
+    an org's store that another runner holds before it skips; ``claim_timeout`` is how
+    long a claimed job may wait in the queue before the scheduler hands it out again
+    (its message was lost); ``page_size`` is the engine's. ``pool_size`` bounds the
+    connections a worker process keeps to the database: a job holds one while it runs.
+    """
+
+    database: str | URL
+    credentials: CredentialsResolver = field(default=environment_credentials, kw_only=True)
+    backoff: Backoff = field(factory=Backoff, kw_only=True)
+    lock_timeout: float = field(default=10.0, kw_only=True, validator=_positive)
+    claim_timeout: timedelta = field(default=timedelta(hours=1), kw_only=True)
+    page_size: int = field(default=2000, kw_only=True, validator=_positive)
+    pool_size: int = field(default=10, kw_only=True, validator=_positive)
+    clock: Callable[[], datetime] = field(default=_utc_now, kw_only=True)
+    _lock: threading.Lock = field(factory=threading.Lock, init=False)
+    _made: tuple[int, Engine, Registry] | None = field(default=None, init=False)
+
+    def __repr__(self) -> str:
+        from acctsync.stores.sql._store import engine_url
+
+        url = engine_url(self.database).render_as_string(hide_password=True)
+        return f"<Fleet {url}>"
+
+    def _opened(self) -> tuple[Engine, Registry]:
+        """This process's engine and registry, made on first use in the process."""
+        with self._lock:
+            made = self._made
+            if made is None or made[0] != os.getpid():
+                from acctsync.stores.sql._store import engine_url
+
+                engine = create_engine(
+                    engine_url(self.database),
+                    pool_size=self.pool_size,
+                    max_overflow=self.pool_size,
+                    pool_pre_ping=True,
+                )
+                made = self._made = (os.getpid(), engine, Registry(engine, clock=self.clock))
+            return made[1], made[2]
+
+    @property
+    def registry(self) -> Registry:
+        """The fleet's registry, on this process's engine."""
+        return self._opened()[1]
+
+    def close(self) -> None:
+        """Close this process's database connections."""
+        with self._lock:
+            made, self._made = self._made, None
+        if made is not None and made[0] == os.getpid():
+            made[1].dispose()
+
+    # -- The scheduler -------------------------------------------------------------------
+
+    def tick(self) -> list[Claim]:
+        """Claim the jobs due now, each org's once (see `Registry.claim_due`)."""
+        return self.registry.claim_due(stale_after=self.claim_timeout)
+
+    # -- A worker ------------------------------------------------------------------------
+
+    def run(self, org: str, job: str) -> str:
+        """Run ``job`` (one of `JOBS`) of ``org``, record it, and schedule the next; how
+        it ended: ``ok``, ``rejected`` (the run rejected records), ``failed``,
+        ``skipped`` (the store was held, or the source cannot do the job), ``paused`` or
+        ``unknown`` (the org was paused or removed meanwhile: nothing ran).
+
+        A failure is recorded in the registry (and in the store's runs, when the job
+        started) and decided by `Backoff`; only a failure of the database that holds the
+        registry is raised.
+        """
+        if job not in JOBS:
+            raise ConfigurationError(f"job must be one of {', '.join(JOBS)}: {job!r}")
+        registry = self.registry
+        entry = registry.get(org)
+        if entry is None:
+            return "unknown"
+        if entry.paused:
+            registry.release(org)
+            return "paused"
+        try:
+            return self._run(entry, job)
+        except Exception as error:  # the org's own failure: the worker goes on
+            every = entry.every(job) or entry.sync_every
+            decision = self.backoff.after(
+                error, every=every, failures=entry.failures, now=self.clock()
+            )
+            message = f"{type(error).__name__}: {error}"
+            _log.warning("%s of org %r failed: %s (%r)", job, org, message, decision)
+            registry.failed(org, job, error=message, decision=decision)
+            return "failed"
+
+    def _run(self, entry: FleetOrg, job: Job) -> str:
+        from acctsync.stores.sql import SqlStore
+
+        org, registry = entry.org, self.registry
+        every = entry.every(job) or entry.sync_every
+        source = source_factory(entry.source)(entry, self.credentials(entry.credentials))
+        needs = _NEEDS[job]
+        if needs is not None and not isinstance(source, needs):
+            _log.info("org %r: its source cannot %s; skipped", org, job)
+            registry.skipped(org, job, retry_at=self.clock() + every)
+            return "skipped"
+        store = SqlStore(self._opened()[0], org=org, lock_timeout=self.lock_timeout)
+        engine = SyncEngine(source=source, store=store, page_size=self.page_size)
+        label = f"{entry.source} {job}, worker {socket.gethostname()} pid {os.getpid()}"
+        try:
+            # Held across the job and its record, so that the record is of this job.
+            with store.exclusive():
+                started = self.clock()
+                registry.started(org, job, started)
+                outcome = self._record(store, engine, source, job, started, label)
+        except LockTimeoutError as error:
+            _log.info("org %r: %s; skipped", org, error)
+            registry.skipped(org, job, retry_at=self.clock() + every)
+            return "skipped"
+        registry.succeeded(org, job, started=started, outcome=outcome)
+        return outcome
+
+    def _record(
+        self,
+        store: SqlStore,
+        engine: SyncEngine,
+        source: Source,
+        job: Job,
+        started: datetime,
+        label: str,
+    ) -> str:
+        from acctsync.stores.sql import SyncRun
+
+        sent = source.requests_made if isinstance(source, MeteredSource) else 0
+        try:
+            report = _OPERATIONS[job](engine)
+        except AcctSyncError as error:
+            requests = source.requests_made - sent if isinstance(source, MeteredSource) else 0
+            failed = SyncRun(
+                started_at=started,
+                finished_at=self.clock(),
+                outcome="failed",
+                source=label,
+                error=f"{type(error).__name__}: {error}",
+                api_requests=requests,
+            )
+            # The job's own error is what matters; a store that failed may fail this too.
+            with suppress(AcctSyncError):
+                store.record_run(failed)
+            raise
+        run = SyncRun.from_report(
+            report, started_at=started, finished_at=self.clock(), source=label
+        )
+        return store.record_run(run).outcome
