@@ -13,6 +13,7 @@ Each sync is recorded as a run, so ``acctsync status`` shows the last one.
 from __future__ import annotations
 
 import random
+import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -382,4 +383,9 @@ def run_demo(out: Output, database: Database) -> None:
         f" contacts and {counts.activities:,} Change Data Value entries."
         " Run again to resume; delete the file to start over."
     )
-    out.console.print(f"See the last run: acctsync status --db {escape(database.shown)}")
+    # The demo's data is under its own org key: without --org the commands would read
+    # the default org's.
+    where = f"--db {shlex.quote(database.shown)} --org {DEMO_ORG}"
+    out.console.print(f"See the last run: acctsync status {escape(where)}")
+    out.console.print(f"The activity log: acctsync activities {escape(where)}")
+    out.console.print(f"One account: acctsync show account {ACME} {escape(where)}")

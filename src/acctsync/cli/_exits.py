@@ -23,8 +23,9 @@ class ExitCode(enum.IntEnum):
     REJECTED = 3
     """The sync finished, but rejected records (rule R7): the rest was applied."""
     REFUSED = 4
-    """An edit was refused: no such contact, the contact has no account (rule S5), or the
-    org's accounts have no such field (rule R9)."""
+    """The database holds no such record, or the rules refuse the change: no such
+    contact or account, a contact without an account (rule S5), a field the org's
+    accounts have not got (rule R9), a person that is already a contact (rule S6)."""
     LOCKED = 5
     """Another runner held the org's store for longer than ``--lock-timeout``."""
     SOURCE = 6
@@ -35,6 +36,9 @@ class ExitCode(enum.IntEnum):
     """The API budget ran out: the org's API usage passed ``--max-api-share`` of its daily
     allowance, or Salesforce refused a request because the allowance is spent. What was
     applied before stays; the next sync goes on from there once usage has fallen."""
+    CHECK_FAILED = 9
+    """``status --check``: the last sync of an org failed, never ran, or ended longer ago
+    than ``--max-age``."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C (SIGINT) before it finished."""
     TERMINATED = 143

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from acctsync.cli._exits import ExitCode
 
@@ -11,11 +14,36 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``acctsync`` with ``argv`` (the process's arguments when None); the exit status."""
+    """Run ``acctsync`` with ``argv`` (the process's arguments when None); the exit status.
+
+    After a run stopped by Ctrl-C (SIGINT) or SIGTERM, a further Ctrl-C is ignored: what
+    is left is the interpreter's exit, which it would only cut short with a traceback.
+    """
     try:
-        return _run(argv)
+        code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting, before a command handles it
-        return ExitCode.INTERRUPTED
+        code = ExitCode.INTERRUPTED
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+        _quiet_exit()
+    return code
+
+
+def _quiet_exit() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.unraisablehook = _without_interruptions(sys.unraisablehook)
+
+
+def _without_interruptions(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``hook``, but silent on a `KeyboardInterrupt` that reached a finalizer (an object
+    collected while Ctrl-C unwound the stack): the run already said it was interrupted."""
+
+    def unraisable(unraisable: Any) -> object:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return None
+        return hook(unraisable)
+
+    return unraisable
 
 
 def _run(argv: Sequence[str] | None) -> int:

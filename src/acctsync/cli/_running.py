@@ -18,9 +18,9 @@ import signal
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, runtime_checkable
 
 from rich.console import Console
 from rich.progress import (
@@ -29,6 +29,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from acctsync.stores.sql import SqlStore, SyncRun
 
 __all__ = [
+    "CountedPages",
     "DescribedFormulaObservedSource",
     "DescribedObservedSource",
     "FormulaObservedSource",
@@ -84,12 +86,15 @@ class StopRequest:
     """The flag that Ctrl-C (SIGINT) and SIGTERM set while `handling` is active.
 
     The first signal asks for a clean stop; a second SIGINT interrupts at once, as
-    Ctrl-C does by default.
+    Ctrl-C does by default. Further signals are ignored: what runs then is the cleanup
+    after the interruption (the run recorded, the database closed), which another
+    `KeyboardInterrupt` would cut short with a traceback.
     """
 
     def __init__(self, announce: Callable[[str], None]) -> None:
         self._announce = announce
         self._event = threading.Event()
+        self._interrupted = False
         self.signal: int | None = None
         """The signal that asked for the stop, if one did."""
 
@@ -127,7 +132,8 @@ class StopRequest:
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
         if self.requested:
-            if number == signal.SIGINT:
+            if number == signal.SIGINT and not self._interrupted:
+                self._interrupted = True
                 raise KeyboardInterrupt
             return
         self.request(number)
@@ -138,18 +144,47 @@ class StopRequest:
         )
 
 
+@runtime_checkable
+class CountedPages(Protocol):
+    """Pages that know how many records they hold in all (an export folder's, once its
+    files are indexed: `ExportPages`); None while they do not."""
+
+    @property
+    def total(self) -> int | None:
+        """The records the pages hold in all, if known."""
+        ...
+
+
+def _total(pages: Iterator[Sequence[Change]]) -> int | None:
+    return pages.total if isinstance(pages, CountedPages) else None
+
+
+def _ignored(kind: ObjectType, number: int | None) -> None:
+    pass
+
+
 class ObservedSource:
-    """A `Source` that passes another's pages on, counting them, and stops on request."""
+    """A `Source` that passes another's pages on, counting them, and stops on request.
+
+    ``on_page(object_type, records)`` is called for each page, ``on_read(object_type,
+    total)`` when a read starts, with its total if its pages know it (`CountedPages`), and
+    ``on_total`` when they learn it later.
+    """
 
     def __init__(
         self,
         source: Source,
         stop: StopRequest,
-        on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+        on_page: Callable[[ObjectType, int], None] = _ignored,
+        *,
+        on_read: Callable[[ObjectType, int | None], None] = _ignored,
+        on_total: Callable[[ObjectType, int | None], None] = _ignored,
     ) -> None:
         self._source = source
         self._stop = stop
         self._on_page = on_page
+        self._on_read = on_read
+        self._on_total = on_total
         self.pages = 0
         """Pages pulled so far."""
 
@@ -182,6 +217,8 @@ class ObservedSource:
     def _watched(
         self, object_type: ObjectType, pages: Iterator[Sequence[Change]]
     ) -> Iterator[Sequence[Change]]:
+        total = _total(pages)
+        self._on_read(object_type, total)
         while True:
             if self._stop.requested:
                 raise Stopped
@@ -190,6 +227,9 @@ class ObservedSource:
                 return
             self.pages += 1
             self._on_page(object_type, len(page))
+            if _total(pages) != total:
+                total = _total(pages)
+                self._on_total(object_type, total)
             yield page
 
 
@@ -204,9 +244,12 @@ class DescribedObservedSource(ObservedSource):
         self,
         source: DescribedSource,
         stop: StopRequest,
-        on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+        on_page: Callable[[ObjectType, int], None] = _ignored,
+        *,
+        on_read: Callable[[ObjectType, int | None], None] = _ignored,
+        on_total: Callable[[ObjectType, int | None], None] = _ignored,
     ) -> None:
-        super().__init__(source, stop, on_page)
+        super().__init__(source, stop, on_page, on_read=on_read, on_total=on_total)
         self._described = source
 
     def field_names(self, object_type: ObjectType) -> Collection[str]:
@@ -237,39 +280,67 @@ class DescribedFormulaObservedSource(DescribedObservedSource, FormulaObservedSou
 def observed(
     source: Source,
     stop: StopRequest,
-    on_page: Callable[[ObjectType, int], None] = lambda kind, size: None,
+    on_page: Callable[[ObjectType, int], None] = _ignored,
+    *,
+    on_read: Callable[[ObjectType, int | None], None] = _ignored,
+    on_total: Callable[[ObjectType, int | None], None] = _ignored,
 ) -> ObservedSource:
     """``source`` observed: a `DescribedSource`, and a `FormulaSource`, exactly when
     ``source`` is one."""
-    formulas = isinstance(source, FormulaSource)
+    kind: type[ObservedSource] = ObservedSource
     if isinstance(source, DescribedSource):
-        if formulas:
-            return DescribedFormulaObservedSource(source, stop, on_page)
-        return DescribedObservedSource(source, stop, on_page)
-    if formulas:
-        return FormulaObservedSource(source, stop, on_page)
-    return ObservedSource(source, stop, on_page)
+        kind = (
+            DescribedFormulaObservedSource
+            if isinstance(source, FormulaSource)
+            else DescribedObservedSource
+        )
+    elif isinstance(source, FormulaSource):
+        kind = FormulaObservedSource
+    return kind(source, stop, on_page, on_read=on_read, on_total=on_total)
 
 
 class _RateColumn(ProgressColumn):
-    """Records a second, as rich measures the task's speed."""
+    """Records a second, as rich measures the task's speed (over the task so far, until it
+    has samples enough)."""
 
     def render(self, task: Task) -> Text:
         speed = task.speed
+        if speed is None and task.elapsed:
+            speed = task.completed / task.elapsed
         return Text(
             "" if speed is None else f"{speed:,.0f} records/s", style="progress.data.speed"
         )
 
 
+class _CountColumn(ProgressColumn):
+    """Records read, of how many when the source knows; pages read."""
+
+    def render(self, task: Task) -> Text:
+        of = "" if task.total is None else f" of {task.total:,.0f}"
+        return Text(f"{task.completed:,.0f}{of} records, {task.fields['pages']:,} pages")
+
+
+class _EtaColumn(ProgressColumn):
+    """The time left at the rate so far, once the total is known."""
+
+    def render(self, task: Task) -> Text:
+        left = task.time_remaining
+        if task.total is None or left is None:
+            return Text("")
+        return Text(f"ETA {timedelta(seconds=round(left))}", style="progress.remaining")
+
+
 def progress_bar(console: Console) -> Progress:
-    """A bar of records and pages read, with the rate; the total is not known up front."""
+    """A bar per object read: records and pages read (of the total, and the time left,
+    where the source knows the total), the rate, the time spent."""
     return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f} records, {task.fields[pages]:,} pages"),
+        _CountColumn(),
         _RateColumn(),
         TimeElapsedColumn(),
+        _EtaColumn(),
         console=console,
         transient=True,
     )
@@ -391,7 +462,10 @@ class Runner:
         store = self._store
         bar = None if self._progress is None else progress_bar(self._progress)
         with bar if bar is not None else nullcontext():
-            source = observed(self._make_source(), self._stop, self._counter(bar))
+            on_page, on_read, on_total = self._counters(bar)
+            source = observed(
+                self._make_source(), self._stop, on_page, on_read=on_read, on_total=on_total
+            )
             engine = SyncEngine(source=source, store=store, **self._engine_options)
             # Held across the sync and its record, so that the record is of this sync.
             with store.exclusive():
@@ -439,16 +513,33 @@ class Runner:
             self._out.warning(warning)
 
     @staticmethod
-    def _counter(bar: Progress | None) -> Callable[[ObjectType, int], None]:
-        """What to do with each page the engine pulls: move the bar, if there is one."""
+    def _counters(
+        bar: Progress | None,
+    ) -> tuple[
+        Callable[[ObjectType, int], None],
+        Callable[[ObjectType, int | None], None],
+        Callable[[ObjectType, int | None], None],
+    ]:
+        """What to do with each page the engine pulls, at the start of each read, and with
+        a total learned later: move the bar of the object read, if there is a bar."""
         if bar is None:
-            return lambda kind, size: None
-        task = bar.add_task("syncing", total=None, pages=0)
-        pages = 0
+            return _ignored, _ignored, _ignored
+        tasks: dict[ObjectType, TaskID] = {}
+
+        def task(kind: ObjectType) -> TaskID:
+            if kind not in tasks:
+                tasks[kind] = bar.add_task(kind, total=None, pages=0)
+            return tasks[kind]
 
         def count(kind: ObjectType, size: int) -> None:
-            nonlocal pages
-            pages += 1
-            bar.update(task, advance=size, pages=pages)
+            pages = bar.tasks[task(kind)].fields["pages"] + 1
+            bar.update(task(kind), advance=size, pages=pages)
 
-        return count
+        def read(kind: ObjectType, total: int | None) -> None:
+            # A second read of an object (a reconciliation's) starts its count again.
+            bar.reset(task(kind), total=total, pages=0)
+
+        def learned(kind: ObjectType, total: int | None) -> None:
+            bar.update(task(kind), total=total)
+
+        return count, read, learned

@@ -7,6 +7,7 @@ only: an argument would show in the process list and in shell history.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ import click
 
 from acctsync._errors import ConfigurationError
 from acctsync._records import Change, ObjectType
+from acctsync.cli._params import SettingError, missing_extra
 
 if TYPE_CHECKING:
     from acctsync.sources.files import ExportFolder
@@ -46,7 +48,7 @@ def budget_exceeded(error: BaseException) -> bool:
 
 def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[[], ExportFolder]:
     """What makes the folder's source; ``types`` are ``COLUMN=TYPE`` texts."""
-    from acctsync.sources.files import ExportFolder
+    from acctsync.sources.files import ExportFileError, ExportFolder
 
     typed: dict[str, str] = {}
     for entry in types:
@@ -59,10 +61,24 @@ def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[
         return ExportFolder(path, types=typed, delimiter=delimiter)
 
     try:
-        source()
+        made = source()
     except ConfigurationError as error:
         raise click.UsageError(str(error)) from None
+    try:
+        made.check()
+    except ConfigurationError as error:
+        raise SettingError(str(error)) from None
+    except ExportFileError as error:
+        if error.delimiter is None:
+            raise
+        hint = f"try --delimiter {_shell_char(error.delimiter)}"
+        raise SettingError(f"{error}: {hint}") from None
     return source
+
+
+def _shell_char(char: str) -> str:
+    """``char`` as a shell argument: a tab as bash writes one, ``$'\\t'``."""
+    return "$'\\t'" if char == "\t" else shlex.quote(char)
 
 
 def _field_list(entries: Sequence[str]) -> list[str]:
@@ -78,6 +94,7 @@ def salesforce(
     max_api_share: float | None = None,
     bulk: bool = True,
     bulk_threshold: int | None = None,
+    external_id_field: str | None = None,
 ) -> tuple[Callable[[], SalesforceSource], str]:
     """What gives the source over the org the environment names, and how to name it.
 
@@ -86,16 +103,15 @@ def salesforce(
     ``describe_max_age``, and the org's API usage. The source signs in again, once, when
     Salesforce says the session expired. The flow is the first of these whose settings
     are set (see `sign_in`). A sign-in Salesforce refuses raises `SalesforceError`.
+    ``external_id_field`` is where Convert Person writes its idempotency key (the
+    source's own default when None).
     """
     try:
         import requests
 
         from acctsync.sources.salesforce import SalesforceSource
     except ImportError as error:
-        raise click.UsageError(
-            f"--salesforce needs the salesforce extra ({error.name} is missing):"
-            " pip install 'acctsync[salesforce]'"
-        ) from None
+        raise missing_extra("salesforce", error, needs="--salesforce") from None
 
     class TimedSession(requests.Session):
         """simple-salesforce sets no timeout: without one a lost connection hangs a sync."""
@@ -125,6 +141,8 @@ def salesforce(
     options: dict[str, Any] = {"max_api_share": max_api_share, "bulk": bulk}
     if bulk_threshold is not None:
         options["bulk_threshold"] = bulk_threshold
+    if external_id_field is not None:
+        options["external_id_field"] = external_id_field
     try:
         # Checks the field names, and reads nothing yet.
         made = SalesforceSource(client, fields=fields, login=login, **options)
@@ -144,7 +162,7 @@ def pubsub_stream(environ: Mapping[str, str], *, topic: str) -> PubSubStream:
     try:
         from acctsync.sources.pubsub import PubSubStream
     except ImportError as error:
-        raise click.UsageError(f"--follow needs the pubsub extra: {error}") from None
+        raise missing_extra("pubsub", error, needs="--follow") from None
     login = sign_in(environ)
     client = login.connect(version=environ.get("SALESFORCE_API_VERSION") or None)
     try:

@@ -27,11 +27,12 @@ the header wrote it.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import date, datetime
 from decimal import Decimal
@@ -51,12 +52,28 @@ from acctsync._records import (
     parse_object_type,
 )
 
-__all__ = ["ExportFileError", "ExportFolder", "csv_pages", "types_from_describe"]
+__all__ = [
+    "ExportFileError",
+    "ExportFolder",
+    "ExportPages",
+    "csv_pages",
+    "types_from_describe",
+]
 
 _OBJECT_FILE: Final = re.compile(
     r"(account|contact)s?(?:[\W\d_].*)?\.(csv|jsonl|ndjson)", re.IGNORECASE | re.DOTALL
 )
 _BOM: Final = b"\xef\xbb\xbf"
+# The separators a spreadsheet writes CSV with: ";" where the decimal mark is ",".
+_DELIMITERS: Final = (",", ";", "\t", "|")
+# The names of the files `ExportFolder` reads, as an error lists them.
+_OBJECTS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
+_STEMS: Final = ("account", "accounts", "contact", "contacts")
+_NAMES_READ: Final = (
+    "Account.csv, Accounts.csv, Contact.csv, Contacts.csv, in any case, optionally with a"
+    " suffix that starts with a non-letter (Account_2024-01-31.csv); or .jsonl / .ndjson"
+    " for JSON Lines"
+)
 _INT: Final = re.compile(r"[+-]?\d+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -97,11 +114,14 @@ class ExportFileError(SourceError):
     """A file of the export folder cannot be read as an export at all (not one bad row).
 
     ``path`` is the file, ``reason`` says why; ``__cause__`` holds an OS error, if any.
+    ``delimiter`` is the column separator the file's header row reads with, when that is
+    what is wrong with it (a ``;``-separated CSV read as ``,``-separated).
     """
 
-    def __init__(self, path: Path, reason: str):
+    def __init__(self, path: Path, reason: str, *, delimiter: str | None = None):
         self.path = path
         self.reason = reason
+        self.delimiter = delimiter
         super().__init__(f"{path}: {reason}")
 
 
@@ -285,7 +305,7 @@ class _CsvFile:
         try:
             header = next(self._reader(lines), None)
         except csv.Error as error:
-            raise ExportFileError(self.path, f"the header row is not valid CSV: {error}") from None
+            raise self._header_error(handle, f"the header row is not valid CSV: {error}") from None
         if header is None:
             return False
         if lines.undecodable:
@@ -312,12 +332,29 @@ class _CsvFile:
                 columns.append((position, name, _READERS[kind]))
         for required in ("Id", "SystemModstamp"):
             if required.casefold() not in positions:
-                raise ExportFileError(self.path, f"the header row has no {required} column")
+                raise self._header_error(handle, f"the header row has no {required} column")
         self._width, self._columns = len(header), columns
         self._id_at, self._stamp_at = positions["id"], positions["systemmodstamp"]
         self._deleted_at = positions.get("isdeleted")
         self._body = (lines.offset, lines.line)
         return True
+
+    def _header_error(self, handle: IO[bytes], reason: str) -> ExportFileError:
+        """``reason`` as the file's error, saying so when another separator reads the
+        header: the likeliest cause of a header that does not read."""
+        handle.seek(0)
+        first = handle.readline().decode("utf-8", "replace").removeprefix("\ufeff")
+        for other in _DELIMITERS:
+            if other != self._delimiter:
+                names = next(csv.reader([first], delimiter=other), [])
+                if {"id", "systemmodstamp"} <= {name.strip().casefold() for name in names}:
+                    return ExportFileError(
+                        self.path,
+                        f"{reason}; its columns are separated by {other!r},"
+                        f" not {self._delimiter!r}",
+                        delimiter=other,
+                    )
+        return ExportFileError(self.path, reason)
 
     def _column(self, written: str) -> tuple[str, str]:
         """A header's column name and kind: the system columns' own, else its type's."""
@@ -524,15 +561,44 @@ class ExportFolder:
                 found.append(entry)
         return found
 
+    def check(self) -> None:
+        """Raise if a sync of the folder would read nothing, or not what was meant.
+
+        `ConfigurationError` when the folder holds no Account and no Contact file (a sync
+        would read nothing, and say nothing of it): the message names the files it reads
+        and the ones it found. `ExportFileError`, with its ``delimiter``, for a CSV file
+        whose header row reads with another column separator than the folder's. Reads the
+        folder's listing and the first line of each CSV file only.
+        """
+        found = {kind: self.files(kind) for kind in _OBJECTS}
+        if not any(found.values()):
+            raise ConfigurationError(
+                f"no Account or Contact export file in {self._path}: it reads {_NAMES_READ}"
+                + _others(self._path)
+            )
+        for kind, paths in found.items():
+            for path in paths:
+                if path.suffix.lower() != ".csv":
+                    continue
+                with _open(path) as handle:
+                    try:
+                        _CsvFile(path, kind, self._types, self._delimiter)._read_header(handle)
+                    except ExportFileError as error:
+                        if error.delimiter is not None:
+                            raise
+                    except OSError as error:
+                        raise ExportFileError(path, "cannot read the file") from error
+
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> ExportPages:
         """Yield pages of the records stamped at or after ``since``, by (SystemModstamp, Id).
 
         Each record comes once, in its latest version across all files: the highest
         stamp; on a tie a deletion, else the row read last. Rows that cannot be ordered
         come first. The files are indexed before this returns: a file that cannot be
-        read raises `ExportFileError` here.
+        read raises `ExportFileError` here, and the pages know how many records they
+        hold (`ExportPages.total`).
         """
         if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
             raise ConfigurationError(f"page_size must be an int >= 1: {page_size!r}")
@@ -541,7 +607,8 @@ class ExportFolder:
         kind = parse_object_type(object_type)
         files = [self._export_file(path, kind) for path in self.files(kind)]
         unordered, ordered = self._index(files, kind, since)
-        return self._pages(files, [*unordered, *(entry[2:] for entry in ordered)], page_size)
+        locations = [*unordered, *(entry[2:] for entry in ordered)]
+        return ExportPages(self._pages(files, locations, page_size), total=len(locations))
 
     def _export_file(self, path: Path, kind: ObjectType) -> _ExportFile:
         if path.suffix.lower() == ".csv":
@@ -580,7 +647,7 @@ class ExportFolder:
 
     def _pages(
         self, files: Sequence[_ExportFile], locations: Sequence[_Location], page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Generator[list[RawRecord | Unreadable], None, None]:
         with ExitStack() as stack:
             handles: dict[int, IO[bytes]] = {}
             for start in range(0, len(locations), page_size):
@@ -595,6 +662,47 @@ class ExportFolder:
                         raise ExportFileError(export.path, "cannot read the file") from error
                     page.append(_item(export.object_type, payload, f"{export.path.name}:{line}"))
                 yield page
+
+
+class ExportPages(Iterator[list[RawRecord | Unreadable]]):
+    """The pages of one `ExportFolder.read_changes`; ``total`` is how many records (and
+    unreadable rows) they hold in all, known once the files are indexed."""
+
+    def __init__(self, pages: Generator[list[RawRecord | Unreadable], None, None], *, total: int):
+        self._pages = pages
+        self.total = total
+
+    def __repr__(self) -> str:
+        return f"<ExportPages total={self.total}>"
+
+    def __next__(self) -> list[RawRecord | Unreadable]:
+        return next(self._pages)
+
+    def close(self) -> None:
+        """Close the files now, before the pages are all read."""
+        self._pages.close()
+
+
+def _others(folder: Path) -> str:
+    """What else the folder holds, as the end of a sentence: the files an export may be."""
+    try:
+        names = sorted(entry.name for entry in folder.iterdir() if not entry.is_dir())
+    except OSError:
+        return ""
+    if not names:
+        return "; the folder is empty"
+    shown = []
+    for name in names[:8]:
+        stem, _, suffix = name.partition(".")
+        near = difflib.get_close_matches(stem.casefold(), _STEMS, n=1, cutoff=0.75)
+        if name.casefold() == "extract.csv":  # Data Loader's name for every export
+            shown.append(f"{name} (Data Loader's name: rename it Account.csv or Contact.csv)")
+        elif near and suffix.casefold() in ("csv", "jsonl", "ndjson"):
+            shown.append(f"{name} (did you mean {near[0].capitalize()}.{suffix}?)")
+        else:
+            shown.append(name)
+    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+    return f"; it holds {', '.join(shown)}{more}"
 
 
 def _item(

@@ -1,0 +1,181 @@
+"""``acctsync activities``: the Change Data Value log, streamed as a table, JSON or CSV.
+
+Every format is written entry by entry as the store reads the log a page at a time, so a
+log of millions goes through in constant memory. The table is rendered in chunks of
+fixed-width columns that line up as one; by default it shows a page, and says how many
+entries are left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import TYPE_CHECKING, Final
+
+import click
+from rich.console import Console
+
+from acctsync._activity import ChangeDataValue
+from acctsync._ids import ACCOUNT_PREFIX, CONTACT_PREFIX
+from acctsync.cli._command import existing, held, open_store, reporting, store_options
+from acctsync.cli._exits import ExitCode
+from acctsync.cli._output import Output, activity_document, activity_table, csv_value, iso
+from acctsync.cli._params import MOMENT, Database, RecordId
+
+if TYPE_CHECKING:
+    from acctsync.stores.sql import SqlStore
+
+__all__ = ["CSV_COLUMNS", "TABLE_PAGE", "activities"]
+
+CSV_COLUMNS: Final = (
+    "occurred_at",
+    "origin",
+    "account_id",
+    "contact_id",
+    "field",
+    "old_value",
+    "new_value",
+    "id",
+)
+TABLE_PAGE: Final = 100
+"""The entries a table shows without ``--limit``: a screenful or two, not the log."""
+_CHUNK: Final = 500  # table rows rendered at a time
+
+
+@click.command(short_help="The Change Data Value log, as a table, JSON or CSV.")
+@store_options
+@click.option("--account", type=RecordId(ACCOUNT_PREFIX, "an account"), help="Of this account.")
+@click.option("--contact", type=RecordId(CONTACT_PREFIX, "a contact"), help="Of this contact.")
+@click.option(
+    "--since",
+    type=MOMENT,
+    help="At or after this time: 2024-01-31T12:00:00Z, 2024-01-31 (UTC), or 15m / 2h / 7d ago.",
+)
+@click.option("--until", type=MOMENT, help="Before this time, given as --since is.")
+@click.option(
+    "--limit",
+    metavar="N",
+    type=click.IntRange(min=1),
+    help=f"At most this many, the oldest that match. [default: {TABLE_PAGE} for the table,"
+    " all for json and csv]",
+)
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["table", "json", "csv"]),
+    default=None,
+    help="How to write them. [default: table; json with --json]",
+)
+@reporting
+def activities(
+    out: Output,
+    *,
+    database: Database,
+    org: str,
+    as_json: bool,
+    account: str | None,
+    contact: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    form: str | None,
+) -> ExitCode:
+    """The Change Data Value log, oldest entry first.
+
+    A table shows the first 100 entries that match unless --limit says otherwise, and how
+    many more there are; JSON and CSV write every one, entry by entry.
+    """
+    if as_json and form not in (None, "json"):
+        raise click.UsageError(f"--json writes JSON: it does not go with --format {form}")
+    if since is not None and until is not None and until <= since:
+        raise click.UsageError("--until must be later than --since")
+    form = "json" if as_json else form or "table"
+    existing(database)
+    with open_store(database, org=org) as store:
+        held(store, database)
+        entries = _matching(store, account=account, contact=contact, since=since, until=until)
+        if form == "table":
+            page = limit or TABLE_PAGE
+            shown = _write_table(out.console, islice(entries, page))
+            narrowed = any(given is not None for given in (account, contact, since, until))
+            rest = sum(1 for _ in entries) if narrowed else store.counts().activities - shown
+            if shown or rest:
+                out.console.print(_summary(shown, rest, limited=limit is not None))
+            elif narrowed:  # say why: the org's log is not empty
+                held_entries = store.counts().activities
+                out.console.print(f"0 entries match, of the {held_entries:,} org {org!r} holds")
+            else:
+                out.console.print(f"0 entries: org {org!r} has logged none")
+        elif form == "json":
+            _write_json(org, islice(entries, limit))
+        else:
+            _write_csv(islice(entries, limit))
+    return ExitCode.OK
+
+
+def _matching(
+    store: SqlStore,
+    *,
+    account: str | None,
+    contact: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Iterator[ChangeDataValue]:
+    """The org's entries the options select, as the store reads them."""
+    entries = store.activities(account_id=account, contact_id=contact, since=since)
+    if until is None:
+        return iter(entries)
+    return (entry for entry in entries if entry.occurred_at < until)
+
+
+def _summary(shown: int, rest: int, *, limited: bool) -> str:
+    if rest <= 0:
+        return f"{shown:,} entries"
+    more = "a higher --limit" if limited else "--limit N"
+    return (
+        f"{shown:,} entries shown, {rest:,} more: {more}, --since / --until,"
+        " or --format csv for all of them"
+    )
+
+
+def _write_table(console: Console, entries: Iterator[ChangeDataValue]) -> int:
+    """The entries as one table, rendered a chunk at a time; how many there were."""
+    shown = 0
+    while chunk := list(islice(entries, _CHUNK)):
+        console.print(activity_table(chunk, header=not shown))
+        shown += len(chunk)
+    return shown
+
+
+def _write_json(org: str, entries: Iterable[ChangeDataValue]) -> None:
+    """One JSON document, written entry by entry: a log may be longer than memory."""
+    write = sys.stdout.write
+    write(f'{{"org": {json.dumps(org, ensure_ascii=False)}, "activities": [')
+    separator = "\n  "
+    for entry in entries:
+        write(separator + json.dumps(activity_document(entry), ensure_ascii=False))
+        separator = ",\n  "
+    write("\n]}\n")
+
+
+def _write_csv(entries: Iterable[ChangeDataValue]) -> None:
+    """A header row and a row an entry, as Data Loader writes CSV: null is an empty cell."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(
+        (
+            iso(entry.occurred_at),
+            entry.origin.value,
+            entry.account_id,
+            entry.contact_id,
+            entry.field,
+            csv_value(entry.old_value),
+            csv_value(entry.new_value),
+            entry.id,
+        )
+        for entry in entries
+    )
