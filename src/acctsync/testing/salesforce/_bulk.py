@@ -1,14 +1,19 @@
 """Bulk API 2.0 query jobs of `FakeSalesforce`'s org.
 
 Theory of operation: ``POST jobs/query`` runs the query at once through the REST API's
-SOQL engine (a ``run`` function `RestApi` passes in) and keeps its rows, written as CSV
-values, as the job's result; the job then shows ``UploadComplete``, ``InProgress`` and
+SOQL engine (a ``run`` function `RestApi` passes in) and keeps its result, a `Snapshot`
+of the rows it matched, as the job's; the job then shows ``UploadComplete``, ``InProgress`` and
 ``JobComplete`` over successive ``GET jobs/query/{id}`` polls, or ``Failed`` in place of
 ``JobComplete`` when a test asked for it (`BulkJobs.failing`). Results are read in sets
 of ``maxRecords`` rows, each a whole CSV with its header, with ``Sforce-Locator`` naming
 the next set (the string ``null`` after the last) and ``Sforce-NumberOfRecords``
 counting this one. Bulk API 2.0 Developer Guide: "Create a Query Job", "Get Information
 About a Query Job", "Get Results for a Query Job".
+
+A set's rows are written as CSV when it is asked for, from the snapshot's rows, which
+are the org's own (the org replaces a row it changes, never changes one): a job of a
+million rows holds a list of them, not a million rows of text. Salesforce keeps a job's
+results for days; so does this org, at that cost.
 """
 
 from __future__ import annotations
@@ -16,24 +21,45 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from attrs import Factory, define
+from attrs import Factory, define, frozen
 
 from acctsync._formats import format_datetime
 from acctsync._ids import normalize_id
-from acctsync.testing.salesforce._describe import ApiError, dumps, malformed
+from acctsync.testing.salesforce._describe import ApiError, Described, Row, dumps, malformed
 from acctsync.testing.salesforce._soql import Parser, Soql
+
+
+@frozen
+class Snapshot:
+    """A query's result as it was when the query ran: the rows it matched, in its order.
+
+    ``names`` are the fields selected, ``selected`` their describe entries and ``visible``
+    the object's fields the user could see then (a compound's components). The rows are
+    the org's own, which it replaces and never changes: a snapshot costs a list, and its
+    records are encoded only as they are served.
+    """
+
+    object_type: str
+    names: list[str]
+    rows: list[Row]
+    selected: list[Described]
+    visible: list[Described]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
 
 # The handlers' answer: status, content type, body, and the headers to send with it.
 BulkResponse = tuple[int, str, bytes, dict[str, str]]
 # Runs a parsed query, refusing compound fields: (query, API version, include deleted) ->
-# the object's name, the fields selected, and the records as the REST API encodes them.
-Run = Callable[[Soql, str, bool], tuple[str, list[str], list[dict[str, Any]]]]
+# its result.
+Run = Callable[[Soql, str, bool], Snapshot]
 
 _JSON: Final = "application/json;charset=UTF-8"
 _CSV: Final = "text/csv;charset=UTF-8"
@@ -57,8 +83,7 @@ class _Job:
     object_type: str
     created: datetime
     version: str
-    header: list[str]
-    rows: list[list[str]]
+    result: Snapshot
     failure: str | None  # the errorMessage it fails with, None when it completes
     polls: int = 0
 
@@ -87,13 +112,10 @@ class BulkJobs:
         if body.get("columnDelimiter", "COMMA") != "COMMA":
             # The fake writes commas only; Salesforce also offers CARET, PIPE and others.
             raise ApiError(400, "INVALIDJOB", "this org writes COMMA-delimited results only")
-        object_type, header, records = run(
-            Parser(body["query"]).parse(), version, operation == "queryAll"
-        )
-        rows = [[_csv_value(record[name]) for name in header] for record in records]
+        result = run(Parser(body["query"]).parse(), version, operation == "queryAll")
         job_id = normalize_id(f"750{len(self.jobs) + 1:012d}")
         failure = self.failing.pop(0) if self.failing else None
-        job = _Job(job_id, operation, object_type, now, version, header, rows, failure)
+        job = _Job(job_id, operation, result.object_type, now, version, result, failure)
         self.jobs[job_id] = job
         return 200, _JSON, dumps(_info(job)).encode(), {}
 
@@ -118,16 +140,17 @@ class BulkJobs:
             if not written.isdigit() or int(written) < 1:
                 raise ApiError(400, "INVALIDJOB", f"Invalid maxRecords: {written}")
             size = int(written)
-        start = 0
+        start, total = 0, job.result.size
         if "locator" in query:
-            start = _offset(query["locator"][0], len(job.rows))
-        rows = job.rows[start : start + size]
+            start = _offset(query["locator"][0], total)
+        rows = job.result.rows[start : start + size]
+        names = job.result.names
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
-        writer.writerow(job.header)
-        writer.writerows(rows)
+        writer.writerow(names)
+        writer.writerows([_csv_value(row.get(name)) for name in names] for row in rows)
         end = start + len(rows)
-        locator = _locator(end) if end < len(job.rows) else "null"
+        locator = _locator(end) if end < total else "null"
         headers = {"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(len(rows))}
         return 200, _CSV, out.getvalue().encode(), headers
 
@@ -157,29 +180,28 @@ def _info(job: _Job) -> dict[str, Any]:
         "columnDelimiter": "COMMA",
     }
     if job.state == "JobComplete":
-        body["numberRecordsProcessed"] = len(job.rows)
+        body["numberRecordsProcessed"] = job.result.size
     if job.state == "Failed":
         body["errorMessage"] = job.failure
     return body
 
 
 def _csv_value(value: Any) -> str:
-    """A REST-encoded value as Bulk API 2.0 writes it: null empty, booleans as true/false,
-    datetimes in UTC with a Z (``2026-01-05T09:00:00.000Z``)."""
+    """A row's value as Bulk API 2.0 writes it: null empty, booleans as true/false,
+    datetimes in UTC to the millisecond with a Z (``2026-01-05T09:00:00.000Z``)."""
+    if type(value) is str:  # most values, told without more checks
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    # Only datetimes are written so by the REST API's encoding (dates have no time).
-    if isinstance(value, str) and _REST_DATETIME.fullmatch(value):
-        return value.removesuffix("+0000") + "Z"
+    if isinstance(value, datetime):
+        return format_datetime(value).removesuffix("+0000") + "Z"
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, Decimal):
         return f"{value:f}"
     return str(value)
-
-
-# The REST API's datetime, in UTC as the fake writes it (`format_datetime`).
-_REST_DATETIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000")
 
 
 def _locator(offset: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from attrs import Factory, define, frozen
 
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import normalize_id
-from acctsync.testing.salesforce._bulk import COMPOUND_REFUSED, BulkJobs, BulkResponse
+from acctsync.testing.salesforce._bulk import COMPOUND_REFUSED, BulkJobs, BulkResponse, Snapshot
 from acctsync.testing.salesforce._describe import (
     COMPOUND_TYPES,
     KEY_PREFIXES,
@@ -90,8 +91,6 @@ class Request:
 
 
 Response: TypeAlias = tuple[int, str, bytes]  # status, content type, body
-# A query's object, the fields it selects, and its records as the REST API encodes them.
-_BulkRows: TypeAlias = tuple[str, list[str], list[dict[str, Any]]]
 _JSON: Final = "application/json;charset=UTF-8"
 _REFERENCE: Final = re.compile(r"@\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
 # SOQL and SOSL Reference, "SELECT" (Bounded and Unbounded Queries): FIELDS(ALL) and
@@ -122,7 +121,11 @@ class RestApi:
     changes: ChangeLog | None = None
     # Headers of the last answer beyond those of every answer (a Bulk result set's).
     headers: dict[str, str] = Factory(dict)
-    _cursors: dict[str, tuple[list[dict[str, Any]], int]] = Factory(dict)
+    # Each query's result by its cursor, and its page size. Salesforce keeps a cursor for
+    # two days, however many there are ("API Query Cursor Limits"); a snapshot holds the
+    # org's rows, not copies of them (see Snapshot), so keeping them all is cheap.
+    _cursors: dict[str, tuple[Snapshot, int]] = Factory(dict)
+    _cursors_made: int = 0
 
     def visible(self, object_type: str) -> list[Described]:
         """The describe of ``object_type`` as the integration user sees it."""
@@ -245,7 +248,8 @@ class RestApi:
                 if entry is None:
                     raise no_column(name.strip(), object_type)
                 selected.append(entry)
-        return _json_response(200, self._encode(object_type, row, selected, match["version"]))
+        encoded = _encode(object_type, row, selected, visible, match["version"])
+        return _json_response(200, encoded)
 
     # -- Queries -----------------------------------------------------------------------------
 
@@ -256,37 +260,42 @@ class RestApi:
         parsed = Parser(soql).parse()
         deleted = match["resource"] == "queryAll"
         if parsed.fields == (COUNT,):
-            rows = attrs.evolve(parsed, fields=("Id",))
-            _, _, counted = self._run(rows, match["version"], deleted)
-            return _json_response(200, {"totalSize": len(counted), "done": True, "records": []})
-        _, _, records = self._run(parsed, match["version"], deleted)
+            rows = attrs.evolve(parsed, fields=("Id",), order=())
+            counted = self._run(rows, match["version"], deleted)
+            return _json_response(200, {"totalSize": counted.size, "done": True, "records": []})
+        snapshot = self._run(parsed, match["version"], deleted)
         option = re.search(
             r"batchSize\s*=\s*(\d+)", request.headers.get("sforce-query-options", "")
         )
         # Salesforce takes batch sizes from 200 to 2000 and bends others into that range.
         size = min(max(int(option[1]), 200), 2000) if option else 2000
         cursor = ""
-        if len(records) > size:
-            cursor = normalize_id(f"01g{len(self._cursors) + 1:012d}")
-            self._cursors[cursor] = (records, size)
-        return self._page(match["version"], cursor, records, 0, size)
+        if snapshot.size > size:
+            self._cursors_made += 1
+            cursor = normalize_id(f"01g{self._cursors_made:012d}")
+            self._cursors[cursor] = (snapshot, size)
+        return self._page(match["version"], cursor, snapshot, 0, size)
 
     def _serve_more(self, request: Request, match: re.Match[str]) -> Response:
         cursor, _, offset = match["locator"].partition("-")
         found = self._cursors.get(cursor)
-        if found is None or not offset.isdigit() or int(offset) >= len(found[0]):
+        if found is None or not offset.isdigit() or int(offset) >= found[0].size:
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        records, size = found
-        return self._page(match["version"], cursor, records, int(offset), size)
+        snapshot, size = found
+        return self._page(match["version"], cursor, snapshot, int(offset), size)
 
     def _page(
-        self, version: str, cursor: str, records: list[dict[str, Any]], offset: int, size: int
+        self, version: str, cursor: str, snapshot: Snapshot, offset: int, size: int
     ) -> Response:
-        body: dict[str, Any] = {"totalSize": len(records), "done": offset + size >= len(records)}
+        total = snapshot.size
+        body: dict[str, Any] = {"totalSize": total, "done": offset + size >= total}
         if not body["done"]:
             # Even a queryAll cursor is read under query/, as in Salesforce.
             body["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{offset + size}"
-        body["records"] = records[offset : offset + size]
+        body["records"] = [
+            _encode(snapshot.object_type, row, snapshot.selected, snapshot.visible, version)
+            for row in snapshot.rows[offset : offset + size]
+        ]
         return _json_response(200, body)
 
     # -- Bulk API 2.0 query jobs (see _bulk) ---------------------------------------------
@@ -297,7 +306,7 @@ class RestApi:
         return status, content_type, body
 
     def _serve_bulk_create(self, request: Request, match: re.Match[str]) -> Response:
-        def run(soql: Soql, version: str, include_deleted: bool) -> _BulkRows:
+        def run(soql: Soql, version: str, include_deleted: bool) -> Snapshot:
             return self._run(soql, version, include_deleted, bulk=True)
 
         return self._bulk_answer(
@@ -312,9 +321,8 @@ class RestApi:
 
     def _run(
         self, soql: Soql, version: str, include_deleted: bool, *, bulk: bool = False
-    ) -> _BulkRows:
-        """The object's name, the fields selected, and the query's records, encoded: the
-        snapshot a cursor pages through.
+    ) -> Snapshot:
+        """The query's result as it is now: the snapshot a cursor or a job pages through.
 
         ``bulk`` refuses what Bulk API 2.0 refuses: compound fields and ``FIELDS()``
         (Bulk API 2.0 Developer Guide, "Create a Query Job").
@@ -360,47 +368,24 @@ class RestApi:
             values = tuple(filter_literal(found, literal) for literal in literals)
             where.append((found["name"], found["type"], op, values))
         order = [(entry(name), descending) for name, descending in soql.order]
+        for e, _ in order:
+            if e["type"] in COMPOUND_TYPES:
+                raise ApiError(400, "INVALID_FIELD", f"field '{e['name']}' can not be sorted")
         rows = [
             row
-            for _, row in sorted(self.org.rows[object_type].items())
+            for row in self.org.rows[object_type].values()
             if (include_deleted or not row["IsDeleted"])
             and all(matches(kind, row.get(n), op, lits) for n, kind, op, lits in where)
         ]
+        if not any(e["name"] == "Id" for e, _ in order):
+            rows.sort(key=_BY_ID)  # ties in the order asked for come by Id
         for e, descending in reversed(order):
-            if e["type"] in COMPOUND_TYPES:
-                raise ApiError(400, "INVALID_FIELD", f"field '{e['name']}' can not be sorted")
-            rows.sort(key=sort_key(e), reverse=descending)
+            # The fields every row holds compare as they are, without a call a row.
+            plain = e["name"] in _ALWAYS_SET
+            rows.sort(key=itemgetter(e["name"]) if plain else sort_key(e), reverse=descending)
         if soql.limit is not None:
             rows = rows[: soql.limit]
-        return (
-            object_type,
-            names,
-            [self._encode(object_type, row, selected, version) for row in rows],
-        )
-
-    def _encode(
-        self, object_type: str, row: Row, selected: list[Described], version: str
-    ) -> dict[str, Any]:
-        url = f"/services/data/v{version}/sobjects/{object_type}/{row['Id']}"
-        out: dict[str, Any] = {"attributes": {"type": object_type, "url": url}}
-        for entry in selected:
-            name = entry["name"]
-            if entry["type"] in COMPOUND_TYPES:
-                out[name] = self._compound(object_type, row, name)
-            else:
-                out[name] = wire(row.get(name))
-        return out
-
-    def _compound(self, object_type: str, row: Row, parent: str) -> dict[str, Any] | None:
-        # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...},
-        # a custom geolocation Loc__c {"latitude": Loc__Latitude__s, "longitude": ...}.
-        parts: dict[str, Any] = {}
-        for entry in self.visible(object_type):
-            if entry["compoundFieldName"] == parent:
-                key = compound_key(entry["name"])
-                if key is not None:
-                    parts[key] = wire(row.get(entry["name"]))
-        return parts if any(value is not None for value in parts.values()) else None
+        return Snapshot(object_type, names, rows, selected, visible)
 
     # -- Writes ------------------------------------------------------------------------------
 
@@ -482,6 +467,42 @@ class RestApi:
         elif results:
             self._commit(staged, request, match["version"])
         return _json_response(200, {"compositeResponse": entries})
+
+
+# Fields every row of the org holds, never null: `put` and the API's writes set them.
+_ALWAYS_SET: Final = frozenset({"Id", "SystemModstamp"})
+_BY_ID: Final = itemgetter("Id")
+
+
+def _encode(
+    object_type: str,
+    row: Row,
+    selected: list[Described],
+    visible: list[Described],
+    version: str,
+) -> dict[str, Any]:
+    """``row`` as the REST API writes a record of the ``selected`` fields."""
+    url = f"/services/data/v{version}/sobjects/{object_type}/{row['Id']}"
+    out: dict[str, Any] = {"attributes": {"type": object_type, "url": url}}
+    for entry in selected:
+        name = entry["name"]
+        if entry["type"] in COMPOUND_TYPES:
+            out[name] = _compound(visible, row, name)
+        else:
+            out[name] = wire(row.get(name))
+    return out
+
+
+def _compound(visible: list[Described], row: Row, parent: str) -> dict[str, Any] | None:
+    # BillingAddress is {"street": BillingStreet, "postalCode": BillingPostalCode, ...},
+    # a custom geolocation Loc__c {"latitude": Loc__Latitude__s, "longitude": ...}.
+    parts: dict[str, Any] = {}
+    for entry in visible:
+        if entry["compoundFieldName"] == parent:
+            key = compound_key(entry["name"])
+            if key is not None:
+                parts[key] = wire(row.get(entry["name"]))
+    return parts if any(value is not None for value in parts.values()) else None
 
 
 # What each FIELDS() group selects; STANDARD and CUSTOM go by describe's ``custom``.
