@@ -7,19 +7,38 @@ needs, for fewer requests.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import loopback_org
-from acctsync import Account, Batch, Contact, FormulaSource, SyncEngine, WarningSource
+from acctsync import (
+    Account,
+    Batch,
+    Change,
+    Contact,
+    FormulaSource,
+    InvalidRecordError,
+    RawRecord,
+    SyncEngine,
+    Unreadable,
+    WarningSource,
+    decode_record,
+)
+from acctsync.sources import _bulk
+from acctsync.sources.files import ExportFileError, csv_pages, types_from_describe
 from acctsync.sources.salesforce import (
     ApiBudgetExceededError,
     ConfigurationError,
@@ -261,6 +280,11 @@ def test_bulk_settings_are_checked(org: FakeSalesforce) -> None:
             SalesforceSource(org.client(), **options)  # type: ignore[arg-type]
 
 
+def decoded(item: Change) -> Change:
+    """A source's item as the engine reads it: a REST payload decoded, a record as it is."""
+    return decode_record(item.object_type, item.payload) if isinstance(item, RawRecord) else item
+
+
 def jobs_created(org: FakeSalesforce) -> list[dict[str, object]]:
     """The bodies of the Bulk query jobs created, oldest first."""
     return [
@@ -454,14 +478,12 @@ def test_formulas_are_read_alone_and_live_only(org: FakeSalesforce) -> None:
 
         pages = list(source.read_formulas("Account", page_size=7))
 
-        payloads = [item.payload for page in pages for item in page]  # type: ignore[union-attr]
-        assert len(payloads) == 29  # the deleted one left out
-        assert {key for p in payloads for key in p if key != "attributes"} == {
-            "Id",
-            "SystemModstamp",
-            "Tier__c",
-        }
-        gold = [p for p in payloads if p["Tier__c"] == "Gold"]
+        # REST gives payloads for the engine to decode, Bulk records: the same either way.
+        records = [decoded(item) for page in pages for item in page]
+        assert len(records) == 29  # the deleted one left out
+        assert all(isinstance(r, Account) for r in records)
+        assert {name for r in records for name in r.fields} == {"Tier__c"}
+        gold = [r for r in records if r.fields["Tier__c"] == "Gold"]
         assert len(gold) == 1
     (job,) = jobs_created(org)
     assert job["operation"] == "query"
@@ -519,3 +541,246 @@ def test_the_source_offers_the_engine_formulas_and_warnings(org: FakeSalesforce)
     assert isinstance(source, FormulaSource)
     assert isinstance(source, WarningSource)
     assert source.take_warnings() == ()
+
+
+# -- Result sets read straight into records ---------------------------------------------------
+
+# A describe of every kind of column the reader types, with names the fake org does not have
+# (which stay text), in the spelling describe gives.
+SET_DESCRIBE = {
+    "name": "Contact",
+    "fields": [
+        {"name": "Id", "type": "id"},
+        {"name": "SystemModstamp", "type": "datetime"},
+        {"name": "IsDeleted", "type": "boolean"},
+        {"name": "MasterRecordId", "type": "reference"},
+        {"name": "AccountId", "type": "reference"},
+        {"name": "LastName", "type": "string"},
+        {"name": "Score__c", "type": "double"},
+        {"name": "Visits__c", "type": "int"},
+        {"name": "Birthdate", "type": "date"},
+        {"name": "Seen__c", "type": "datetime"},
+        {"name": "OptOut__c", "type": "boolean"},
+        {"name": "Owner__c", "type": "reference"},
+        {"name": "MailingAddress", "type": "address"},
+        {"name": "Spot__c", "type": "location"},
+        {"name": "Spot__Latitude__s", "type": "double"},
+    ],
+}
+CONTACT_ID, ACCOUNT_ID = make_id("003", 5), make_id("001", 9)
+EMPTY = "000000000000000AAA"
+TEXTS = st.sampled_from(
+    [
+        "",
+        "x",
+        "2024-01-31",
+        "2024-02-30",
+        "2024-01-31T12:00:00.000Z",
+        "2024-W01-1",
+        EMPTY,
+        EMPTY[:15],
+        "né",
+        "a,b",
+        'say "hi"',
+        "two\nlines",
+        "\u0663",
+        "1e5",
+        " 1 ",
+    ]
+)
+VALUES: dict[str, Any] = {
+    "Id": st.sampled_from(
+        [CONTACT_ID, CONTACT_ID[:15], CONTACT_ID.lower(), ACCOUNT_ID, "", "003", EMPTY]
+    ),
+    "SystemModstamp": st.sampled_from(
+        [
+            "2024-01-31T12:00:00.000Z",
+            "2024-01-31T12:00:00.123+0000",
+            "2024-01-31 12:00:00",
+            "2024-01-31T12:00:00Z",
+            "2024-13-31T12:00:00.000Z",
+            "2024-01-31T12:00:00.000",
+            "",
+        ]
+    ),
+    "IsDeleted": st.sampled_from(["false", "false", "true", "TRUE", "0", "1", "", "no"]),
+    "MasterRecordId": st.sampled_from(["", CONTACT_ID, make_id("003", 6), EMPTY, "bad"]),
+    "AccountId": st.sampled_from(["", ACCOUNT_ID, ACCOUNT_ID[:15], EMPTY, CONTACT_ID, "x"]),
+    "LastName": TEXTS,
+    "Score__c": st.sampled_from(["", "1.5", "-2", ".5", "1e3", "NaN", "Infinity", "1_0", "x"]),
+    "Visits__c": st.sampled_from(["", "7", "-7", "+7", "+", "1.0", "\u0663", "9" * 30, " 7"]),
+    "Birthdate": st.sampled_from(["", "2024-01-31", "2024-02-30", "2024-W01-1", "20240131"]),
+    "Seen__c": st.sampled_from(["", "2024-01-31T12:00:00.000Z", "2024-01-31T12:00:00+0100"]),
+    "OptOut__c": st.sampled_from(["", "true", "false", "True", "1", "0", "yes"]),
+    "Owner__c": st.sampled_from(["", EMPTY, EMPTY[:15], make_id("005", 1), "2024-01-31"]),
+    "MailingAddress": st.sampled_from(["", "1 Main St"]),
+    "Spot__c": st.sampled_from(["", "x"]),
+    "Spot__Latitude__s": st.sampled_from(["", "1.25"]),
+    "LastModifiedDate": st.sampled_from(["", "2024-01-31T12:00:00.000Z", "junk"]),
+    "Owner.Name": TEXTS,
+    "Custom__c": TEXTS,  # not described: text, as written
+}
+PLAIN_HEADER = [
+    "Id",
+    "SystemModstamp",
+    "IsDeleted",
+    "MasterRecordId",
+    "AccountId",
+    "LastName",
+    "Score__c",
+    "Visits__c",
+    "Birthdate",
+    "Seen__c",
+    "OptOut__c",
+    "Owner__c",
+]
+
+
+def set_csv(header: list[str], rows: list[list[str]], tail: str = "") -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return (out.getvalue() + tail).encode()
+
+
+def outcome(item: Change) -> tuple[object, ...]:
+    """What the engine makes of an item: a record, or a rejection with its reason."""
+    if isinstance(item, Unreadable):
+        return ("unreadable", item.reason, item.record_id, item.field, item.origin)
+    if isinstance(item, RawRecord):
+        try:
+            item = decode_record(item.object_type, item.payload)
+        except InvalidRecordError as error:
+            return ("rejected", error.reason, error.field, error.record_id, item.origin)
+    return ("record", item)
+
+
+def both_readings(
+    data: bytes, page_size: int, describe: dict[str, Any] = SET_DESCRIBE
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The set read by Bulk's column reader and by the general export reader."""
+    kind = describe["name"]
+    typing = _bulk.CsvTyping(kind, describe)
+    read = list(typing.pages(_bulk.ResultSet(data, None), "job 750 set 1", page_size))
+    assert all(0 < len(page) <= page_size for page in read)
+    general = csv_pages(
+        data, kind, types_from_describe(describe), origin="job 750 set 1", page_size=page_size
+    )
+    return (
+        [outcome(item) for page in read for item in page],
+        [outcome(item) for page in general for item in page],
+    )
+
+
+@st.composite
+def result_sets(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A result set: mostly Bulk's own header and values, some not, and a page size."""
+    header = list(PLAIN_HEADER)
+    if draw(st.booleans()):
+        extra = ["MailingAddress", "Spot__c", "Spot__Latitude__s", "LastModifiedDate"]
+        header += draw(st.lists(st.sampled_from([*extra, "Owner.Name", "Custom__c"]), unique=True))
+    kinds = list(header)  # what each column holds
+    if draw(st.integers(0, 9)) == 0:  # not plain: a system field in other case, a name twice
+        header[draw(st.integers(0, 4))] = draw(st.sampled_from(["ID", "systemmodstamp"]))
+    rows = []
+    for _ in range(draw(st.integers(0, 12))):
+        plain = draw(st.integers(0, 7)) > 0
+        row = [
+            draw(
+                VALUES[name]
+                if not plain or name in ("AccountId", "MasterRecordId")
+                else PLAIN_FLAGS
+                if name == "IsDeleted"
+                else st.just(plain_value(name, len(rows)))
+            )
+            for name in kinds
+        ]
+        if draw(st.integers(0, 19)) == 0:
+            row = row[:-1] if draw(st.booleans()) else [*row, "extra"]
+        rows.append(row)
+    tail = draw(st.sampled_from(["", "", "\n", '"unterminated\n', "\n\n"]))
+    data = set_csv(header, rows, tail)
+    if draw(st.integers(0, 19)) == 0:
+        cut = draw(st.integers(0, len(data)))
+        data = data[:cut] + b"\xff" + data[cut:]
+    return data, draw(st.integers(1, 5))
+
+
+PLAIN_FLAGS = st.sampled_from(["false", "false", "false", "true"])
+
+
+def plain_value(name: str, n: int) -> str:
+    """What Bulk API 2.0 writes for a live contact's ``name``."""
+    values = {
+        "Id": make_id("003", n),
+        "SystemModstamp": f"2024-01-{1 + n % 28:02d}T12:00:00.{n:03d}Z",
+        "IsDeleted": "false",
+        "LastName": f"Name {n}" if n % 5 else "",
+        "Score__c": f"{n}.5",
+        "Visits__c": str(n),
+        "Birthdate": f"1990-01-{1 + n % 28:02d}",
+        "Seen__c": f"2023-05-{1 + n % 28:02d}T00:00:0{n % 10}.000Z",
+        "OptOut__c": "true" if n % 2 else "false",
+        "Owner__c": make_id("005", n) if n % 3 else "",
+    }
+    return values.get(name, "")
+
+
+@settings(max_examples=400, deadline=None)
+@given(result_sets())
+def test_r8_a_result_set_reads_into_what_the_general_reader_and_decoder_make(
+    drawn: tuple[bytes, int],
+) -> None:
+    """Records where the general reader's payload decodes; the same rejections, with the
+    same reasons and lines, where it does not; whatever the header, values or bytes."""
+    data, page_size = drawn
+    try:
+        general_error: Exception | None = None
+        both = both_readings(data, page_size)
+    except ExportFileError as error:  # a header the general reader refuses: so does Bulk's
+        general_error = error
+    if general_error is None:
+        read, general = both
+        assert read == general
+    else:
+        with pytest.raises(ExportFileError):
+            both_readings(data, page_size)
+
+
+def test_a_plain_result_set_is_read_into_records_not_payloads() -> None:
+    rows = [[plain_value(name, n) for name in PLAIN_HEADER] for n in range(1, 8)]
+    rows[2][PLAIN_HEADER.index("IsDeleted")] = "true"
+    rows[3][PLAIN_HEADER.index("Visits__c")] = "seven"  # a row the general reader refuses
+    data = set_csv(PLAIN_HEADER, rows)
+    typing = _bulk.CsvTyping("Contact", SET_DESCRIBE)
+
+    items = [item for page in typing.pages(_bulk.ResultSet(data, None), "set", 3) for item in page]
+
+    # A page with a row its columns refuse is read row by row by the general reader: a
+    # payload to decode each, or the row's rejection.
+    assert [type(item).__name__ for item in items] == [
+        *("Contact", "Contact", "Deletion"),
+        *("Unreadable", "RawRecord", "RawRecord"),
+        "Contact",
+    ]
+    assert items[3] == Unreadable(
+        object_type="Contact",
+        reason="'seven' is not an integer",
+        record_id=make_id("003", 4),
+        field="Visits__c",
+        origin="set:5",
+    )
+    first = items[0]
+    assert isinstance(first, Contact)
+    assert first.fields == {
+        "LastName": "Name 1",
+        "Score__c": Decimal("1.5"),
+        "Visits__c": 1,
+        "Birthdate": date(1990, 1, 2),
+        "Seen__c": datetime(2023, 5, 2, 0, 0, 1, tzinfo=UTC),
+        "OptOut__c": True,
+        "Owner__c": make_id("005", 1),
+    }
+    assert first.system_modstamp == datetime(2024, 1, 2, 12, 0, 0, 1000, tzinfo=UTC)
+    assert both_readings(data, 3)[0] == both_readings(data, 3)[1]

@@ -1670,7 +1670,7 @@ def test_plain_path_passes_on_the_rest(object_type: str, payload: dict[str, Any]
 @FUZZ
 @given(st.one_of(SALTY_TEXT, salesforce_datetime_text(), salesforce_date_text()))
 def test_text_is_a_date_or_datetime_exactly_where_the_shapes_say(text: str) -> None:
-    value = _formats._text_value(text)
+    value = _formats.text_value(text)
     if text == EMPTY_ID:
         assert value is None
     elif re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{4})", text):

@@ -76,6 +76,7 @@ __all__ = [
     "is_gap",
     "json_value",
     "parse_datetime",
+    "text_value",
 ]
 
 AUDIT_FIELDS: Final = frozenset(
@@ -204,8 +205,9 @@ def _lookup_id(raw: Any) -> Any:
     return None if is_empty_id(raw) else raw
 
 
-def _text_value(raw: str) -> FieldValue:
-    """A string field's value: a datetime or date where it has the shape of one."""
+def text_value(raw: str) -> FieldValue:
+    """A string field's value: a datetime or date where it has the shape of one, None
+    for the empty ID, else the string."""
     if raw == EMPTY_ID:  # an empty lookup, as the Data Export service writes it
         return None
     # Both shapes start with four digits and a hyphen, and are 10 characters or more:
@@ -229,7 +231,7 @@ def _value(raw: object, *, record_id: str, field: str) -> FieldValue:
     if raw is None or isinstance(raw, bool | int | float | Decimal):
         return raw
     if isinstance(raw, str):
-        return _text_value(raw)
+        return text_value(raw)
     kind = "an object" if isinstance(raw, Mapping) else type(raw).__name__
     raise InvalidRecordError(f"holds {kind}, not a field value", record_id=record_id, field=field)
 
@@ -367,7 +369,7 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
             if (len(raw) < 10 or raw[4] != "-") and raw != EMPTY_ID:
                 fields[name] = raw
             else:
-                fields[name] = _text_value(raw)
+                fields[name] = text_value(raw)
         elif raw is None or kind_of is bool or kind_of is int or _finite(raw):
             fields[name] = raw
         else:
@@ -380,7 +382,7 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
         type(declared) is not dict or declared.get("type") not in (None, kind)
     ):
         return None
-    modstamp = _text_value(stamp)
+    modstamp = text_value(stamp)
     if type(modstamp) is not datetime or attributes.get("IsDeleted", False) is not False:
         return None
     try:

@@ -13,28 +13,60 @@ status, as the rest of the client does), so that the source can send each throug
 ``Sforce-Limit-Info`` is read into the client's ``api_usage``, as simple-salesforce does
 for its REST calls, so that the source's budget sees Bulk answers too.
 
-A result set is one whole CSV with its header. Its rows are typed by the object's
-describe with the export-file reader of `acctsync.sources.files` (Bulk API 2.0 writes
-null as an empty field, booleans as ``true`` / ``false``, datetimes as
-``2026-01-05T09:00:00.000Z``), so that one CSV typer serves both, and a row it cannot
-read becomes an `Unreadable` item, rejected with its job and line (rule R7).
+A result set is one whole CSV with its header. Bulk API 2.0 writes null as an empty
+field, booleans as ``true`` / ``false`` and datetimes as ``2026-01-05T09:00:00.000Z``
+("Get Results for a Query Job"). A set is read straight into records, each value typed
+once, by the object's describe (`CsvTyping`): a page of rows at a time, column by column,
+so that a million records cost a few passes of C code per column rather than a call per
+value. What that path does not read (a row of the wrong width, a value its type refuses,
+a bad ID or stamp, a deletion that does not check) is handed to the export-file reader of
+`acctsync.sources.files`, the general one, row by row: it types the row as an export and
+hands it on as a REST payload, so that the engine rejects it with its job, set and line
+and with the reason a REST record gets (rule R7). A header that is not plain (a system
+field spelled otherwise, a name twice), text that is not UTF-8 or CSV that does not parse
+sends the rest of the set that way. Tests hold both paths to one result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Final
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from itertools import islice, repeat
+from typing import Any, Final, TypeAlias
 
+import attrs
 from attrs import frozen
 from simple_salesforce.api import Salesforce
 from simple_salesforce.util import call_salesforce
 
-from acctsync._records import ObjectType, RawRecord, Unreadable
+from acctsync._errors import InvalidRecordError
+from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, text_value
+from acctsync._ids import ACCOUNT_PREFIX, normalize_id
+from acctsync._records import (
+    OBJECT_PREFIXES,
+    Account,
+    Contact,
+    Deletion,
+    FieldValue,
+    ObjectType,
+    RawRecord,
+    Unreadable,
+    checked_account,
+    checked_contact,
+    field_name_problem,
+)
 from acctsync.sources.files import csv_pages, types_from_describe
 
 # "Get Information About a Query Job": the states after which a job changes no more.
 FAILED_STATES: Final = frozenset({"Failed", "Aborted"})
 COMPLETE: Final = "JobComplete"
+
+Item: TypeAlias = Account | Contact | Deletion | RawRecord | Unreadable
+"""What a result set's row becomes: a record, or what the engine decodes or rejects."""
 
 
 @frozen
@@ -89,20 +121,376 @@ def result_set(client: Salesforce, job_id: str, locator: str | None, size: int) 
     return ResultSet(answer.content, None if following in (None, "", "null") else following)
 
 
+# -- Reading a set ------------------------------------------------------------------------
+
+# How the export-file reader types a column, by the describe's type name (see
+# `acctsync.sources.files`): the same kinds here, each value read once.
+_KINDS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(("decimal", "double", "currency", "percent"), "decimal"),
+    **dict.fromkeys(("id", "reference"), "text"),
+    "int": "int",
+    "long": "int",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+}
+# The record attributes a header may hold, in Salesforce's spelling; the export reader
+# reads them in any case, as does this one.
+_SYSTEM: Final = ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId", "AccountId")
+_SYSTEM_FOLDED: Final = {name.casefold(): name for name in _SYSTEM}
+_AUDIT_FOLDED: Final = frozenset(name.casefold() for name in AUDIT_FIELDS)
+# Bulk API 2.0 writes true and false; the export reader takes any case, and 1 and 0.
+_BOOLEANS: Final[Mapping[str, bool]] = {"true": True, "false": False, "1": True, "0": False}
+_DIGITS: Final = frozenset("0123456789")
+_DECIMAL_CHARACTERS: Final = frozenset("0123456789.eE+-")
+# The shapes Bulk API 2.0 writes, in ASCII digits; other text goes to the export reader,
+# which reads more (Unicode digits, other offsets, Data Export's datetimes) or refuses it.
+_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+class _NotPlainError(Exception):
+    """A value, row or page the column reader does not read: the export reader will."""
+
+
+def _text_column(values: Sequence[str]) -> list[FieldValue]:
+    # Most text is told from the empty ID and from a date's shape without a call.
+    return [
+        (v if (len(v) < 10 or v[4] != "-") and v != EMPTY_ID else text_value(v)) if v else None
+        for v in values
+    ]
+
+
+def _boolean_column(values: Sequence[str]) -> list[FieldValue]:
+    out: list[FieldValue] = []
+    for v in values:
+        if not v:
+            out.append(None)
+            continue
+        value = _BOOLEANS.get(v)
+        if value is None:
+            value = _BOOLEANS.get(v.lower())
+            if value is None:
+                raise _NotPlainError
+        out.append(value)
+    return out
+
+
+def _int_column(values: Sequence[str]) -> list[FieldValue]:
+    # ASCII digits with an optional sign; the export reader takes any Unicode digit too.
+    for v in values:
+        if v:
+            digits = v[1:] if v[0] in "+-" else v
+            if not digits or not _DIGITS.issuperset(digits):
+                raise _NotPlainError
+    try:
+        return [int(v) if v else None for v in values]
+    except ValueError:  # longer than Python reads (sys.get_int_max_str_digits)
+        raise _NotPlainError from None
+
+
+def _decimal_column(values: Sequence[str]) -> list[FieldValue]:
+    out: list[FieldValue] = []
+    for v in values:
+        if not v:
+            out.append(None)
+        elif not _DECIMAL_CHARACTERS.issuperset(v):
+            raise _NotPlainError  # Decimal() also reads NaN, Infinity and Unicode digits
+        else:
+            try:
+                number = Decimal(v)
+            except ArithmeticError:
+                raise _NotPlainError from None
+            if not number.is_finite():
+                raise _NotPlainError
+            out.append(number)
+    # Decimal() reads "1_000" and " 1 " too; the export reader's pattern does not.
+    return out
+
+
+def _date_column(values: Sequence[str]) -> list[FieldValue]:
+    out: list[FieldValue] = []
+    for v in values:
+        if not v:
+            out.append(None)
+            continue
+        # 2024-01-31 only: date.fromisoformat takes week dates and other forms too.
+        if _DATE.fullmatch(v) is None:
+            raise _NotPlainError
+        try:
+            out.append(date.fromisoformat(v))
+        except ValueError:
+            raise _NotPlainError from None
+    return out
+
+
+def _datetime_column(values: Sequence[str]) -> list[FieldValue]:
+    out: list[FieldValue] = []
+    for v in values:
+        if not v:
+            out.append(None)
+            continue
+        value = _stamp(v)
+        if value is None:
+            raise _NotPlainError
+        out.append(value)
+    return out
+
+
+def _stamp(text: str) -> datetime | None:
+    """A Bulk API 2.0 datetime (``2026-01-05T09:00:00.000Z``) in UTC, or None for any
+    other text, which the export reader reads or refuses."""
+    if _DATETIME.fullmatch(text) is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+_COLUMN_READERS: Final[Mapping[str, Callable[[Sequence[str]], list[FieldValue]]]] = {
+    "text": _text_column,
+    "boolean": _boolean_column,
+    "int": _int_column,
+    "decimal": _decimal_column,
+    "date": _date_column,
+    "datetime": _datetime_column,
+}
+
+
+@frozen
+class _Header:
+    """How a header's columns read: where the attributes are, and each field's name and kind.
+
+    ``nulls_skipped`` are the fields whose null is a compound's, which the REST decoder
+    leaves out of a record (see ``_formats``): a row with such a null is not plain.
+    """
+
+    width: int
+    id_at: int
+    stamp_at: int
+    deleted_at: int | None
+    master_at: int | None
+    account_at: int | None
+    fields: tuple[tuple[int, str, str], ...]  # position, name, kind
+    nulls_skipped: tuple[int, ...]
+
+
 class CsvTyping:
     """How an object's result sets read: its describe's field types."""
 
     def __init__(self, object_type: ObjectType, describe: Mapping[str, Any]) -> None:
         self._object_type = object_type
         self._types = types_from_describe(describe)
+        # Each described field by its name in any case: its spelling and kind.
+        name = describe["name"]
+        self._described: dict[str, tuple[str, str]] = {}
+        for qualified, type_name in self._types.items():
+            spelling = qualified.removeprefix(f"{name}.")
+            self._described[spelling.casefold()] = (spelling, _KINDS.get(type_name, "text"))
+        self._headers: dict[tuple[str, ...], _Header | None] = {}
 
-    def pages(
-        self, result: ResultSet, origin: str, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    def pages(self, result: ResultSet, origin: str, page_size: int) -> Iterator[list[Item]]:
         """The set's rows, in their order, as pages of at most ``page_size`` records.
 
         ``origin`` names the job and set in a rejection (``job 750... set 2:17``).
         """
-        return csv_pages(
-            result.csv, self._object_type, self._types, origin=origin, page_size=page_size
+        yielded = 0
+        try:
+            for page in self._read(result.csv, origin, page_size):
+                yield page
+                yielded += len(page)
+        except (_NotPlainError, csv.Error, UnicodeDecodeError):
+            # The rest of the set by the general reader, which reads the same rows into
+            # the same items as far as this one got, and goes on where it could not.
+            rest = self._general(result.csv, origin, page_size)
+            page = []
+            for item in islice((item for general in rest for item in general), yielded, None):
+                page.append(item)
+                if len(page) == page_size:
+                    yield page
+                    page = []
+            if page:
+                yield page
+
+    def _general(
+        self, data: bytes, origin: str, page_size: int
+    ) -> Iterator[list[RawRecord | Unreadable]]:
+        return csv_pages(data, self._object_type, self._types, origin=origin, page_size=page_size)
+
+    def _read(self, data: bytes, origin: str, page_size: int) -> Iterator[list[Item]]:
+        """The set's pages by columns; raises `_NotPlainError` (or a CSV or decoding error)
+        where the general reader must take over, having yielded only what it read."""
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="\n")
+        reader = csv.reader(text, strict=True)
+        written = next(reader, None)
+        if written is None:
+            return
+        header = self._header(tuple(written))
+        if header is None:
+            raise _NotPlainError
+        first_line = reader.line_num + 1  # where the next row begins
+        while True:
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            while len(rows) < page_size:
+                row = next(reader, None)
+                if row is None:
+                    break
+                if row:  # not a blank line
+                    rows.append(row)
+                    lines.append(first_line)
+                first_line = reader.line_num + 1
+            if not rows:
+                return
+            yield self._page(header, written, rows, lines, origin)
+            if len(rows) < page_size:
+                return
+
+    def _header(self, written: tuple[str, ...]) -> _Header | None:
+        """How the header reads, None where it is not plain (then the general reader's)."""
+        if written in self._headers:
+            return self._headers[written]
+        header = None
+        attributes: dict[str, int] = {}
+        fields: list[tuple[int, str, str]] = []
+        seen: set[str] = set()
+        plain = True
+        for position, name in enumerate(written):
+            folded = name.casefold()
+            if not name or folded in seen:
+                plain = False  # the general reader says what is wrong
+            seen.add(folded)
+            system = _SYSTEM_FOLDED.get(folded)
+            if system is not None:
+                plain = plain and system == name
+                attributes[system] = position
+            elif folded in _AUDIT_FOLDED or "." in name:
+                continue  # not account information, as the general reader drops them
+            else:
+                spelling, kind = self._described.get(folded, (name, "text"))
+                # A name once checked is known to the decoder (`field_name_problem`).
+                plain = plain and field_name_problem(spelling) is None
+                fields.append((position, spelling, kind))
+        if plain and "Id" in attributes and "SystemModstamp" in attributes:
+            names = {spelling for _, spelling, _ in fields}
+            skipped = tuple(
+                position
+                for position, spelling, _ in fields
+                if spelling.endswith("Address")
+                or (spelling.endswith("__c") and f"{spelling[:-3]}__Latitude__s" in names)
+            )
+            header = _Header(
+                width=len(written),
+                id_at=attributes["Id"],
+                stamp_at=attributes["SystemModstamp"],
+                deleted_at=attributes.get("IsDeleted"),
+                master_at=attributes.get("MasterRecordId"),
+                account_at=attributes.get("AccountId") if self._object_type == "Contact" else None,
+                fields=tuple(fields),
+                nulls_skipped=skipped,
+            )
+        if len(self._headers) < 16:  # a job's sets share one header
+            self._headers[written] = header
+        return header
+
+    def _page(
+        self,
+        header: _Header,
+        written: Sequence[str],
+        rows: list[list[str]],
+        lines: list[int],
+        origin: str,
+    ) -> list[Item]:
+        """The items of a page of rows: records where each row reads plainly."""
+
+        def each() -> list[Item]:
+            return [
+                self._row(header, written, row, line, origin)
+                for row, line in zip(rows, lines, strict=True)
+            ]
+
+        if any(len(row) != header.width for row in rows):
+            return each()
+        columns = list(zip(*rows, strict=True))
+        try:
+            values = [
+                _COLUMN_READERS[kind](columns[position]) for position, _, kind in header.fields
+            ]
+        except _NotPlainError:
+            return each()
+        if any("" in columns[position] for position in header.nulls_skipped):
+            return each()
+        names = [name for _, name, _ in header.fields]
+        prefix = OBJECT_PREFIXES[self._object_type]
+        ids = columns[header.id_at]
+        stamps = columns[header.stamp_at]
+        deleted = (
+            columns[header.deleted_at] if header.deleted_at is not None else ("false",) * len(rows)
         )
+        accounts = columns[header.account_at] if header.account_at is not None else None
+        account_ids: dict[str, str | None] = {"": None, EMPTY_ID: None, EMPTY_ID[:15]: None}
+        items: list[Item] = []
+        by_row = zip(*values, strict=True) if values else repeat((), len(rows))
+        for i, field_values in enumerate(by_row):
+            stamp = _stamp(stamps[i])
+            try:
+                if stamp is None:
+                    raise _NotPlainError
+                record_id = normalize_id(ids[i], prefix=prefix)
+                flag = deleted[i]
+                if flag != "false":
+                    if _BOOLEANS.get(flag.lower()) is not True:
+                        raise _NotPlainError
+                    items.append(self._deletion(header, rows[i], record_id, stamp))
+                    continue
+                fields = dict(zip(names, field_values, strict=True))
+                if accounts is None:
+                    if self._object_type == "Account":
+                        items.append(
+                            checked_account(id=record_id, fields=fields, system_modstamp=stamp)
+                        )
+                        continue
+                    account_id = None
+                else:
+                    written_id = accounts[i]
+                    if written_id in account_ids:
+                        account_id = account_ids[written_id]
+                    else:
+                        account_id = normalize_id(written_id, prefix=ACCOUNT_PREFIX)
+                        account_ids[written_id] = account_id
+                items.append(
+                    checked_contact(
+                        id=record_id,
+                        account_id=account_id,
+                        fields=fields,
+                        system_modstamp=stamp,
+                    )
+                )
+            except (_NotPlainError, InvalidRecordError):
+                items.append(self._row(header, written, rows[i], lines[i], origin))
+        return items
+
+    def _deletion(
+        self, header: _Header, row: Sequence[str], record_id: str, stamp: datetime
+    ) -> Deletion:
+        master = row[header.master_at] if header.master_at is not None else ""
+        return Deletion(
+            object_type=self._object_type,
+            id=record_id,
+            deleted_at=stamp,
+            master_record_id=None if master in ("", EMPTY_ID, EMPTY_ID[:15]) else master,
+        )
+
+    def _row(
+        self, header: _Header, written: Sequence[str], row: Sequence[str], line: int, origin: str
+    ) -> Item:
+        """One row as the general reader makes it, naming its line in the whole set."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(written)
+        writer.writerow(row)
+        pages = self._general(out.getvalue().encode(), origin, 1)
+        (item,) = next(pages)
+        return attrs.evolve(item, origin=f"{origin}:{line}")

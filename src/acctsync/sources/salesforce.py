@@ -74,6 +74,7 @@ from acctsync._formats import AUDIT_FIELDS, json_value, parse_datetime
 from acctsync._ids import normalize_id
 from acctsync._names import close_matches
 from acctsync._records import (
+    Change,
     FieldValue,
     ObjectType,
     RawRecord,
@@ -599,7 +600,7 @@ class SalesforceSource:
 
     def read_changes(
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         """Pages of ``object_type`` records stamped at or after ``since`` (see `Source`).
 
         By Bulk when the source has ``bulk=True`` and the first REST page says that more
@@ -608,9 +609,7 @@ class SalesforceSource:
         _check_page_size(page_size)
         return self._read(parse_object_type(object_type), since, page_size, formulas=False)
 
-    def read_all(
-        self, object_type: ObjectType, *, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`).
 
         By Bulk, as `read_changes` decides.
@@ -619,7 +618,7 @@ class SalesforceSource:
 
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         """The live records of ``object_type``, each with only its `formula_fields`
         (`FormulaSource`).
 
@@ -646,7 +645,7 @@ class SalesforceSource:
 
     def _read(
         self, kind: ObjectType, since: datetime | None, page_size: int, *, formulas: bool
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         """The pages of a read: by REST, or by Bulk when the first page counts enough.
 
         The first REST page is read either way: its ``totalSize`` counts the records the
@@ -692,7 +691,7 @@ class SalesforceSource:
 
     def _rest_pages(
         self, kind: ObjectType, result: Any, page_size: int, deleted: bool
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         """The records of ``result`` and of the pages after it, along ``nextRecordsUrl``."""
         headers = _batch_size(page_size)
         while True:
@@ -720,7 +719,7 @@ class SalesforceSource:
         page_size: int,
         *,
         formulas: bool,
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         """The read as Bulk query jobs, one per window of `_windows`, in their order.
 
         A window whose job Salesforce refuses or fails is read by REST instead.
@@ -807,7 +806,7 @@ class SalesforceSource:
 
     def _job_results(
         self, kind: ObjectType, job_id: str, page_size: int
-    ) -> Iterator[list[RawRecord | Unreadable]]:
+    ) -> Iterator[Sequence[Change]]:
         typing = self._typings[kind]  # the query was made from the describe
         locator: str | None = None
         number = 0
