@@ -677,6 +677,7 @@ class Servicer(pb_grpc.PubSubServicer):
         self.metadata: list[dict[str, str]] = []
         self.schema_calls: Counter[str] = Counter()
         self.most_owed = 0
+        self.sent = 0  # events sent, by every call
 
     def publish(self, entity: str, record: Mapping[str, Any]) -> bytes:
         with self.changed:
@@ -758,6 +759,7 @@ class Servicer(pb_grpc.PubSubServicer):
                 batch = self.log[at : at + count]
                 at += count
                 owed[0] -= count
+                self.sent += count
                 pending = owed[0]
             events = [
                 pb.ConsumerEvent(
@@ -910,12 +912,44 @@ def test_flow_control_never_lets_more_than_the_batch_be_owed(
         org.publish("Account", account_created(A1, f"n{n}"))
     got = collect(stream_of(target, batch_size=batch_size).events(start), 250)
     assert names_of(got) == [f"n{n}" for n in range(250)]
-    assert all(len(b.events) <= min(batch_size, per_response) for b in got)
+    assert all(len(b.events) <= batch_size for b in got)
     requested = [r.num_requested for r in org.calls[0]]
     assert requested[0] == batch_size
     assert all(0 < n <= batch_size for n in requested)
     assert org.most_owed <= batch_size
     assert sum(requested) >= 250
+
+
+def test_responses_that_came_while_the_reader_was_busy_are_one_batch(
+    servicer: tuple[Servicer, str],
+) -> None:
+    org, target = servicer
+    org.per_response = 7
+    start = org.publish("Account", account_created(A1, "start"))
+    for n in range(250):
+        org.publish("Account", account_created(A1, f"n{n}"))
+    batches = stream_of(target, batch_size=30).events(start)
+    with contextlib.closing(batches):
+        first = next(batches)
+        # The reader applies its batch meanwhile, and the server sends all it is owed
+        # (at least 16 events: the stream asks for more once 15 or fewer are owed), in
+        # responses of 7.
+        deadline = time.monotonic() + 5
+        while org.sent < sum(request.num_requested for request in org.calls[0]):
+            assert time.monotonic() < deadline, f"the server sent {org.sent} events"
+            time.sleep(0.01)
+        time.sleep(0.05)  # for the last response to reach the stream
+        second = next(batches)
+        rest = collect(batches, 250 - len(first.events) - len(second.events))
+    assert len(second.events) > 7  # two responses or more
+    got = [first, second, *rest]
+    assert all(len(batch.events) <= 30 for batch in got)
+    assert names_of(got) == [f"n{n}" for n in range(250)]
+    # Each position is after the batch's last event: its replay id, or the bus's latest
+    # that a keepalive joined to it gave.
+    for batch in (batch for batch in got if batch.events):
+        last = batch.events[-1].origin
+        assert batch.position == org.tip or last == f"replay {batch.position.hex()}"
 
 
 def test_keepalives_move_the_position_and_heartbeats_repeat_it(

@@ -38,7 +38,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -153,6 +153,8 @@ class _Subscription:
         self._answers: queue.SimpleQueue[FetchResponse | grpc.RpcError | None] = (
             queue.SimpleQueue()
         )
+        # An answer `waiting` took but left for `take`; a list, since None is an answer.
+        self._held: list[FetchResponse | grpc.RpcError | None] = []
         self._call = subscribe(iter(self._requests.get, None), metadata=metadata)
         self.heard = time.monotonic()
         threading.Thread(target=self._read, name="acctsync pubsub", daemon=True).start()
@@ -167,18 +169,38 @@ class _Subscription:
             self._answers.put(None)
 
     def take(self, timeout: float) -> FetchResponse | grpc.RpcError | None:
-        """The next answer; raises `queue.Empty` when none came in ``timeout`` seconds.
-
-        A response asks the server for more events when half the batch is left.
-        """
-        answer = self._answers.get(timeout=timeout)
+        """The next answer; raises `queue.Empty` when none came in ``timeout`` seconds."""
+        answer = self._held.pop() if self._held else self._answers.get(timeout=timeout)
         self.heard = time.monotonic()
         if isinstance(answer, FetchResponse):
-            self._owed -= len(answer.events)
-            if self._owed <= self._batch_size // 2:
-                self._requests.put(FetchRequest(num_requested=self._batch_size - self._owed))
-                self._owed = self._batch_size
+            self._count(answer)
         return answer
+
+    def waiting(self, room: int) -> list[FetchResponse]:
+        """The responses that already came, up to ``room`` events in all; none waited for.
+
+        An answer that is no response, or would not fit, is kept for the next `take`.
+        """
+        taken: list[FetchResponse] = []
+        while not self._held:
+            try:
+                answer = self._answers.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(answer, FetchResponse) and len(answer.events) <= room:
+                self._count(answer)
+                room -= len(answer.events)
+                taken.append(answer)
+            else:
+                self._held.append(answer)
+        return taken
+
+    def _count(self, response: FetchResponse) -> None:
+        """Asks the server for more events once half the batch is left."""
+        self._owed -= len(response.events)
+        if self._owed <= self._batch_size // 2:
+            self._requests.put(FetchRequest(num_requested=self._batch_size - self._owed))
+            self._owed = self._batch_size
 
     def close(self) -> None:
         self._requests.put(None)
@@ -304,7 +326,11 @@ class PubSubStream:
                 while True:
                     if isinstance(answer, FetchResponse):
                         answered = True
-                        batch = self._batch(get_schema, answer, position)
+                        # Responses that came while the last batch was applied join
+                        # this one: one store transaction for them all, not one each.
+                        room = self._batch_size - len(answer.events)
+                        responses = [answer, *subscription.waiting(room)]
+                        batch = self._batch(get_schema, responses, position)
                         if batch is not None:
                             position = batch.position
                             yield batch
@@ -372,11 +398,27 @@ class PubSubStream:
     def _batch(
         self,
         get_schema: grpc.UnaryUnaryMultiCallable[SchemaRequest, SchemaInfo],
-        response: FetchResponse,
+        responses: Sequence[FetchResponse],
         position: bytes | None,
     ) -> EventBatch | None:
-        """A response's events of Account and Contact, and the position after them."""
+        """Responses' events of Account and Contact, and the position after them."""
         events: list[RawChangeEvent] = []
+        after = position
+        for response in responses:
+            self._decode(get_schema, response, events)
+            if response.events:
+                after = response.events[-1].replay_id
+            else:
+                after = response.latest_replay_id or after
+        return None if after is None else EventBatch(events=events, position=after)
+
+    def _decode(
+        self,
+        get_schema: grpc.UnaryUnaryMultiCallable[SchemaRequest, SchemaInfo],
+        response: FetchResponse,
+        events: list[RawChangeEvent],
+    ) -> None:
+        """Add a response's events of Account and Contact to ``events``."""
         for delivered in response.events:
             schema = self._schema(get_schema, delivered.event.schema_id)
             try:
@@ -390,11 +432,6 @@ class PubSubStream:
             if event["ChangeEventHeader"].get("entityName") in _STREAMS:
                 origin = f"replay {delivered.replay_id.hex()}"
                 events.append(RawChangeEvent(payload=event, origin=origin))
-        if response.events:
-            after: bytes | None = response.events[-1].replay_id
-        else:
-            after = response.latest_replay_id or position
-        return None if after is None else EventBatch(events=events, position=after)
 
     def _schema(
         self, get_schema: grpc.UnaryUnaryMultiCallable[SchemaRequest, SchemaInfo], schema_id: str
