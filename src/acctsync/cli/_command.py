@@ -10,6 +10,7 @@ or its URL without the password, the org, the record.
 from __future__ import annotations
 
 import functools
+import logging
 import shlex
 import signal
 import threading
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_log = logging.getLogger("acctsync.cli")
 
 
 class UnknownRecordError(AcctSyncError, LookupError):
@@ -116,24 +118,49 @@ def reporting(command: Callable[..., ExitCode]) -> Callable[..., None]:
             try:
                 code = command(out, **options)
             except KeyboardInterrupt:
-                with _uninterrupted():
-                    out.error(ExitCode.INTERRUPTED, "interrupted")
-                code = ExitCode.INTERRUPTED
-            except (ConfigurationError, InvalidRecordError) as error:
-                # A setting the library refused before it touched anything: a usage
-                # error, reported as click reports its own.
-                raise click.UsageError(str(error)) from None
-            except AcctSyncError as error:
-                code = (
-                    ExitCode.BUDGET
-                    if budget_exceeded(error)
-                    else next(code for kind, code in _EXIT_CODES if isinstance(error, kind))
-                )
-                with _uninterrupted():
-                    out.error(code, error, message=_message(error, database))
+                code = _report_interruption(out)
+            except Exception as error:
+                if _interrupted(error):
+                    # Raised while Ctrl-C unwound the command (a connection caught in the
+                    # middle of a transaction, say): the interruption is what happened.
+                    _log.debug("an error while interrupted", exc_info=True)
+                    code = _report_interruption(out)
+                elif isinstance(error, ConfigurationError | InvalidRecordError):
+                    # A setting the library refused before it touched anything: a usage
+                    # error, reported as click reports its own.
+                    raise click.UsageError(str(error)) from None
+                elif isinstance(error, AcctSyncError):
+                    code = (
+                        ExitCode.BUDGET
+                        if budget_exceeded(error)
+                        else next(code for kind, code in _EXIT_CODES if isinstance(error, kind))
+                    )
+                    with _uninterrupted():
+                        out.error(code, error, message=_message(error, database))
+                else:
+                    raise
         raise click.exceptions.Exit(int(code))
 
     return run
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a `KeyboardInterrupt` was being handled."""
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, KeyboardInterrupt):
+            return True
+        context = context.__context__
+    return False
+
+
+def _report_interruption(out: Output) -> ExitCode:
+    # From here the command only reports and exits: a further Ctrl-C would only cut that
+    # short, with a traceback.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out.error(ExitCode.INTERRUPTED, "interrupted")
+    return ExitCode.INTERRUPTED
 
 
 @contextmanager

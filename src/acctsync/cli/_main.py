@@ -16,22 +16,23 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``acctsync`` with ``argv`` (the process's arguments when None); the exit status.
 
-    After a run stopped by Ctrl-C (SIGINT) or SIGTERM, a further Ctrl-C is ignored: what
-    is left is the interpreter's exit, which it would only cut short with a traceback.
+    A Ctrl-C that reaches a finalizer (an object collected just then) is not printed: the
+    command says it was interrupted. After a run stopped by Ctrl-C (SIGINT) or SIGTERM, a
+    further Ctrl-C is ignored: what is left is the interpreter's exit, which it would only
+    cut short with a traceback.
     """
+    hook = sys.unraisablehook
+    sys.unraisablehook = _without_interruptions(hook)
     try:
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting, before a command handles it
         code = ExitCode.INTERRUPTED
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-        _quiet_exit()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        sys.unraisablehook = hook
     return code
-
-
-def _quiet_exit() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.unraisablehook = _without_interruptions(sys.unraisablehook)
 
 
 def _without_interruptions(hook: Callable[[Any], object]) -> Callable[[Any], object]:

@@ -47,6 +47,7 @@ __all__ = [
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _AGO: Final = re.compile(r"(\d+)([smhd])")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_CONNECT_TIMEOUT: Final = "10"  # seconds
 # How hosting providers and libpq write a PostgreSQL URL: each means psycopg 3 here.
 _POSTGRESQL: Final = frozenset({"postgres", "postgresql", "postgres+psycopg"})
 
@@ -102,8 +103,16 @@ class Database:
             raise click.BadParameter(
                 "not a database URL: its port is not a number", param_hint="'--db'"
             ) from None
+        if url.port is not None and not 0 < url.port < 2**16:
+            raise click.BadParameter(
+                f"not a database URL: port {url.port} is not a TCP port", param_hint="'--db'"
+            )
         if url.drivername in _POSTGRESQL:
-            return url.set(drivername="postgresql+psycopg")
+            url = url.set(drivername="postgresql+psycopg")
+            if "connect_timeout" not in url.query:
+                # libpq waits for a server that does not answer as long as TCP does
+                # (minutes): a command should say it is down sooner.
+                url = url.update_query_dict({"connect_timeout": _CONNECT_TIMEOUT})
         return url
 
     @property

@@ -86,15 +86,15 @@ class StopRequest:
     """The flag that Ctrl-C (SIGINT) and SIGTERM set while `handling` is active.
 
     The first signal asks for a clean stop; a second SIGINT interrupts at once, as
-    Ctrl-C does by default. Further signals are ignored: what runs then is the cleanup
-    after the interruption (the run recorded, the database closed), which another
-    `KeyboardInterrupt` would cut short with a traceback.
+    Ctrl-C does by default, and so does each after it until `cleaning_up` says the
+    interruption was caught. Then they are ignored: what runs is the cleanup (the run
+    recorded, the database closed), which another `KeyboardInterrupt` would cut short.
     """
 
     def __init__(self, announce: Callable[[str], None]) -> None:
         self._announce = announce
         self._event = threading.Event()
-        self._interrupted = False
+        self._cleaning = False
         self.signal: int | None = None
         """The signal that asked for the stop, if one did."""
 
@@ -130,10 +130,15 @@ class StopRequest:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
+    def cleaning_up(self) -> None:
+        """Ignore Ctrl-C from now on: the interruption was caught, and is being cleaned up."""
+        self._cleaning = True
+
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
         if self.requested:
-            if number == signal.SIGINT and not self._interrupted:
-                self._interrupted = True
+            # Raised again for each Ctrl-C until one is caught: one raised inside a
+            # finalizer (a connection's, collected just then) never reaches the sync.
+            if number == signal.SIGINT and not self._cleaning:
                 raise KeyboardInterrupt
             return
         self.request(number)
@@ -493,6 +498,8 @@ class Runner:
                     name = signal.Signals(self._stop.signal or signal.SIGINT).name
                     return store.record_run(ended("interrupted", f"stopped by {name}"))
                 except (KeyboardInterrupt, AcctSyncError) as error:
+                    if isinstance(error, KeyboardInterrupt):
+                        self._stop.cleaning_up()
                     # The engine takes a run's warnings when it ends: these it did not.
                     self._warn(source.take_warnings())
                     # The run's own error is what the caller needs; a store that failed
