@@ -99,7 +99,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         return
     source = ctx.get_parameter_source(param.name)
     settings = ctx.find_root().meta.setdefault(_META, {})
-    settings[param.name] = (value, source)
+    given = settings.get(param.name)
+    # Before the command's name or after it, an option given beats the environment's.
+    if given is None or source is click.core.ParameterSource.COMMANDLINE:
+        settings[param.name] = (value, source)
 
 
 def logging_options(function: Any) -> Any:

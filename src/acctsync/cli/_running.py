@@ -33,6 +33,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 from acctsync._engine import STREAMS, SyncEngine
@@ -338,14 +339,16 @@ class _EtaColumn(ProgressColumn):
 def progress_bar(console: Console) -> Progress:
     """A bar per object read: records and pages read (of the total, and the time left,
     where the source knows the total), the rate, the time spent."""
+    # The figures whole on one line: the bar takes what room is left.
+    whole = Column(no_wrap=True)
     return Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        _CountColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        _EtaColumn(),
+        TextColumn("[progress.description]{task.description}", table_column=whole),
+        BarColumn(bar_width=None),
+        _CountColumn(table_column=whole),
+        _RateColumn(table_column=whole),
+        TimeElapsedColumn(table_column=whole),
+        _EtaColumn(table_column=whole),
         console=console,
         transient=True,
     )
