@@ -125,10 +125,10 @@ def loopback_org(
     number: int, *, accounts: int = 2, contacts: int = 3, latency: float = 0.0
 ) -> FakeSalesforce:
     """A started loopback org of ``accounts`` accounts with ``contacts`` contacts each,
-    stamped a minute ago (the org's clock is the real one)."""
+    stamped two minutes ago (the org's clock is the real one)."""
     org = FakeSalesforce(latency=latency)
     org.start()
-    stamp = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    stamp = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     records: list[Account | Contact] = []
     for a in range(accounts):
         account_id = make_id("001", number * 10_000 + a)
@@ -198,13 +198,19 @@ def overlaps(intervals: Iterable[tuple[Any, Any, *tuple[Any, ...]]]) -> list[Any
 
 
 def wait_until(
-    check: Callable[[], bool], *, timeout: float, what: str, every: float = 0.2
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    every: float = 0.2,
+    detail: Callable[[], str] = str,
 ) -> None:
-    """Poll ``check`` until it holds; AssertionError naming ``what`` after ``timeout``."""
+    """Poll ``check`` until it holds; AssertionError naming ``what`` (and ``detail()``)
+    after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
+            raise AssertionError(f"waited {timeout:g} s for {what}\n{detail()}")
         time.sleep(every)
 
 
@@ -216,19 +222,17 @@ def broker_or_skip(kind: str) -> str:
     does not answer, unless ``ACCTSYNC_REQUIRE_RABBITMQ`` / ``..._REDIS`` is 1."""
     import pytest
 
-    pytest.importorskip("celery")
-    from kombu import Connection
-
+    required = f"ACCTSYNC_REQUIRE_{kind.upper()}"
     url = RABBITMQ_URL if kind == "rabbitmq" else REDIS_URL
     try:
+        from kombu import Connection
+
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
-    except Exception as error:
-        if os.environ.get(f"ACCTSYNC_REQUIRE_{kind.upper()}") == "1":
-            pytest.fail(
-                f"ACCTSYNC_REQUIRE_{kind.upper()}=1 but {kind} does not answer at {url}: {error}"
-            )
-        pytest.skip(f"no {kind} at {url}")
+    except Exception as error:  # ImportError too: without Celery there is no broker to use
+        if os.environ.get(required) == "1":
+            pytest.fail(f"{required}=1 but {kind} cannot be used at {url}: {error!r}")
+        pytest.skip(f"no {kind} at {url}: {error!r}")
     return url
 
 
@@ -328,6 +332,13 @@ class Processes:
     def log(self, name: str) -> str:
         """What process ``name`` wrote so far."""
         return self._running[name][1].read_text(errors="replace")
+
+    def tails(self, lines: int = 15) -> str:
+        """The last ``lines`` of each process's log, for a failing test's message."""
+        return "\n".join(
+            f"--- {name}\n" + "\n".join(self.log(name).splitlines()[-lines:])
+            for name in self._running
+        )
 
     def kill(self, name: str) -> None:
         """SIGKILL process ``name``: no shutdown of any kind."""

@@ -17,7 +17,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("simple_salesforce")
 pytest.importorskip("celery")
 
-from acctsync import Account, ConfigurationError
+from acctsync import Account, ConfigurationError, StoreError
 from acctsync.fleet import (
     Backoff,
     CredentialsError,
@@ -341,6 +341,10 @@ def test_the_app_acknowledges_a_job_once_done_and_beat_ticks() -> None:
     assert (conf.worker_pool, conf.worker_concurrency) == ("threads", 3)
     assert conf.beat_schedule["acctsync.fleet.tick"]["schedule"] == 7.0
     assert {"acctsync.fleet.run", "acctsync.fleet.tick"} <= set(app.tasks)
+    # The org's own failures are recorded by the job; the registry's database failing is
+    # retried by Celery, the job sent again until the database is back.
+    assert app.tasks["acctsync.fleet.run"].autoretry_for == (StoreError,)
+    assert app.tasks["acctsync.fleet.run"].max_retries is None
     with pytest.raises(ConfigurationError):
         make_app(Fleet("sqlite:///x.db"), tick=0)
 

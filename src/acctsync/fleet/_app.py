@@ -28,9 +28,7 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any, Final
 
-from celery import Celery
-
-from acctsync._errors import ConfigurationError
+from acctsync._errors import ConfigurationError, StoreError
 from acctsync.fleet._jobs import Fleet
 from acctsync.fleet._sources import load
 
@@ -56,7 +54,9 @@ def _settings(tick: float) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 8,
         # A worker that lost its broker connection cannot acknowledge what it runs: the
-        # broker has given those messages to another worker already.
+        # broker gives those messages to another worker. A prefork pool stops the jobs;
+        # a thread cannot be stopped, and its job ends while the org's lock keeps the
+        # redelivered one waiting.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
@@ -79,6 +79,9 @@ def make_app(fleet: Fleet, *, tick: float = 10.0, **settings: Any) -> Any:
     """
     if isinstance(tick, bool) or not isinstance(tick, int | float) or not tick > 0:
         raise ConfigurationError(f"tick must be a number of seconds > 0: {tick!r}")
+    # Here, not at the top: the registry and its commands need no Celery.
+    from celery import Celery
+
     app = Celery("acctsync.fleet")
     app.conf.update({**_settings(float(tick)), **settings})
     app.fleet = fleet
@@ -100,7 +103,15 @@ def make_app(fleet: Fleet, *, tick: float = 10.0, **settings: Any) -> Any:
             _log.info("sent %d jobs", len(claims))
         return len(claims)
 
-    app.task(name=RUN)(run)
+    # Only a failure of the registry's database reaches Celery (`Fleet.run` records the
+    # org's own): the job is sent again later, with a growing wait, until it is back.
+    app.task(
+        name=RUN,
+        autoretry_for=(StoreError,),
+        retry_backoff=True,
+        retry_backoff_max=600,
+        max_retries=None,
+    )(run)
     app.task(name=TICK)(send_due)
     return app
 

@@ -73,8 +73,9 @@ class Fleet:
     ``backoff`` decides what a failure does; ``lock_timeout`` is how long a job waits for
     an org's store that another runner holds before it skips; ``claim_timeout`` is how
     long a claimed job may wait in the queue before the scheduler hands it out again
-    (its message was lost); ``page_size`` is the engine's. ``pool_size`` bounds the
-    connections a worker process keeps to the database: a job holds one while it runs.
+    (its message was lost); ``page_size`` is the engine's. ``pool_size`` is how many
+    connections to the database a worker process keeps open: a job holds one while it
+    runs, and briefly a second.
     """
 
     database: str | URL
@@ -101,10 +102,12 @@ class Fleet:
             if made is None or made[0] != os.getpid():
                 from acctsync.stores.sql._store import engine_url
 
+                # Beyond pool_size, connections open as the threads need them (a job
+                # holds one, and briefly a second for the registry) and close after.
                 engine = create_engine(
                     engine_url(self.database),
                     pool_size=self.pool_size,
-                    max_overflow=self.pool_size,
+                    max_overflow=-1,
                     pool_pre_ping=True,
                 )
                 made = self._made = (os.getpid(), engine, Registry(engine, clock=self.clock))

@@ -53,7 +53,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from acctsync._errors import ConfigurationError, StoreError
 from acctsync.fleet._schedule import JOBS, Job, Pause, Retry
@@ -310,6 +310,7 @@ class Registry:
         `ConfigurationError` when the org is registered already.
         """
         _check_text("org", org)
+        now = self._clock()
         row = {
             "org": org,
             "source": _check_text("source", source),
@@ -318,23 +319,20 @@ class Registry:
             "sync_every": _interval("every", every, optional=False),
             "reconcile_every": _interval("reconcile_every", reconcile_every, optional=True),
             "refresh_every": _interval("refresh_every", refresh_every, optional=True),
+            "paused": False,
+            "failures": 0,
+            "sync_due": _micros(now),
+            "reconcile_due": _later(now, reconcile_every),
+            "refresh_due": _later(now, refresh_every),
+            "added_at": _micros(now),
         }
-        now = self._clock()
-        table = self._table
-        with self._transaction() as conn:
-            if conn.scalar(select(table.c.org).where(table.c.org == org)) is not None:
-                raise ConfigurationError(f"org {org!r} is registered already")
-            conn.execute(
-                table.insert().values(
-                    **row,
-                    paused=False,
-                    failures=0,
-                    sync_due=_micros(now),
-                    reconcile_due=_later(now, reconcile_every),
-                    refresh_due=_later(now, refresh_every),
-                    added_at=_micros(now),
-                )
-            )
+        try:
+            with self._transaction() as conn:
+                conn.execute(self._table.insert().values(**row))
+        except StoreError as error:
+            if isinstance(error.__cause__, IntegrityError):  # the org's key is taken
+                raise ConfigurationError(f"org {org!r} is registered already") from None
+            raise
         return self._get(org)
 
     @staticmethod
