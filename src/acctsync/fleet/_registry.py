@@ -164,14 +164,6 @@ class FleetOrg:
     failed_at: datetime | None = None
     added_at: datetime
 
-    def due(self, job: Job) -> datetime | None:
-        """When ``job`` runs next (None: never)."""
-        return {
-            "sync": self.sync_due,
-            "reconcile": self.reconcile_due,
-            "refresh": self.refresh_due,
-        }[job]
-
     def every(self, job: Job) -> timedelta | None:
         """How often ``job`` runs (None: never)."""
         return {

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from acctsync._errors import ConfigurationError
 from acctsync._protocols import Source
@@ -128,7 +128,7 @@ def source_factory(kind: str) -> SourceFactory:
             raise ConfigurationError(f"source kind {kind!r} cannot be loaded: {error}") from None
     if not callable(factory):
         raise ConfigurationError(f"source kind {kind!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return cast(SourceFactory, factory)
 
 
 def salesforce_login(reference: str, credentials: Mapping[str, str]) -> SalesforceLogin:
