@@ -15,7 +15,6 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("simple_salesforce")
-pytest.importorskip("celery")
 
 from acctsync import Account, ConfigurationError, StoreError
 from acctsync.fleet import (
@@ -333,6 +332,7 @@ def test_the_fleet_reads_its_settings_from_the_environment(tmp_path: Path) -> No
 
 
 def test_the_app_acknowledges_a_job_once_done_and_beat_ticks() -> None:
+    pytest.importorskip("celery")
     app = make_app(Fleet("sqlite:///x.db"), tick=7, worker_concurrency=3)
     conf = app.conf
     assert conf.task_acks_late
