@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= acctsync-demo.db
 
-.PHONY: demo test lint docs bench bench-sql bench-follow bench-salesforce bench-decode proto clean
+.PHONY: demo test lint docs bench bench-sql bench-follow bench-salesforce bench-decode bench-fleet proto clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(BIN)/.installed
 
 bench-sql: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_sql.py
+
+bench-fleet: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_fleet.py
 
 bench-salesforce: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_salesforce.py

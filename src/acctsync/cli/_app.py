@@ -14,6 +14,7 @@ from acctsync.cli._command import reporting
 from acctsync.cli._conversion import convert
 from acctsync.cli._edit import edit
 from acctsync.cli._exits import ExitCode
+from acctsync.cli._fleet import fleet
 from acctsync.cli._logs import logging_options
 from acctsync.cli._output import Output
 from acctsync.cli._params import DATABASE, Database
@@ -60,5 +61,5 @@ def demo(out: Output, *, database: Database, as_json: bool) -> ExitCode:
     return ExitCode.OK
 
 
-for _command in (demo, sync, refresh_formulas, status, activities, show, edit, convert):
+for _command in (demo, sync, refresh_formulas, status, activities, show, edit, convert, fleet):
     app.add_command(_command)
