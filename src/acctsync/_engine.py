@@ -267,15 +267,27 @@ class SyncEngine:
                             caught_up = True
                             if stopped():
                                 return
-                        report = self._apply_events(stream.name, batch, size)
-                        position = batch.position
                         if batch.events:
+                            report = self._apply_events(stream.name, batch, size)
+                            position = batch.position
                             yield report
+                        else:
+                            self._keep_position(store, stream.name, batch.position)
+                            position = batch.position
                 finally:
                     # Ends the subscription; an iterator that is no generator has none.
                     close = getattr(batches, "close", None)
                     if close is not None:
                         close()
+
+    @staticmethod
+    def _keep_position(store: CheckpointStore, name: str, position: bytes) -> None:
+        """Store a keepalive's position: no event to read, no watermark to move.
+
+        Stored even when it did not move: each write renews a store's hold where the
+        hold is a lease (SQLite's lapses after a while without a write).
+        """
+        store.apply(Batch(checkpoints=(Checkpoint(name=name, position=position),)))
 
     def _apply_events(self, name: str, batch: EventBatch, size: int) -> SyncReport:
         """Apply one batch of a stream's events, and store its position with the last page."""
