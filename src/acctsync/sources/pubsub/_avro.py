@@ -61,7 +61,11 @@ def _plain(raw: Any) -> Any:
 
 def _datetime(raw: Any) -> Any:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return format_datetime(_EPOCH + timedelta(milliseconds=raw))
+        moment = _EPOCH + timedelta(milliseconds=raw)
+        if moment.year < 1000:  # isoformat pads the year, as format_datetime does not
+            return format_datetime(moment)
+        # format_datetime's text, faster: a datetime field is in every event.
+        return moment.isoformat(timespec="milliseconds")[:-6] + "+0000"
     return _plain(raw)
 
 
@@ -111,6 +115,14 @@ def _reader(field: Mapping[str, Any]) -> _Read:
     return _TEMPORAL.get(doc.rpartition(":")[2], _plain) if isinstance(doc, str) else _plain
 
 
+def _as_is(field: Mapping[str, Any], read: _Read) -> bool:
+    """Whether ``field``'s values are read as fastavro gives them: no logical type to
+    write as text, no type named in its ``doc``, no compound."""
+    return read is _plain and not any(
+        isinstance(branch, Mapping) and "logicalType" in branch for branch in _branches(field)
+    )
+
+
 class ChangeEventSchema:
     """A change event's Avro schema, as ``GetSchema`` gives it: reads its payloads.
 
@@ -120,7 +132,7 @@ class ChangeEventSchema:
     `ConfigurationError`.
     """
 
-    __slots__ = ("_components", "_names", "_parsed", "_readers", "schema_id")
+    __slots__ = ("_components", "_fields", "_names", "_parsed", "schema_id")
 
     def __init__(self, schema_json: str, *, schema_id: str = "") -> None:
         self.schema_id = schema_id
@@ -146,7 +158,14 @@ class ChangeEventSchema:
             record = _record_of(field)
             if record is not None and position:
                 self._components[position] = tuple(str(f["name"]) for f in record["fields"])
-        self._readers = tuple((str(f["name"]), _reader(f)) for f in fields[1:])
+        # Each field but the header: its name, how to read a value (None: as it is), and
+        # a compound's components.
+        readers: list[tuple[str, _Read | None, tuple[str, ...] | None]] = []
+        for position, field in enumerate(fields[1:], start=1):
+            read = _reader(field)
+            components = self._components.get(position)
+            readers.append((str(field["name"]), None if _as_is(field, read) else read, components))
+        self._fields = tuple(readers)
 
     def __repr__(self) -> str:
         return f"<ChangeEventSchema {self.schema_id!r} fields={len(self._names)}>"
@@ -195,24 +214,30 @@ class ChangeEventSchema:
         record = cast(
             "dict[str, Any]", fastavro.schemaless_reader(io.BytesIO(payload), self._parsed, None)
         )
-        header = dict(record[_HEADER])
+        header: dict[str, Any] = record[_HEADER]  # read for this call: changed in place
         whole = True
         for key in _FIELD_LISTS:
-            header[key], complete = self.names(header.get(key) or ())
-            whole = whole and complete
+            listed = header.get(key)
+            if listed:
+                header[key], complete = self.names(listed)
+                whole = whole and complete
+            else:
+                header[key] = []
         if not whole and header.get("changeType") in _GAPPABLE:
             header["changeType"] = f"GAP_{header['changeType']}"
         nulled = header["nulledFields"]
         event: dict[str, Any] = {_HEADER: header}
-        for position, (name, read) in enumerate(self._readers, start=1):
+        for name, read, components in self._fields:
             raw = record.get(name)
             if raw is None:
                 # A compound set to null as a whole: CometD's shape of it, with its
                 # components, so that each is cleared, a custom one's too.
-                if position in self._components and name in nulled:
-                    event[name] = dict.fromkeys(self._components[position])
-                continue
-            value = read(raw)
-            if value != {}:
-                event[name] = value
+                if components is not None and name in nulled:
+                    event[name] = dict.fromkeys(components)
+            elif read is None:
+                event[name] = raw
+            else:
+                value = read(raw)
+                if value != {}:
+                    event[name] = value
         return event

@@ -18,9 +18,13 @@ yields an empty batch (its reader can stop between batches), after ``idle_timeou
 gives the call up. Salesforce sends an empty response, a keepalive, at least every 270
 seconds while no event comes (proto comment on ``FetchResponse``).
 
-Each response becomes one `EventBatch`: its events decoded with their schemas (fetched
-once per schema id by ``GetSchema``, then kept), events of objects other than Account and
-Contact left out, and the position after it, its last event's replay id or a keepalive's
+Each response becomes one `EventBatch`, with the responses that came while the reader
+applied the last batch, up to ``batch_size`` events in all: a reader that takes longer
+over a batch than the server over a response then applies what waits in one store
+transaction, not in one each, and keeps up; nothing is waited for to fill a batch. A
+batch holds the events decoded with their schemas (fetched once per schema id by
+``GetSchema``, then kept), events of objects other than Account and Contact left out,
+and the position after them: the last event's replay id, or a keepalive's
 ``latest_replay_id``.
 
 Failures: a call that ends, fails with a passing status (``UNAVAILABLE``...) or goes
