@@ -82,6 +82,7 @@ ReplayId: TypeAlias = int | str | bytes
 """A replay id, kept as given: an ``int`` from CometD, opaque ``bytes`` from the Pub/Sub API."""
 
 _STREAMS: Final = frozenset({"Account", "Contact"})
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 
 # The order items go out in: (stamp, record id, 0 for a fallback record and 1 for an
@@ -174,13 +175,16 @@ def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent)
         raw_type = header.get("changeType")
         change_type = raw_type if isinstance(raw_type, str) else None
         ids = header.get("recordIds")
-        if isinstance(ids, Sequence) and not isinstance(ids, str):
+        if type(ids) is list or (isinstance(ids, Sequence) and not isinstance(ids, str)):
             record_ids = tuple(i for i in ids if isinstance(i, str) and not is_empty_id(i))
         unreadable_fields = holds_bitmap(header)
         # CDC Developer Guide, "Change Event Fields": diffFields names the text fields sent
-        # as a diff (over CometD, as {"diff": ...}): only the record has their value.
+        # as a diff (over CometD, as {"diff": ...}): only the record has their value. A
+        # scalar is no diff, and is told apart without the slower check for a Mapping.
         diffed = bool(header.get("diffFields")) or any(
-            isinstance(value, Mapping) and "diff" in value for value in body.values()
+            "diff" in value
+            for value in body.values()
+            if type(value) not in _SCALARS and isinstance(value, Mapping)
         )
     return _Event(
         position=position,
