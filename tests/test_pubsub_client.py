@@ -46,6 +46,7 @@ from acctsync import (
     SyncEngine,
     decode_change_event,
 )
+from acctsync._formats import format_datetime
 from acctsync.sources.pubsub import ChangeEventSchema, PubSubError, PubSubStream
 from acctsync.sources.pubsub._proto import pubsub_api_pb2 as pb
 from acctsync.sources.pubsub._proto import pubsub_api_pb2_grpc as pb_grpc
@@ -627,6 +628,27 @@ def test_logical_types_read_as_salesforce_text() -> None:
     }
     event = reader(schema).event(avro(schema, record))
     assert (event["At__c"], event["On__c"]) == ("2024-01-31T12:00:00.000+0000", "2024-02-29")
+
+
+DATETIME_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "E",
+    "fields": [
+        {"name": "ChangeEventHeader", "type": HEADER},
+        optional("At__c", "long", "At__c:DateTime"),
+    ],
+}
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)))
+def test_datetimes_in_epoch_milliseconds_read_as_the_rest_api_writes_them(at: datetime) -> None:
+    record = {
+        "ChangeEventHeader": header(DATETIME_SCHEMA, "Account", "CREATE", [A1]),
+        "At__c": millis(at),
+    }
+    event = reader(DATETIME_SCHEMA).event(avro(DATETIME_SCHEMA, record))
+    to_the_millisecond = at.replace(microsecond=at.microsecond // 1000 * 1000)
+    assert event["At__c"] == format_datetime(to_the_millisecond)
 
 
 @pytest.mark.parametrize(
