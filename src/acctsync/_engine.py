@@ -583,14 +583,24 @@ class SyncEngine:
     def _decode(
         self,
         stream: ObjectType,
-        page: Iterable[Change],
+        page: Sequence[Change],
         tally: Tally,
         spellings: Spellings,
         from_event: Callable[[Upstream], None] | None = None,
     ) -> list[Upstream]:
-        """The page's changes, decoded; ``from_event`` is told of each read from an event."""
+        """The page's changes, decoded; ``from_event`` is told of each read from an event.
+
+        An event carries every field of its record, a created one's all: those the
+        engine's source does not read are left out (`DescribedSource`), as a sync of the
+        source leaves them, so that the store never holds a value no sync would keep.
+        """
         changes: list[Upstream] = []
         native = Account if stream == "Account" else Contact
+        readable: frozenset[str] | None = None
+        if isinstance(self._source, DescribedSource) and any(
+            type(item) is RawChangeEvent for item in page
+        ):
+            readable = frozenset(name.lower() for name in self._source.field_names(stream))
         for item in page:
             if type(item) is native:  # the common case, checked first: a page is large
                 try:
@@ -643,6 +653,8 @@ class SyncEngine:
                 elif isinstance(change, Deletion):
                     changes.append(change)
                 else:
+                    if readable is not None and isinstance(item, RawChangeEvent):
+                        change = _readable_only(change, readable)
                     try:
                         changes.append(spellings.spelled(change))
                     except InvalidRecordError as error:
@@ -834,6 +846,15 @@ def _contact_id_or_none(value: str) -> str | None:
         return normalize_id(value, prefix=CONTACT_PREFIX)
     except InvalidRecordError:
         return None
+
+
+def _readable_only(
+    change: Account | Contact | PartialUpdate, readable: frozenset[str]
+) -> Account | Contact | PartialUpdate:
+    """``change`` with only the fields named in ``readable`` (lower case)."""
+    fields = change.fields
+    kept = {name: value for name, value in fields.items() if name.lower() in readable}
+    return change if len(kept) == len(fields) else attrs.evolve(change, fields=kept)
 
 
 def _values_only(change: Account | Contact | PartialUpdate) -> PartialUpdate:
