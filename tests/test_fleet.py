@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,6 +258,60 @@ def test_refused_or_missing_credentials_and_bad_settings_pause_the_org(error: Ex
 def test_a_backoff_needs_positive_durations() -> None:
     with pytest.raises(ConfigurationError):
         Backoff(maximum=timedelta(0))
+
+
+def test_the_fleet_times_are_timezone_aware(sqlite_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        Retry(at=datetime(2026, 1, 5, 9, 0))
+    naive = Registry(sqlite_url, clock=lambda: datetime(2026, 1, 5, 9, 0))
+    with naive, pytest.raises(ConfigurationError, match="timezone-aware"):
+        naive.add("acme", credentials="ACME")
+    with Registry(sqlite_url) as registry:
+        registry.add("acme", credentials="ACME")
+        with pytest.raises(ConfigurationError, match="timezone-aware"):
+            registry.started("acme", "sync", datetime(2026, 1, 5, 9, 0))
+        # Any zone is taken, and read back in UTC.
+        east = timezone(timedelta(hours=2))
+        registry.started("acme", "sync", datetime(2026, 1, 5, 11, 0, tzinfo=east))
+        assert registry.get("acme").started_at == T0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"page_size": 2.5},
+        {"page_size": 0},
+        {"pool_size": True},
+        {"lock_timeout": float("inf")},
+        {"lock_timeout": 0},
+        {"claim_timeout": timedelta(0)},
+        {"claim_timeout": 60},
+    ],
+)
+def test_a_fleet_refuses_a_setting_at_once_not_in_each_org_job(settings: dict[str, Any]) -> None:
+    # Refused by the engine or the store when a job made them, it would pause every org.
+    with pytest.raises(ConfigurationError):
+        Fleet("sqlite://", **settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://sync:s3cret-pw@db:notaport/acctsync",
+        "nosuchdialect://sync:s3cret-pw@db/acctsync",
+        "sync:s3cret-pw@db",
+    ],
+)
+def test_a_database_url_that_is_no_url_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Registry(url)
+    assert "s3cret-pw" not in str(refused.value)
+    with pytest.raises(ConfigurationError) as refused:
+        Fleet(url).registry  # noqa: B018 (the dialect is looked for when first opened)
+    assert "s3cret-pw" not in str(refused.value)
+    assert repr(Fleet("postgresql://sync:s3cret-pw@db/acctsync")) == (
+        "<Fleet postgresql+psycopg://sync:***@db/acctsync>"
+    )
 
 
 # -- Credentials and source kinds -------------------------------------------------------------

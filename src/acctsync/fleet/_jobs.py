@@ -17,27 +17,26 @@ prefork pool forked), so that its connections are the process's own.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from attrs import define, field
-from sqlalchemy import URL, Engine, create_engine
+from attrs import Attribute, define, field
+from sqlalchemy import URL, Engine
 
 from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError, ConfigurationError, LockTimeoutError
 from acctsync._protocols import CompleteSource, FormulaSource, MeteredSource, Source
 from acctsync._report import SyncReport
-from acctsync.fleet._registry import Claim, FleetOrg, Registry
+from acctsync.fleet._registry import Claim, FleetOrg, Registry, database_url, open_engine
 from acctsync.fleet._schedule import JOBS, Backoff, Job
 from acctsync.fleet._sources import CredentialsResolver, environment_credentials, source_factory
-
-if TYPE_CHECKING:
-    from acctsync.stores.sql import SqlStore
+from acctsync.stores.sql import SqlStore, SyncRun
 
 __all__ = ["Fleet"]
 
@@ -60,9 +59,26 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _positive(instance: object, attribute: object, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"{getattr(attribute, 'name', '?')} must be > 0: {value!r}")
+# Checked here, once: a setting that the store or the engine refused only when a job
+# made them would be taken for each org's own failure, and pause every org.
+def _seconds(instance: object, attribute: Attribute[float], value: float) -> None:
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not 0 < value < math.inf:
+        raise ConfigurationError(f"{attribute.name} must be a number of seconds > 0: {value!r}")
+
+
+def _count(instance: object, attribute: Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be an int >= 1: {value!r}")
+
+
+def _duration(instance: object, attribute: Attribute[timedelta], value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ConfigurationError(f"{attribute.name} must be a timedelta > 0: {value!r}")
+
+
+def _database(instance: object, attribute: Attribute[str | URL], value: str | URL) -> None:
+    database_url(value)
 
 
 @define(repr=False)
@@ -78,21 +94,19 @@ class Fleet:
     runs, and briefly a second.
     """
 
-    database: str | URL
+    database: str | URL = field(validator=_database)
     credentials: CredentialsResolver = field(default=environment_credentials, kw_only=True)
     backoff: Backoff = field(factory=Backoff, kw_only=True)
-    lock_timeout: float = field(default=10.0, kw_only=True, validator=_positive)
-    claim_timeout: timedelta = field(default=timedelta(hours=1), kw_only=True)
-    page_size: int = field(default=2000, kw_only=True, validator=_positive)
-    pool_size: int = field(default=10, kw_only=True, validator=_positive)
+    lock_timeout: float = field(default=10.0, kw_only=True, validator=_seconds)
+    claim_timeout: timedelta = field(default=timedelta(hours=1), kw_only=True, validator=_duration)
+    page_size: int = field(default=2000, kw_only=True, validator=_count)
+    pool_size: int = field(default=10, kw_only=True, validator=_count)
     clock: Callable[[], datetime] = field(default=_utc_now, kw_only=True)
     _lock: threading.Lock = field(factory=threading.Lock, init=False)
     _made: tuple[int, Engine, Registry] | None = field(default=None, init=False)
 
     def __repr__(self) -> str:
-        from acctsync.stores.sql._store import engine_url
-
-        url = engine_url(self.database).render_as_string(hide_password=True)
+        url = database_url(self.database).render_as_string(hide_password=True)
         return f"<Fleet {url}>"
 
     def _opened(self) -> tuple[Engine, Registry]:
@@ -100,17 +114,24 @@ class Fleet:
         with self._lock:
             made = self._made
             if made is None or made[0] != os.getpid():
-                from acctsync.stores.sql._store import engine_url
-
+                if made is not None:
+                    # The parent's connections, inherited by a fork: left to the parent,
+                    # which a close from here would cut.
+                    made[1].dispose(close=False)
                 # Beyond pool_size, connections open as the threads need them (a job
                 # holds one, and briefly a second for the registry) and close after.
-                engine = create_engine(
-                    engine_url(self.database),
+                engine = open_engine(
+                    self.database,
                     pool_size=self.pool_size,
                     max_overflow=-1,
                     pool_pre_ping=True,
                 )
-                made = self._made = (os.getpid(), engine, Registry(engine, clock=self.clock))
+                try:
+                    registry = Registry(engine, clock=self.clock)
+                except BaseException:
+                    engine.dispose()
+                    raise
+                made = self._made = (os.getpid(), engine, registry)
             return made[1], made[2]
 
     @property
@@ -165,8 +186,6 @@ class Fleet:
             return "failed"
 
     def _run(self, entry: FleetOrg, job: Job) -> str:
-        from acctsync.stores.sql import SqlStore
-
         org, registry = entry.org, self.registry
         every = entry.every(job) or entry.sync_every
         source = source_factory(entry.source)(entry, self.credentials(entry.credentials))
@@ -200,8 +219,6 @@ class Fleet:
         started: datetime,
         label: str,
     ) -> str:
-        from acctsync.stores.sql import SyncRun
-
         sent = source.requests_made if isinstance(source, MeteredSource) else 0
         try:
             report = _OPERATIONS[job](engine)

@@ -53,24 +53,50 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from acctsync._errors import ConfigurationError, StoreError
 from acctsync.fleet._schedule import JOBS, Job, Pause, Retry
+from acctsync.stores.sql._codec import micros, stamp
+from acctsync.stores.sql._store import engine_url
 
 __all__ = ["Claim", "FleetOrg", "Registry", "UnknownOrgError"]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LONGEST: Final = timedelta(days=3660)  # ten years: beyond that an interval is a mistake
 _CREATE_LOCK: Final = 0x61637473796E6366  # "actsyncf": one process creates the table
 
 
-def _micros(stamp: datetime) -> int:
-    return (stamp - _EPOCH) // timedelta(microseconds=1)
+def _micros(moment: datetime) -> int:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise ConfigurationError(f"the fleet's times are timezone-aware datetimes: {moment!r}")
+    return micros(moment)
 
 
-def _stamp(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+def _stamp(since_epoch: int | None) -> datetime | None:
+    return None if since_epoch is None else stamp(since_epoch)
+
+
+def database_url(database: str | URL) -> URL:
+    """``database`` as a SQLAlchemy URL, PostgreSQL's with its driver named.
+
+    Raises `ConfigurationError` without the text, which may hold a password.
+    """
+    try:
+        return engine_url(database)
+    except (ArgumentError, ValueError) as error:  # ValueError: a port that is no number
+        raise ConfigurationError(f"not a database URL ({type(error).__name__}: {error})") from None
+
+
+def open_engine(database: str | URL, **options: Any) -> Engine:
+    """A SQLAlchemy engine of ``database``; `ConfigurationError` as `database_url`, or
+    when its dialect or driver is not installed."""
+    url = database_url(database)
+    try:
+        return create_engine(url, **options)
+    except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
+        raise ConfigurationError(
+            f"cannot open that database URL ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _utc_now() -> datetime:
@@ -229,10 +255,8 @@ class Registry:
         create: bool = True,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        from acctsync.stores.sql._store import engine_url
-
         self._owns_engine = not isinstance(engine, Engine)
-        self._engine = engine if isinstance(engine, Engine) else create_engine(engine_url(engine))
+        self._engine = engine if isinstance(engine, Engine) else open_engine(engine)
         self._table = define_table(table_prefix, schema)
         self._clock = clock
         try:

@@ -28,6 +28,7 @@ from acctsync._errors import ConfigurationError, SourceError
 __all__ = ["JOBS", "Backoff", "Job", "Pause", "Retry", "auth_failure", "budget_exceeded"]
 
 Job: TypeAlias = Literal["sync", "reconcile", "refresh"]
+"""The name of one of an org's jobs: ``sync``, ``reconcile`` or ``refresh``."""
 JOBS: Final[tuple[Job, ...]] = ("sync", "reconcile", "refresh")
 """The jobs a worker runs for an org: `SyncEngine.sync`, `SyncEngine.reconcile` and
 `SyncEngine.refresh_formulas`."""
@@ -89,11 +90,16 @@ class Pause:
     reason: str
 
 
+def _aware(instance: object, attribute: object, value: datetime) -> None:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ConfigurationError(f"a retry's time must be a timezone-aware datetime: {value!r}")
+
+
 @frozen(kw_only=True)
 class Retry:
-    """Run the failed job again at ``at``."""
+    """Run the failed job again at ``at`` (a timezone-aware datetime)."""
 
-    at: datetime
+    at: datetime = field(validator=_aware)
 
 
 def _duration(instance: object, attribute: object, value: timedelta) -> None:
