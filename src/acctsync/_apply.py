@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import attrs
 from attrs import define, field
@@ -77,6 +77,7 @@ Upstream = Account | Contact | Deletion | PartialUpdate
 """A decoded change, ready to apply."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # Up to this many contacts of an account are read with a page; a larger account is
 # counted first (rule S8 exists for accounts too big to load).
 _MEMBERS_UP_TO = MAX_CONTACTS
@@ -91,6 +92,7 @@ def stream_of(change: Upstream) -> ObjectType:
 
 
 _RANKS: dict[type, tuple[bool, bool]] = {Account: (False, False), Contact: (False, True)}
+_RECORD_TYPES = frozenset({Account, Contact})
 
 
 def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
@@ -156,8 +158,7 @@ def _place(change: Upstream, stored: StoredAccount | StoredContact) -> Place:
 
 def micros(stamp: datetime) -> int:
     """A timestamp as microseconds since the epoch: versions in activity ids, store columns."""
-    delta = stamp - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (stamp - _EPOCH) // _MICROSECOND
 
 
 def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
@@ -393,25 +394,57 @@ class Applier:
             (account_ids if stream == "Account" else contact_ids).add(change.id)
         # The accounts event contacts name too, in the same query: each may have been
         # merged since (see _contact_change).
-        asked = account_ids | {
-            change.account_id
-            for change in changes
-            if isinstance(change, Contact | PartialUpdate)
-            and isinstance(change.account_id, str)
-            and _version(change) in self._from_events
-        }
+        asked = account_ids
+        if self._from_events:
+            asked = account_ids | {
+                change.account_id
+                for change in changes
+                if isinstance(change, Contact | PartialUpdate)
+                and isinstance(change.account_id, str)
+                and _version(change) in self._from_events
+            }
         self._accounts = dict(self.store.account_states(asked)) if asked else {}
         self._asked = asked
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
         self._placed = {}
-        changes = [self._as_stored(change) for change in changes]
-        self._members = self._members_of(changes, streams)
-        for change, stream in zip(changes, streams, strict=True):
-            if stream == "Account":
-                self._account_change(change, contact_ids)
-            else:
-                self._contact_change(change)
+        if self._all_new(changes, len(account_ids) + len(contact_ids)):
+            self._add(changes)
+        else:
+            changes = [self._as_stored(change) for change in changes]
+            self._members = self._members_of(changes, streams)
+            for change, stream in zip(changes, streams, strict=True):
+                if stream == "Account":
+                    self._account_change(change, contact_ids)
+                else:
+                    self._contact_change(change)
         self._commit(watermarks, checkpoints)
+
+    def _all_new(self, changes: Sequence[Upstream], distinct: int) -> bool:
+        """Whether the page only adds records: live versions, one of each record, none of
+        which the store holds (an initial load's pages)."""
+        return (
+            not self._accounts
+            and not self._contacts
+            and not self.refresh_only
+            and distinct == len(changes)
+            and {type(change) for change in changes} <= _RECORD_TYPES
+        )
+
+    def _add(self, changes: Sequence[Upstream]) -> None:
+        """`apply`'s loop for a page `_all_new` holds, to the same end: each version is new,
+        no account is held to fan out from, and no merge is held that a contact read from
+        an event would have to follow."""
+        states = [AccountState(upstream=change) for change in changes if type(change) is Account]
+        contacts = [change for change in changes if type(change) is Contact]
+        self._accounts.update((state.id, state) for state in states)
+        self._contacts.update((contact.id, contact) for contact in contacts)
+        pending = self._pending
+        pending.accounts.extend(states)
+        pending.contacts.extend(contacts)
+        pending.dirty.update(c.account_id for c in contacts if c.account_id is not None)
+        self._members = {}
+        self.tally.accounts_upserted += len(states)
+        self.tally.contacts_upserted += len(contacts)
 
     def _as_stored(self, change: Upstream) -> Upstream:
         """``change`` with its field names as the stored record spells them, and with the
@@ -649,7 +682,8 @@ class Applier:
             # (a stale one: the account was undeleted since, in a version yet to come).
             # A change event shows it as it was at its stamp: a merge after that moved it.
             named = change.account_id if isinstance(change, PartialUpdate) else contact.account_id
-            if isinstance(named, str) and _version(change) in self._from_events:
+            from_event = self._from_events and _version(change) in self._from_events
+            if isinstance(named, str) and from_event:
                 moved_to = self._merged_since(named, change.system_modstamp)
                 if moved_to != named:
                     contact = attrs.evolve(contact, account_id=moved_to)

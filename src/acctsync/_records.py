@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import MappingProxyType
@@ -42,7 +42,9 @@ __all__ = [
     "Unreadable",
     "check_field",
     "checked_account",
+    "checked_accounts",
     "checked_contact",
+    "checked_contacts",
     "field_name_problem",
     "fields_attribute",
     "parse_object_type",
@@ -363,6 +365,44 @@ def checked_contact(
     _set(contact, "system_modstamp", system_modstamp)
     _set(contact, "sequence", None)
     return contact
+
+
+def checked_accounts(
+    ids: Sequence[str], fields: Sequence[dict[str, FieldValue]], stamps: Sequence[datetime]
+) -> list[Account]:
+    """`checked_account` of each ``ids[i]``, ``fields[i]`` and ``stamps[i]``, in a loop of
+    its own: for a reader of thousands of records at a time."""
+    new, set_, proxy = object.__new__, object.__setattr__, MappingProxyType
+    accounts = []
+    for record_id, values, stamp in zip(ids, fields, stamps, strict=True):
+        account = new(Account)
+        set_(account, "id", record_id)
+        set_(account, "fields", proxy(values))
+        set_(account, "system_modstamp", stamp)
+        set_(account, "sequence", None)
+        accounts.append(account)
+    return accounts
+
+
+def checked_contacts(
+    ids: Sequence[str],
+    account_ids: Sequence[str | None],
+    fields: Sequence[dict[str, FieldValue]],
+    stamps: Sequence[datetime],
+) -> list[Contact]:
+    """`checked_contact` of each ``ids[i]``, ``account_ids[i]``, ``fields[i]`` and
+    ``stamps[i]``, as `checked_accounts`."""
+    new, set_, proxy = object.__new__, object.__setattr__, MappingProxyType
+    contacts = []
+    for record_id, account_id, values, stamp in zip(ids, account_ids, fields, stamps, strict=True):
+        contact = new(Contact)
+        set_(contact, "id", record_id)
+        set_(contact, "account_id", account_id)
+        set_(contact, "fields", proxy(values))
+        set_(contact, "system_modstamp", stamp)
+        set_(contact, "sequence", None)
+        contacts.append(contact)
+    return contacts
 
 
 def parse_object_type(value: object) -> ObjectType:

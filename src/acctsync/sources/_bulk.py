@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
-from itertools import islice, repeat
-from typing import Any, Final, TypeAlias
+from itertools import islice
+from typing import Any, Final, TypeAlias, cast
 
 import attrs
 from attrs import frozen
@@ -56,7 +55,9 @@ from acctsync._records import (
     RawRecord,
     Unreadable,
     checked_account,
+    checked_accounts,
     checked_contact,
+    checked_contacts,
     field_name_problem,
 )
 from acctsync.sources.files import csv_pages, types_from_describe
@@ -143,14 +144,50 @@ _AUDIT_FOLDED: Final = frozenset(name.casefold() for name in AUDIT_FIELDS)
 _BOOLEANS: Final[Mapping[str, bool]] = {"true": True, "false": False, "1": True, "0": False}
 _DIGITS: Final = frozenset("0123456789")
 _DECIMAL_CHARACTERS: Final = frozenset("0123456789.eE+-")
-# The shapes Bulk API 2.0 writes, in ASCII digits; other text goes to the export reader,
-# which reads more (Unicode digits, other offsets, Data Export's datetimes) or refuses it.
-_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DATETIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+# The shapes Bulk API 2.0 writes: where each has which separator. The other characters
+# must be ASCII digits, which fromisoformat checks; other text (Unicode digits, other
+# offsets, Data Export's datetimes) goes to the export reader, which reads it or refuses.
+_DATE: Final = (10, {4: "-", 7: "-"})
+_DATETIME: Final = (24, {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"})
+_EMPTY_IDS: Final = (EMPTY_ID, EMPTY_ID[:15])
+# Records' own IDs: ``001`` or ``003`` and 15 letters and digits, then their checksum.
+_ID_SIZE: Final = 18
 
 
 class _NotPlainError(Exception):
     """A value, row or page the column reader does not read: the export reader will."""
+
+
+def _shaped(values: Sequence[str], shape: tuple[int, Mapping[int, str]]) -> bool:
+    """Whether every value is ASCII of the shape's length, its separators in their places.
+
+    A few passes of C over the column joined, rather than a pattern matched per value.
+    """
+    size, separators = shape
+    if any(len(v) != size for v in values):
+        return False
+    joined = "".join(values)
+    count = len(values)
+    return joined.isascii() and all(
+        joined[at::size] == char * count for at, char in separators.items()
+    )
+
+
+def _parsed(
+    values: Sequence[str], shape: tuple[int, Mapping[int, str]], parse: Callable[[str], Any]
+) -> list[Any]:
+    """Each value parsed, None for an empty one; `_NotPlainError` for any other shape."""
+    present = [v for v in values if v] if "" in values else values
+    if not _shaped(present, shape):
+        raise _NotPlainError
+    try:
+        parsed = list(map(parse, present))
+    except ValueError:
+        raise _NotPlainError from None
+    if len(present) == len(values):
+        return parsed
+    each = iter(parsed)
+    return [next(each) if v else None for v in values]
 
 
 def _text_column(values: Sequence[str]) -> list[FieldValue]:
@@ -162,16 +199,15 @@ def _text_column(values: Sequence[str]) -> list[FieldValue]:
 
 
 def _boolean_column(values: Sequence[str]) -> list[FieldValue]:
+    try:
+        return [_BOOLEANS[v] if v else None for v in values]
+    except KeyError:
+        pass
     out: list[FieldValue] = []
     for v in values:
-        if not v:
-            out.append(None)
-            continue
-        value = _BOOLEANS.get(v)
-        if value is None:
-            value = _BOOLEANS.get(v.lower())
-            if value is None:
-                raise _NotPlainError
+        value = _BOOLEANS.get(v.lower()) if v else None
+        if v and value is None:
+            raise _NotPlainError
         out.append(value)
     return out
 
@@ -190,63 +226,24 @@ def _int_column(values: Sequence[str]) -> list[FieldValue]:
 
 
 def _decimal_column(values: Sequence[str]) -> list[FieldValue]:
-    out: list[FieldValue] = []
-    for v in values:
-        if not v:
-            out.append(None)
-        elif not _DECIMAL_CHARACTERS.issuperset(v):
-            raise _NotPlainError  # Decimal() also reads NaN, Infinity and Unicode digits
-        else:
-            try:
-                number = Decimal(v)
-            except ArithmeticError:
-                raise _NotPlainError from None
-            if not number.is_finite():
-                raise _NotPlainError
-            out.append(number)
-    # Decimal() reads "1_000" and " 1 " too; the export reader's pattern does not.
-    return out
+    # Decimal() reads NaN, Infinity, Unicode digits, spaces and underscores too; the
+    # export reader's pattern none of them.
+    if not _DECIMAL_CHARACTERS.issuperset("".join(values)):
+        raise _NotPlainError
+    try:
+        return [Decimal(v) if v else None for v in values]
+    except ArithmeticError:  # "1e", "1.2.3": no number
+        raise _NotPlainError from None
 
 
 def _date_column(values: Sequence[str]) -> list[FieldValue]:
-    out: list[FieldValue] = []
-    for v in values:
-        if not v:
-            out.append(None)
-            continue
-        # 2024-01-31 only: date.fromisoformat takes week dates and other forms too.
-        if _DATE.fullmatch(v) is None:
-            raise _NotPlainError
-        try:
-            out.append(date.fromisoformat(v))
-        except ValueError:
-            raise _NotPlainError from None
-    return out
+    # date.fromisoformat alone would take week dates and other forms too.
+    return _parsed(values, _DATE, date.fromisoformat)
 
 
 def _datetime_column(values: Sequence[str]) -> list[FieldValue]:
-    out: list[FieldValue] = []
-    for v in values:
-        if not v:
-            out.append(None)
-            continue
-        value = _stamp(v)
-        if value is None:
-            raise _NotPlainError
-        out.append(value)
-    return out
-
-
-def _stamp(text: str) -> datetime | None:
-    """A Bulk API 2.0 datetime (``2026-01-05T09:00:00.000Z``) in UTC, or None for any
-    other text, which the export reader reads or refuses."""
-    if _DATETIME.fullmatch(text) is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    # The offset is Z, so each is in UTC already, with the UTC that `Account` keeps.
+    return _parsed(values, _DATETIME, datetime.fromisoformat)
 
 
 _COLUMN_READERS: Final[Mapping[str, Callable[[Sequence[str]], list[FieldValue]]]] = {
@@ -257,6 +254,46 @@ _COLUMN_READERS: Final[Mapping[str, Callable[[Sequence[str]], list[FieldValue]]]
     "date": _date_column,
     "datetime": _datetime_column,
 }
+
+# The checksum of each case pattern of an ID's first 15 characters (1 for upper case),
+# as `normalize_id` computes it: a lookup instead of a call per ID.
+_CASE: Final = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "1" * 26 + "0" * 36
+)
+_CHECKSUMS: dict[str, str] = {}
+
+
+def _checksums() -> dict[str, str]:
+    if not _CHECKSUMS:
+        for bits in range(1 << 15):
+            pattern = "".join("A" if bits >> i & 1 else "a" for i in range(15))
+            _CHECKSUMS[pattern.translate(_CASE)] = normalize_id(pattern)[15:]
+    return _CHECKSUMS
+
+
+def _record_ids(values: Sequence[str], prefix: str) -> list[str | None]:
+    """Each value as `normalize_id` makes it, or None where it refuses it."""
+    count = len(values)
+    joined = "".join(values)
+    if (
+        len(joined) == count * _ID_SIZE
+        and all(len(v) == _ID_SIZE for v in values)
+        and joined.isascii()
+        and joined.isalnum()
+        and all(joined[i::_ID_SIZE] == prefix[i] * count for i in range(len(prefix)))
+    ):
+        checksums = _checksums()
+        cases = joined.translate(_CASE)
+        expected = [checksums[cases[at : at + 15]] for at in range(0, len(cases), _ID_SIZE)]
+        if expected == [v[15:] for v in values]:
+            return list(values)
+    out: list[str | None] = []
+    for v in values:
+        try:
+            out.append(normalize_id(v, prefix=prefix))
+        except InvalidRecordError:
+            out.append(None)
+    return out
 
 
 @frozen
@@ -282,6 +319,7 @@ class CsvTyping:
 
     def __init__(self, object_type: ObjectType, describe: Mapping[str, Any]) -> None:
         self._object_type = object_type
+        self._prefix = OBJECT_PREFIXES[object_type]
         self._types = types_from_describe(describe)
         # Each described field by its name in any case: its spelling and kind.
         name = describe["name"]
@@ -290,22 +328,24 @@ class CsvTyping:
             spelling = qualified.removeprefix(f"{name}.")
             self._described[spelling.casefold()] = (spelling, _KINDS.get(type_name, "text"))
         self._headers: dict[tuple[str, ...], _Header | None] = {}
+        # Contacts' accounts as written and as read: many contacts name one account.
+        self._accounts: dict[str, str | None] = {}
 
-    def pages(self, result: ResultSet, origin: str, page_size: int) -> Iterator[list[Item]]:
+    def pages(self, result: ResultSet, origin: str, page_size: int) -> Iterator[Sequence[Item]]:
         """The set's rows, in their order, as pages of at most ``page_size`` records.
 
         ``origin`` names the job and set in a rejection (``job 750... set 2:17``).
         """
         yielded = 0
         try:
-            for page in self._read(result.csv, origin, page_size):
-                yield page
-                yielded += len(page)
+            for read in self._read(result.csv, origin, page_size):
+                yield read
+                yielded += len(read)
         except (_NotPlainError, csv.Error, UnicodeDecodeError):
             # The rest of the set by the general reader, which reads the same rows into
             # the same items as far as this one got, and goes on where it could not.
             rest = self._general(result.csv, origin, page_size)
-            page = []
+            page: list[Item] = []
             for item in islice((item for general in rest for item in general), yielded, None):
                 page.append(item)
                 if len(page) == page_size:
@@ -319,7 +359,7 @@ class CsvTyping:
     ) -> Iterator[list[RawRecord | Unreadable]]:
         return csv_pages(data, self._object_type, self._types, origin=origin, page_size=page_size)
 
-    def _read(self, data: bytes, origin: str, page_size: int) -> Iterator[list[Item]]:
+    def _read(self, data: bytes, origin: str, page_size: int) -> Iterator[Sequence[Item]]:
         """The set's pages by columns; raises `_NotPlainError` (or a CSV or decoding error)
         where the general reader must take over, having yielded only what it read."""
         text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="\n")
@@ -330,23 +370,23 @@ class CsvTyping:
         header = self._header(tuple(written))
         if header is None:
             raise _NotPlainError
-        first_line = reader.line_num + 1  # where the next row begins
         while True:
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            while len(rows) < page_size:
-                row = next(reader, None)
-                if row is None:
-                    break
-                if row:  # not a blank line
-                    rows.append(row)
-                    lines.append(first_line)
-                first_line = reader.line_num + 1
-            if not rows:
+            first = reader.line_num + 1  # the line the next row begins on
+            chunk = list(islice(reader, page_size))
+            if not chunk:
                 return
-            yield self._page(header, written, rows, lines, origin)
-            if len(rows) < page_size:
-                return
+            if reader.line_num - first + 1 == len(chunk):
+                lines: Sequence[int] = range(first, first + len(chunk))
+            else:  # a value holds a line break: its row spans more lines
+                lines = []
+                for row in chunk:
+                    lines.append(first)
+                    first += 1 + sum(v.count("\n") for v in row)
+            if [] in chunk:  # blank lines
+                kept = [i for i, row in enumerate(chunk) if row]
+                chunk, lines = [chunk[i] for i in kept], [lines[i] for i in kept]
+            if chunk:
+                yield self._page(header, written, chunk, lines, origin)
 
     def _header(self, written: tuple[str, ...]) -> _Header | None:
         """How the header reads, None where it is not plain (then the general reader's)."""
@@ -400,9 +440,9 @@ class CsvTyping:
         header: _Header,
         written: Sequence[str],
         rows: list[list[str]],
-        lines: list[int],
+        lines: Sequence[int],
         origin: str,
-    ) -> list[Item]:
+    ) -> Sequence[Item]:
         """The items of a page of rows: records where each row reads plainly."""
 
         def each() -> list[Item]:
@@ -418,59 +458,88 @@ class CsvTyping:
             values = [
                 _COLUMN_READERS[kind](columns[position]) for position, _, kind in header.fields
             ]
+            stamps = _datetime_column(columns[header.stamp_at])
         except _NotPlainError:
             return each()
         if any("" in columns[position] for position in header.nulls_skipped):
             return each()
         names = [name for _, name, _ in header.fields]
-        prefix = OBJECT_PREFIXES[self._object_type]
-        ids = columns[header.id_at]
-        stamps = columns[header.stamp_at]
-        deleted = (
-            columns[header.deleted_at] if header.deleted_at is not None else ("false",) * len(rows)
-        )
-        accounts = columns[header.account_at] if header.account_at is not None else None
-        account_ids: dict[str, str | None] = {"": None, EMPTY_ID: None, EMPTY_ID[:15]: None}
+        count = len(rows)
+        fields = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        if not values:
+            fields = [{} for _ in range(count)]
+        ids = _record_ids(columns[header.id_at], self._prefix)
+        accounts, refused = self._account_ids(columns, header)
+        flags = columns[header.deleted_at] if header.deleted_at is not None else ()
+        if (
+            flags.count("false") == len(flags)
+            and None not in ids
+            and None not in stamps
+            and not refused
+        ):
+            # Nothing but live records, each read: the common page, built in one go.
+            plain_ids, plain_stamps = cast("list[str]", ids), cast("list[datetime]", stamps)
+            if self._object_type == "Account":
+                return checked_accounts(plain_ids, fields, plain_stamps)
+            return checked_contacts(plain_ids, accounts, fields, plain_stamps)
         items: list[Item] = []
-        by_row = zip(*values, strict=True) if values else repeat((), len(rows))
-        for i, field_values in enumerate(by_row):
-            stamp = _stamp(stamps[i])
-            try:
-                if stamp is None:
-                    raise _NotPlainError
-                record_id = normalize_id(ids[i], prefix=prefix)
-                flag = deleted[i]
-                if flag != "false":
-                    if _BOOLEANS.get(flag.lower()) is not True:
-                        raise _NotPlainError
-                    items.append(self._deletion(header, rows[i], record_id, stamp))
+        for i in range(count):
+            record_id, stamp, account_id = ids[i], stamps[i], accounts[i]
+            flag = flags[i] if flags else "false"
+            if record_id is None or not isinstance(stamp, datetime) or i in refused:
+                items.append(self._row(header, written, rows[i], lines[i], origin))
+            elif flag != "false":
+                if _BOOLEANS.get(flag.lower()) is not True:
+                    items.append(self._row(header, written, rows[i], lines[i], origin))
                     continue
-                fields = dict(zip(names, field_values, strict=True))
-                if accounts is None:
-                    if self._object_type == "Account":
-                        items.append(
-                            checked_account(id=record_id, fields=fields, system_modstamp=stamp)
-                        )
-                        continue
-                    account_id = None
-                else:
-                    written_id = accounts[i]
-                    if written_id in account_ids:
-                        account_id = account_ids[written_id]
-                    else:
-                        account_id = normalize_id(written_id, prefix=ACCOUNT_PREFIX)
-                        account_ids[written_id] = account_id
+                try:
+                    items.append(self._deletion(header, rows[i], record_id, stamp))
+                except InvalidRecordError:
+                    items.append(self._row(header, written, rows[i], lines[i], origin))
+            elif self._object_type == "Account":
+                items.append(
+                    checked_account(id=record_id, fields=fields[i], system_modstamp=stamp)
+                )
+            else:
                 items.append(
                     checked_contact(
                         id=record_id,
                         account_id=account_id,
-                        fields=fields,
+                        fields=fields[i],
                         system_modstamp=stamp,
                     )
                 )
-            except (_NotPlainError, InvalidRecordError):
-                items.append(self._row(header, written, rows[i], lines[i], origin))
         return items
+
+    def _account_ids(
+        self, columns: Sequence[Sequence[str]], header: _Header
+    ) -> tuple[list[str | None], set[int]]:
+        """A contact page's account IDs as `normalize_id` makes them (None for none, as
+        for an account page), and the rows whose account ID it refuses."""
+        count = len(columns[0])
+        if header.account_at is None:
+            return [None] * count, set()
+        known = self._accounts
+        if len(known) > 1 << 17:  # bounded: an org's accounts may be many more
+            known.clear()
+        out: list[str | None] = []
+        refused: set[int] = set()
+        for i, written in enumerate(columns[header.account_at]):
+            if written in known:
+                out.append(known[written])
+                continue
+            account_id = None
+            if written and written not in _EMPTY_IDS:
+                try:
+                    account_id = normalize_id(written, prefix=ACCOUNT_PREFIX)
+                except InvalidRecordError:
+                    refused.add(i)
+            else:
+                known[written] = None
+            if account_id is not None:
+                known[written] = account_id
+            out.append(account_id)
+        return out, refused
 
     def _deletion(
         self, header: _Header, row: Sequence[str], record_id: str, stamp: datetime
@@ -480,7 +549,7 @@ class CsvTyping:
             object_type=self._object_type,
             id=record_id,
             deleted_at=stamp,
-            master_record_id=None if master in ("", EMPTY_ID, EMPTY_ID[:15]) else master,
+            master_record_id=None if not master or master in _EMPTY_IDS else master,
         )
 
     def _row(
