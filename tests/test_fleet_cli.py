@@ -151,11 +151,69 @@ def test_the_group_tells_how_to_start_the_workers_and_the_scheduler() -> None:
 def test_the_fleet_group_is_a_command_of_acctsync(tmp_path: Path) -> None:
     from acctsync.cli._app import app
 
-    if "fleet" not in app.commands:
-        pytest.skip("the fleet group is not registered with the acctsync command yet")
     result = CliRunner().invoke(
         app, ["fleet", "add", "acme", "--credentials", "ACME", "--db", str(tmp_path / "f.db")]
     )
     assert result.exit_code == 0, result.output
     listed = CliRunner().invoke(app, ["fleet", "list", "--json", "--db", str(tmp_path / "f.db")])
     assert [o["org"] for o in document(listed)["orgs"]] == ["acme"]
+
+
+def test_pause_resume_and_remove_write_json_documents(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    assert run("add", "acme", "--credentials", "ACME", db=db).exit_code == 0
+    paused = document(run("pause", "acme", "--reason", "audit", "--json", db=db))
+    assert (paused["org"], paused["state"], paused["paused_reason"]) == ("acme", "paused", "audit")
+    resumed = document(run("resume", "acme", "--json", db=db))
+    assert (resumed["state"], resumed["paused"]) == ("due", False)
+    assert document(run("remove", "acme", "--json", db=db)) == {"org": "acme", "removed": True}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("pause", "globex"), "Error: Invalid value for 'ORG': no org 'globex' in the fleet"),
+        (("status", "globex", "acme", "initech"), "no org 'globex', 'initech' in the fleet"),
+        (("add", "acme", "--credentials", "X"), "Error: Invalid value for 'ORG': org 'acme' is"),
+    ],
+)
+def test_an_org_the_fleet_has_not_or_has_already_is_refused_in_one_line(
+    tmp_path: Path, arguments: tuple[str, ...], message: str
+) -> None:
+    db = tmp_path / "fleet.db"
+    assert run("add", "acme", "--credentials", "ACME", db=db).exit_code == 0
+    refused = run(*arguments, "--json", db=db)
+    assert refused.exit_code == 2
+    [line] = refused.stderr.splitlines()
+    assert message in line
+    assert refused.stdout == ""
+
+
+def test_add_refuses_a_bad_argument_before_it_creates_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    for arguments in (("--source", "nosuch"), ("--option", "fields")):
+        assert run("add", "acme", "--credentials", "ACME", *arguments, db=db).exit_code == 2
+    refused = run("add", "acme", "--credentials", "ACME", db=tmp_path / "none" / "new.db")
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == [
+        "Error: Invalid value for '--db': no folder"
+        f" {tmp_path / 'none'} for the SQLite file new.db"
+    ]
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_database_that_fails_exits_7_in_one_line_naming_it_without_secrets() -> None:
+    pytest.importorskip("psycopg")
+    down = "postgresql://sync:s3cret@127.0.0.1:1/crm?password=s3cret-too"
+    for arguments in (("list",), ("status", "--json"), ("add", "acme", "--credentials", "A")):
+        failed = CliRunner().invoke(fleet, [*arguments, "--db", down])
+        assert failed.exit_code == 7, failed.output
+        [line] = failed.stderr.splitlines()
+        assert line.startswith(
+            "Error: postgresql+psycopg://sync:***@127.0.0.1:1/crm: the database failed:"
+        )
+        assert "s3cret" not in failed.stdout + failed.stderr
+        if "--json" in arguments:
+            error = json.loads(failed.stdout)["error"]
+            assert (error["exit_code"], error["type"]) == (7, "StoreError")
+            assert error["message"] == line.removeprefix("Error: ")

@@ -6,27 +6,28 @@ group's help and ``docs/scale.md``). Each command takes ``--db`` as the others d
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from acctsync._errors import ConfigurationError, StoreError
+from acctsync._errors import ConfigurationError
+from acctsync.cli._command import database_option, reporting
 from acctsync.cli._exits import ExitCode
+from acctsync.cli._logs import logging_options
 from acctsync.cli._output import Output, iso, when
-from acctsync.cli._params import DATABASE, Database, Seconds
+from acctsync.cli._params import Database, Seconds, SettingError
 
 if TYPE_CHECKING:
     from acctsync.fleet import FleetOrg, Registry
 
 __all__ = ["fleet"]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _NEVER: Final = 0.0
 
 
@@ -51,47 +52,36 @@ def fleet() -> None:
     """
 
 
-def _command(*, creates: bool = False) -> Callable[[Callable[..., ExitCode]], Callable[..., None]]:
-    """Run the command ``function(out, registry, ...)`` on ``--db``'s registry (made there
-    if ``creates``, which only ``add`` does), and exit with its code.
-
-    A setting the registry refuses is a usage error; a database that fails exits 7.
-    """
-
-    def command(function: Callable[..., ExitCode]) -> Callable[..., None]:
-        @functools.wraps(function)
-        def run(*, database: Database, as_json: bool = False, **options: Any) -> None:
-            from acctsync.fleet import Registry
-
-            out = Output(as_json=as_json)
-            if not creates and not database.exists():
-                raise click.BadParameter(f"no database at {database.path}", param_hint="'--db'")
-            try:
-                with Registry(database.url, create=creates) as registry:
-                    code = function(out, registry, **options)
-            except ConfigurationError as error:
-                raise click.UsageError(str(error)) from None
-            except StoreError as error:
-                out.error(ExitCode.STORE, error)
-                code = ExitCode.STORE
-            raise click.exceptions.Exit(int(code))
-
-        return click.option(
-            "--db",
-            "database",
-            type=DATABASE,
-            required=True,
-            envvar="ACCTSYNC_DB",
-            help="A SQLAlchemy URL, or a path to a SQLite file. [env: ACCTSYNC_DB]",
-        )(run)
-
-    return command
-
-
-def _json_option(function: _F) -> _F:
-    return click.option(
+def _command(function: Callable[..., ExitCode]) -> Callable[..., None]:
+    """A fleet command ``function(out, ...)``: ``--db``, ``--json`` and the logging
+    options, and the library's errors turned into exit codes as every command's are."""
+    command: Callable[..., None] = logging_options(reporting(function))
+    command = click.option(
         "--json", "as_json", is_flag=True, help="Write one JSON document to stdout."
-    )(function)
+    )(command)
+    return database_option(command)
+
+
+@contextmanager
+def _registry(database: Database, *, creates: bool = False) -> Iterator[Registry]:
+    """The registry in ``database``, made there if ``creates`` (only ``add`` does): a
+    database without one is refused, and left as it was."""
+    from acctsync.fleet import Registry
+
+    database.check()
+    if not creates and not database.exists():
+        raise SettingError(f"no database at {database.path}", option="--db")
+    database.check_writable()
+    try:
+        registry = Registry(database.url, create=creates)
+    except ConfigurationError as error:  # no registry in it
+        raise SettingError(f"{database.shown}: {error}", option="--db") from None
+    with registry:
+        yield registry
+
+
+def _unknown(*orgs: str) -> SettingError:
+    return SettingError(f"no org {', '.join(map(repr, orgs))} in the fleet", option="ORG")
 
 
 def _interval(seconds: float | None) -> timedelta | None:
@@ -159,12 +149,12 @@ def _options(entries: Sequence[str]) -> dict[str, Any]:
     help='An option of the source kind: fields={"Account": ["Name"]}, max_api_share=0.5;'
     " repeatable.",
 )
-@_json_option
-@_command(creates=True)
+@_command
 def add(
     out: Output,
-    registry: Registry,
     *,
+    database: Database,
+    as_json: bool,
     org: str,
     credentials: str,
     source: str,
@@ -181,16 +171,22 @@ def add(
     from acctsync.fleet import source_factory
 
     settings = _options(options)
-    source_factory(source)
-    added = registry.add(
-        org,
-        credentials=credentials,
-        source=source,
-        every=timedelta(seconds=every),
-        reconcile_every=_interval(reconcile_every),
-        refresh_every=_interval(refresh_every),
-        options=settings,
-    )
+    try:
+        source_factory(source)
+    except ConfigurationError as error:
+        raise click.BadParameter(str(error), param_hint="'--source'") from None
+    with _registry(database, creates=True) as registry:
+        if registry.get(org) is not None:
+            raise SettingError(f"org {org!r} is registered already", option="ORG")
+        added = registry.add(
+            org,
+            credentials=credentials,
+            source=source,
+            every=timedelta(seconds=every),
+            reconcile_every=_interval(reconcile_every),
+            refresh_every=_interval(refresh_every),
+            options=settings,
+        )
     if out.json:
         out.document(_document(added, datetime.now(UTC)))
     else:
@@ -200,42 +196,64 @@ def add(
 
 @fleet.command(short_help="Take an org out of the fleet; its synced data stays.")
 @click.argument("org")
-@_command()
-def remove(out: Output, registry: Registry, *, org: str) -> ExitCode:
+@_command
+def remove(out: Output, *, database: Database, as_json: bool, org: str) -> ExitCode:
     """Take ORG out of the fleet. What it synced stays in the database."""
-    if not registry.remove(org):
-        raise click.BadParameter(f"no org {org!r} in the fleet", param_hint="'ORG'")
-    out.console.print(f"Removed org {escape(repr(org))} from the fleet.")
+    with _registry(database) as registry:
+        if not registry.remove(org):
+            raise _unknown(org)
+    if out.json:
+        out.document({"org": org, "removed": True})
+    else:
+        out.console.print(f"Removed org {escape(repr(org))} from the fleet.")
     return ExitCode.OK
 
 
 @fleet.command(short_help="Stop scheduling an org until it is resumed.")
 @click.argument("org")
 @click.option("--reason", default="paused by hand", show_default=True, help="Why, for status.")
-@_command()
-def pause(out: Output, registry: Registry, *, org: str, reason: str) -> ExitCode:
+@_command
+def pause(out: Output, *, database: Database, as_json: bool, org: str, reason: str) -> ExitCode:
     """Stop scheduling ORG; a job running now finishes."""
-    registry.pause(org, reason)
-    out.console.print(f"Paused org {escape(repr(org))}.")
+    from acctsync.fleet import UnknownOrgError
+
+    with _registry(database) as registry:
+        try:
+            paused = registry.pause(org, reason)
+        except UnknownOrgError:
+            raise _unknown(org) from None
+    if out.json:
+        out.document(_document(paused, datetime.now(UTC)))
+    else:
+        out.console.print(f"Paused org {escape(repr(org))}.")
     return ExitCode.OK
 
 
 @fleet.command(short_help="Schedule a paused org again, its sync due now.")
 @click.argument("org")
-@_command()
-def resume(out: Output, registry: Registry, *, org: str) -> ExitCode:
+@_command
+def resume(out: Output, *, database: Database, as_json: bool, org: str) -> ExitCode:
     """Schedule ORG again (after fixing what paused it): its sync is due now."""
-    registry.resume(org)
-    out.console.print(f"Resumed org {escape(repr(org))}: its sync is due now.")
+    from acctsync.fleet import UnknownOrgError
+
+    with _registry(database) as registry:
+        try:
+            resumed = registry.resume(org)
+        except UnknownOrgError:
+            raise _unknown(org) from None
+    if out.json:
+        out.document(_document(resumed, datetime.now(UTC)))
+    else:
+        out.console.print(f"Resumed org {escape(repr(org))}: its sync is due now.")
     return ExitCode.OK
 
 
 @fleet.command(name="list", short_help="The fleet's orgs and their settings.")
-@_json_option
-@_command()
-def list_(out: Output, registry: Registry) -> ExitCode:
+@_command
+def list_(out: Output, *, database: Database, as_json: bool) -> ExitCode:
     """The fleet's orgs: source kind, credentials reference, intervals, paused or not."""
-    orgs = registry.orgs()
+    with _registry(database) as registry:
+        orgs = registry.orgs()
     if out.json:
         now = datetime.now(UTC)
         out.document({"orgs": [_document(entry, now) for entry in orgs]})
@@ -257,9 +275,8 @@ def list_(out: Output, registry: Registry) -> ExitCode:
 
 @fleet.command(short_help="Per org: state, lag, last run and last error.")
 @click.argument("orgs", nargs=-1, metavar="[ORG]...")
-@_json_option
-@_command()
-def status(out: Output, registry: Registry, *, orgs: tuple[str, ...]) -> ExitCode:
+@_command
+def status(out: Output, *, database: Database, as_json: bool, orgs: tuple[str, ...]) -> ExitCode:
     """Per org (every org, or those named): its state, its lag, its last run and its
     last error.
 
@@ -267,14 +284,13 @@ def status(out: Output, registry: Registry, *, orgs: tuple[str, ...]) -> ExitCod
     failure), due, or scheduled. The lag is how long ago the last successful sync
     started: changes made since may not be in the database yet.
     """
-    found = registry.orgs()
+    with _registry(database) as registry:
+        found = registry.orgs()
     if orgs:
         known = {entry.org for entry in found}
         unknown = [org for org in orgs if org not in known]
         if unknown:
-            raise click.BadParameter(
-                f"no org {', '.join(map(repr, unknown))} in the fleet", param_hint="'ORG'"
-            )
+            raise _unknown(*unknown)
         found = [entry for entry in found if entry.org in orgs]
     now = datetime.now(UTC)
     if out.json:

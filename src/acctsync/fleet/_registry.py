@@ -53,7 +53,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from acctsync._errors import ConfigurationError, StoreError
 from acctsync.fleet._schedule import JOBS, Job, Pause, Retry
@@ -301,6 +301,9 @@ class Registry:
         try:
             with self._engine.begin() as conn:
                 yield conn
+        except DBAPIError as error:
+            # The driver's message, as the store gives it: not the statement and its values.
+            raise StoreError(f"the database failed: {error.orig}") from error
         except SQLAlchemyError as error:
             raise StoreError(f"the database failed: {error}") from error
 
