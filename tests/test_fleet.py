@@ -5,6 +5,7 @@ The tests with real Celery workers are in ``test_fleet_workers.py``.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -513,6 +514,28 @@ def test_the_reconciliation_job_deletes_what_the_org_no_longer_holds(
     assert store_matches_org(_store(fleet), org) == []
     assert fleet.run("acme", "refresh") == "ok"
     assert fleet.registry.get("acme").last_job == "refresh"  # type: ignore[union-attr]
+
+
+def test_a_formula_refresh_of_the_fleet_is_not_taken_for_a_sync_by_status_check(
+    fleet: Fleet, postgres_url: str
+) -> None:
+    pytest.importorskip("click")
+    from click.testing import CliRunner
+
+    from acctsync.cli._app import app
+
+    assert fleet.run("acme", "sync") == "ok"
+    assert fleet.run("acme", "refresh") == "ok"
+    refresh = _store(fleet).last_run()
+    assert refresh is not None
+    assert refresh.source is not None
+    assert refresh.source.startswith(f"formula fields of {LOOPBACK}, worker ")
+    checked = CliRunner().invoke(
+        app, ["status", "--check", "--org", "acme", "--json", "--db", postgres_url]
+    )
+    assert checked.exit_code == 0, checked.output
+    [entry] = json.loads(checked.stdout)["orgs"]
+    assert entry["last_sync"]["source"].startswith(f"{LOOPBACK} sync, worker ")
 
 
 def test_a_job_of_an_org_removed_meanwhile_runs_nothing(fleet: Fleet) -> None:

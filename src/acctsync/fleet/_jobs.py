@@ -54,6 +54,10 @@ _NEEDS: Final[dict[Job, type | None]] = {
     "refresh": FormulaSource,
 }
 
+# How a formula refresh's run is labelled, as `acctsync refresh-formulas` labels its own:
+# `acctsync status --check` takes the last run without it for the org's last sync.
+_REFRESH_LABEL: Final = "formula fields of "
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -196,7 +200,8 @@ class Fleet:
             return "skipped"
         store = SqlStore(self._opened()[0], org=org, lock_timeout=self.lock_timeout)
         engine = SyncEngine(source=source, store=store, page_size=self.page_size)
-        label = f"{entry.source} {job}, worker {socket.gethostname()} pid {os.getpid()}"
+        what = f"{_REFRESH_LABEL}{entry.source}" if job == "refresh" else f"{entry.source} {job}"
+        label = f"{what}, worker {socket.gethostname()} pid {os.getpid()}"
         try:
             # Held across the job and its record, so that the record is of this job.
             with store.exclusive():
