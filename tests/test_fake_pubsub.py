@@ -698,6 +698,19 @@ def test_events_are_sent_while_requested_and_pending_counts_what_is_owed(
     assert all(len(replay_id) == 10 for replay_id in replay_ids)
 
 
+def test_the_server_owes_a_call_at_most_100_events_whatever_it_was_asked(
+    org: FakeSalesforce, subscribe: Any
+) -> None:
+    org.put(account(1))
+    subscription = subscribe(requested=60)
+    subscription.events(1)
+    subscription.fetch(100)  # 159 asked for and not sent: owed as 100
+    keepalive = subscription.next()
+    if keepalive.pending_num_requested == 59:  # sent before the server read the request
+        keepalive = subscription.next()
+    assert (list(keepalive.events), keepalive.pending_num_requested) == ([], 100)
+
+
 def test_a_subscription_owed_events_gets_keepalives_with_the_latest_replay_id(
     org: FakeSalesforce, subscribe: Any
 ) -> None:

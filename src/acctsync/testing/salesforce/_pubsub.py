@@ -15,9 +15,10 @@ RPC", "Handling Errors"):
   events from now; ``EARLIEST``: every event kept; ``CUSTOM``: those after the replay ID,
   which must name an event the log keeps, else ``INVALID_ARGUMENT`` with
   ``sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted``). Each request's
-  ``num_requested`` (at most 100) adds to what the server owes; it sends events while it
-  owes some, each response saying how many it still owes, and when it owes some but has
-  none to send, an empty response with the latest replay ID every `keepalive` seconds;
+  ``num_requested`` (at most 100) adds to what the server owes, up to 100 in all ("Pull
+  Subscription and Flow Control"); it sends events while it owes some, each response
+  saying how many it still owes, and when it owes some but has none to send, an empty
+  response with the latest replay ID every `keepalive` seconds;
 - each event goes out as its schema's ID and its payload in schemaless Avro binary
   (fastavro), with the fields the integration user may not see left null.
 
@@ -54,7 +55,8 @@ from acctsync.testing.salesforce._events import CHANNELS, ChangeLog, Event, Publ
 AUTH_ERROR: Final = "sfdc.platform.eventbus.grpc.service.auth.error"
 REPLAY_ERROR: Final = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
 UNAVAILABLE_ERROR: Final = "sfdc.platform.eventbus.grpc.service.unavailable"
-# "Subscribe RPC": "The maximum value for num_requested is 100."
+# "Subscribe RPC": "The maximum value for num_requested is 100." "Pull Subscription and Flow
+# Control": at most 100 across a call's requests; the server takes more as 100.
 MAX_REQUESTED: Final = 100
 _WORKERS: Final = 32
 # The subscriptions' endings that end their calls with an error: its status, details and
@@ -379,7 +381,9 @@ class _Servicer(pb_grpc.PubSubServicer):
                     self._end(subscription, "requested")
                     return
                 with self._publisher.condition:
-                    subscription.pending += request.num_requested
+                    subscription.pending = min(
+                        subscription.pending + request.num_requested, MAX_REQUESTED
+                    )
                     self._publisher.condition.notify_all()
         except grpc.RpcError:
             pass  # the call is over: its requests with it
