@@ -44,7 +44,9 @@ def entry(n: int, *, at: datetime | None = None) -> ChangeDataValue:
 
 def logged(db: Path, entries: list[ChangeDataValue]) -> Path:
     with SqlStore.sqlite(db) as store:
-        store.apply(Batch(activities=entries, watermarks=[Watermark(stream="Account", system_modstamp=T0)]))
+        store.apply(
+            Batch(activities=entries, watermarks=[Watermark(stream="Account", system_modstamp=T0)])
+        )
     return db
 
 
