@@ -246,18 +246,20 @@ def test_a_worker_killed_in_the_middle_of_a_sync_leaves_the_org_to_another(
                 for a in range(1000)
             )
         )
-        org.latency = 0.25  # a sync of 1,000 changes now takes seconds
+        # A sync of 1,000 changes now takes seconds: the test has two of them to kill the
+        # worker in the middle, once it applied a page.
+        org.latency = 0.5
         settings = celery_config(broker, queue=_queue(), redis_visibility=5.0)
         with Processes(tmp_path, environ, settings) as fleet:
             fleet.worker("doomed", concurrency=1)
             from acctsync.fleet import RUN, make_app
 
-            app = make_app(here, **settings)
             # As the scheduler would: the org due, claimed, and its job sent.
             here.registry.resume("acme")
             claims = here.registry.claim_due(stale_after=timedelta(hours=1))
             assert [(c.org, c.job) for c in claims] == [("acme", "sync")]
-            app.send_task(RUN, ("acme", "sync"))
+            with make_app(here, **settings) as app:
+                app.send_task(RUN, ("acme", "sync"))
             with SqlStore(postgres_url, org="acme") as store:
                 before = store.watermark("Account")
                 # Killed once it applied a page of the changes, and before it finished.
@@ -268,6 +270,9 @@ def test_a_worker_killed_in_the_middle_of_a_sync_leaves_the_org_to_another(
                 )
                 fleet.kill("doomed")
                 killed = _now()
+                # The heir's sync quick, well within Redis's visibility timeout: a longer
+                # one would have its message given out again, and the org synced twice.
+                org.latency = 0.0
                 assert here.registry.get("acme").last_outcome == "ok"  # type: ignore[union-attr]
                 assert len(store.runs()) == 1  # the killed run recorded nothing
                 fleet.worker("heir", concurrency=1)
@@ -279,7 +284,6 @@ def test_a_worker_killed_in_the_middle_of_a_sync_leaves_the_org_to_another(
         entry = here.registry.get("acme")
         assert entry is not None
         assert (entry.last_outcome, entry.claimed_at, entry.failures) == ("ok", None, 0)
-        org.latency = 0.0
         assert here.run("reference", "sync") == "ok"  # uninterrupted
         with (
             SqlStore(postgres_url, org="acme") as recovered,
