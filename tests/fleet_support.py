@@ -38,6 +38,7 @@ __all__ = [
     "broker_or_skip",
     "celery_config",
     "credentials_of",
+    "forget_queue",
     "journal_intervals",
     "loopback_org",
     "loopback_source",
@@ -253,6 +254,26 @@ def celery_config(broker: str, *, queue: str, redis_visibility: float = 3600.0) 
     return settings
 
 
+def forget_queue(broker: str, queue: str) -> None:
+    """Delete ``queue`` (a test's own) from ``broker``, with what Redis keeps of it."""
+    if broker.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(broker)
+        try:
+            # The queue's list, and kombu's bindings of it: every key that names it.
+            keys = list(client.scan_iter(match=f"*{queue}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    else:
+        from kombu import Connection
+
+        with Connection(broker, connect_timeout=3) as conn:
+            conn.default_channel.queue_delete(queue)
+
+
 class Processes:
     """The workers and beat of one test, in ``folder``: started, stopped, killed.
 
@@ -263,6 +284,8 @@ class Processes:
 
     def __init__(self, folder: Path, environ: Mapping[str, str], settings: Mapping[str, Any]):
         self._folder = folder
+        self._broker = str(settings["broker_url"])
+        self._queue = str(settings["task_default_queue"])
         config = folder / f"fleet_config_{uuid.uuid4().hex[:8]}.py"
         lines = ["from kombu import Queue"]
         for name, value in settings.items():
@@ -348,7 +371,7 @@ class Processes:
 
     def stop(self) -> None:
         """Stop every process still running: SIGTERM (a worker finishes its jobs), and
-        SIGKILL what has not stopped after 20 seconds."""
+        SIGKILL what has not stopped after 20 seconds. Then delete the test's queue."""
         for process, _ in self._running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -359,6 +382,7 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        forget_queue(self._broker, self._queue)
 
     def __enter__(self) -> Processes:
         return self
