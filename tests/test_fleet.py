@@ -245,10 +245,20 @@ def test_an_exhausted_api_allowance_waits_an_hour_and_does_not_pause() -> None:
         SalesforceError("expired", status=401, error_code="INVALID_SESSION_ID"),
         SalesforceError("refused", status=400, error_code="invalid_grant"),
         SalesforceError("refused", status=500, error_code="INVALID_LOGIN"),
+        SalesforceError("no API", status=403, error_code="API_CURRENTLY_DISABLED"),
+        SalesforceError("no API", status=403, error_code="API_DISABLED_FOR_ORG"),
         CredentialsError("ACME", "no environment variable ACME_* is set"),
         ConfigurationError("fields of Account must be a list of field names"),
     ],
-    ids=["session", "oauth", "soap-login", "no-credentials", "setting"],
+    ids=[
+        "session",
+        "oauth",
+        "soap-login",
+        "no-api-user",
+        "no-api-org",
+        "no-credentials",
+        "setting",
+    ],
 )
 def test_refused_or_missing_credentials_and_bad_settings_pause_the_org(error: Exception) -> None:
     decision = Backoff().after(error, every=timedelta(minutes=5), failures=0, now=T0)

@@ -49,6 +49,13 @@ _AUTH_CODES: Final = frozenset(
     }
 )
 
+# A 403 with these codes: the integration user may not use the API ("API Enabled" is off
+# in its profile and permission sets), or the org's edition has no API. Only an
+# administrator changes that (REST API Developer Guide, "Status Codes and Error
+# Responses": 403, "verify that the logged-in user has appropriate permissions"; Marketo
+# Sales Connect, "Salesforce Diagnostics": API_CURRENTLY_DISABLED).
+_NO_API_ACCESS: Final = frozenset({"API_CURRENTLY_DISABLED", "API_DISABLED_FOR_ORG"})
+
 
 def _salesforce_error(error: BaseException, name: str) -> bool:
     """Whether ``error`` is the Salesforce source's error class ``name``.
@@ -74,10 +81,13 @@ def auth_failure(error: BaseException) -> bool:
 
 
 def _needs_a_person(error: BaseException) -> bool:
-    """A failure that no retry mends: credentials refused or missing, a bad setting, or a
-    configured field the integration user may not read."""
+    """A failure that no retry mends: credentials refused or missing, a user without API
+    access, a bad setting, or a configured field the integration user may not read."""
     return (
         auth_failure(error)
+        or (
+            isinstance(error, SourceError) and getattr(error, "error_code", None) in _NO_API_ACCESS
+        )
         or isinstance(error, ConfigurationError)
         or _salesforce_error(error, "UnreadableFieldError")
     )
@@ -113,8 +123,8 @@ class Backoff:
 
     After the ``n``-th failure in a row the job runs again after the org's interval times
     ``2 ** (n - 1)``, at most ``maximum``; after an exhausted API allowance, after at
-    least ``budget``. Refused credentials, missing credentials and settings the source
-    refuses pause the org instead.
+    least ``budget``. Refused credentials, missing credentials, a user without API access
+    and settings the source refuses pause the org instead.
     """
 
     maximum: timedelta = field(default=timedelta(hours=1), validator=_duration)
