@@ -17,11 +17,12 @@ threads (8): what one worker process carries.
 
 Each measurement: a fresh registry of ``--orgs`` orgs, each due again as soon as its
 sync ends (an interval of 1 ms), the workers and beat (ticking every 0.2 s) started,
-every org's first sync done, then the syncs that end within a window of ``--window``
-seconds counted from the store's records of its runs. The orgs (32 by default) outnumber
-the workers' threads, so that the queue is never empty, and no more: each org's server
-is a thread of this process, and many more of them slow every org's answers. The
-processor time of the workers and of this process (the orgs) is read from /proc.
+every worker consuming and every org's first sync done, then the syncs that end within a
+window of ``--window`` seconds counted from the store's records of its runs. The orgs
+(32 by default) outnumber the workers' threads, so that the queue is never empty, and no
+more: each org's server is a thread of this process, and many more of them slow every
+org's answers. The processor time of the workers and of this process (the orgs) is read
+from /proc.
 
 The figures: syncs a minute per setup (median and range of ``--runs`` runs, the setups
 taking turns), the ratio of 4 workers to 1 in each run (goal: at least 3.5), and how
@@ -151,6 +152,12 @@ def measure(
                     for n in range(workers)
                 ]
                 fleet.beat()
+                # Every worker consuming before the window opens: the first ready could
+                # do every org's first sync alone, and take the window for itself.
+                for n in range(workers):
+                    wait_until(
+                        lambda n=n: "ready." in fleet.log(f"w{n}"), timeout=60, what=f"w{n}"
+                    )
                 wait_until(
                     lambda: all(e.synced_at is not None for e in registry.orgs()),
                     timeout=120,
