@@ -415,6 +415,33 @@ def test_the_app_acknowledges_a_job_once_done_and_beat_ticks() -> None:
         make_app(Fleet("sqlite:///x.db"), tick=0)
 
 
+def test_a_tick_that_cannot_send_a_job_leaves_the_unsent_orgs_claimable(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("celery")
+    fleet = Fleet(sqlite_url)
+    try:
+        for n in range(3):
+            fleet.registry.add(f"org{n}", credentials="X")
+        app = make_app(fleet, broker_url="memory://")
+        sent: list[tuple[str, str]] = []
+
+        def send_task(name: str, args: tuple[str, str]) -> None:
+            if len(sent) == 1:
+                raise ConnectionError("the broker is gone")
+            sent.append(args)
+
+        monkeypatch.setattr(app, "send_task", send_task)
+        with pytest.raises(ConnectionError):
+            app.tasks["acctsync.fleet.tick"]()
+        assert sent == [("org0", "sync")]
+        # The sent one stays claimed; the others are claimed by the next tick.
+        claims = fleet.registry.claim_due(stale_after=timedelta(hours=1))
+        assert [c.org for c in claims] == ["org1", "org2"]
+    finally:
+        fleet.close()
+
+
 # -- Jobs, run in this process ---------------------------------------------------------------
 
 
