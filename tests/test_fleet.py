@@ -415,6 +415,26 @@ def test_the_app_acknowledges_a_job_once_done_and_beat_ticks() -> None:
         make_app(Fleet("sqlite:///x.db"), tick=0)
 
 
+def test_each_app_runs_the_jobs_of_its_own_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("celery")
+    fleets = [Fleet(f"sqlite:///{tmp_path / name}.db") for name in ("first", "second")]
+    try:
+        fleets[1].registry.add("acme", credentials="X")
+        apps = [make_app(fleet, broker_url="memory://") for fleet in fleets]
+        sent: list[tuple[str, str]] = []
+        for app in apps:
+            monkeypatch.setattr(app, "send_task", lambda name, args: sent.append(args))
+        assert apps[0].tasks["acctsync.fleet.tick"]() == 0
+        assert apps[1].tasks["acctsync.fleet.tick"]() == 1
+        assert sent == [("acme", "sync")]
+        assert apps[0].tasks["acctsync.fleet.run"]("acme", "sync") == "unknown"
+    finally:
+        for fleet in fleets:
+            fleet.close()
+
+
 def test_a_tick_that_cannot_send_a_job_leaves_the_unsent_orgs_claimable(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

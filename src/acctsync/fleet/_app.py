@@ -103,16 +103,19 @@ def make_app(fleet: Fleet, *, tick: float = 10.0, **settings: Any) -> Any:
             _log.info("sent %d jobs", len(claims))
         return len(claims)
 
+    # Not shared (Celery's default): a shared task joins every app made later in the
+    # process, whose own task of that name would then run this app's fleet.
     # Only a failure of the registry's database reaches Celery (`Fleet.run` records the
     # org's own): the job is sent again later, with a growing wait, until it is back.
     app.task(
         name=RUN,
+        shared=False,
         autoretry_for=(StoreError,),
         retry_backoff=True,
         retry_backoff_max=600,
         max_retries=None,
     )(run)
-    app.task(name=TICK)(send_due)
+    app.task(name=TICK, shared=False)(send_due)
     return app
 
 

@@ -203,16 +203,17 @@ class Fleet:
         what = f"{_REFRESH_LABEL}{entry.source}" if job == "refresh" else f"{entry.source} {job}"
         label = f"{what}, worker {socket.gethostname()} pid {os.getpid()}"
         try:
-            # Held across the job and its record, so that the record is of this job.
+            # Held across the job and its records, so that they are of this job: a runner
+            # that takes the org next finds the registry saying so.
             with store.exclusive():
                 started = self.clock()
                 registry.started(org, job, started)
                 outcome = self._record(store, engine, source, job, started, label)
+                registry.succeeded(org, job, started=started, outcome=outcome)
         except LockTimeoutError as error:
             _log.info("org %r: %s; skipped", org, error)
             registry.skipped(org, job, retry_at=self.clock() + every)
             return "skipped"
-        registry.succeeded(org, job, started=started, outcome=outcome)
         return outcome
 
     def _record(
