@@ -320,9 +320,17 @@ def test_a_database_url_that_is_no_url_is_refused_without_its_password(url: str)
     with pytest.raises(ConfigurationError) as refused:
         Fleet(url).registry  # noqa: B018 (the dialect is looked for when first opened)
     assert "s3cret-pw" not in str(refused.value)
-    assert repr(Fleet("postgresql://sync:s3cret-pw@db/acctsync")) == (
-        "<Fleet postgresql+psycopg://sync:***@db/acctsync>"
-    )
+    secret = "postgresql://sync:s3cret-pw@db/acctsync?password=s3cret-pw"
+    assert repr(Fleet(secret)) == "<Fleet postgresql+psycopg://sync:***@db/acctsync>"
+
+
+def test_a_registry_shows_its_database_without_a_password_in_the_query(
+    postgres_url: str,
+) -> None:
+    # libpq takes a password from the query too; the test server asks for none.
+    with Registry(f"{postgres_url}&password=s3cret-pw") as registry:
+        assert "s3cret-pw" not in repr(registry)
+        assert repr(registry).startswith("<Registry postgresql+psycopg://")
 
 
 # -- Credentials and source kinds -------------------------------------------------------------

@@ -33,7 +33,14 @@ from acctsync._engine import SyncEngine
 from acctsync._errors import AcctSyncError, ConfigurationError, LockTimeoutError
 from acctsync._protocols import CompleteSource, FormulaSource, MeteredSource, Source
 from acctsync._report import SyncReport
-from acctsync.fleet._registry import Claim, FleetOrg, Registry, database_url, open_engine
+from acctsync.fleet._registry import (
+    Claim,
+    FleetOrg,
+    Registry,
+    database_url,
+    open_engine,
+    shown,
+)
 from acctsync.fleet._schedule import JOBS, Backoff, Job
 from acctsync.fleet._sources import CredentialsResolver, environment_credentials, source_factory
 from acctsync.stores.sql import SqlStore, SyncRun
@@ -110,8 +117,7 @@ class Fleet:
     _made: tuple[int, Engine, Registry] | None = field(default=None, init=False)
 
     def __repr__(self) -> str:
-        url = database_url(self.database).render_as_string(hide_password=True)
-        return f"<Fleet {url}>"
+        return f"<Fleet {shown(database_url(self.database))}>"
 
     def _opened(self) -> tuple[Engine, Registry]:
         """This process's engine and registry, made on first use in the process."""

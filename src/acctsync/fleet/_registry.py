@@ -87,6 +87,12 @@ def database_url(database: str | URL) -> URL:
         raise ConfigurationError(f"not a database URL ({type(error).__name__}: {error})") from None
 
 
+def shown(url: URL) -> str:
+    """``url`` as it may be printed: without its password, nor its query, where drivers
+    take passwords too (``?password=``)."""
+    return url.set(query={}).render_as_string(hide_password=True)
+
+
 def open_engine(database: str | URL, **options: Any) -> Engine:
     """A SQLAlchemy engine of ``database``; `ConfigurationError` as `database_url`, or
     when its dialect or driver is not installed."""
@@ -277,8 +283,7 @@ class Registry:
             raise
 
     def __repr__(self) -> str:
-        url = self._engine.url.render_as_string(hide_password=True)
-        return f"<Registry {url} table={self._table.name!r}>"
+        return f"<Registry {shown(self._engine.url)} table={self._table.name!r}>"
 
     @property
     def engine(self) -> Engine:
