@@ -79,7 +79,9 @@ T = TypeVar("T")
 SPAWN = multiprocessing.get_context("spawn")
 CONTACTS_PER_ACCOUNT = 10
 STREAMS: tuple[ObjectType, ...] = ("Account", "Contact")
-SET_SIZE = 50_000  # the source's default bulk_set_size, for the limit's sets too
+# The source's default bulk_set_size, for the limit's sets too: both sides ask the org
+# for the same sets, in as many requests.
+SET_SIZE = SalesforceSource.__init__.__kwdefaults__["bulk_set_size"]
 ORG_PUT_BATCH = 5_000  # accounts a `put` (with their contacts): the org's lock is held that long
 
 FIRST_STAMP = datetime(2022, 1, 1, tzinfo=UTC)

@@ -70,7 +70,7 @@ class Prepared:
         """
         if not self._positional:
             raise AssertionError("run() takes positional rows")
-        if listed := list(rows):
+        if listed := rows if isinstance(rows, list) else list(rows):
             conn.exec_driver_sql(self._sql, listed)
 
     def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
