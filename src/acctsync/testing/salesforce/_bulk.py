@@ -22,7 +22,7 @@ import base64
 import csv
 import io
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -148,7 +148,8 @@ class BulkJobs:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(names)
-        writer.writerows([_csv_value(row.get(name)) for name in names] for row in rows)
+        columns = [_csv_column([row.get(name) for row in rows]) for name in names]
+        writer.writerows(zip(*columns, strict=True))
         end = start + len(rows)
         locator = _locator(end) if end < total else "null"
         headers = {"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(len(rows))}
@@ -186,6 +187,18 @@ def _info(job: _Job) -> dict[str, Any]:
     return body
 
 
+def _csv_column(values: list[Any]) -> list[str]:
+    """A column of a set's rows as Bulk API 2.0 writes it (see `_csv_value`): a column of
+    text, the most common, without a call per value."""
+    kinds = set(map(type, values))
+    if kinds <= _TEXT:
+        return ["" if value is None else value for value in values]
+    return [_csv_value(value) for value in values]
+
+
+_TEXT: Final = frozenset({str, type(None)})
+
+
 def _csv_value(value: Any) -> str:
     """A row's value as Bulk API 2.0 writes it: null empty, booleans as true/false,
     datetimes in UTC to the millisecond with a Z (``2026-01-05T09:00:00.000Z``)."""
@@ -196,6 +209,8 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
+        if value.tzinfo is UTC and value.year >= 1000:  # as the org keeps them, faster
+            return value.isoformat(timespec="milliseconds")[:-6] + "Z"
         return format_datetime(value).removesuffix("+0000") + "Z"
     if isinstance(value, date):
         return value.isoformat()
