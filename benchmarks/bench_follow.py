@@ -16,7 +16,7 @@ where its grpc threads share the interpreter with the follower); the follower is
   from its stored position, timed until it has applied the last.
 
     python benchmarks/bench_follow.py [--events N] [--rate R] [--backlog N] [--quick]
-                                      [--same-process]
+                                      [--same-process] [--only latency|throughput]
 """
 
 from __future__ import annotations
@@ -237,12 +237,15 @@ def main() -> None:
     parser.add_argument(
         "--same-process", action="store_true", help="serve the org from the follower's process"
     )
+    parser.add_argument("--only", choices=("latency", "throughput"), help="one of the two")
     options = parser.parse_args()
     scale = 10 if options.quick else 1
     where = "this process" if options.same_process else "a process of its own"
     print(f"the org served from {where}")
-    latency(options.events // scale, options.rate, options.same_process)
-    throughput(options.backlog // scale, options.same_process)
+    if options.only != "throughput":
+        latency(options.events // scale, options.rate, options.same_process)
+    if options.only != "latency":
+        throughput(options.backlog // scale, options.same_process)
 
 
 if __name__ == "__main__":
