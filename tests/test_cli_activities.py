@@ -138,10 +138,6 @@ def test_csv_and_json_write_every_entry_unless_limited(log250: Path) -> None:
     assert empty == {"org": "default", "activities": []}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlStore.activities reads the log in the order it was written, not by occurred_at",
-)
 def test_entries_come_by_occurred_at_whatever_order_they_were_logged_in(tmp_path: Path) -> None:
     # A late commit logs an older change after newer ones (rule R1).
     late = entry(0, at=T0 - timedelta(hours=1))

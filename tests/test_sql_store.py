@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("sqlalchemy")
 
 import sqlalchemy
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 from acctsync import (
     Account,
@@ -320,6 +320,45 @@ def test_activities_read_in_pages_and_by_account_contact_and_time(
     ]
 
 
+def test_activities_by_time_in_windows_pages_and_either_direction(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+
+    def logged(n: int, second: int) -> ChangeDataValue:
+        return ChangeDataValue(
+            id=f"e{n}",
+            contact_id=C1 if n % 2 else C2,
+            account_id=A1,
+            field="Name",
+            old_value=None,
+            new_value=n,
+            origin=Origin.SALESFORCE,
+            occurred_at=T0 + timedelta(seconds=second),
+        )
+
+    # Logged out of time order (a late commit, R1), several to a second, over two pages.
+    entries = [logged(n, (n * 7919) % 1500) for n in range(4500)]
+    store.apply(Batch(activities=entries))
+    by_time = sorted(entries, key=lambda e: e.occurred_at)  # stable: as logged within a second
+    assert list(store.activities()) == entries
+    assert list(store.activities(by_time=True)) == by_time
+    assert list(store.activities(by_time=True, newest_first=True)) == by_time[::-1]
+    assert list(store.activities(newest_first=True, limit=3)) == entries[::-1][:3]
+    since, until = T0 + timedelta(seconds=100), T0 + timedelta(seconds=1400)
+    window = [e for e in by_time if since <= e.occurred_at < until]
+    assert list(store.activities(since=since, until=until, by_time=True)) == window
+    assert (
+        list(store.activities(since=since, until=until, by_time=True, limit=2001))
+        == (window[:2001])
+    )
+    assert store.count_activities(since=since, until=until) == len(window)
+    assert store.count_activities(contact_id=C1) == sum(e.contact_id == C1 for e in entries)
+    assert list(store.activities(limit=0)) == []
+    with pytest.raises(ConfigurationError, match="limit"):
+        list(store.activities(limit=-1))
+
+
 # -- Orgs --------------------------------------------------------------------------------
 
 
@@ -458,7 +497,31 @@ def test_a_version_4_database_gains_checkpoints(make_store: StoreFactory) -> Non
     )
     assert make_store().checkpoint("pubsub /data/ChangeEvents") == b"\0\1"
     with upgraded.engine.connect() as conn:
-        assert current_version(conn, tables) == SCHEMA_VERSION == 5
+        assert current_version(conn, tables) == SCHEMA_VERSION
+
+
+def test_a_version_5_database_gains_the_activity_logs_indexes(make_store: StoreFactory) -> None:
+    store = make_store()
+    synced(store)
+    tables = store._tables
+    with store.engine.begin() as conn:
+        for index in tables.activities.indexes:
+            index.drop(conn)
+        conn.execute(tables.meta.update().values(value=5))
+    wanted = {index.name for index in tables.activities.indexes}
+
+    def indexed(engine: sqlalchemy.Engine) -> set[str | None]:
+        with engine.connect() as conn:
+            found = inspect(conn).get_indexes(tables.activities.name, tables.activities.schema)
+        return {index["name"] for index in found} & wanted
+
+    assert len(wanted) == 3
+    assert not indexed(store.engine)
+    upgraded = make_store()
+    assert upgraded.get_account(A1) is not None
+    assert indexed(upgraded.engine) == wanted
+    with upgraded.engine.connect() as conn:
+        assert current_version(conn, tables) == SCHEMA_VERSION == 6
 
 
 def test_a_newer_schema_is_refused(make_store: StoreFactory) -> None:
@@ -592,6 +655,19 @@ def test_engine_url_names_psycopg_3_for_a_plain_postgresql_url() -> None:
     assert engine_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert engine_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
     assert engine_url("sqlite:///x.db").drivername == "sqlite"
+    # As hosting providers hand URLs out.
+    assert engine_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_a_store_repr_shows_no_password_in_the_url_or_its_query(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    plain = sqlalchemy.make_url(url).set(drivername="postgres")
+    for given in (plain.set(password="secret"), plain.update_query_dict({"password": "secret"})):
+        with SqlStore(given.render_as_string(hide_password=False), schema=schema) as store:
+            assert "secret" not in repr(store)
+            assert repr(store).startswith("<SqlStore postgresql+psycopg://")
 
 
 def test_a_postgresql_url_without_a_driver_means_psycopg_3(
@@ -614,7 +690,13 @@ def test_postgresql_through_another_driver_is_a_configuration_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql+psycopg2://u:secret@127.0.0.1/db", "nosuchdb://u:secret@h/db", "::"]
+    "url",
+    [
+        "postgresql+psycopg2://u:secret@127.0.0.1/db",
+        "nosuchdb://u:secret@h/db",
+        "::",
+        "postgresql://u:secret@127.0.0.1:notaport/db",
+    ],
 )
 def test_a_url_without_its_driver_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError) as raised:

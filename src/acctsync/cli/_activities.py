@@ -12,8 +12,9 @@ import csv
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import click
 import orjson
@@ -25,9 +26,6 @@ from acctsync.cli._command import existing, held, open_store, reporting, store_o
 from acctsync.cli._exits import ExitCode
 from acctsync.cli._output import Output, activity_document, activity_table, csv_value, iso
 from acctsync.cli._params import MOMENT, Database, RecordId
-
-if TYPE_CHECKING:
-    from acctsync.stores.sql import SqlStore
 
 __all__ = ["CSV_COLUMNS", "TABLE_PAGE", "activities"]
 
@@ -97,39 +95,32 @@ def activities(
     existing(database)
     with open_store(database, org=org) as store:
         held(store, database)
-        entries = _matching(store, account=account, contact=contact, since=since, until=until)
+        selected = partial(
+            store.activities,
+            account_id=account,
+            contact_id=contact,
+            since=since,
+            until=until,
+            by_time=True,
+        )
         if form == "table":
             page = limit or TABLE_PAGE
-            shown = _write_table(out.console, islice(entries, page))
-            narrowed = any(given is not None for given in (account, contact, since, until))
-            rest = sum(1 for _ in entries) if narrowed else store.counts().activities - shown
-            if shown or rest:
-                out.console.print(_summary(shown, rest, limited=limit is not None))
-            elif narrowed:  # say why: the org's log is not empty
-                held_entries = store.counts().activities
+            shown = _write_table(out.console, selected(limit=page))
+            matching = store.count_activities(
+                account_id=account, contact_id=contact, since=since, until=until
+            )
+            if matching:
+                out.console.print(_summary(shown, matching - shown, limited=limit is not None))
+            elif any(given is not None for given in (account, contact, since, until)):
+                held_entries = store.count_activities()  # say why: the log is not empty
                 out.console.print(f"0 entries match, of the {held_entries:,} org {org!r} holds")
             else:
                 out.console.print(f"0 entries: org {org!r} has logged none")
         elif form == "json":
-            _write_json(org, islice(entries, limit))
+            _write_json(org, selected(limit=limit))
         else:
-            _write_csv(islice(entries, limit))
+            _write_csv(selected(limit=limit))
     return ExitCode.OK
-
-
-def _matching(
-    store: SqlStore,
-    *,
-    account: str | None,
-    contact: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> Iterator[ChangeDataValue]:
-    """The org's entries the options select, as the store reads them."""
-    entries = store.activities(account_id=account, contact_id=contact, since=since)
-    if until is None:
-        return iter(entries)
-    return (entry for entry in entries if entry.occurred_at < until)
 
 
 def _summary(shown: int, rest: int, *, limited: bool) -> str:

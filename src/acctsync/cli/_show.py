@@ -8,9 +8,8 @@ last entries of its log.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich.markup import escape
@@ -40,6 +39,9 @@ from acctsync.cli._output import (
     when,
 )
 from acctsync.cli._params import Database, RecordId
+
+if TYPE_CHECKING:
+    from acctsync.stores.sql import SqlStore
 
 __all__ = ["show"]
 
@@ -103,7 +105,7 @@ def show_account(
         first = list(store.contact_ids(account_id)[:contact_count])
         listed = store.contact_states(first)
         contacts = [c for i in first if isinstance(c := listed.get(i), Contact)]
-        entries, logged = _last(store.activities(account_id=account_id), entry_count)
+        entries, logged = _last(store, entry_count, account_id=account_id, contact_id=None)
     if out.json:
         out.document(
             {
@@ -160,7 +162,7 @@ def show_contact(
             stored = store.account_states([contact.account_id]).get(contact.account_id)
             account = stored if isinstance(stored, AccountState) else None
             contact_total = store.count_contacts(contact.account_id)
-        entries, logged = _last(store.activities(contact_id=contact_id), entry_count)
+        entries, logged = _last(store, entry_count, account_id=None, contact_id=contact_id)
     if out.json:
         out.document(
             {
@@ -206,14 +208,21 @@ def _unknown(
     return UnknownRecordError(object_type, record_id)
 
 
-def _last(entries: Iterable[ChangeDataValue], count: int) -> tuple[Sequence[ChangeDataValue], int]:
-    """The last ``count`` entries, oldest first, and how many there are in all."""
-    kept: deque[ChangeDataValue] = deque(maxlen=count)
-    logged = 0
-    for entry in entries:
-        kept.append(entry)
-        logged += 1
-    return list(kept), logged
+def _last(
+    store: SqlStore, count: int, *, account_id: str | None, contact_id: str | None
+) -> tuple[Sequence[ChangeDataValue], int]:
+    """The last ``count`` entries of a record's log, oldest first, and how many it holds."""
+    newest = list(
+        store.activities(
+            account_id=account_id,
+            contact_id=contact_id,
+            limit=count,
+            by_time=True,
+            newest_first=True,
+        )
+    )
+    logged = store.count_activities(account_id=account_id, contact_id=contact_id)
+    return newest[::-1], logged
 
 
 def _named(contact: Contact) -> str:

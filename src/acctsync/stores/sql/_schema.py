@@ -116,6 +116,11 @@ class Tables:
             Column("origin", String(16), nullable=False),
             Column("occurred_at", BigInteger, nullable=False),
             UniqueConstraint("org", "id", name=f"{prefix}activities_id"),
+            # The log is read by time, whole or of one account or contact: each page of
+            # it one range of an index (`SqlStore.activities`' keyset paging).
+            Index(f"{prefix}activities_by_time", "org", "occurred_at", "seq"),
+            Index(f"{prefix}activities_by_account", "org", "account_id", "occurred_at", "seq"),
+            Index(f"{prefix}activities_by_contact", "org", "contact_id", "occurred_at", "seq"),
         )
         watermarks = Table(
             f"{prefix}watermarks",
@@ -253,12 +258,19 @@ def _create_checkpoints(conn: Connection, tables: Tables) -> None:
     tables.checkpoints.create(conn)
 
 
+def _index_activity_log(conn: Connection, tables: Tables) -> None:
+    # Step 1 makes a new database's log with these indexes already.
+    for index in tables.activities.indexes:
+        index.create(conn, checkfirst=True)
+
+
 _STEPS: Final[Sequence[Callable[[Connection, Tables], None]]] = (
     _create_core,  # 1: records, activity log, watermarks, conversions
     _create_locks,  # 2: the runner lease that SQLite needs (PostgreSQL uses advisory locks)
     _create_runs,  # 3: the sync runs, for a later look at what the last one did
     _add_versions_and_field_names,  # 4: same-second versions (R3), field spellings (R9)
     _create_checkpoints,  # 5: where each followed event stream was applied up to
+    _index_activity_log,  # 6: the activity log read by time, of an org, account or contact
 )
 
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -30,6 +30,7 @@ from typing import Any, Final, Self, TypeVar, cast
 import attrs
 from sqlalchemy import (
     URL,
+    ColumnElement,
     Connection,
     Engine,
     Row,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     func,
     make_url,
     select,
+    tuple_,
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -102,9 +104,11 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
 def engine_url(url: str | URL) -> URL:
     """``url``, with PostgreSQL's driver named: psycopg 3, which SQLAlchemy 2.0 would
-    take for psycopg2."""
+    take for psycopg2. ``postgres://``, as hosting providers hand URLs out, is PostgreSQL."""
     url = make_url(url)
-    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -159,8 +163,10 @@ class SqlStore:
             self._engine = (
                 engine if isinstance(engine, Engine) else create_engine(engine_url(engine))
             )
-        except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
+        except ValueError as error:  # a port that is no number, say
             # Not the URL itself: it may hold a password.
+            raise ConfigurationError(f"that is no database URL: {error}") from None
+        except (ImportError, ArgumentError) as error:  # NoSuchModuleError is an ArgumentError
             raise ConfigurationError(
                 f"cannot open that database URL ({type(error).__name__}: {error}); PostgreSQL"
                 " needs the postgres extra, whose driver is psycopg 3 (postgresql+psycopg://)"
@@ -207,7 +213,8 @@ class SqlStore:
         return cls(URL.create("sqlite", database=os.fspath(path)), **options)
 
     def __repr__(self) -> str:
-        url = self._engine.url.render_as_string(hide_password=True)
+        # Without the query too: a password may be given there (?password=).
+        url = self._engine.url.set(query={}).render_as_string(hide_password=True)
         return f"<SqlStore {url} org={self._org!r}>"
 
     @property
@@ -446,12 +453,71 @@ class SqlStore:
         account_id: str | None = None,
         contact_id: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        by_time: bool = False,
+        newest_first: bool = False,
     ) -> Iterator[ChangeDataValue]:
         """The activity log, oldest entry first, optionally of one account or contact.
 
-        ``since`` keeps entries that occurred at or after it. The log is read a page at
-        a time, so it may be longer than memory.
+        Entries come in the order they were logged, or with ``by_time`` by
+        ``occurred_at`` (those of one instant as logged): a local edit, or a change
+        committed late in Salesforce (rule R1), is logged after entries of later times.
+        ``newest_first`` turns the order round. ``since`` keeps entries that occurred at
+        or after it, ``until`` those that occurred before it, and ``limit`` ends the log
+        after that many. The log is read a page at a time, so it may be longer than
+        memory.
         """
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise ConfigurationError(f"limit must be None or an int >= 0: {limit!r}")
+        table = self._tables.activities
+        where = self._log_filter(account_id, contact_id, since, until)
+        columns = (table.c.occurred_at, table.c.seq) if by_time else (table.c.seq,)
+        key = tuple_(*columns)
+        order = [c.desc() for c in columns] if newest_first else list(columns)
+        left = limit
+        after: tuple[int, ...] | None = None
+        while left is None or left > 0:
+            page = _LOG_PAGE if left is None else min(_LOG_PAGE, left)
+            query = select(table).where(*where).order_by(*order).limit(page)
+            if after is not None:  # keyset paging: each page one range of an index
+                query = query.where(key < after if newest_first else key > after)
+            with self._transaction(write=False) as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield self._rows.entry(row)
+            if len(rows) < page:
+                return
+            if left is not None:
+                left -= len(rows)
+            last = rows[-1]
+            after = (last.occurred_at, last.seq) if by_time else (last.seq,)
+
+    def count_activities(
+        self,
+        *,
+        account_id: str | None = None,
+        contact_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many entries `activities` would give with the same filters and no limit."""
+        where = self._log_filter(account_id, contact_id, since, until)
+        with self._transaction(write=False) as conn:
+            return (
+                conn.scalar(
+                    select(func.count()).select_from(self._tables.activities).where(*where)
+                )
+                or 0
+            )
+
+    def _log_filter(
+        self,
+        account_id: str | None,
+        contact_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[ColumnElement[bool]]:
         table = self._tables.activities
         where = [table.c.org == self._org]
         if account_id is not None:
@@ -460,20 +526,9 @@ class SqlStore:
             where.append(table.c.contact_id == normalize_id(contact_id))
         if since is not None:
             where.append(table.c.occurred_at >= micros(since))
-        after = 0
-        while True:
-            with self._transaction(write=False) as conn:
-                rows = conn.execute(
-                    select(table)
-                    .where(*where, table.c.seq > after)
-                    .order_by(table.c.seq)
-                    .limit(_LOG_PAGE)
-                ).all()
-            for row in rows:
-                yield self._rows.entry(row)
-            if len(rows) < _LOG_PAGE:
-                return
-            after = rows[-1].seq
+        if until is not None:
+            where.append(table.c.occurred_at < micros(until))
+        return where
 
     def accounts(self) -> Iterator[Account]:
         """Every live account, with effective values, in ID order."""
