@@ -11,6 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("sqlalchemy")
 
@@ -40,6 +42,7 @@ from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
 from acctsync.stores.sql._schema import Tables, current_version, migrate
 from acctsync.stores.sql._store import engine_url
 from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
+from acctsync.testing.strategies import change_data_values
 from sql_fixtures import StoreFactory
 
 T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
@@ -318,6 +321,20 @@ def test_activities_read_in_pages_and_by_account_contact_and_time(
     assert list(store.activities(contact_id=C1, since=T0 + timedelta(seconds=4000))) == [
         e for e in entries if e.contact_id == C1 and e.occurred_at >= T0 + timedelta(seconds=4000)
     ]
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(change_data_values(), max_size=30, unique_by=lambda e: e.id))
+def test_logged_entries_read_back_as_they_were_logged(
+    tmp_path: Path, entries: list[ChangeDataValue]
+) -> None:
+    # Values of every kind: quotes, backslashes, non-ASCII text, tagged numbers and times.
+    with SqlStore.sqlite(tmp_path / f"log-{next(_DATABASES)}.db") as store:
+        store.apply(Batch(activities=entries))
+        assert list(store.activities()) == entries
+
+
+_DATABASES = itertools.count()
 
 
 def test_activities_by_time_in_windows_pages_and_either_direction(
@@ -664,8 +681,9 @@ def test_a_store_repr_shows_no_password_in_the_url_or_its_query(
 ) -> None:
     url, schema = postgres_schema
     plain = sqlalchemy.make_url(url).set(drivername="postgres")
-    for given in (plain.set(password="secret"), plain.update_query_dict({"password": "secret"})):
-        with SqlStore(given.render_as_string(hide_password=False), schema=schema) as store:
+    secret_urls = (plain.set(password="secret"), plain.update_query_dict({"password": "secret"}))
+    for secret_url in secret_urls:
+        with SqlStore(secret_url.render_as_string(hide_password=False), schema=schema) as store:
             assert "secret" not in repr(store)
             assert repr(store).startswith("<SqlStore postgresql+psycopg://")
 
