@@ -376,6 +376,22 @@ def test_activities_by_time_in_windows_pages_and_either_direction(
         list(store.activities(limit=-1))
 
 
+def test_a_hold_whose_release_fails_in_the_driver_ends_without_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's BEGIN goes to the driver itself, so its error is the driver's, not
+    # SQLAlchemy's; the lease then lapses as it does when its process is gone.
+    store = SqlStore.sqlite(tmp_path / "held.db")
+
+    def release(conn: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store._lock, "release", release)
+    with store.exclusive():
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) == contact(C1, None, 0)
+
+
 # -- Orgs --------------------------------------------------------------------------------
 
 

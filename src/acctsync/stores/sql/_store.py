@@ -309,8 +309,10 @@ class SqlStore:
                 self._pinned, self._depth, self._unheld = None, 0, {}
                 try:
                     self._lock.release(conn)
-                except SQLAlchemyError:
-                    # Dropping the connection ends an advisory lock; a lease lapses.
+                except (SQLAlchemyError, self._driver_error):
+                    # Dropping the connection ends an advisory lock; a lease lapses. The
+                    # driver's own error comes from SQLite's BEGIN, which bypasses
+                    # SQLAlchemy (`_on_sqlite_begin`): after a Ctrl-C, say.
                     conn.invalidate()
 
     # -- Reads ---------------------------------------------------------------------------
