@@ -220,6 +220,14 @@ class Statements:
             dialect,
             ("org", "stream"),
         )
+        names = tables.field_names
+        self.field_names = Prepared(
+            select(names.c.name)
+            .where(names.c.org == org, names.c.object_type == bindparam("object_type"))
+            .order_by(names.c.folded),
+            dialect,
+            ("org", "object_type"),
+        )
         points = tables.checkpoints
         self.checkpoint = Prepared(
             select(points.c.position).where(

@@ -429,14 +429,9 @@ class SqlStore:
 
     def field_names(self, object_type: ObjectType) -> list[str]:
         """The org's field names of ``object_type``, each in its one spelling (rule R9)."""
-        table = self._tables.field_names
         kind = parse_object_type(object_type)
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(table.c.name)
-                .where(table.c.org == self._org, table.c.object_type == kind)
-                .order_by(table.c.folded)
-            )
+        with self._transaction(write=False) as conn:  # every follow batch reads them
+            rows = self._statements.field_names.execute(conn, org=self._org, object_type=kind)
             return [row[0] for row in rows]
 
     def get_account(self, account_id: str) -> Account | None:
