@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, select, text, update
 
 from acctsync._errors import LockLostError, LockTimeoutError
 from acctsync.stores.sql._schema import Tables
@@ -122,6 +122,12 @@ class Lease:
         self._token = secrets.token_hex(16)
         self._host = socket.gethostname()
         self._pid = os.getpid()
+        # Built once: every write renews the lease, a follower's a few times a second.
+        self._renewal = (
+            update(self._table)
+            .where(self._table.c.org == org, self._table.c.token == self._token)
+            .values(expires_at=bindparam("expires_at"))
+        )
 
     def acquire(self, conn: Connection) -> None:
         """Take the lease when it is free, expired, or its runner's process is gone."""
@@ -153,12 +159,7 @@ class Lease:
 
     def renew(self, conn: Connection) -> None:
         """Extend the lease; `LockLostError` if another runner took it."""
-        table = self._table
-        renewed = conn.execute(
-            update(table)
-            .where(table.c.org == self._org, table.c.token == self._token)
-            .values(expires_at=_now_us() + self._duration_us)
-        )
+        renewed = conn.execute(self._renewal, {"expires_at": _now_us() + self._duration_us})
         if renewed.rowcount != 1:
             raise LockLostError(self._org)
 
