@@ -12,7 +12,7 @@ import io
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -569,57 +569,53 @@ SET_DESCRIBE = {
 }
 CONTACT_ID, ACCOUNT_ID = make_id("003", 5), make_id("001", 9)
 EMPTY = "000000000000000AAA"
-TEXTS = st.sampled_from(
-    [
-        "",
-        "x",
-        "2024-01-31",
-        "2024-02-30",
+TEXTS = [
+    "",
+    "x",
+    "2024-01-31",
+    "2024-02-30",
+    "2024-01-31T12:00:00.000Z",
+    "2024-W01-1",
+    EMPTY,
+    EMPTY[:15],
+    "né",
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "\u0663",
+    "1e5",
+    " 1 ",
+]
+# What each column may hold: what Bulk writes, and what the general reader refuses.
+ODD: dict[str, Sequence[str]] = {
+    "Id": [CONTACT_ID, CONTACT_ID[:15], CONTACT_ID.lower(), ACCOUNT_ID, "", "003", EMPTY],
+    "SystemModstamp": [
         "2024-01-31T12:00:00.000Z",
-        "2024-W01-1",
-        EMPTY,
-        EMPTY[:15],
-        "né",
-        "a,b",
-        'say "hi"',
-        "two\nlines",
-        "\u0663",
-        "1e5",
-        " 1 ",
-    ]
-)
-VALUES: dict[str, Any] = {
-    "Id": st.sampled_from(
-        [CONTACT_ID, CONTACT_ID[:15], CONTACT_ID.lower(), ACCOUNT_ID, "", "003", EMPTY]
-    ),
-    "SystemModstamp": st.sampled_from(
-        [
-            "2024-01-31T12:00:00.000Z",
-            "2024-01-31T12:00:00.123+0000",
-            "2024-01-31 12:00:00",
-            "2024-01-31T12:00:00Z",
-            "2024-13-31T12:00:00.000Z",
-            "2024-01-31T12:00:00.000",
-            "",
-        ]
-    ),
-    "IsDeleted": st.sampled_from(["false", "false", "true", "TRUE", "0", "1", "", "no"]),
-    "MasterRecordId": st.sampled_from(["", CONTACT_ID, make_id("003", 6), EMPTY, "bad"]),
-    "AccountId": st.sampled_from(["", ACCOUNT_ID, ACCOUNT_ID[:15], EMPTY, CONTACT_ID, "x"]),
+        "2024-01-31T12:00:00.123+0000",
+        "2024-01-31 12:00:00",
+        "2024-01-31T12:00:00Z",
+        "2024-13-31T12:00:00.000Z",
+        "2024-01-31T12:00:00.000",
+        "",
+    ],
+    "IsDeleted": ["false", "false", "true", "TRUE", "0", "1", "", "no"],
+    "MasterRecordId": ["", CONTACT_ID, make_id("003", 6), EMPTY, "bad"],
+    "AccountId": ["", ACCOUNT_ID, ACCOUNT_ID[:15], EMPTY, CONTACT_ID, "x"],
     "LastName": TEXTS,
-    "Score__c": st.sampled_from(["", "1.5", "-2", ".5", "1e3", "NaN", "Infinity", "1_0", "x"]),
-    "Visits__c": st.sampled_from(["", "7", "-7", "+7", "+", "1.0", "\u0663", "9" * 30, " 7"]),
-    "Birthdate": st.sampled_from(["", "2024-01-31", "2024-02-30", "2024-W01-1", "20240131"]),
-    "Seen__c": st.sampled_from(["", "2024-01-31T12:00:00.000Z", "2024-01-31T12:00:00+0100"]),
-    "OptOut__c": st.sampled_from(["", "true", "false", "True", "1", "0", "yes"]),
-    "Owner__c": st.sampled_from(["", EMPTY, EMPTY[:15], make_id("005", 1), "2024-01-31"]),
-    "MailingAddress": st.sampled_from(["", "1 Main St"]),
-    "Spot__c": st.sampled_from(["", "x"]),
-    "Spot__Latitude__s": st.sampled_from(["", "1.25"]),
-    "LastModifiedDate": st.sampled_from(["", "2024-01-31T12:00:00.000Z", "junk"]),
+    "Score__c": ["", "1.5", "-2", ".5", "1e3", "NaN", "Infinity", "1_0", "x"],
+    "Visits__c": ["", "7", "-7", "+7", "+", "1.0", "\u0663", "9" * 30, " 7"],
+    "Birthdate": ["", "2024-01-31", "2024-02-30", "2024-W01-1", "20240131"],
+    "Seen__c": ["", "2024-01-31T12:00:00.000Z", "2024-01-31T12:00:00+0100"],
+    "OptOut__c": ["", "true", "false", "True", "1", "0", "yes"],
+    "Owner__c": ["", EMPTY, EMPTY[:15], make_id("005", 1), "2024-01-31"],
+    "MailingAddress": ["", "1 Main St"],
+    "Spot__c": ["", "x"],
+    "Spot__Latitude__s": ["", "1.25"],
+    "LastModifiedDate": ["", "2024-01-31T12:00:00.000Z", "junk"],
     "Owner.Name": TEXTS,
     "Custom__c": TEXTS,  # not described: text, as written
 }
+VALUES = {name: st.sampled_from(values) for name, values in ODD.items()}
 PLAIN_HEADER = [
     "Id",
     "SystemModstamp",
@@ -657,12 +653,15 @@ def outcome(item: Change) -> tuple[object, ...]:
 
 
 def both_readings(
-    data: bytes, page_size: int, describe: dict[str, Any] = SET_DESCRIBE
+    data: bytes, page_size: int, describe: dict[str, Any] = SET_DESCRIBE, chunk: int = 250
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The set read by Bulk's column reader and by the general export reader."""
+    """The set read by Bulk's column reader, ``chunk`` rows at a time, and by the general
+    export reader."""
     kind = describe["name"]
     typing = _bulk.CsvTyping(kind, describe)
-    read = list(typing.pages(_bulk.ResultSet(data, None), "job 750 set 1", page_size))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_bulk, "_CHUNK", chunk)
+        read = list(typing.pages(_bulk.ResultSet(data, None), "job 750 set 1", page_size))
     assert all(0 < len(page) <= page_size for page in read)
     general = csv_pages(
         data, kind, types_from_describe(describe), origin="job 750 set 1", page_size=page_size
@@ -674,8 +673,9 @@ def both_readings(
 
 
 @st.composite
-def result_sets(draw: st.DrawFn) -> tuple[bytes, int]:
-    """A result set: mostly Bulk's own header and values, some not, and a page size."""
+def result_sets(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    """A result set: mostly Bulk's own header and values, some not; a page size, and how
+    many rows the column reader reads at a time."""
     header = list(PLAIN_HEADER)
     if draw(st.booleans()):
         extra = ["MailingAddress", "Spot__c", "Spot__Latitude__s", "LastModifiedDate"]
@@ -685,11 +685,13 @@ def result_sets(draw: st.DrawFn) -> tuple[bytes, int]:
         header[draw(st.integers(0, 4))] = draw(st.sampled_from(["ID", "systemmodstamp"]))
     rows = []
     for _ in range(draw(st.integers(0, 12))):
-        plain = draw(st.integers(0, 7)) > 0
+        # Each value mostly what Bulk writes; now and then anything its column may hold,
+        # which the column reader reads, or sends to the general reader, whole page or row.
+        odd = draw(st.sampled_from([0, 0, 1, 2, 10]))  # how many in ten are odd, this row
         row = [
             draw(
                 VALUES[name]
-                if not plain or name in ("AccountId", "MasterRecordId")
+                if name in ("AccountId", "MasterRecordId") or draw(st.integers(0, 9)) < odd
                 else PLAIN_FLAGS
                 if name == "IsDeleted"
                 else st.just(plain_value(name, len(rows)))
@@ -704,7 +706,7 @@ def result_sets(draw: st.DrawFn) -> tuple[bytes, int]:
     if draw(st.integers(0, 19)) == 0:
         cut = draw(st.integers(0, len(data)))
         data = data[:cut] + b"\xff" + data[cut:]
-    return data, draw(st.integers(1, 5))
+    return data, draw(st.integers(1, 5)), draw(st.sampled_from([1, 2, 3, 250]))
 
 
 PLAIN_FLAGS = st.sampled_from(["false", "false", "false", "true"])
@@ -723,6 +725,10 @@ def plain_value(name: str, n: int) -> str:
         "Seen__c": f"2023-05-{1 + n % 28:02d}T00:00:0{n % 10}.000Z",
         "OptOut__c": "true" if n % 2 else "false",
         "Owner__c": make_id("005", n) if n % 3 else "",
+        "MailingAddress": f"{n} Main St",
+        "Spot__c": "x",
+        "Spot__Latitude__s": f"1.{n}",
+        "Custom__c": f"custom {n}",
     }
     return values.get(name, "")
 
@@ -730,14 +736,14 @@ def plain_value(name: str, n: int) -> str:
 @settings(max_examples=400, deadline=None)
 @given(result_sets())
 def test_r8_a_result_set_reads_into_what_the_general_reader_and_decoder_make(
-    drawn: tuple[bytes, int],
+    drawn: tuple[bytes, int, int],
 ) -> None:
     """Records where the general reader's payload decodes; the same rejections, with the
     same reasons and lines, where it does not; whatever the header, values or bytes."""
-    data, page_size = drawn
+    data, page_size, chunk = drawn
     try:
         general_error: Exception | None = None
-        both = both_readings(data, page_size)
+        both = both_readings(data, page_size, chunk=chunk)
     except ExportFileError as error:  # a header the general reader refuses: so does Bulk's
         general_error = error
     if general_error is None:
@@ -745,7 +751,7 @@ def test_r8_a_result_set_reads_into_what_the_general_reader_and_decoder_make(
         assert read == general
     else:
         with pytest.raises(ExportFileError):
-            both_readings(data, page_size)
+            both_readings(data, page_size, chunk=chunk)
 
 
 def test_a_plain_result_set_is_read_into_records_not_payloads() -> None:
@@ -784,3 +790,16 @@ def test_a_plain_result_set_is_read_into_records_not_payloads() -> None:
     }
     assert first.system_modstamp == datetime(2024, 1, 2, 12, 0, 0, 1000, tzinfo=UTC)
     assert both_readings(data, 3)[0] == both_readings(data, 3)[1]
+
+
+def test_r8_each_value_a_column_may_hold_reads_as_the_general_reader_reads_it() -> None:
+    """Every odd value of every column, alone in a page of plain rows: the column reader
+    reads it as the general reader and the decoder do, or leaves its page to them."""
+    header = [*PLAIN_HEADER, "MailingAddress", "Spot__c", "Spot__Latitude__s", "Custom__c"]
+    plain = [[plain_value(name, n) for name in header] for n in range(1, 5)]
+    for column, name in enumerate(header):
+        for value in ODD[name]:
+            rows = [list(row) for row in plain]
+            rows[2][column] = value
+            read, general = both_readings(set_csv(header, rows), 4)
+            assert read == general, (name, value)

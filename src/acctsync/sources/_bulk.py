@@ -152,6 +152,7 @@ _DATETIME: Final = (24, {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23:
 _EMPTY_IDS: Final = (EMPTY_ID, EMPTY_ID[:15])
 # Records' own IDs: ``001`` or ``003`` and 15 letters and digits, then their checksum.
 _ID_SIZE: Final = 18
+_CHUNK: Final = 250  # rows read and typed at a time
 
 
 class _NotPlainError(Exception):
@@ -370,11 +371,14 @@ class CsvTyping:
         header = self._header(tuple(written))
         if header is None:
             raise _NotPlainError
+        page: list[Item] = []
         while True:
+            # A few hundred rows at a time: read and gone before the collector's older
+            # generations see them, which a page's worth would reach.
             first = reader.line_num + 1  # the line the next row begins on
-            chunk = list(islice(reader, page_size))
+            chunk = list(islice(reader, min(_CHUNK, page_size - len(page))))
             if not chunk:
-                return
+                break
             if reader.line_num - first + 1 == len(chunk):
                 lines: Sequence[int] = range(first, first + len(chunk))
             else:  # a value holds a line break: its row spans more lines
@@ -386,7 +390,12 @@ class CsvTyping:
                 kept = [i for i, row in enumerate(chunk) if row]
                 chunk, lines = [chunk[i] for i in kept], [lines[i] for i in kept]
             if chunk:
-                yield self._page(header, written, chunk, lines, origin)
+                page.extend(self._page(header, written, chunk, lines, origin))
+            if len(page) == page_size:
+                yield page
+                page = []
+        if page:
+            yield page
 
     def _header(self, written: tuple[str, ...]) -> _Header | None:
         """How the header reads, None where it is not plain (then the general reader's)."""
