@@ -123,26 +123,6 @@ def query_all(made: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from json.loads(json.dumps({"records": page}))["records"]
 
 
-class RawOrg(InMemorySource):
-    """An `InMemorySource` whose ``add_raw`` takes a million records in seconds.
-
-    ``add_raw`` first drops the older raw versions of the record, in a pass over every raw
-    record added so far: a million would take hours. Each record here is new, so the pass
-    is made only for an ID added before, where it drops what it always did.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Should that method be renamed or go, this class would spare nothing: say so now.
-        assert callable(getattr(InMemorySource, "_forget_raw", None)), "add_raw changed"
-        self._added: set[tuple[str, str]] = set()
-
-    def _forget_raw(self, stream: str, record_id: str) -> None:
-        if (stream, record_id) in self._added:
-            super()._forget_raw(stream, record_id)
-        self._added.add((stream, record_id))
-
-
 class Org:
     """The org's REST records: in a source for the sync, in the engine's order for the limit."""
 
@@ -156,7 +136,7 @@ class Org:
                 query_all(contact(m, contact_step, accounts) for m in range(contacts))
             ),
         }
-        self.source = RawOrg()
+        self.source = InMemorySource()
         for object_type, records in by_type.items():
             for record in records:
                 self.source.add_raw(object_type, record)

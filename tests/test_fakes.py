@@ -68,3 +68,15 @@ def test_r7_malformed_payloads_are_each_read_for_the_engine_to_reject() -> None:
     (page,) = source.read_changes("Account", None, page_size=10)
 
     assert len(page) == 2
+
+
+def test_r3_a_version_added_again_after_an_upsert_replaces_it_in_turn() -> None:
+    source = InMemorySource()
+    source.add_raw("Account", rest(A1, "First"))
+    source.upsert(Account(id=A1, fields={"Name": "Second"}, system_modstamp=T))
+    source.add_raw("Account", rest(A1, "Third"))
+    source.add_raw("Account", rest(A1, "Fourth"))
+
+    (page,) = source.read_changes("Account", None, page_size=10)
+
+    assert [item.payload["Name"] for item in page] == ["Fourth"]  # type: ignore[union-attr]

@@ -155,6 +155,9 @@ class InMemorySource:
     _raw: list[tuple[str, datetime, str | None, RawRecord | RawChangeEvent]] = field(
         init=False, factory=list
     )
+    # The (stream, record ID) of the raw items with an ID: a new version looks here first,
+    # so that adding a million records is not a million passes over those added before.
+    _raw_ids: set[tuple[str, str]] = field(init=False, factory=set)
     _buried: dict[str, Account | Contact] = field(init=False, factory=dict)
     _deleted_with: dict[str, list[str]] = field(init=False, factory=dict)
     _writes: list[ConversionRequest] = field(init=False, factory=list)
@@ -209,7 +212,9 @@ class InMemorySource:
 
     def _forget_raw(self, stream: str, record_id: str) -> None:
         """Drop the raw versions of a record: a new version replaces them, as in an org."""
-        self._raw = [raw for raw in self._raw if (raw[0], raw[2]) != (stream, record_id)]
+        if (stream, record_id) in self._raw_ids:
+            self._raw_ids.discard((stream, record_id))
+            self._raw = [raw for raw in self._raw if (raw[0], raw[2]) != (stream, record_id)]
 
     def delete(self, deletion: Deletion) -> None:
         """Delete a record as Salesforce does.
@@ -302,6 +307,7 @@ class InMemorySource:
         if record_id is not None:
             self._forget_raw(stream, record_id)
             self._records[stream].pop(record_id, None)
+            self._raw_ids.add((stream, record_id))
         self._raw.append((stream, stamp or self._next_stamp(), record_id, item))
 
     # -- Reading, as the engine does ----------------------------------------------------
