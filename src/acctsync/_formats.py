@@ -38,12 +38,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
+
+from attrs import frozen
 
 from acctsync._errors import InvalidRecordError
 from acctsync._ids import ACCOUNT_PREFIX, normalize_id
 from acctsync._records import (
-    CHECKED_FIELD_NAMES,
     OBJECT_PREFIXES,
     RESERVED_FIELDS,
     UNCHANGED,
@@ -57,6 +58,7 @@ from acctsync._records import (
     Unchanged,
     checked_account,
     checked_contact,
+    field_name_problem,
     parse_object_type,
     text_problem,
 )
@@ -212,14 +214,15 @@ def text_value(raw: str) -> FieldValue:
         return None
     # Both shapes start with four digits and a hyphen, and are 10 characters or more:
     # most text is told apart here, without a regex.
-    if len(raw) < 10 or raw[4] != "-":
+    size = len(raw)
+    if size < 10 or raw[4] != "-":
         return raw
-    if _DATETIME.fullmatch(raw):
+    if size > 10 and _DATETIME.fullmatch(raw):  # a date is all of its ten characters
         try:
             return datetime.fromisoformat(raw).astimezone(UTC)
         except (ValueError, OverflowError):
             return raw
-    if _DATE.fullmatch(raw):
+    if size == 10 and _DATE.fullmatch(raw):
         try:
             return date.fromisoformat(raw)
         except (ValueError, OverflowError):
@@ -342,26 +345,23 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
     pass; None for any other, which `_any_record` decodes or rejects.
 
     Plain: record attributes spelled as Salesforce spells them, a valid ``Id`` and
-    ``SystemModstamp``, no compound field but null ones, field names already checked once
-    (`CHECKED_FIELD_NAMES`) and values that are text, finite numbers, booleans or null.
-    It makes every check that the record's construction makes, so it builds the record
+    ``SystemModstamp``, no compound field but null ones, field names that are API names
+    and values that are text, finite numbers, booleans or null. What its keys are is
+    learnt once per set of keys (`_shape`), since a query's records share theirs. It
+    makes every check that the record's construction makes, so it builds the record
     without them (`checked_account`): a sync reads a million records of this kind.
     """
+    keys = tuple(record)
+    shape = _SHAPES.get(keys, _UNKNOWN)
+    if shape is _UNKNOWN:
+        shape = _shape(keys)
+    if shape is None:
+        return None
+    shape = cast("_Shape", shape)
+    values = tuple(record.values())
     fields: dict[str, FieldValue] = {}
-    attributes: dict[str, Any] = {}  # audit fields too, which nothing here reads
-    for name, raw in record.items():
-        system = _SPELLINGS.get(name)
-        if system is None:
-            system = _system_name(name) or ""
-        if system:
-            if system != name and system not in AUDIT_FIELDS:
-                return None  # one in two spellings, maybe: `_split` compares them
-            attributes[system] = raw
-            continue
-        if raw is None and _is_null_compound(name, record):
-            continue  # no field, so its name is checked as none
-        if name not in CHECKED_FIELD_NAMES:
-            return None
+    for at, name, compound in shape.fields:
+        raw = values[at]
         kind_of = type(raw)
         if kind_of is str:
             if not raw.isascii() and text_problem(raw) is not None:
@@ -371,35 +371,110 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
                 fields[name] = raw
             else:
                 fields[name] = text_value(raw)
-        elif raw is None or kind_of is bool or kind_of is int or _finite(raw):
+        elif raw is None:
+            if not compound:  # a compound's null is no field
+                fields[name] = None
+        elif kind_of is bool or kind_of is int or _finite(raw):
             fields[name] = raw
         else:
             return None
-    record_id, stamp = attributes.get("Id"), attributes.get("SystemModstamp")
+    record_id, stamp = values[shape.id_at], values[shape.stamp_at]
     if type(record_id) is not str or type(stamp) is not str:
         return None
-    declared = attributes.get("attributes")
-    if declared is not None and (
-        type(declared) is not dict or declared.get("type") not in (None, kind)
-    ):
-        return None
+    if shape.declared_at is not None:
+        declared = values[shape.declared_at]
+        if declared is not None and (
+            type(declared) is not dict or declared.get("type") not in (None, kind)
+        ):
+            return None
     modstamp = text_value(stamp)
-    if type(modstamp) is not datetime or attributes.get("IsDeleted", False) is not False:
+    if type(modstamp) is not datetime:
+        return None
+    if shape.deleted_at is not None and values[shape.deleted_at] is not False:
         return None
     try:
         record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
         if kind == "Account":
             return checked_account(id=record_id, fields=fields, system_modstamp=modstamp)
-        account_id = attributes.get("AccountId")
-        if account_id is not None and not is_empty_id(account_id):
-            account_id = normalize_id(account_id, prefix=ACCOUNT_PREFIX)
-        else:
-            account_id = None
+        account_id = None if shape.account_at is None else values[shape.account_at]
+        if type(account_id) is str:
+            if account_id in _EMPTY_IDS:
+                account_id = None
+            else:
+                account_id = _ACCOUNT_IDS.get(account_id) or _account_id(account_id)
+        elif account_id is not None:
+            return None
     except InvalidRecordError:
         return None
     return checked_contact(
         id=record_id, account_id=account_id, fields=fields, system_modstamp=modstamp
     )
+
+
+@frozen
+class _Shape:
+    """Where a plain record's attributes are among its keys, and which keys are fields.
+
+    ``fields`` holds each field's position, name, and whether its null is a compound's,
+    which is no field (`_is_null_compound`).
+    """
+
+    id_at: int
+    stamp_at: int
+    declared_at: int | None
+    deleted_at: int | None
+    account_at: int | None
+    fields: tuple[tuple[int, str, bool], ...]
+
+
+# The shape of each set of keys met, None for keys no plain record has; bounded, so
+# that a stream of odd records cannot grow it for ever.
+_SHAPES: dict[tuple[Any, ...], _Shape | None] = {}
+_SHAPES_MAX: Final = 1 << 12
+_UNKNOWN: Final = object()
+# Contacts' account IDs as `normalize_id` makes them: many contacts name one account.
+_ACCOUNT_IDS: dict[str, str] = {}
+_ACCOUNT_IDS_MAX: Final = 1 << 17
+
+
+def _shape(keys: tuple[Any, ...]) -> _Shape | None:
+    """What `_plain_record` needs to know of records with these keys, learnt once."""
+    attributes: dict[str, int] = {}
+    fields: list[tuple[int, str, bool]] = []
+    shape = None
+    record = dict.fromkeys(keys)  # what `_is_null_compound` looks at: the keys
+    for at, name in enumerate(keys):
+        system = _system_name(name)
+        if system is not None:
+            if system != name and system not in AUDIT_FIELDS:
+                break  # one in two spellings, maybe: `_split` compares them
+            attributes[system] = at
+        elif field_name_problem(name) is not None:
+            break  # named so, a field is not plain; `_any_record` says what is wrong
+        else:
+            fields.append((at, name, _is_null_compound(name, record)))
+    else:
+        if "Id" in attributes and "SystemModstamp" in attributes:
+            shape = _Shape(
+                id_at=attributes["Id"],
+                stamp_at=attributes["SystemModstamp"],
+                declared_at=attributes.get("attributes"),
+                deleted_at=attributes.get("IsDeleted"),
+                account_at=attributes.get("AccountId"),
+                fields=tuple(fields),
+            )
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.clear()
+    _SHAPES[keys] = shape
+    return shape
+
+
+def _account_id(raw: str) -> str:
+    account_id = normalize_id(raw, prefix=ACCOUNT_PREFIX)
+    if len(_ACCOUNT_IDS) >= _ACCOUNT_IDS_MAX:
+        _ACCOUNT_IDS.clear()
+    _ACCOUNT_IDS[raw] = account_id
+    return account_id
 
 
 def _finite(raw: object) -> bool:

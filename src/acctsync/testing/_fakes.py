@@ -326,7 +326,9 @@ class InMemorySource:
             for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1)
             if stream == object_type and (since is None or stamp >= since)
         )
-        keyed.sort(key=lambda entry: entry[:3])
+        # No two entries share a stamp, ID and position (a record's position is 0, a raw
+        # item's its own): the sort never compares the changes themselves.
+        keyed.sort()
         for start in range(0, len(keyed), page_size):
             yield [entry[3] for entry in keyed[start : start + page_size]]
 
