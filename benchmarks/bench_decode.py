@@ -248,6 +248,12 @@ def main() -> None:
     )
     started = time.perf_counter()
     org = Org(accounts, contacts)
+    # The org's millions of dicts are the benchmark's, held for both sides: out of the
+    # collector's sight, as a source that reads them from Salesforce holds a page at a
+    # time. Otherwise each full collection in the sync (whose pages live long enough to
+    # reach the oldest generation) traverses all of them; the limit keeps nothing.
+    gc.collect()
+    gc.freeze()
     print(
         f"org: {accounts:,} accounts + {contacts:,} contacts as REST JSON, 3 to 8 fields each,"
         f" made and added to the source in {time.perf_counter() - started:.1f} s"
