@@ -12,6 +12,7 @@ import io
 import itertools
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,8 @@ from acctsync.sources.files import ExportFileError, csv_pages, types_from_descri
 from acctsync.sources.salesforce import (
     ApiBudgetExceededError,
     ConfigurationError,
+    RetryPolicy,
+    SalesforceError,
     SalesforceSource,
 )
 from acctsync.stores.sql import SqlStore
@@ -184,6 +187,49 @@ def test_results_are_read_set_by_set(org: FakeSalesforce) -> None:
     results = [r for r in org.requests if r.path.endswith("/results")]
     assert len(results) == 7 + 3  # 25 accounts and 10 contacts in sets of 4
     assert sum("locator=" in r.query for r in results) == 6 + 2
+
+
+def test_the_next_set_is_downloaded_while_one_is_read(org: FakeSalesforce) -> None:
+    populate(org, 12, 0)
+    source = SalesforceSource(org.client(), fields=FIELDS, bulk_threshold=0, bulk_set_size=4)
+    pages = source.read_changes("Account", None, page_size=2)
+
+    first = next(pages)  # of the first set, read: the second is asked for at once
+    deadline = time.monotonic() + 10
+    while requests_to(org, "/results") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert requests_to(org, "/results") == 2  # one set ahead, no more
+    rest = [item for page in pages for item in page]
+
+    assert requests_to(org, "/results") == 3
+    records = [decoded(item) for item in [*first, *rest]]
+    assert [r.id for r in records] == [r.id for r in org.records("Account")]
+
+
+def test_a_set_that_fails_to_download_stops_the_read_after_every_set_before(
+    org: FakeSalesforce, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(org, 12, 0)
+    source = SalesforceSource(
+        org.client(),
+        fields=FIELDS,
+        bulk_threshold=0,
+        bulk_set_size=4,
+        retry=RetryPolicy(attempts=1),
+    )
+    real = _bulk.result_set
+
+    def second_fails(client: Any, job_id: str, locator: str | None, size: int) -> Any:
+        if locator is not None:
+            raise SalesforceError("the second set is gone")
+        return real(client, job_id, locator, size)
+
+    monkeypatch.setattr(_bulk, "result_set", second_fails)
+    pages = source.read_changes("Account", None, page_size=3)
+
+    assert [len(page) for page in itertools.islice(pages, 2)] == [3, 1]  # the first set
+    with pytest.raises(SalesforceError, match="the second set is gone"):
+        next(pages)
 
 
 def test_a_reconciliation_by_bulk_removes_purged_records(org: FakeSalesforce) -> None:

@@ -327,7 +327,8 @@ class CsvTyping:
         self._described: dict[str, tuple[str, str]] = {}
         for qualified, type_name in self._types.items():
             spelling = qualified.removeprefix(f"{name}.")
-            self._described[spelling.casefold()] = (spelling, _KINDS.get(type_name, "text"))
+            kind = _KINDS.get(type_name.lower(), "text")
+            self._described[spelling.casefold()] = (spelling, kind)
         self._headers: dict[tuple[str, ...], _Header | None] = {}
         # Contacts' accounts as written and as read: many contacts name one account.
         self._accounts: dict[str, str | None] = {}

@@ -28,7 +28,7 @@ whose ``totalSize`` counts the records the query matches. Past ``bulk_threshold`
 read runs instead as a query job of the same query (a first sync, a reconciliation, an
 incremental sync with a large backlog), its results read set by set along
 ``Sforce-Locator`` and typed by describe (see ``_bulk``): a few requests where REST needs
-one per 2,000 records. The query keeps ``ORDER BY SystemModstamp, Id``, so the engine
+one per 2,000 records. Each set is downloaded while the one before is read. The query keeps ``ORDER BY SystemModstamp, Id``, so the engine
 sees the order rule R1 needs, as on REST; a read of more than ``bulk_job_records`` is
 split into jobs by windows of ``SystemModstamp``, read one after the other, which keep
 that order (see `SalesforceSource._windows`). A job Salesforce refuses (an object Bulk
@@ -55,8 +55,10 @@ one goes on from its watermark.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -421,6 +423,7 @@ class SalesforceSource:
             )
         self._max_api_share = max_api_share
         self._requests_made = 0
+        self._one_at_a_time = threading.RLock()
         # The org's usage and allowance, as this source's last answer told them.
         self._usage: tuple[int | None, int | None] = (None, None)
         self._client = client
@@ -459,8 +462,14 @@ class SalesforceSource:
         """``request()`` under the retry policy, after a new sign-in if the session expired.
 
         ``request`` must read ``self._client`` when called, so that a repeat uses the new
-        one, and send one HTTP request.
+        one, and send one HTTP request. Requests go one at a time, whichever thread sends
+        them (a Bulk read downloads its next set from a thread of its own, see
+        `_job_results`): the count, the usage and a renewed client stay one story.
         """
+        with self._one_at_a_time:
+            return self._renewing(what, request)
+
+    def _renewing(self, what: str, request: Callable[[], _T]) -> _T:
         try:
             return self._tried(what, request)
         except SalesforceError as error:
@@ -807,20 +816,31 @@ class SalesforceSource:
     def _job_results(
         self, kind: ObjectType, job_id: str, page_size: int
     ) -> Iterator[Sequence[Change]]:
+        """The job's result sets as pages, each set downloaded while the one before is read.
+
+        The next set's request goes out as soon as its locator is known, from a thread of
+        the read's own, so that the org's answer and the transfer overlap the engine's
+        work on the set before, as a set held in memory already would. It is sent through
+        `_call` as every request is (one at a time, see there), and its failure, a spent
+        budget say, is raised where the set is asked for: after every page before it.
+        """
         typing = self._typings[kind]  # the query was made from the describe
-        locator: str | None = None
-        number = 0
+
+        def read(locator: str | None, number: int) -> _bulk.ResultSet:
+            return self._call(
+                f"Bulk query job {job_id} (result set {number})",
+                lambda: _bulk.result_set(self._client, job_id, locator, self._bulk_set_size),
+            )
+
+        number = 1
+        result = read(None, number)
         while True:
-            number += 1
-
-            def read(at: str | None = locator) -> _bulk.ResultSet:
-                return _bulk.result_set(self._client, job_id, at, self._bulk_set_size)
-
-            result = self._call(f"Bulk query job {job_id} (result set {number})", read)
-            yield from typing.pages(result, f"Bulk query job {job_id} set {number}", page_size)
             locator = result.next_locator
-            if locator is None:
+            following = None if locator is None else _in_background(read, locator, number + 1)
+            yield from typing.pages(result, f"Bulk query job {job_id} set {number}", page_size)
+            if following is None:
                 return
+            result, number = following.result(), number + 1
 
     def _bulk_job(self, kind: ObjectType, query: str, deleted: bool) -> str | None:
         """The id of a completed job of ``query``; None (with a warning) when there is none.
@@ -912,6 +932,25 @@ class SalesforceSource:
                 raise SalesforceError(f"Convert Person: an unexpected answer ({error})") from None
 
         return self._call("Convert Person", convert)
+
+
+def _in_background(call: Callable[..., _T], *args: Any) -> Future[_T]:
+    """``call(*args)`` in a thread of its own: its result, or its error, when asked for.
+
+    A daemon thread: a read stopped early (an error, a process ending) leaves the request
+    to end by itself, never waited for.
+    """
+    future: Future[_T] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(call(*args))
+        except BaseException as error:  # raised where the result is asked for
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="acctsync-bulk-set", daemon=True).start()
+    return future
 
 
 def _records(result: object) -> list[Mapping[str, Any]]:
