@@ -38,7 +38,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_sql import CLOCK, FIRST_STAMP, INDUSTRIES, POOL, SPAN_MS, TITLES, profile_sync
+from bench_sql import (
+    CLOCK,
+    FIRST_STAMP,
+    INDUSTRIES,
+    POOL,
+    SPAN_MS,
+    TITLES,
+    profile_sync,
+    with_store_pragmas,
+)
 
 from acctsync import SyncEngine
 from acctsync.stores.sql import SqlStore
@@ -169,9 +178,7 @@ def check_org() -> None:
 
 def limit(org: Org, path: Path, page_size: int) -> float:
     """Seconds for a plain script to write the org's records into one table."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")  # as the store's SQLite
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = with_store_pragmas(sqlite3.connect(path, isolation_level=None))
     conn.execute(
         "CREATE TABLE records (id TEXT PRIMARY KEY, account_id TEXT, stamp TEXT, fields TEXT)"
     )

@@ -7,19 +7,26 @@ of them in mass updates that give many records one second. The org runs in a pro
 of its own, so that what the syncing process holds is the sync's; each measured side
 runs in a fresh process too, with a real ``simple_salesforce.Salesforce`` client of the
 org's URL and session, built as `FakeSalesforce.client` builds one. Each run at the full
-size gets an org of its own: the loopback org keeps every query's and job's result, a
-gigabyte or two a run at this size.
+size gets an org of its own. (The loopback org keeps each query's and job's result as a
+list of its rows, encoding only the page or set asked for.)
 
 1. The first sync into a fresh SQLite store by ``SalesforceSource(client, bulk=True)``:
    its API requests (target: at most 30), its time, and the syncing process's peak
    resident size at a tenth, a third and the whole of the org (target: at most 300 MB,
    whatever the org's size). The same first sync by REST (``bulk=False``), for its
    requests. Each run's time is split into the time in requests (the org's work and
-   the transfer, by kind of request) and the time outside them, the sync's own.
+   the transfer, by kind of request) and the time outside them; the process's CPU
+   seconds are given beside, since the machine may be shared. The sync downloads a
+   job's next set while it reads one: its requests overlap its own work, and its time
+   outside requests is less than its own work.
 2. The limit: the same queries' Bulk results downloaded with simple-salesforce's own
-   Bulk 2.0 client (``sf.bulk2.Account.query_all``) and inserted into SQLite by
-   ``executemany``, a column per CSV column, as text: no typing, no rules. Target: the
-   sync at most 1.5x its time. Sync and limit run in turn, ``--runs`` times each.
+   Bulk 2.0 client (``sf.bulk2.Account.query_all``), in sets of the source's size, and
+   inserted into SQLite by ``executemany``, a column per CSV column, as text, a
+   transaction a set: no typing, no rules. Target: the sync at most 1.5x its time. As a
+   reference beside it, the same download written as the store must write it: into the
+   store's tables (an org column, contacts indexed by account too), the fields as JSON,
+   a transaction per 2,000 records, the engine's page. Every limit's SQLite has the
+   store's pragmas. Sync and limits run in turn, ``--runs`` times each.
 3. A second sync with nothing new, by the same engine: its requests per object
    (target: 1 each).
 4. With ``--latency`` (seconds, 0.05 by default; 0 skips it): the first syncs by Bulk and
@@ -65,7 +72,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 from attrs import frozen
-from bench_sql import peak_rss_mib
+from bench_sql import peak_rss_mib, with_store_pragmas
 from simple_salesforce.api import Salesforce
 
 from acctsync import Account, Contact, FieldValue, ObjectType, SyncEngine
@@ -437,9 +444,7 @@ def bulk_limit(org: OrgAddress, accounts: int, *, store_shaped: bool = False) ->
         path = Path(tmp) / "limit.db"
         if store_shaped:
             SqlStore.sqlite(path, table_prefix=STORE_PREFIX).close()  # its tables
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = with_store_pragmas(sqlite3.connect(path, isolation_level=None))
         gc.collect()
         before = peak_rss_mib()
         cpu, started = cpu_seconds(), time.perf_counter()

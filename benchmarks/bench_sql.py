@@ -279,12 +279,32 @@ class Rows:
         return sum(len(accounts) + len(contacts) for accounts, contacts in self.pages)
 
 
+STORE_PRAGMAS = ("journal_mode", "synchronous", "wal_autocheckpoint", "cache_size")
+
+
+def with_store_pragmas(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``conn`` with the pragmas a `SqlStore` gives its SQLite connections, read from one,
+    so that a limit writes as the store does (WAL, ``synchronous=NORMAL``, checkpoints)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqlStore.sqlite(Path(tmp) / "pragmas.db")
+        try:
+            with store.engine.connect() as probe:
+                driver = probe.connection.driver_connection
+                assert driver is not None
+                pragmas = {
+                    name: driver.execute(f"PRAGMA {name}").fetchone()[0] for name in STORE_PRAGMAS
+                }
+        finally:
+            store.close()
+    for name, value in pragmas.items():
+        conn.execute(f"PRAGMA {name}={value}")
+    return conn
+
+
 def sqlite_limit(rows: Rows, path: Path) -> float:
     """Seconds to executemany ``rows`` with sqlite3 into the store's tables, a page a commit."""
     SqlStore.sqlite(path, table_prefix=PREFIX).close()  # the same tables and indexes
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = with_store_pragmas(sqlite3.connect(path, isolation_level=None))
     insert_account = f"INSERT INTO {PREFIX}accounts ({Rows.ACCOUNT_COLUMNS}) VALUES ({'?,' * 7}?)"
     insert_contact = f"INSERT INTO {PREFIX}contacts ({Rows.CONTACT_COLUMNS}) VALUES ({'?,' * 6}?)"
     gc.collect()
