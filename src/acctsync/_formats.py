@@ -222,12 +222,58 @@ def text_value(raw: str) -> FieldValue:
             return datetime.fromisoformat(raw).astimezone(UTC)
         except (ValueError, OverflowError):
             return raw
-    if size == 10 and _DATE.fullmatch(raw):
+    if size == 10:
+        # Dates repeat (birthdates, close dates, one day a mass update): each is read
+        # once. Datetimes are rarely met twice, and not remembered.
+        known = _DATES.get(raw)
+        if known is None:
+            known = _date_value(raw)
+            if len(_DATES) >= _DATES_MAX:
+                _DATES.clear()
+            _DATES[raw] = known
+        return known
+    return raw
+
+
+def _date_value(raw: str) -> date | str:
+    if _DATE.fullmatch(raw):
         try:
             return date.fromisoformat(raw)
         except (ValueError, OverflowError):
             return raw
     return raw
+
+
+# Ten characters that have a date's start, read: the date, or the text itself.
+_DATES: dict[str, date | str] = {}
+_DATES_MAX: Final = 1 << 15
+
+# The checksum of each case pattern of an ID's first 15 characters ("1" for a capital
+# letter), as `normalize_id` computes it: an ID's suffix checked by one lookup.
+_CASES: Final = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "1" * 26 + "0" * 36
+)
+_CHECKSUMS: dict[str, str] = {}
+
+
+def id_checksums() -> tuple[Mapping[str, str], Mapping[int, int]]:
+    """The suffix `normalize_id` gives each case pattern of an ID's first 15 characters,
+    and the translation that makes an ID's pattern (``str.translate``): for a reader
+    that checks many IDs at once. Made on first use, from `normalize_id` itself."""
+    if not _CHECKSUMS:
+        for bits in range(1 << 15):
+            spelled = "".join("A" if bits >> i & 1 else "a" for i in range(15))
+            _CHECKSUMS[spelled.translate(_CASES)] = normalize_id(spelled)[15:]
+    return _CHECKSUMS, _CASES
+
+
+def _normalized_id(raw: str, prefix: str) -> str:
+    """``normalize_id(raw, prefix=prefix)`` of a str: an 18-character ID by a lookup."""
+    if len(raw) == 18 and raw.startswith(prefix) and raw.isascii() and raw.isalnum():
+        checksums = _CHECKSUMS or id_checksums()[0]
+        if checksums[raw.translate(_CASES)[:15]] == raw[15:]:
+            return raw
+    return normalize_id(raw, prefix=prefix)
 
 
 def _value(raw: object, *, record_id: str, field: str) -> FieldValue:
@@ -393,7 +439,7 @@ def _plain_record(kind: ObjectType, record: dict[Any, Any]) -> Account | Contact
     if shape.deleted_at is not None and values[shape.deleted_at] is not False:
         return None
     try:
-        record_id = normalize_id(record_id, prefix=OBJECT_PREFIXES[kind])
+        record_id = _normalized_id(record_id, OBJECT_PREFIXES[kind])
         if kind == "Account":
             return checked_account(id=record_id, fields=fields, system_modstamp=modstamp)
         account_id = None if shape.account_at is None else values[shape.account_at]

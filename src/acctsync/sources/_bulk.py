@@ -43,7 +43,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.util import call_salesforce
 
 from acctsync._errors import InvalidRecordError
-from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, text_value
+from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, id_checksums, text_value
 from acctsync._ids import ACCOUNT_PREFIX, normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -256,21 +256,6 @@ _COLUMN_READERS: Final[Mapping[str, Callable[[Sequence[str]], list[FieldValue]]]
     "datetime": _datetime_column,
 }
 
-# The checksum of each case pattern of an ID's first 15 characters (1 for upper case),
-# as `normalize_id` computes it: a lookup instead of a call per ID.
-_CASE: Final = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "1" * 26 + "0" * 36
-)
-_CHECKSUMS: dict[str, str] = {}
-
-
-def _checksums() -> dict[str, str]:
-    if not _CHECKSUMS:
-        for bits in range(1 << 15):
-            pattern = "".join("A" if bits >> i & 1 else "a" for i in range(15))
-            _CHECKSUMS[pattern.translate(_CASE)] = normalize_id(pattern)[15:]
-    return _CHECKSUMS
-
 
 def _record_ids(values: Sequence[str], prefix: str) -> list[str | None]:
     """Each value as `normalize_id` makes it, or None where it refuses it."""
@@ -283,8 +268,8 @@ def _record_ids(values: Sequence[str], prefix: str) -> list[str | None]:
         and joined.isalnum()
         and all(joined[i::_ID_SIZE] == prefix[i] * count for i in range(len(prefix)))
     ):
-        checksums = _checksums()
-        cases = joined.translate(_CASE)
+        checksums, case_of = id_checksums()
+        cases = joined.translate(case_of)
         expected = [checksums[cases[at : at + 15]] for at in range(0, len(cases), _ID_SIZE)]
         if expected == [v[15:] for v in values]:
             return list(values)
