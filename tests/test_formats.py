@@ -38,6 +38,7 @@ from acctsync import (
     decode_record,
     encode_record,
 )
+from acctsync._ids import normalize_id
 from acctsync._records import parse_object_type
 from acctsync.testing import InMemorySource, make_id, strategies
 from realworld import realworld
@@ -1682,3 +1683,27 @@ def test_text_is_a_date_or_datetime_exactly_where_the_shapes_say(text: str) -> N
         assert type(value) is date or value == text
     else:
         assert value is text
+
+
+@FUZZ
+@given(
+    st.sampled_from(["001", "003"]),
+    st.integers(0, 62**10 - 1),
+    st.sampled_from(["as made", "15", "a case flipped", "a suffix changed", "other prefix"]),
+    st.integers(0, 17),
+)
+def test_r6_an_id_checked_by_lookup_is_as_normalize_id_makes_it(
+    prefix: str, number: int, change: str, at: int
+) -> None:
+    raw = make_id(prefix, number)
+    if change == "15":
+        raw = raw[:15]
+    elif change == "a case flipped" and raw[at].isalpha():
+        raw = raw[:at] + raw[at].swapcase() + raw[at + 1 :]
+    elif change == "a suffix changed":
+        raw = raw[:15] + ("A" if raw[15] != "A" else "B") + raw[16:]
+    elif change == "other prefix":
+        raw = make_id("003" if prefix == "001" else "001", number)
+    expected = _outcome(lambda kind, text: normalize_id(text, prefix=kind), prefix, raw)
+    looked_up = _outcome(lambda kind, text: _formats._normalized_id(text, kind), prefix, raw)
+    assert looked_up == expected
