@@ -28,8 +28,9 @@ whose ``totalSize`` counts the records the query matches. Past ``bulk_threshold`
 read runs instead as a query job of the same query (a first sync, a reconciliation, an
 incremental sync with a large backlog), its results read set by set along
 ``Sforce-Locator`` and typed by describe (see ``_bulk``): a few requests where REST needs
-one per 2,000 records. Each set is downloaded while the one before is read. The query keeps ``ORDER BY SystemModstamp, Id``, so the engine
-sees the order rule R1 needs, as on REST; a read of more than ``bulk_job_records`` is
+one per 2,000 records. Each set is downloaded while the one before is read. The query
+keeps ``ORDER BY SystemModstamp, Id``, so the engine sees the order rule R1 needs, as on
+REST; a read of more than ``bulk_job_records`` is
 split into jobs by windows of ``SystemModstamp``, read one after the other, which keep
 that order (see `SalesforceSource._windows`). A job Salesforce refuses (an object Bulk
 does not serve) or that ends ``Failed`` or ``Aborted`` is read by REST instead, with a
