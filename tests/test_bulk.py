@@ -38,6 +38,7 @@ from acctsync import (
     WarningSource,
     decode_record,
 )
+from acctsync.cli._running import CountedPages
 from acctsync.sources import _bulk
 from acctsync.sources.files import ExportFileError, csv_pages, types_from_describe
 from acctsync.sources.salesforce import (
@@ -187,6 +188,23 @@ def test_results_are_read_set_by_set(org: FakeSalesforce) -> None:
     results = [r for r in org.requests if r.path.endswith("/results")]
     assert len(results) == 7 + 3  # 25 accounts and 10 contacts in sets of 4
     assert sum("locator=" in r.query for r in results) == 6 + 2
+
+
+@pytest.mark.parametrize("threshold", [0, 1_000], ids=["bulk", "rest"])
+def test_a_read_knows_how_many_records_its_query_matched_once_it_has_begun(
+    org: FakeSalesforce, threshold: int
+) -> None:
+    populate(org, 25, 0)
+    source = SalesforceSource(org.client(), fields=FIELDS, bulk_threshold=threshold)
+
+    pages = source.read_changes("Account", at(4), page_size=200)
+    assert isinstance(pages, CountedPages)  # as the command line's progress bar reads it
+    assert pages.total is None  # nothing asked for yet
+    assert not org.requests
+    first = next(pages)
+
+    assert pages.total == 13  # the first REST page's totalSize: seconds 4 to 8
+    assert len(first) + sum(map(len, pages)) == 13
 
 
 def test_the_next_set_is_downloaded_while_one_is_read(org: FakeSalesforce) -> None:

@@ -412,3 +412,22 @@ def test_the_progress_bar_shows_each_objects_total_and_the_time_left(tmp_path: P
     assert "Contact" in done.stderr
     assert "3 of 3 records, 1 pages" in done.stderr
     assert "ETA 0:00:00" in done.stderr
+
+
+def test_the_progress_bar_of_a_salesforce_sync_shows_the_querys_count(
+    tmp_path: Path, org: Any
+) -> None:
+    org.put(
+        *(
+            Contact(id=make_id("003", n), account_id=ACME, fields={"LastName": f"N{n}"},
+                    system_modstamp=T0 + timedelta(seconds=n))
+            for n in range(1, 450)
+        )
+    )  # fmt: skip
+    done = acctsync(
+        "sync", "--db", tmp_path / "sf.db", "--salesforce", "--progress", "--page-size", "200",
+        env=salesforce_env(org),
+    )  # fmt: skip
+    assert "1 of 1 records" in done.stderr  # Acme
+    assert "450 of 450 records, 3 pages" in done.stderr  # Ada and 449 more, by REST
+    assert "ETA 0:00:00" in done.stderr

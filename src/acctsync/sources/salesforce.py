@@ -615,9 +615,13 @@ class SalesforceSource:
 
         By Bulk when the source has ``bulk=True`` and the first REST page says that more
         than ``bulk_threshold`` records match; else by REST.
+
+        The pages know how many records the query matched (``total``, as an export
+        folder's do) once the first has been pulled: the first REST page's ``totalSize``.
         """
         _check_page_size(page_size)
-        return self._read(parse_object_type(object_type), since, page_size, formulas=False)
+        kind = parse_object_type(object_type)
+        return _CountedRead(lambda read: self._read(kind, since, page_size, read, formulas=False))
 
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, deleted ones in the recycle bin too (`CompleteSource`).
@@ -639,7 +643,7 @@ class SalesforceSource:
         kind = parse_object_type(object_type)
         if not self.formula_fields(kind):
             return iter(())
-        return self._read(kind, None, page_size, formulas=True)
+        return _CountedRead(lambda read: self._read(kind, None, page_size, read, formulas=True))
 
     def take_warnings(self) -> tuple[str, ...]:
         """The warnings since the last call, forgotten once taken (`WarningSource`).
@@ -654,7 +658,13 @@ class SalesforceSource:
         self._warnings.append(message)
 
     def _read(
-        self, kind: ObjectType, since: datetime | None, page_size: int, *, formulas: bool
+        self,
+        kind: ObjectType,
+        since: datetime | None,
+        page_size: int,
+        counted: _CountedRead,
+        *,
+        formulas: bool,
     ) -> Iterator[Sequence[Change]]:
         """The pages of a read: by REST, or by Bulk when the first page counts enough.
 
@@ -668,6 +678,8 @@ class SalesforceSource:
             kind, lambda: self._soql(kind, since=since, formulas=formulas), page_size, deleted
         )
         total = first.get("totalSize")
+        if isinstance(total, int):
+            counted.total = total
         if self._bulk and isinstance(total, int) and total > self._bulk_threshold:
             yield from self._read_by_bulk(kind, since, first, page_size, formulas=formulas)
         else:
@@ -933,6 +945,21 @@ class SalesforceSource:
                 raise SalesforceError(f"Convert Person: an unexpected answer ({error})") from None
 
         return self._call("Convert Person", convert)
+
+
+class _CountedRead(Iterator[Sequence[Change]]):
+    """The pages of one read, and the records its query matched once its first page said
+    (`CountedPages` in the command line's terms, for a progress bar's total and time left).
+    """
+
+    __slots__ = ("_pages", "total")
+
+    def __init__(self, read: Callable[[_CountedRead], Iterator[Sequence[Change]]]) -> None:
+        self.total: int | None = None
+        self._pages = read(self)
+
+    def __next__(self) -> Sequence[Change]:
+        return next(self._pages)
 
 
 def _in_background(call: Callable[..., _T], *args: Any) -> Future[_T]:
