@@ -65,13 +65,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import attrs
 import requests
-from attrs import frozen
 from bench_sql import peak_rss_mib, with_store_pragmas
 from simple_salesforce.api import Salesforce
 
@@ -92,6 +93,7 @@ STREAMS: tuple[ObjectType, ...] = ("Account", "Contact")
 # The source's default bulk_set_size, for the limit's sets too: both sides ask the org
 # for the same sets, in as many requests.
 SET_SIZE = SalesforceSource.__init__.__kwdefaults__["bulk_set_size"]
+PAGE_SIZE = attrs.fields_dict(SyncEngine)["_page_size"].default  # the engine's default
 ORG_PUT_BATCH = 5_000  # accounts a `put` (with their contacts): the org's lock is held that long
 
 FIRST_STAMP = datetime(2022, 1, 1, tzinfo=UTC)
@@ -173,7 +175,7 @@ def contact(m: int) -> Contact:
     )
 
 
-@frozen
+@attrs.frozen
 class OrgAddress:
     """What a client in another process needs to reach the org."""
 
@@ -296,7 +298,7 @@ _KINDS = (
 )
 
 
-@frozen
+@attrs.frozen
 class Requests:
     """The requests of a run by kind (``describe``, ``job``, ``poll``...) and the object
     each names (None for those that name none, as a poll), and the seconds of each kind."""
@@ -346,7 +348,7 @@ def in_fresh_process(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
         return pool.submit(function, *args, **kwargs).result()
 
 
-@frozen
+@attrs.frozen
 class Figures:
     """One measured run: its time, its requests and the process's memory."""
 
@@ -377,7 +379,12 @@ def cpu_seconds() -> float:
 
 
 def first_sync(
-    org: OrgAddress, accounts: int, *, bulk: bool, then_again: bool = False
+    org: OrgAddress,
+    accounts: int,
+    *,
+    bulk: bool,
+    then_again: bool = False,
+    page_size: int = PAGE_SIZE,
 ) -> tuple[Figures, Figures | None]:
     """The first sync into a fresh SQLite store; with ``then_again``, a second by the same
     engine, nothing having changed."""
@@ -386,7 +393,7 @@ def first_sync(
     waits: list[float] = []
     source = SalesforceSource(client, bulk=bulk, retry=RetryPolicy(sleep=waits.append))
     with tempfile.TemporaryDirectory() as tmp, SqlStore.sqlite(Path(tmp) / "store.db") as store:
-        engine = SyncEngine(source=source, store=store, clock=lambda: CLOCK)
+        engine = SyncEngine(source=source, store=store, page_size=page_size, clock=lambda: CLOCK)
         gc.collect()
         before = peak_rss_mib()
         cpu, started = cpu_seconds(), time.perf_counter()
@@ -425,7 +432,9 @@ def first_sync(
     return first, again
 
 
-def bulk_limit(org: OrgAddress, accounts: int, *, store_shaped: bool = False) -> Figures:
+def bulk_limit(
+    org: OrgAddress, accounts: int, *, store_shaped: bool = False, page_size: int = PAGE_SIZE
+) -> Figures:
     """The same Bulk results through simple-salesforce's Bulk 2.0 client, into SQLite.
 
     The queries are the source's own (asked of it before the clock starts). Each set
@@ -433,7 +442,8 @@ def bulk_limit(org: OrgAddress, accounts: int, *, store_shaped: bool = False) ->
 
     ``store_shaped`` writes them as the store must instead, as a reference: into the
     store's own tables (an org column, a second index on contacts by account), the
-    fields as JSON text (untyped), a transaction per 2,000 records, the engine's page.
+    fields as JSON text (untyped), a transaction per ``page_size`` records, the engine's
+    page.
     """
     client, session = client_of(org)
     source = SalesforceSource(client)
@@ -449,7 +459,7 @@ def bulk_limit(org: OrgAddress, accounts: int, *, store_shaped: bool = False) ->
         before = peak_rss_mib()
         cpu, started = cpu_seconds(), time.perf_counter()
         for kind, query in queries.items():
-            write = store_rows if store_shaped else set_rows
+            write = partial(store_rows, page_size=page_size) if store_shaped else set_rows
             # wait=0: no waits between polls, as the sync's (see the module's docstring).
             sets: Iterator[str] = getattr(client.bulk2, kind).query_all(
                 query, max_records=SET_SIZE, wait=0
@@ -473,7 +483,6 @@ def bulk_limit(org: OrgAddress, accounts: int, *, store_shaped: bool = False) ->
 
 
 STORE_PREFIX = "acctsync_"
-STORE_PAGE = 2000  # the engine's default page, a store transaction each
 
 
 def set_rows(db: sqlite3.Connection, kind: str, text: str) -> None:
@@ -487,7 +496,7 @@ def set_rows(db: sqlite3.Connection, kind: str, text: str) -> None:
     db.execute("COMMIT")
 
 
-def store_rows(db: sqlite3.Connection, kind: str, text: str) -> None:
+def store_rows(db: sqlite3.Connection, kind: str, text: str, *, page_size: int) -> None:
     """A set as the store's rows, fields as untyped JSON, a transaction per page."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
@@ -515,7 +524,7 @@ def store_rows(db: sqlite3.Connection, kind: str, text: str) -> None:
             fields = dumps({name: r[i] for i, name in named})
             return ("default", r[at["Id"]], r[at["SystemModstamp"]], r[at["AccountId"]], fields)
 
-    while page := list(itertools.islice(reader, STORE_PAGE)):
+    while page := list(itertools.islice(reader, page_size)):
         db.execute("BEGIN")
         db.executemany(insert, map(row, page))
         db.execute("COMMIT")
@@ -559,7 +568,7 @@ def size_name(accounts: int) -> str:
     return f"{accounts:,} accounts + {accounts * CONTACTS_PER_ACCOUNT:,} contacts"
 
 
-def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
+def measure(accounts: int, runs: int, *, rest: bool, page_size: int) -> list[float]:
     """The runs at the full size, each on an org of its own; their peak RSS, MiB."""
     peaks = []
     print(f"At {size_name(accounts)}, each run on an org of its own:")
@@ -567,17 +576,20 @@ def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
         with OrgProcess() as org:
             seconds = org.grow(accounts)
             synced, again = in_fresh_process(
-                first_sync, org.address, accounts, bulk=True, then_again=True
+                first_sync, org.address, accounts, bulk=True, then_again=True, page_size=page_size
             )
             limit = in_fresh_process(bulk_limit, org.address, accounts)
-            shaped = in_fresh_process(bulk_limit, org.address, accounts, store_shaped=True)
+            shaped = in_fresh_process(
+                bulk_limit, org.address, accounts, store_shaped=True, page_size=page_size
+            )
         assert again is not None
         peaks.append(synced.rss_peak)
         print(f" run {run} (the org took {seconds:.1f} s to fill, not counted):")
         describe_run("first sync, bulk=True", synced)
         print(f"    (the default poll backoff would have slept {synced.waits:.0f} s more)")
         describe_run("limit, simple-salesforce bulk2 + sqlite3 executemany", limit)
-        describe_run("the same, as the store's rows in its tables, 2,000 a commit", shaped)
+        shaped_name = f"the same, as the store's rows in its tables, {page_size:,} a commit"
+        describe_run(shaped_name, shaped)
         ratio, own_ratio = synced.seconds / limit.seconds, synced.own_seconds / limit.own_seconds
         requests_made = synced.requests.total
         print(
@@ -601,7 +613,9 @@ def measure(accounts: int, runs: int, *, rest: bool) -> list[float]:
     if rest:
         with OrgProcess() as org:
             org.grow(accounts)
-            synced, _ = in_fresh_process(first_sync, org.address, accounts, bulk=False)
+            synced, _ = in_fresh_process(
+                first_sync, org.address, accounts, bulk=False, page_size=page_size
+            )
         describe_run("first sync, bulk=False (REST only)", synced)
     return peaks
 
@@ -615,6 +629,9 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true", help="no smaller orgs")
     parser.add_argument("--latency", type=float, default=0.05, help="0 skips that part")
     parser.add_argument("--profile", action="store_true", help="profile the Bulk sync only")
+    parser.add_argument(
+        "--page-size", type=int, default=PAGE_SIZE, help="the engine's page, a commit each"
+    )
     args = parser.parse_args()
     accounts = args.accounts // 10 if args.quick else args.accounts
 
@@ -633,10 +650,14 @@ def main() -> None:
         with OrgProcess() as org:
             for smaller in (accounts // 10, accounts // 3):
                 org.grow(smaller)
-                synced, _ = in_fresh_process(first_sync, org.address, smaller, bulk=True)
+                synced, _ = in_fresh_process(
+                    first_sync, org.address, smaller, bulk=True, page_size=args.page_size
+                )
                 peaks[smaller] = synced.rss_peak
                 describe_run(size_name(smaller), synced)
-    peaks[accounts] = max(measure(accounts, args.runs, rest=not args.skip_rest))
+    peaks[accounts] = max(
+        measure(accounts, args.runs, rest=not args.skip_rest, page_size=args.page_size)
+    )
     print("Peak RSS of the first sync, bulk=True, each in a fresh process [target 300 MB, flat]:")
     for size, peak in peaks.items():
         print(f"  {size_name(size)}: {peak:,.0f} MiB [{verdict(peak * 2**20 <= 300e6)}]")
@@ -646,7 +667,9 @@ def main() -> None:
         with OrgProcess(args.latency) as slow:
             slow.grow(smaller)
             for bulk in (True, False):
-                synced, _ = in_fresh_process(first_sync, slow.address, smaller, bulk=bulk)
+                synced, _ = in_fresh_process(
+                    first_sync, slow.address, smaller, bulk=bulk, page_size=args.page_size
+                )
                 describe_run(f"first sync, bulk={bulk}", synced)
 
 
