@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from operator import itemgetter
-from typing import Final, TypeAlias
+from operator import attrgetter, itemgetter
+from typing import Final, TypeAlias, cast
 
 import attrs
 from attrs import define, field
@@ -56,7 +56,7 @@ from acctsync._errors import (
     UnknownContactError,
     UnknownFieldError,
 )
-from acctsync._formats import decode_change_event, decode_record
+from acctsync._formats import _plain_records, decode_change_event, decode_record
 from acctsync._ids import CONTACT_PREFIX, normalize_id
 from acctsync._names import STANDARD_ACCOUNT_FIELDS, Spellings, close_matches
 from acctsync._protocols import (
@@ -111,6 +111,9 @@ _Order: TypeAlias = tuple[datetime, bool, bool, str]
 # How a run reads a stream, given the stream's stored watermark.
 _Read: TypeAlias = Callable[[ObjectType, datetime | None], Iterable[Sequence[Change]]]
 _KEY: Final = itemgetter(0)  # of a (key, change) pair: compares keys only, never changes
+_PAYLOAD: Final = attrgetter("payload")
+_OBJECT_TYPE: Final = attrgetter("object_type")
+_DICT: Final = frozenset({dict})
 
 
 def _stamp(pair: tuple[_Order, Upstream]) -> datetime:
@@ -601,8 +604,15 @@ class SyncEngine:
             type(item) is RawChangeEvent for item in page
         ):
             readable = frozenset(name.lower() for name in self._source.field_names(stream))
-        for item in page:
-            if type(item) is native:  # the common case, checked first: a page is large
+        for item, plain in zip(page, _plain_page(stream, page), strict=True):
+            # The common cases, checked first: a page is large.
+            if plain is not None:
+                try:
+                    changes.append(spellings.spelled(plain))
+                except InvalidRecordError as error:
+                    tally.rejected.append(_rejection(stream, item, error))
+                continue
+            if type(item) is native:
                 try:
                     changes.append(spellings.spelled(item))
                 except InvalidRecordError as error:
@@ -871,6 +881,36 @@ def _values_only(change: Account | Contact | PartialUpdate) -> PartialUpdate:
         system_modstamp=change.system_modstamp,
         sequence=change.sequence,
     )
+
+
+def _plain_page(stream: ObjectType, page: Sequence[Change]) -> list[Account | Contact | None]:
+    """For each of the page's items, the record it decodes to where it is a plain REST
+    record of the stream (as `decode_record` decodes it), else None: read a page at a
+    time, by `_plain_records`."""
+    kinds = set(map(type, page))
+    if RawRecord not in kinds:
+        return [None] * len(page)
+    at: Sequence[int]
+    if len(kinds) == 1:  # nothing but REST records: most pages of a REST read
+        at, raws = range(len(page)), cast("Sequence[RawRecord]", page)
+    else:
+        at = [i for i, item in enumerate(page) if type(item) is RawRecord]
+        raws = [cast("RawRecord", page[i]) for i in at]
+    payloads = list(map(_PAYLOAD, raws))
+    if set(map(type, payloads)) != _DICT or [*map(_OBJECT_TYPE, raws)].count(stream) != len(raws):
+        kept = [
+            j
+            for j, raw in enumerate(raws)
+            if type(raw.payload) is dict and raw.object_type == stream
+        ]
+        at, payloads = [at[j] for j in kept], [payloads[j] for j in kept]
+    read = _plain_records(stream, payloads)
+    if len(read) == len(page):
+        return read
+    out: list[Account | Contact | None] = [None] * len(page)
+    for i, record in zip(at, read, strict=True):
+        out[i] = record
+    return out
 
 
 def _rejection(stream: str, item: Change, error: InvalidRecordError) -> Rejection:

@@ -43,7 +43,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.util import call_salesforce
 
 from acctsync._errors import InvalidRecordError
-from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, id_checksums, text_value
+from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, normalized_ids, text_value
 from acctsync._ids import ACCOUNT_PREFIX, normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -150,8 +150,6 @@ _DECIMAL_CHARACTERS: Final = frozenset("0123456789.eE+-")
 _DATE: Final = (10, {4: "-", 7: "-"})
 _DATETIME: Final = (24, {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"})
 _EMPTY_IDS: Final = (EMPTY_ID, EMPTY_ID[:15])
-# Records' own IDs: ``001`` or ``003`` and 15 letters and digits, then their checksum.
-_ID_SIZE: Final = 18
 _CHUNK: Final = 250  # rows read and typed at a time
 
 
@@ -255,31 +253,6 @@ _COLUMN_READERS: Final[Mapping[str, Callable[[Sequence[str]], list[FieldValue]]]
     "date": _date_column,
     "datetime": _datetime_column,
 }
-
-
-def _record_ids(values: Sequence[str], prefix: str) -> list[str | None]:
-    """Each value as `normalize_id` makes it, or None where it refuses it."""
-    count = len(values)
-    joined = "".join(values)
-    if (
-        len(joined) == count * _ID_SIZE
-        and all(len(v) == _ID_SIZE for v in values)
-        and joined.isascii()
-        and joined.isalnum()
-        and all(joined[i::_ID_SIZE] == prefix[i] * count for i in range(len(prefix)))
-    ):
-        checksums, case_of = id_checksums()
-        cases = joined.translate(case_of)
-        expected = [checksums[cases[at : at + 15]] for at in range(0, len(cases), _ID_SIZE)]
-        if expected == [v[15:] for v in values]:
-            return list(values)
-    out: list[str | None] = []
-    for v in values:
-        try:
-            out.append(normalize_id(v, prefix=prefix))
-        except InvalidRecordError:
-            out.append(None)
-    return out
 
 
 @frozen
@@ -463,7 +436,7 @@ class CsvTyping:
         fields = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
         if not values:
             fields = [{} for _ in range(count)]
-        ids = _record_ids(columns[header.id_at], self._prefix)
+        ids = normalized_ids(columns[header.id_at], self._prefix)
         accounts, refused = self._account_ids(columns, header)
         flags = columns[header.deleted_at] if header.deleted_at is not None else ()
         if (
