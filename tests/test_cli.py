@@ -103,6 +103,34 @@ def acctsync(
     return done
 
 
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by path, with its bytes: what a command may not change."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+BIG_EXPORT_CONTACTS = 20_000
+
+
+def write_big_exports(folder: Path) -> Path:
+    """An export folder of Acme and `BIG_EXPORT_CONTACTS` contacts, a minute apart: a
+    sync long enough to be interrupted."""
+    folder.mkdir()
+    (folder / "Account.csv").write_text(
+        f"Id,Name,SystemModstamp\n{ACME},Acme,2024-01-01T00:00:00.000Z\n"
+    )
+    total = BIG_EXPORT_CONTACTS
+    with (folder / "Contact.csv").open("w") as rows:
+        rows.write("Id,AccountId,SystemModstamp\n")
+        for n in range(total):
+            stamp = T0 - timedelta(minutes=total - n)
+            rows.write(f"{make_id('003', n)},{ACME},{stamp:%Y-%m-%dT%H:%M:%S}.000Z\n")
+    return folder
+
+
 def write_exports(folder: Path) -> Path:
     """An export folder: Acme, two contacts (one 15-character reference), one bad row."""
     folder.mkdir()
@@ -978,17 +1006,8 @@ def test_every_reports_a_skipped_sync_as_a_json_line(synced: Path, exports: Path
 
 
 def test_ctrl_c_stops_a_sync_between_batches(tmp_path: Path) -> None:
-    folder = tmp_path / "big"
-    folder.mkdir()
-    (folder / "Account.csv").write_text(
-        f"Id,Name,SystemModstamp\n{ACME},Acme,2024-01-01T00:00:00.000Z\n"
-    )
-    total = 20_000
-    with (folder / "Contact.csv").open("w") as rows:
-        rows.write("Id,AccountId,SystemModstamp\n")
-        for n in range(total):
-            stamp = T0 - timedelta(minutes=total - n)
-            rows.write(f"{make_id('003', n)},{ACME},{stamp:%Y-%m-%dT%H:%M:%S}.000Z\n")
+    folder = write_big_exports(tmp_path / "big")
+    total = BIG_EXPORT_CONTACTS
     db = tmp_path / "big.db"
     process = subprocess.Popen(
         [*COMMAND, "sync", "--db", db, "--export-dir", folder, "--page-size", "10", "--json"],

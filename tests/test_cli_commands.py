@@ -32,17 +32,10 @@ from test_cli import (
     T0,
     acctsync,
     environment,
+    files_of,
     salesforce_env,
     write_exports,
 )
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture

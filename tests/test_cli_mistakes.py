@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,16 @@ from acctsync.cli import ExitCode
 from acctsync.cli._app import app
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import make_id
-from test_cli import ACME, ADA, COMMAND, T0, acctsync, environment, write_exports
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder``, by path, with its bytes: what a command may not change."""
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+from test_cli import (
+    ACME,
+    ADA,
+    COMMAND,
+    acctsync,
+    environment,
+    files_of,
+    write_big_exports,
+    write_exports,
+)
 
 
 def the_error(stderr: str) -> str:
@@ -385,17 +384,7 @@ def test_salesforce_without_its_extra_says_what_to_install(
 @pytest.fixture(scope="module")
 def big_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An export folder of 20,000 contacts: a sync long enough to be interrupted."""
-    folder = tmp_path_factory.mktemp("big")
-    (folder / "Account.csv").write_text(
-        f"Id,Name,SystemModstamp\n{ACME},Acme,2024-01-01T00:00:00.000Z\n"
-    )
-    total = 20_000
-    with (folder / "Contact.csv").open("w") as rows:
-        rows.write("Id,AccountId,SystemModstamp\n")
-        for n in range(total):
-            stamp = T0 - timedelta(minutes=total - n)
-            rows.write(f"{make_id('003', n)},{ACME},{stamp:%Y-%m-%dT%H:%M:%S}.000Z\n")
-    return folder
+    return write_big_exports(tmp_path_factory.mktemp("big") / "exports")
 
 
 def interrupted(
