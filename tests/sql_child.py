@@ -20,7 +20,10 @@ The child says what it does on stdout, one line per event:
 ``ready``
     the store is open (its tables exist);
 ``applied N``
-    the store committed the N-th batch this process applied;
+    the store applied the N-th batch this process applied (`SqlStore.apply` returned);
+``committed N``
+    the database committed every batch through the N-th: at once on PostgreSQL, when
+    its group commits on SQLite (`SqlStore.group_commits`);
 ``report {json}``
     one sync or local edit finished, with its counts;
 ``held``
@@ -29,7 +32,7 @@ The child says what it does on stdout, one line per event:
     the work finished, or the lock could not be had in time (exit status 3).
 
 A run can be told to die (SIGKILL, from within) at its N-th batch, either just before
-the batch's transaction commits (``--kill-before-commit``) or just after (see
+the transaction holding the batch commits (``--kill-before-commit``) or just after (see
 ``ProbedStore``).
 """
 
@@ -703,25 +706,35 @@ def _probed_store(options: argparse.Namespace) -> SqlStore:
     from acctsync.stores.sql import SqlStore
 
     class ProbedStore(SqlStore):
-        """Says when it commits a batch, and can die at a chosen one.
+        """Says when it applies and commits a batch, and can die at a chosen one.
 
-        Before: at the batch's first commit, its rows written but not committed. After:
-        at the first thing that happens once the batch's first commit is through (the
-        next statement, or `apply` returning), so a batch applied in two transactions
-        would be caught half applied.
+        Before: at the first commit from the batch's on, its rows written but not
+        committed. After: at the first thing that happens once that commit is through
+        (the next statement, `apply` returning, a report), so a batch applied in two
+        transactions would be caught half applied.
         """
 
         applied = 0
+        applying = 0  # the batch being applied, if any
+        committing = 0  # the last batch in a commit not yet said
         armed = ""
 
         def apply(self, batch: Batch) -> None:
             number = self.applied + 1
             if number == options.kill_at:
                 self.armed = "before" if options.kill_before_commit else "after"
+            self.applying = number
             super().apply(batch)
-            self.applied = number
+            self.applying, self.applied = 0, number
+            self.after_commit()
             _say(f"applied {number}")
-            if self.armed:
+
+        def after_commit(self) -> None:
+            """Say the commit that went through, if any; then die if armed to."""
+            if self.committing:
+                _say(f"committed {self.committing}")
+                self.committing = 0
+            if self.armed == "committed":
                 _die()
 
     store = ProbedStore(
@@ -732,12 +745,12 @@ def _probed_store(options: argparse.Namespace) -> SqlStore:
         # Fires before the database is asked to commit.
         if store.armed == "before":
             _die()
+        store.committing = store.applying or store.applied
         if store.armed == "after":
             store.armed = "committed"
 
     def on_statement(*args: object) -> None:
-        if store.armed == "committed":
-            _die()
+        store.after_commit()
 
     event.listen(store.engine, "commit", on_commit)
     event.listen(store.engine, "before_cursor_execute", on_statement)
@@ -783,7 +796,13 @@ def main(argv: Sequence[str]) -> int:
                 _say("held")
                 sys.stdin.read()
         else:
-            run_work(store, lambda numbers: _say(f"report {json.dumps(numbers)}"))
+
+            def report(numbers: dict[str, int]) -> None:
+                store.after_commit()
+                _say(f"report {json.dumps(numbers)}")
+
+            run_work(store, report)
+            store.after_commit()
     except LockTimeoutError as error:
         _say(f"timeout {error}")
         return 3

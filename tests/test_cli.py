@@ -1009,8 +1009,10 @@ def test_ctrl_c_stops_a_sync_between_batches(tmp_path: Path) -> None:
     folder = write_big_exports(tmp_path / "big")
     total = BIG_EXPORT_CONTACTS
     db = tmp_path / "big.db"
+    # A batch a record: the batches a sync commits together (`SqlStore.group_commits`)
+    # first show a second in, long before the sync's end.
     process = subprocess.Popen(
-        [*COMMAND, "sync", "--db", db, "--export-dir", folder, "--page-size", "10", "--json"],
+        [*COMMAND, "sync", "--db", db, "--export-dir", folder, "--page-size", "1", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

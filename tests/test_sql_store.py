@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
+import time
 import types
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -408,6 +411,136 @@ def test_orgs_share_a_database_and_nothing_else(make_store: StoreFactory) -> Non
     SyncEngine(source=source, store=beta, clock=lambda: LATER).sync()
     assert acme.get_account(A1).fields["Name"] == "Acme"  # type: ignore[union-attr]
     assert beta.get_account(A1).fields["Name"] == "Beta's own"  # type: ignore[union-attr]
+
+
+# -- Group commits -----------------------------------------------------------------------
+
+
+def fail_watermarks(monkeypatch: pytest.MonkeyPatch, store: SqlStore, sql: str) -> None:
+    """Make ``store``'s watermark write, the last of a batch's, run ``sql`` instead."""
+    monkeypatch.setattr(store._statements, "upsert_watermark", sqlalchemy.text(sql))
+
+
+def test_group_commits_keep_each_batch_whole_and_commit_on_the_way_out(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = make_store(), make_store()
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+
+    def apply_then_stop() -> None:
+        with store.group_commits():
+            store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+            with monkeypatch.context() as patched:
+                fail_watermarks(patched, store, "INSERT INTO no_such_table VALUES (1)")
+                with pytest.raises(StoreError, match="no_such_table"):
+                    store.apply(Batch(contacts=[contact(C2, None, 1)], watermarks=[mark]))
+            store.apply(Batch(contacts=[contact(C3, None, 2)]))
+            # The store reads what it applied; another connection only what is
+            # committed: on SQLite nothing yet, on PostgreSQL each batch as applied.
+            assert store.contact_states([C1, C2, C3]).keys() == {C1, C3}
+            seen = other.contact_states([C1, C2, C3]).keys()
+            assert seen == (set() if store.engine.dialect.name == "sqlite" else {C1, C3})
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        apply_then_stop()
+    assert other.contact_states([C1, C2, C3]).keys() == {C1, C3}
+    assert other.watermark("Contact") == T0
+
+
+def test_sqlite_a_group_commits_once_its_time_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = SqlStore.sqlite(tmp_path / "s.db"), SqlStore.sqlite(tmp_path / "s.db")
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        assert other.get_contact(C1) is not None
+
+
+def test_sqlite_another_writer_waits_for_a_group_and_no_longer(tmp_path: Path) -> None:
+    alpha = SqlStore.sqlite(tmp_path / "s.db", org="alpha")
+    beta = SqlStore.sqlite(tmp_path / "s.db", org="beta")
+    written = threading.Event()
+
+    def write() -> None:
+        beta.apply(Batch(contacts=[contact(C1, None, 0)]))
+        written.set()
+
+    with alpha.group_commits():
+        alpha.apply(Batch(contacts=[contact(C1, None, 0)]))
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not written.wait(0.3)  # SQLite's one write lock is the group's
+    writer.join(5)
+    assert written.is_set()
+    assert beta.get_contact(C1) is not None
+
+
+def test_sqlite_a_runner_that_may_not_wait_sees_the_lease_of_a_group_at_once(
+    tmp_path: Path,
+) -> None:
+    first = SqlStore.sqlite(tmp_path / "s.db", org="acme")
+    second = SqlStore.sqlite(tmp_path / "s.db", org="acme", lock_timeout=0)
+    with first.group_commits():
+        first.apply(Batch(contacts=[contact(C1, None, 0)]))
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="'acme'"), second.exclusive():
+            pass
+        # Not after SQLite's busy timeout (5 s) for the group's write lock.
+        assert time.monotonic() - started < 1.0
+
+
+def test_sqlite_a_transaction_the_database_ends_takes_the_groups_batches_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite rolls the whole transaction back on some errors (a full disk, say): the
+    # batches applied before in the group are lost together with their watermarks, and
+    # the group goes on in a new transaction.
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+        with monkeypatch.context() as patched:
+            fail_watermarks(patched, store, "ROLLBACK")
+            with pytest.raises(StoreError):
+                store.apply(Batch(contacts=[contact(C2, None, 1)], watermarks=[mark]))
+        store.apply(Batch(contacts=[contact(C3, None, 2)]))
+    assert store.contact_states([C1, C2, C3]).keys() == {C3}
+    assert store.watermark("Contact") is None
+
+
+def test_the_engine_groups_the_commits_of_its_runs_of_pages_only() -> None:
+    class Grouping(InMemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.grouped = False
+            self.applies: list[bool] = []
+
+        @contextlib.contextmanager
+        def group_commits(self) -> Iterator[None]:
+            self.grouped = True
+            try:
+                yield
+            finally:
+                self.grouped = False
+
+        def apply(self, batch: Batch) -> None:
+            self.applies.append(self.grouped)
+            super().apply(batch)
+
+    source, store = InMemorySource(), Grouping()
+    source.upsert(account(A1, 0, Name="Acme"))
+    source.upsert(contact(C1, A1, 0))
+    engine = SyncEngine(source=source, store=store, clock=lambda: LATER)
+    engine.sync()
+    engine.reconcile()
+    engine.refresh_formulas()
+    assert store.applies
+    assert all(store.applies)
+    store.applies.clear()
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Retail")
+    assert store.applies == [False]
 
 
 # -- One runner per org ------------------------------------------------------------------

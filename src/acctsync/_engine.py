@@ -35,7 +35,7 @@ import bisect
 import heapq
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import attrgetter, itemgetter
@@ -68,6 +68,7 @@ from acctsync._protocols import (
     ExclusiveStore,
     FieldNameStore,
     FormulaSource,
+    GroupCommitStore,
     ListingStore,
     LoggingPolicy,
     MeteredSource,
@@ -188,14 +189,21 @@ class SyncEngine:
 
     def sync(self) -> SyncReport:
         """Pull every change since the stored watermarks and apply it, page by page."""
-        with self._hold():
+        with self._hold(pages=True):
             return self._sync()
 
-    def _hold(self) -> AbstractContextManager[None]:
-        """The store's hold for one runner, where the store has one (`ExclusiveStore`)."""
-        if isinstance(self._store, ExclusiveStore):
-            return self._store.exclusive()
-        return nullcontext()
+    @contextmanager
+    def _hold(self, *, pages: bool = False) -> Iterator[None]:
+        """The store's hold for one runner (`ExclusiveStore`) and, around a run of many
+        ``pages``, its group commits (`GroupCommitStore`), where the store has them."""
+        store = self._store
+        with (
+            store.exclusive() if isinstance(store, ExclusiveStore) else nullcontext(),
+            store.group_commits()
+            if pages and isinstance(store, GroupCommitStore)
+            else nullcontext(),
+        ):
+            yield
 
     def follow(
         self,
@@ -335,7 +343,7 @@ class SyncEngine:
             raise ConfigurationError(
                 f"{type(store).__name__} cannot list its records: it cannot reconcile"
             )
-        with self._hold():
+        with self._hold(pages=True):
             return self._sync(reconcile=(source, store))
 
     def refresh_formulas(self) -> SyncReport:
@@ -356,7 +364,7 @@ class SyncEngine:
             raise ConfigurationError(
                 f"{type(source).__name__} cannot read formula fields alone: it cannot refresh them"
             )
-        with self._hold():
+        with self._hold(pages=True):
             return self._refresh_formulas(source)
 
     def _refresh_formulas(self, source: FormulaSource) -> SyncReport:

@@ -159,6 +159,31 @@ class ExclusiveStore(Protocol):
 
 
 @runtime_checkable
+class GroupCommitStore(Protocol):
+    """A store that may commit consecutive batches together, for a database whose commit
+    costs more than the rows it writes.
+
+    `SyncEngine` holds ``group_commits()`` around the pages of each `SyncEngine.sync`,
+    `SyncEngine.reconcile` and `SyncEngine.refresh_formulas` call (not of
+    `SyncEngine.follow`, whose batches must show at once). Inside it, `Store.apply` may
+    leave a batch's transaction open for the next batches to join. A store implementing
+    it must:
+
+    - keep each batch atomic: an `apply` that raises leaves nothing of its batch;
+    - answer its own reads as of every batch applied, committed or not;
+    - commit every applied batch when the context exits, by an exception too;
+    - bound how long a transaction stays open, since other writers wait for it.
+
+    A crash loses the batches not yet committed together with their watermarks, so the
+    next sync reads them again (R2).
+    """
+
+    def group_commits(self) -> AbstractContextManager[None]:
+        """Let the batches applied until the context exits share transactions."""
+        ...
+
+
+@runtime_checkable
 class ListingStore(Protocol):
     """A store that lists the live records it holds: what `SyncEngine.reconcile` needs."""
 

@@ -25,6 +25,7 @@ from acctsync._protocols import (
     DescribedSource,
     FieldNameStore,
     FormulaSource,
+    GroupCommitStore,
     ListingStore,
     Source,
     Store,
@@ -452,6 +453,54 @@ def _store_atomic(store: Store) -> None:
             )
 
 
+class _AbandonedError(Exception):
+    """Raised inside `GroupCommitStore.group_commits` by the check."""
+
+
+def _store_group_commits(store: Store) -> None:
+    if not isinstance(store, GroupCommitStore):
+        return
+    mark = Watermark(stream="Account", system_modstamp=_t(1))
+    try:
+        with store.group_commits():
+            store.apply(
+                Batch(accounts=[AccountState(upstream=_account(A1, 0))], watermarks=[mark])
+            )
+            _expect(
+                A1 in store.account_states([A1]) and store.watermark("Account") == _t(1),
+                "inside group_commits, reads see the batches applied",
+            )
+            later = Watermark(stream="Account", system_modstamp=_t(2))
+            broken = Batch(
+                accounts=[AccountState(upstream=_account(A2, 0))],
+                watermarks=[later, "not a watermark"],  # type: ignore[list-item]
+            )
+            try:
+                store.apply(broken)
+            except Exception:  # any failure will do, as long as nothing of it stays
+                pass
+            else:
+                raise ConformanceError(
+                    "a batch holding something that is not a watermark must fail"
+                )
+            _expect(
+                A2 not in store.account_states([A2]) and store.watermark("Account") == _t(1),
+                "inside group_commits, a batch that fails leaves nothing, and the batches"
+                " before it stay (R2)",
+            )
+            store.apply(Batch(contacts=[_contact(C1, A1, 1)]))
+            raise _AbandonedError
+    except _AbandonedError:
+        pass
+    _expect(
+        A1 in store.account_states([A1])
+        and C1 in store.contact_states([C1])
+        and A2 not in store.account_states([A2])
+        and store.watermark("Account") == _t(1),
+        "the batches applied inside group_commits stay when it exits by an exception",
+    )
+
+
 def _store_under_engine(store: Store) -> None:
     source = InMemorySource()
     engine = SyncEngine(
@@ -498,6 +547,7 @@ STORE_CHECKS: tuple[Callable[[Store], None], ...] = (
     _store_field_names,
     _store_checkpoints,
     _store_atomic,
+    _store_group_commits,
     _store_under_engine,
 )
 
@@ -507,7 +557,7 @@ def check_store(make_store: Callable[[], Store]) -> None:
 
     Each duty is checked on a new store: those of `Store` (records, with their
     ``sequence``, read back as written), and those of `ContactIndex`, `ListingStore`,
-    `FieldNameStore` and `CheckpointStore` when the store has them. Raises
+    `FieldNameStore`, `CheckpointStore` and `GroupCommitStore` when the store has them. Raises
     `ConformanceError` on the first failure.
     """
     for check in STORE_CHECKS:

@@ -135,24 +135,29 @@ class Lease:
         deadline = time.monotonic() + self._timeout
         delay = _FIRST_WAIT
         while True:
-            # IMMEDIATE: a deferred transaction that reads first cannot write once another
-            # connection wrote meanwhile, and SQLite refuses it at once, without waiting.
-            with conn.execution_options(**{WRITE: True}).begin():
-                row = conn.execute(select(table).where(table.c.org == self._org)).first()
-                if row is None or self._is_over(row.expires_at, row.host, row.pid):
-                    conn.execute(delete(table).where(table.c.org == self._org))
-                    conn.execute(
-                        table.insert().values(
-                            org=self._org,
-                            token=self._token,
-                            holder=f"pid {self._pid} on {self._host}",
-                            host=self._host,
-                            pid=self._pid,
-                            expires_at=_now_us() + self._duration_us,
+            # Looked at first outside a write: the holder's writes may keep the database's
+            # write lock for a second (`SqlStore.group_commits`), and a held lease is seen
+            # without waiting for it.
+            with conn.execution_options(**{WRITE: False}).begin():
+                holder = self._holder(conn)
+            if holder is None:
+                # IMMEDIATE: a deferred transaction that reads first cannot write once
+                # another connection wrote meanwhile, and SQLite refuses it at once.
+                with conn.execution_options(**{WRITE: True}).begin():
+                    holder = self._holder(conn)
+                    if holder is None:
+                        conn.execute(delete(table).where(table.c.org == self._org))
+                        conn.execute(
+                            table.insert().values(
+                                org=self._org,
+                                token=self._token,
+                                holder=f"pid {self._pid} on {self._host}",
+                                host=self._host,
+                                pid=self._pid,
+                                expires_at=_now_us() + self._duration_us,
+                            )
                         )
-                    )
-                    return
-                holder = str(row.holder)
+                        return
             if time.monotonic() >= deadline:
                 raise LockTimeoutError(self._org, self._timeout, holder)
             delay = _wait_until(deadline, delay)
@@ -170,6 +175,14 @@ class Lease:
             conn.execute(
                 delete(table).where(table.c.org == self._org, table.c.token == self._token)
             )
+
+    def _holder(self, conn: Connection) -> str | None:
+        """Who holds the lease, None when it is free, expired or its process gone."""
+        table = self._table
+        row = conn.execute(select(table).where(table.c.org == self._org)).first()
+        if row is None or self._is_over(row.expires_at, row.host, row.pid):
+            return None
+        return str(row.holder)
 
     def _is_over(self, expires_at: int, host: str, pid: int) -> bool:
         if expires_at <= _now_us():

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import (
     Callable,
     Collection,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    RootTransaction,
     Row,
     Table,
     create_engine,
@@ -69,6 +71,9 @@ _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
 _WAL_PAGES = 16_384  # SQLite's default is 1,000 (of 4 KiB)
+# How long `SqlStore.group_commits` keeps a transaction open for more batches: what
+# another writer of the database may wait for it, beyond the batch itself.
+_GROUP_SECONDS = 1.0
 _BY_ID = itemgetter(1)  # of a record's row
 _T = TypeVar("_T")
 
@@ -201,6 +206,10 @@ class SqlStore:
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
+        # Group commits (SQLite): whether they are on, and the transaction they hold open.
+        self._grouping = False
+        self._group: RootTransaction | None = None
+        self._group_ends = 0.0
         self._statements = Statements(self._tables, self._engine.dialect)
         self._open()
 
@@ -260,8 +269,11 @@ class SqlStore:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            if self._pinned is not None:
+        with self._transaction_errors():
+            if self._grouping and self._pinned is not None:
+                with self._grouped(self._pinned, write=write) as conn:
+                    yield conn
+            elif self._pinned is not None:
                 conn = self._pinned.execution_options(**self._options[write])
                 with conn.begin():
                     if write:
@@ -272,12 +284,91 @@ class SqlStore:
                     conn.execution_options(**self._options[write])
                     with conn.begin():
                         yield conn
+
+    @contextmanager
+    def _transaction_errors(self) -> Iterator[None]:
+        """The database's errors as `StoreError`."""
+        try:
+            yield
         except DBAPIError as error:
             raise StoreError(f"the database failed: {error.orig}") from error
         except (SQLAlchemyError, self._driver_error) as error:
             # The driver's own errors, from what goes to it directly: the bulk writes,
             # SQLite's BEGIN.
             raise StoreError(f"the database failed: {error}") from error
+
+    @contextmanager
+    def _grouped(self, pinned: Connection, *, write: bool) -> Iterator[Connection]:
+        """A transaction within the group's: each write in a savepoint of its own, so
+        that a failing one leaves nothing, and a read inside whatever is open."""
+        if not write:
+            if self._group is not None:
+                yield pinned
+            else:
+                with pinned.execution_options(**self._options[False]).begin():
+                    yield pinned
+            return
+        if self._group is None:
+            self._group = pinned.execution_options(**self._options[True]).begin()
+            self._group_ends = time.monotonic() + _GROUP_SECONDS
+        savepoint = pinned.begin_nested()
+        try:
+            self._lock.renew(pinned)
+            yield pinned
+            savepoint.commit()
+        except BaseException:
+            # Where the database ended the whole transaction (SQLite does on a full disk,
+            # say), the group's earlier batches are gone with their watermarks; the error
+            # goes on to end the run, and the next reads them again.
+            if not pinned.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                self._drop_group()
+            elif savepoint.is_active:
+                savepoint.rollback()
+            raise
+        if time.monotonic() >= self._group_ends:
+            self._commit_group()
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            try:
+                group.commit()
+            except BaseException:
+                self._drop_group()
+                raise
+
+    def _drop_group(self) -> None:
+        self._group = None
+        pinned = self._pinned
+        if pinned is not None and pinned.in_transaction():
+            try:
+                pinned.rollback()
+            except (SQLAlchemyError, self._driver_error):
+                pinned.invalidate()
+
+    @contextmanager
+    def group_commits(self) -> Iterator[None]:
+        """Let the batches applied inside the context share transactions (on SQLite).
+
+        SQLite's commit writes every page its transaction changed, so that the same page
+        of an index, changed by each of many small batches, was written once a batch: in
+        a large first sync the commits took half the time. Inside the context a batch's
+        transaction stays open for those applied in the next second; each batch still
+        applies whole or not at all, reads see every batch applied, and all are committed
+        when the context exits. Holds the store (`exclusive`) meanwhile. PostgreSQL's
+        commit writes its log only, and goes on committing each batch.
+        """
+        if self._dialect != "sqlite" or self._grouping:
+            yield
+            return
+        with self.exclusive():
+            self._grouping = True
+            try:
+                yield
+            finally:
+                self._grouping = False
+                with self._transaction_errors():
+                    self._commit_group()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -654,7 +745,8 @@ class SqlStore:
         ) -> Iterable[tuple[object, ...]]:
             # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
             # SQLite writes in this thread, under the database's one write lock that
-            # other orgs' runners wait for: its rows are made before the lock is taken,
+            # other orgs' runners wait for: its rows are made before the lock is taken
+            # (where a group commit holds it already, before the batch's savepoint),
             # records' in ID order (one row per ID), so that each index is written along
             # its pages rather than back and forth.
             if lazy:
