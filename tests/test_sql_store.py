@@ -35,6 +35,7 @@ from acctsync import (
     FieldName,
     LockLostError,
     LockTimeoutError,
+    MoveContacts,
     Origin,
     SchemaVersionError,
     StoreError,
@@ -421,31 +422,47 @@ def fail_watermarks(monkeypatch: pytest.MonkeyPatch, store: SqlStore, sql: str) 
     monkeypatch.setattr(store._statements, "upsert_watermark", sqlalchemy.text(sql))
 
 
-def test_group_commits_keep_each_batch_whole_and_commit_on_the_way_out(
-    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_group_commits_commit_on_the_way_out(make_store: StoreFactory) -> None:
     store, other = make_store(), make_store()
     mark = Watermark(stream="Contact", system_modstamp=T0)
 
     def apply_then_stop() -> None:
         with store.group_commits():
             store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
-            with monkeypatch.context() as patched:
-                fail_watermarks(patched, store, "INSERT INTO no_such_table VALUES (1)")
-                with pytest.raises(StoreError, match="no_such_table"):
-                    store.apply(Batch(contacts=[contact(C2, None, 1)], watermarks=[mark]))
             store.apply(Batch(contacts=[contact(C3, None, 2)]))
             # The store reads what it applied; another connection only what is
             # committed: on SQLite nothing yet, on PostgreSQL each batch as applied.
-            assert store.contact_states([C1, C2, C3]).keys() == {C1, C3}
-            seen = other.contact_states([C1, C2, C3]).keys()
+            assert store.contact_states([C1, C3]).keys() == {C1, C3}
+            seen = other.contact_states([C1, C3]).keys()
             assert seen == (set() if store.engine.dialect.name == "sqlite" else {C1, C3})
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         apply_then_stop()
-    assert other.contact_states([C1, C2, C3]).keys() == {C1, C3}
+    assert other.contact_states([C1, C3]).keys() == {C1, C3}
     assert other.watermark("Contact") == T0
+
+
+def test_sqlite_a_batch_failing_in_a_group_takes_the_uncommitted_ones_and_ends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+        with monkeypatch.context() as patched:
+            fail_watermarks(patched, store, "INSERT INTO no_such_table VALUES (1)")
+            with pytest.raises(StoreError, match="no_such_table"):
+                store.apply(Batch(contacts=[contact(C2, None, 1)], watermarks=[mark]))
+        # C1 went with it, watermark and all: a later batch's watermark would pass it.
+        assert store.contact_states([C1, C2]) == {}
+        assert store.watermark("Contact") is None
+        with pytest.raises(StoreError, match="end the run"):
+            store.apply(Batch(contacts=[contact(C3, None, 2)]))
+    assert store.contact_states([C1, C2, C3]) == {}
+    with store.group_commits():  # the next run starts afresh
+        store.apply(Batch(contacts=[contact(C3, None, 2)]))
+    assert store.get_contact(C3) is not None
 
 
 def test_sqlite_a_group_commits_once_its_time_is_up(
@@ -491,23 +508,76 @@ def test_sqlite_a_runner_that_may_not_wait_sees_the_lease_of_a_group_at_once(
         assert time.monotonic() - started < 1.0
 
 
-def test_sqlite_a_transaction_the_database_ends_takes_the_groups_batches_with_it(
+def indexes(path: Path) -> set[str]:
+    """The names of the indexes the SQLite file at ``path`` has, as another connection
+    sees them."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {name for (name,) in rows}
+
+
+BY_ACCOUNT = "acctsync_contacts_by_account"
+
+
+def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SQLite rolls the whole transaction back on some errors (a full disk, say): the
-    # batches applied before in the group are lost together with their watermarks, and
-    # the group goes on in a new transaction.
-    store = SqlStore.sqlite(tmp_path / "s.db")
-    mark = Watermark(stream="Contact", system_modstamp=T0)
+    path = tmp_path / "s.db"
+    store = SqlStore.sqlite(path)
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)  # commit each
     with store.group_commits():
-        store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
-        with monkeypatch.context() as patched:
-            fail_watermarks(patched, store, "ROLLBACK")
-            with pytest.raises(StoreError):
-                store.apply(Batch(contacts=[contact(C2, None, 1)], watermarks=[mark]))
-        store.apply(Batch(contacts=[contact(C3, None, 2)]))
-    assert store.contact_states([C1, C2, C3]).keys() == {C3}
-    assert store.watermark("Contact") is None
+        store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A2, 0)]))
+        assert BY_ACCOUNT not in indexes(path)
+        store.apply(Batch(contacts=[contact(C3, A1, 1)]))
+    assert BY_ACCOUNT in indexes(path)
+    assert store.contact_ids(A1) == [C1, C3]
+    plan = store.engine.connect().exec_driver_sql(
+        "EXPLAIN QUERY PLAN SELECT id FROM acctsync_contacts WHERE org = 'default'"
+        f" AND account_id = '{A1}'"
+    )
+    assert BY_ACCOUNT in str(plan.all())
+
+
+def test_sqlite_a_group_that_needs_the_index_builds_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqlStore.sqlite(path)
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
+        assert BY_ACCOUNT not in indexes(path)
+        assert store.count_contacts(A1) == 2
+        assert BY_ACCOUNT in indexes(path)
+    with store.group_commits():  # the database holds contacts: the index stays
+        store.apply(Batch(contacts=[contact(C3, A2, 0)]))
+        assert BY_ACCOUNT in indexes(path)
+    assert store.contact_ids_of([A1, A2], up_to=10) == {A1: [C1, C2], A2: [C3]}
+
+
+def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqlStore.sqlite(path)
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
+        store.apply(Batch(contact_ops=[MoveContacts(from_account_id=A1, to_account_id=A2)]))
+        assert BY_ACCOUNT in indexes(path)
+    assert store.contact_ids(A2) == [C1, C2]
+
+
+def test_sqlite_an_index_a_killed_load_left_off_is_built_when_the_store_opens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    SqlStore.sqlite(path).apply(Batch(contacts=[contact(C1, A1, 0)]))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"DROP INDEX {BY_ACCOUNT}")
+    store = SqlStore.sqlite(path)
+    assert BY_ACCOUNT in indexes(path)
+    assert store.contact_ids(A1) == [C1]
 
 
 def test_the_engine_groups_the_commits_of_its_runs_of_pages_only() -> None:

@@ -169,7 +169,10 @@ class GroupCommitStore(Protocol):
     leave a batch's transaction open for the next batches to join. A store implementing
     it must:
 
-    - keep each batch atomic: an `apply` that raises leaves nothing of its batch;
+    - keep each batch atomic: an `apply` that raises leaves nothing of its batch. It may
+      take the batches not yet committed before it with it, watermarks included, as a
+      crash would; then it must refuse every later `apply` until the context exits, so
+      that no watermark is committed past a batch lost;
     - answer its own reads as of every batch applied, committed or not;
     - commit every applied batch when the context exits, by an exception too;
     - bound how long a transaction stays open, since other writers wait for it.
