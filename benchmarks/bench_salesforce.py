@@ -36,7 +36,9 @@ list of its rows, encoding only the page or set asked for.)
 Neither side waits between a job's polls: the loopback org completes a job at its third
 poll whatever the time, so waits would time the poll schedule, not the work. The
 source's default policy would wait 1 + 2 s per object there, simple-salesforce's 15 s.
-Putting the records into the org is timed apart, and not counted.
+Putting the records into the org is timed apart, and not counted. ``--gc-threshold N``
+has each measured process collect every N allocations, as the ``acctsync`` command does
+(50,000) and an application may; by default they keep CPython's 700.
 
 Run with ``python benchmarks/bench_salesforce.py [--accounts N] [--quick] [--runs R]``
 (ten contacts per account; ``--quick`` is 10x smaller); ``--profile`` profiles the first

@@ -508,6 +508,51 @@ def test_sqlite_a_runner_that_may_not_wait_sees_the_lease_of_a_group_at_once(
         assert time.monotonic() - started < 1.0
 
 
+def test_sqlite_a_group_commits_while_its_runner_waits_for_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Bulk job's polls or a retry's backoff come between two batches: the database's
+    # write lock is not held through them.
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.2)
+    store = SqlStore.sqlite(tmp_path / "s.db", org="alpha")
+    other = SqlStore.sqlite(tmp_path / "s.db", org="beta", lock_timeout=0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        deadline = time.monotonic() + 5
+        while SqlStore.sqlite(tmp_path / "s.db", org="alpha").get_contact(C1) is None:
+            assert time.monotonic() < deadline, "the group was not committed while idle"
+            time.sleep(0.05)
+        other.apply(Batch(contacts=[contact(C2, None, 0)]))  # not waiting for the group
+        store.apply(Batch(contacts=[contact(C3, None, 0)]))
+    assert store.contact_states([C1, C3]).keys() == {C1, C3}
+    assert other.get_contact(C2) is not None
+
+
+def test_sqlite_a_read_that_ends_the_transaction_ends_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite rolls the whole transaction back on some errors (a full disk, say), reads'
+    # too: the group's batches are gone, and a later one must not commit past them.
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+
+    class Failing:
+        def execute(self, conn: sqlalchemy.Connection, **_: object) -> object:
+            conn.exec_driver_sql("ROLLBACK")
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+        with monkeypatch.context() as patched:
+            patched.setattr(store._statements, "watermark", Failing())
+            with pytest.raises(StoreError, match="disk I/O error"):
+                store.watermark("Contact")
+        with pytest.raises(StoreError, match="end the run"):
+            store.apply(Batch(contacts=[contact(C2, None, 1)]))
+    assert store.contact_states([C1, C2]) == {}
+    assert store.watermark("Contact") is None
+
+
 def indexes(path: Path) -> set[str]:
     """The names of the indexes the SQLite file at ``path`` has, as another connection
     sees them."""
@@ -566,6 +611,24 @@ def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(
         store.apply(Batch(contact_ops=[MoveContacts(from_account_id=A1, to_account_id=A2)]))
         assert BY_ACCOUNT in indexes(path)
     assert store.contact_ids(A2) == [C1, C2]
+
+
+def test_sqlite_two_first_loads_at_once_both_put_the_index_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.db"
+    alpha = SqlStore.sqlite(path, org="alpha")
+    beta = SqlStore.sqlite(path, org="beta")
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+    with alpha.group_commits(), beta.group_commits():
+        # Accounts first: neither load has written a contact when the other begins.
+        alpha.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))]))
+        beta.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))]))
+        beta.apply(Batch(contacts=[contact(C1, A1, 0)]))
+        alpha.apply(Batch(contacts=[contact(C2, A1, 0)]))
+    assert BY_ACCOUNT in indexes(path)
+    assert alpha.contact_ids(A1) == [C2]
+    assert beta.contact_ids(A1) == [C1]
 
 
 def test_sqlite_an_index_a_killed_load_left_off_is_built_when_the_store_opens(

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import (
     Callable,
@@ -138,7 +139,9 @@ class SqlStore:
     given, and upgraded in place when an older acctsync created them. One database holds
     many orgs: each store works on ``org``'s rows only, with its own watermarks.
 
-    Each `apply` is one transaction. `exclusive` (which `SyncEngine` holds while it
+    Each `apply` is atomic: a transaction of its own, or on SQLite, inside
+    `group_commits` (which `SyncEngine` holds for a sync), one shared with the batches
+    of the same second. `exclusive` (which `SyncEngine` holds while it
     works) lets one runner at a time work on an org: another waits up to
     ``lock_timeout`` seconds, then gets `LockTimeoutError`. On SQLite the hold is a lease
     that lapses after ``lease`` seconds without a write, or at once when its process is
@@ -217,6 +220,11 @@ class SqlStore:
         self._group: RootTransaction | None = None
         self._group_ends = 0.0
         self._group_failed = False
+        self._group_error: StoreError | None = None  # the watcher's failed commit
+        # A group's transaction is committed once due by the next write, or by a watcher
+        # thread while the runner waits for its source; this lock takes turns on the
+        # connection between them.
+        self._turn = threading.RLock()
         # The contacts' by-account index, which a group may put off (`_put_off_index`).
         self._by_account = next(
             index
@@ -287,7 +295,7 @@ class SqlStore:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with self._transaction_errors():
+        with self._turn, self._transaction_errors():
             if self._grouping and self._pinned is not None:
                 with self._grouped(self._pinned, write=write) as conn:
                     yield conn
@@ -326,7 +334,14 @@ class SqlStore:
         """
         if not write:
             if self._group is not None:
-                yield pinned
+                try:
+                    yield pinned
+                except BaseException:
+                    # SQLite ends the whole transaction on some errors (a full disk):
+                    # then the group's batches are gone, and so is the group.
+                    if not pinned.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                        self._drop_group()
+                    raise
             else:
                 with pinned.execution_options(**self._options[False]).begin():
                     yield pinned
@@ -335,7 +350,7 @@ class SqlStore:
             raise StoreError(
                 "a batch before this one failed, and the batches applied with it were rolled"
                 " back with their watermarks: end the run, and the next reads them again"
-            )
+            ) from self._group_error
         if self._group is None:
             self._group = pinned.execution_options(**self._options[True]).begin()
             self._group_ends = time.monotonic() + _GROUP_SECONDS
@@ -348,8 +363,22 @@ class SqlStore:
         except BaseException:
             self._drop_group()
             raise
-        if time.monotonic() >= self._group_ends:
-            self._commit_group()
+
+    def _commit_if_due(self) -> None:
+        """Commit the group's transaction if it has been open its second."""
+        with self._turn, self._transaction_errors():
+            if self._group is not None and time.monotonic() >= self._group_ends:
+                self._commit_group()
+
+    def _watch_group(self, stop: threading.Event) -> None:
+        """Commit a due group while no write comes: the runner may be waiting for its
+        source (a Bulk job's polls, a retry's backoff) and other writers for the lock."""
+        while not stop.wait(_GROUP_SECONDS / 4):
+            try:
+                self._commit_if_due()
+            except StoreError as error:
+                self._group_error = error  # the group is dropped: its next write says why
+                return
 
     def _commit_group(self) -> None:
         group, self._group = self._group, None
@@ -365,16 +394,17 @@ class SqlStore:
         database holds no contact yet: a first load then writes one index instead of two,
         and SQLite builds the second at the end by sorting, several times faster."""
         if conn.execute(select(self._tables.contacts.c.id).limit(1)).first() is None:
-            self._by_account.drop(conn)
+            # Another org's first load may have dropped it already.
+            self._by_account.drop(conn, checkfirst=True)
             self._put_off = True
 
     def _build_index(self) -> None:
         """Build the by-account index again, where a group put it off and now a statement
         of the group needs it, or the group ends."""
         if self._put_off:
-            self._put_off = False
             with self._transaction(write=True) as conn:
                 self._by_account.create(conn, checkfirst=True)
+            self._put_off = False
 
     def _drop_group(self) -> None:
         """Roll the group's transaction back; refuse the group's later writes."""
@@ -393,22 +423,30 @@ class SqlStore:
         SQLite's commit writes every page its transaction changed, so that the same page
         of an index, changed by each of many small batches, was written once a batch: in
         a large first sync the commits took half the time. Inside the context a batch's
-        transaction stays open for those applied in the next second; reads see every
-        batch applied, and all are committed when the context exits. A batch that fails
-        takes the uncommitted ones before it with it, watermarks included, and the
-        context then refuses more (`StoreError`). Holds the store (`exclusive`)
-        meanwhile. PostgreSQL's commit writes its log only, and goes on committing each
-        batch.
+        transaction stays open for those applied in the next second, and is committed
+        then, or once the second is over while the runner waits for its source; reads
+        see every batch applied, and all are committed when the context exits. A batch
+        that fails takes the uncommitted ones before it with it, watermarks included,
+        and the context then refuses more (`StoreError`). On SQLite it holds the store
+        (`exclusive`) meanwhile. PostgreSQL's commit writes its log only, and goes on
+        committing each batch.
         """
         if self._dialect != "sqlite" or self._grouping:
             yield
             return
         with self.exclusive():
             self._grouping = self._may_put_off = True
-            self._group_failed = False
+            self._group_failed, self._group_error = False, None
+            stop = threading.Event()
+            watcher = threading.Thread(
+                target=self._watch_group, args=(stop,), name="acctsync-group", daemon=True
+            )
+            watcher.start()
             try:
                 yield
             finally:
+                stop.set()
+                watcher.join()
                 self._grouping = self._may_put_off = False
                 try:
                     with self._transaction_errors():
@@ -437,7 +475,8 @@ class SqlStore:
         with conn:
             try:
                 self._lock.acquire(conn)
-            except SQLAlchemyError as error:
+            except (SQLAlchemyError, self._driver_error) as error:
+                # The driver's own: SQLite's BEGIN, which bypasses SQLAlchemy.
                 raise StoreError(f"the database failed: {error}") from error
             self._pinned, self._depth = conn, 1
             try:
@@ -749,10 +788,16 @@ class SqlStore:
     # -- The one write -------------------------------------------------------------------
 
     def apply(self, batch: Batch) -> None:
-        """Apply ``batch`` in one transaction (see `Batch` for the order)."""
+        """Apply ``batch`` in one transaction (see `Batch` for the order), or in a group's
+        (`group_commits`)."""
         batch.check()
-        if batch.contact_ops:  # they find an account's contacts by the index
-            self._build_index()
+        with self._turn:  # the watcher commits before a batch or after it, never within
+            if batch.contact_ops:  # they find an account's contacts by the index
+                self._build_index()
+            self._apply(batch)
+            self._commit_if_due()
+
+    def _apply(self, batch: Batch) -> None:
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice; the log keeps an ID's first entry, as it would on a replay.
         accounts = {entry.id: entry for entry in batch.accounts}
@@ -797,7 +842,7 @@ class SqlStore:
             # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
             # SQLite writes in this thread, under the database's one write lock that
             # other orgs' runners wait for: its rows are made before the lock is taken
-            # (where a group commit holds it already, before the batch's savepoint),
+            # (where a group commit holds it already, before the batch's statements),
             # records' in ID order (one row per ID), so that each index is written along
             # its pages rather than back and forth.
             if lazy:
