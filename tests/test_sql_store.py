@@ -422,6 +422,12 @@ def fail_watermarks(monkeypatch: pytest.MonkeyPatch, store: SqlStore, sql: str) 
     monkeypatch.setattr(store._statements, "upsert_watermark", sqlalchemy.text(sql))
 
 
+@pytest.fixture
+def each_batch_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups due at once: each batch of a group commits as soon as it is applied."""
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+
+
 def test_group_commits_commit_on_the_way_out(make_store: StoreFactory) -> None:
     store, other = make_store(), make_store()
     mark = Watermark(stream="Contact", system_modstamp=T0)
@@ -465,11 +471,9 @@ def test_sqlite_a_batch_failing_in_a_group_takes_the_uncommitted_ones_and_ends_i
     assert store.get_contact(C3) is not None
 
 
-def test_sqlite_a_group_commits_once_its_time_is_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_group_commits_once_its_time_is_up(tmp_path: Path) -> None:
     store, other = SqlStore.sqlite(tmp_path / "s.db"), SqlStore.sqlite(tmp_path / "s.db")
-    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
         assert other.get_contact(C1) is not None
@@ -564,12 +568,10 @@ def indexes(path: Path) -> set[str]:
 BY_ACCOUNT = "acctsync_contacts_by_account"
 
 
-def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqlStore.sqlite(path)
-    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)  # commit each
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A2, 0)]))
         assert BY_ACCOUNT not in indexes(path)
@@ -583,12 +585,10 @@ def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(
     assert BY_ACCOUNT in str(plan.all())
 
 
-def test_sqlite_a_group_that_needs_the_index_builds_it_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_group_that_needs_the_index_builds_it_at_once(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqlStore.sqlite(path)
-    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
         assert BY_ACCOUNT not in indexes(path)
@@ -600,12 +600,10 @@ def test_sqlite_a_group_that_needs_the_index_builds_it_at_once(
     assert store.contact_ids_of([A1, A2], up_to=10) == {A1: [C1, C2], A2: [C3]}
 
 
-def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqlStore.sqlite(path)
-    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
         store.apply(Batch(contact_ops=[MoveContacts(from_account_id=A1, to_account_id=A2)]))
@@ -613,13 +611,11 @@ def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(
     assert store.contact_ids(A2) == [C1, C2]
 
 
-def test_sqlite_two_first_loads_at_once_both_put_the_index_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_two_first_loads_at_once_both_put_the_index_off(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     alpha = SqlStore.sqlite(path, org="alpha")
     beta = SqlStore.sqlite(path, org="beta")
-    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
     with alpha.group_commits(), beta.group_commits():
         # Accounts first: neither load has written a contact when the other begins.
         alpha.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))]))
