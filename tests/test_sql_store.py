@@ -557,9 +557,11 @@ def test_sqlite_a_read_that_ends_the_transaction_ends_the_group(
     assert store.watermark("Contact") is None
 
 
-def indexes(path: Path) -> set[str]:
-    """The names of the indexes the SQLite file at ``path`` has, as another connection
-    sees them."""
+def indexes(store: SqlStore) -> set[str]:
+    """The names of the indexes ``store``'s SQLite file has, as another connection sees
+    them."""
+    path = store.engine.url.database
+    assert path is not None
     with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     return {name for (name,) in rows}
@@ -570,13 +572,12 @@ BY_ACCOUNT = "acctsync_contacts_by_account"
 
 @pytest.mark.usefixtures("each_batch_commits")
 def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqlStore.sqlite(path)
+    store = SqlStore.sqlite(tmp_path / "s.db")
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A2, 0)]))
-        assert BY_ACCOUNT not in indexes(path)
+        assert BY_ACCOUNT not in indexes(store)
         store.apply(Batch(contacts=[contact(C3, A1, 1)]))
-    assert BY_ACCOUNT in indexes(path)
+    assert BY_ACCOUNT in indexes(store)
     assert store.contact_ids(A1) == [C1, C3]
     plan = store.engine.connect().exec_driver_sql(
         "EXPLAIN QUERY PLAN SELECT id FROM acctsync_contacts WHERE org = 'default'"
@@ -587,27 +588,25 @@ def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(tmp_path: Pa
 
 @pytest.mark.usefixtures("each_batch_commits")
 def test_sqlite_a_group_that_needs_the_index_builds_it_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqlStore.sqlite(path)
+    store = SqlStore.sqlite(tmp_path / "s.db")
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
-        assert BY_ACCOUNT not in indexes(path)
+        assert BY_ACCOUNT not in indexes(store)
         assert store.count_contacts(A1) == 2
-        assert BY_ACCOUNT in indexes(path)
+        assert BY_ACCOUNT in indexes(store)
     with store.group_commits():  # the database holds contacts: the index stays
         store.apply(Batch(contacts=[contact(C3, A2, 0)]))
-        assert BY_ACCOUNT in indexes(path)
+        assert BY_ACCOUNT in indexes(store)
     assert store.contact_ids_of([A1, A2], up_to=10) == {A1: [C1, C2], A2: [C3]}
 
 
 @pytest.mark.usefixtures("each_batch_commits")
 def test_sqlite_a_move_of_contacts_in_a_first_load_builds_the_index_first(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqlStore.sqlite(path)
+    store = SqlStore.sqlite(tmp_path / "s.db")
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, A1, 0), contact(C2, A1, 0)]))
         store.apply(Batch(contact_ops=[MoveContacts(from_account_id=A1, to_account_id=A2)]))
-        assert BY_ACCOUNT in indexes(path)
+        assert BY_ACCOUNT in indexes(store)
     assert store.contact_ids(A2) == [C1, C2]
 
 
@@ -622,7 +621,7 @@ def test_sqlite_two_first_loads_at_once_both_put_the_index_off(tmp_path: Path) -
         beta.apply(Batch(accounts=[AccountState(upstream=account(A1, 0))]))
         beta.apply(Batch(contacts=[contact(C1, A1, 0)]))
         alpha.apply(Batch(contacts=[contact(C2, A1, 0)]))
-    assert BY_ACCOUNT in indexes(path)
+    assert BY_ACCOUNT in indexes(alpha)
     assert alpha.contact_ids(A1) == [C2]
     assert beta.contact_ids(A1) == [C1]
 
@@ -635,7 +634,7 @@ def test_sqlite_an_index_a_killed_load_left_off_is_built_when_the_store_opens(
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute(f"DROP INDEX {BY_ACCOUNT}")
     store = SqlStore.sqlite(path)
-    assert BY_ACCOUNT in indexes(path)
+    assert BY_ACCOUNT in indexes(store)
     assert store.contact_ids(A1) == [C1]
 
 

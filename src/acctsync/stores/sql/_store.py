@@ -296,7 +296,7 @@ class SqlStore:
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         with self._turn, self._transaction_errors():
-            if self._grouping and self._pinned is not None:
+            if self._pinned is not None and self._grouping and (write or self._group):
                 with self._grouped(self._pinned, write=write) as conn:
                     yield conn
             elif self._pinned is not None:
@@ -325,7 +325,7 @@ class SqlStore:
 
     @contextmanager
     def _grouped(self, pinned: Connection, *, write: bool) -> Iterator[Connection]:
-        """A write within the group's transaction, a read inside whatever is open.
+        """A write within the group's transaction, or a read inside it.
 
         A write that fails rolls back the group's open transaction, and so the batches
         before it with their watermarks, as a crash would; the writes after it in the
@@ -333,18 +333,14 @@ class SqlStore:
         but SQLite copies each page a savepoint changes first: a tenth of a large load.
         """
         if not write:
-            if self._group is not None:
-                try:
-                    yield pinned
-                except BaseException:
-                    # SQLite ends the whole transaction on some errors (a full disk):
-                    # then the group's batches are gone, and so is the group.
-                    if not pinned.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-                        self._drop_group()
-                    raise
-            else:
-                with pinned.execution_options(**self._options[False]).begin():
-                    yield pinned
+            try:
+                yield pinned
+            except BaseException:
+                # SQLite ends the whole transaction on some errors (a full disk): then
+                # the group's batches are gone, and so is the group.
+                if not pinned.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                    self._drop_group()
+                raise
             return
         if self._group_failed:
             raise StoreError(
