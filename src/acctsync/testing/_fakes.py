@@ -11,6 +11,7 @@ stream of change events, as a Pub/Sub API subscription delivers them.
 from __future__ import annotations
 
 import string
+from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -316,21 +317,26 @@ class InMemorySource:
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
         """Pages of current versions stamped at or after ``since``, by (stamp, Id)."""
-        keyed: list[tuple[datetime, str, int, Change]] = [
-            (record.system_modstamp, record.id, 0, record)
+        changes: list[Change] = [
+            record
             for record in self._records[object_type].values()
             if since is None or record.system_modstamp >= since
         ]
-        keyed.extend(
-            (stamp, record_id or "", position, raw)
-            for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1)
-            if stream == object_type and (since is None or stamp >= since)
-        )
-        # No two entries share a stamp, ID and position (a record's position is 0, a raw
-        # item's its own): the sort never compares the changes themselves.
-        keyed.sort()
-        for start in range(0, len(keyed), page_size):
-            yield [entry[3] for entry in keyed[start : start + page_size]]
+        keys: list[tuple[datetime, str, int]] = [
+            (change.system_modstamp, change.id, 0) for change in changes
+        ]
+        for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1):
+            if stream == object_type and (since is None or stamp >= since):
+                keys.append((stamp, record_id or "", position))
+                changes.append(raw)
+        # No two changes share a stamp, ID and position (a record's position is 0, a raw
+        # item's its own). The order is kept as an array, out of the collector's sight: a
+        # list of a million keys, held for the whole read, would be walked by each of the
+        # reader's full collections.
+        order = array("q", sorted(range(len(keys)), key=keys.__getitem__))
+        del keys
+        for start in range(0, len(order), page_size):
+            yield [changes[at] for at in order[start : start + page_size]]
 
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
