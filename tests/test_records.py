@@ -26,7 +26,7 @@ from acctsync import (
     Person,
     Refetch,
 )
-from acctsync._records import same_value
+from acctsync._records import checked_accounts, checked_contacts, same_value
 from acctsync.testing import make_id, strategies
 
 A1 = make_id("001", 1)
@@ -682,3 +682,28 @@ def test_any_valid_fields_make_a_record_with_the_same_values(fields: dict[str, o
         assert same_value(record.fields[name], value)  # type: ignore[arg-type]
     assert record == account(fields=dict(fields))
     assert hash(record) == hash(account(fields=dict(fields)))
+
+
+def test_records_built_in_batches_equal_records_built_one_by_one() -> None:
+    accounts = checked_accounts([A1, A2], [{"Name": "Acme"}, {}], [T, T + timedelta(seconds=1)])
+    assert accounts == [
+        Account(id=A1, fields={"Name": "Acme"}, system_modstamp=T),
+        Account(id=A2, fields={}, system_modstamp=T + timedelta(seconds=1)),
+    ]
+    contacts = checked_contacts([C1, C2], [A1, None], [{"LastName": "Ng"}, {}], [T, T])
+    assert contacts == [
+        Contact(id=C1, account_id=A1, fields={"LastName": "Ng"}, system_modstamp=T),
+        Contact(id=C2, account_id=None, fields={}, system_modstamp=T),
+    ]
+    assert all(c.sequence is None for c in contacts)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        contacts[0].id = C2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        contacts[0].fields["LastName"] = "Other"  # type: ignore[index]
+
+
+def test_records_built_in_batches_need_a_value_of_each_attribute_for_each() -> None:
+    with pytest.raises(ValueError, match="one value of each attribute"):
+        checked_accounts([A1, A2], [{}], [T, T])
+    with pytest.raises(ValueError, match="one value of each attribute"):
+        checked_contacts([C1], [A1], [{}], [])

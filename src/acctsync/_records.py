@@ -11,9 +11,11 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -370,17 +372,16 @@ def checked_contact(
 def checked_accounts(
     ids: Sequence[str], fields: Sequence[dict[str, FieldValue]], stamps: Sequence[datetime]
 ) -> list[Account]:
-    """`checked_account` of each ``ids[i]``, ``fields[i]`` and ``stamps[i]``, in a loop of
-    its own: for a reader of thousands of records at a time."""
-    new, set_, proxy = object.__new__, object.__setattr__, MappingProxyType
-    accounts = []
-    for record_id, values, stamp in zip(ids, fields, stamps, strict=True):
-        account = new(Account)
-        set_(account, "id", record_id)
-        set_(account, "fields", proxy(values))
-        set_(account, "system_modstamp", stamp)
-        set_(account, "sequence", None)
-        accounts.append(account)
+    """`checked_account` of each ``ids[i]``, ``fields[i]`` and ``stamps[i]``, for a reader
+    of thousands of records at a time: each attribute is set on all of them in one pass
+    of C, with no bytecode a record."""
+    _same_lengths(ids, fields, stamps)
+    accounts = list(map(object.__new__, repeat(Account, len(ids))))
+    # The frozen classes refuse setattr: their own __init__ sets the slots as these do.
+    _each(Account.id, accounts, ids)
+    _each(Account.fields, accounts, map(MappingProxyType, fields))
+    _each(Account.system_modstamp, accounts, stamps)
+    _each(Account.sequence, accounts, repeat(None))
     return accounts
 
 
@@ -392,17 +393,25 @@ def checked_contacts(
 ) -> list[Contact]:
     """`checked_contact` of each ``ids[i]``, ``account_ids[i]``, ``fields[i]`` and
     ``stamps[i]``, as `checked_accounts`."""
-    new, set_, proxy = object.__new__, object.__setattr__, MappingProxyType
-    contacts = []
-    for record_id, account_id, values, stamp in zip(ids, account_ids, fields, stamps, strict=True):
-        contact = new(Contact)
-        set_(contact, "id", record_id)
-        set_(contact, "account_id", account_id)
-        set_(contact, "fields", proxy(values))
-        set_(contact, "system_modstamp", stamp)
-        set_(contact, "sequence", None)
-        contacts.append(contact)
+    _same_lengths(ids, account_ids, fields, stamps)
+    contacts = list(map(object.__new__, repeat(Contact, len(ids))))
+    _each(Contact.id, contacts, ids)
+    _each(Contact.account_id, contacts, account_ids)
+    _each(Contact.fields, contacts, map(MappingProxyType, fields))
+    _each(Contact.system_modstamp, contacts, stamps)
+    _each(Contact.sequence, contacts, repeat(None))
     return contacts
+
+
+def _same_lengths(*columns: Sequence[object]) -> None:
+    if len({len(column) for column in columns}) > 1:
+        raise ValueError("checked records need one value of each attribute a record")
+
+
+def _each(slot: Any, records: list[Any], values: Iterable[object]) -> None:
+    """Set the attribute whose slot descriptor is ``slot`` on each record, to the value
+    at the same place."""
+    deque(map(slot.__set__, records, values), maxlen=0)
 
 
 def parse_object_type(value: object) -> ObjectType:
