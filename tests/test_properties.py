@@ -16,11 +16,14 @@ from the rules, not by the engine.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
+from operator import itemgetter
 from typing import Any
 
 from hypothesis import given, settings
@@ -42,6 +45,7 @@ from acctsync import (
     encode_record,
     make_converter,
 )
+from acctsync._engine import _merged
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from acctsync.testing import strategies as acctsync_st
 from plain_rules import same
@@ -572,3 +576,29 @@ def test_strategies_draw_valid_records(record: Account | Contact | Deletion) -> 
     stamp = record.deleted_at if isinstance(record, Deletion) else record.system_modstamp
     assert stamp.tzinfo is UTC
     assert stamp.microsecond % 1000 == 0
+
+
+@st.composite
+def keyed_streams(draw: st.DrawFn) -> list[list[list[tuple[Any, Any]]]]:
+    """Streams of (key, value) pairs in key order, each cut into non-empty lists; keys
+    repeat within a stream, never across streams, as the engine's do."""
+    streams = []
+    for stream in range(draw(st.integers(1, 3))):
+        keys = sorted(draw(st.lists(st.integers(0, 8), max_size=30)))
+        pairs = [((key, stream), (stream, at)) for at, key in enumerate(keys)]
+        cuts = sorted(draw(st.sets(st.integers(1, max(1, len(pairs) - 1)))))
+        bounds = [0, *(c for c in cuts if c < len(pairs)), len(pairs)]
+        streams.append([pairs[a:b] for a, b in pairwise(bounds) if a < b])
+    return streams
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams=keyed_streams())
+def test_the_engine_merges_streams_list_by_list_as_heapq_merge_does(
+    streams: list[list[list[tuple[Any, Any]]]],
+) -> None:
+    merged = _merged([iter(stream) for stream in streams])
+    lists = list(merged)
+    assert all(lists)
+    expected = heapq.merge(*([p for part in s for p in part] for s in streams), key=itemgetter(0))
+    assert [pair for part in lists for pair in part] == list(expected)
