@@ -317,14 +317,12 @@ class InMemorySource:
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
         """Pages of current versions stamped at or after ``since``, by (stamp, Id)."""
-        changes: list[Change] = [
-            record
-            for record in self._records[object_type].values()
-            if since is None or record.system_modstamp >= since
-        ]
-        keys: list[tuple[datetime, str, int]] = [
-            (change.system_modstamp, change.id, 0) for change in changes
-        ]
+        changes: list[Change] = []
+        keys: list[tuple[datetime, str, int]] = []
+        for record in self._records[object_type].values():
+            if since is None or record.system_modstamp >= since:
+                keys.append((record.system_modstamp, record.id, 0))
+                changes.append(record)
         for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1):
             if stream == object_type and (since is None or stamp >= since):
                 keys.append((stamp, record_id or "", position))
