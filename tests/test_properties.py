@@ -578,6 +578,10 @@ def test_strategies_draw_valid_records(record: Account | Contact | Deletion) -> 
     assert stamp.microsecond % 1000 == 0
 
 
+class _Unordered:
+    """A change as the merge sees it: it has no order, so only keys may be compared."""
+
+
 @st.composite
 def keyed_streams(draw: st.DrawFn) -> list[list[list[tuple[Any, Any]]]]:
     """Streams of (key, value) pairs in key order, each cut into non-empty lists; keys
@@ -585,10 +589,13 @@ def keyed_streams(draw: st.DrawFn) -> list[list[list[tuple[Any, Any]]]]:
     streams = []
     for stream in range(draw(st.integers(1, 3))):
         keys = sorted(draw(st.lists(st.integers(0, 8), max_size=30)))
-        pairs = [((key, stream), (stream, at)) for at, key in enumerate(keys)]
+        pairs = [((key, stream), _Unordered()) for key in keys]
         cuts = sorted(draw(st.sets(st.integers(1, max(1, len(pairs) - 1)))))
         bounds = [0, *(c for c in cuts if c < len(pairs)), len(pairs)]
-        streams.append([pairs[a:b] for a, b in pairwise(bounds) if a < b])
+        parts = [pairs[a:b] for a, b in pairwise(bounds) if a < b]
+        for at in sorted(draw(st.lists(st.integers(0, len(parts)), max_size=2)), reverse=True):
+            parts.insert(at, [])  # a list with nothing in it ends nothing
+        streams.append(parts)
     return streams
 
 
@@ -597,8 +604,23 @@ def keyed_streams(draw: st.DrawFn) -> list[list[list[tuple[Any, Any]]]]:
 def test_the_engine_merges_streams_list_by_list_as_heapq_merge_does(
     streams: list[list[list[tuple[Any, Any]]]],
 ) -> None:
-    merged = _merged([iter(stream) for stream in streams])
-    lists = list(merged)
-    assert all(lists)
+    pulled: list[list[list[tuple[Any, Any]]]] = [[] for _ in streams]
+
+    def read(at: int) -> Iterator[list[tuple[Any, Any]]]:
+        for part in streams[at]:
+            pulled[at].append(part)
+            yield part
+
+    stream_of = {id(value): at for at, s in enumerate(streams) for part in s for _, value in part}
+    given: list[int] = [0] * len(streams)
+    lists = []
+    for part in _merged([read(at) for at in range(len(streams))]):
+        assert part
+        lists.append(part)
+        for _, value in part:
+            given[stream_of[id(value)]] += 1
+        # Lazy as heapq.merge: a stream's next list is read once its last is given.
+        for at, lists_read in enumerate(pulled):
+            assert sum(map(len, lists_read[:-1])) <= given[at]
     expected = heapq.merge(*([p for part in s for p in part] for s in streams), key=itemgetter(0))
     assert [pair for part in lists for pair in part] == list(expected)

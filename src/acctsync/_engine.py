@@ -127,29 +127,33 @@ def _merged(
     """The streams' keyed changes in key order, as `heapq.merge` gives them, a list at a
     time.
 
-    Each stream gives its changes in key order, in non-empty lists, and no two streams
-    share a key (`order` tells an account from a contact). Whatever is keyed at most the
-    smallest of the streams' latest keys can come: no stream holds anything before it.
-    Those are sorted together, which for runs in order is their merge, in C (and stable:
-    a stream's equal keys keep their order). A million records merged one by one spent
-    a second in Python.
+    Each stream gives its changes in key order, a list at a time, and no two streams
+    share a key: `order` tells an account from a contact, and `SyncEngine._decode` lets
+    no change into a stream that is not of its object. Whatever is keyed at most the
+    smallest of the streams' latest keys can come, since no stream holds anything before
+    it. Those are sorted together, which for runs in order is their merge, in C (and
+    stable: a stream's equal keys keep their order). A million records merged one by one
+    spent a second in Python.
     """
     held: list[list[tuple[_Order, Upstream]]] = [[] for _ in streams]
     open_ = [True] * len(streams)
     while True:
         for at, stream in enumerate(streams):
-            if open_[at] and not held[at]:
-                held[at] = next(stream, [])
-                open_[at] = bool(held[at])
-        latest = [held[at][-1][0] for at in range(len(streams)) if open_[at]]
-        bound = min(latest) if latest else None
+            while open_[at] and not held[at]:
+                pairs = next(stream, None)
+                if pairs is None:
+                    open_[at] = False
+                else:
+                    held[at] = pairs
+        latest = [pairs[-1][0] for pairs in held if pairs]
+        if not latest:
+            return
+        bound = min(latest)
         ready: list[tuple[_Order, Upstream]] = []
         for at, pairs in enumerate(held):
-            cut = len(pairs) if bound is None else bisect.bisect_right(pairs, bound, key=_KEY)
+            cut = bisect.bisect_right(pairs, bound, key=_KEY)
             ready.extend(pairs[:cut])
             held[at] = pairs[cut:]
-        if not ready:
-            return
         ready.sort(key=_KEY)
         yield ready
 
@@ -504,15 +508,16 @@ class SyncEngine:
             if listing:
                 for change in changes:
                     read_ids[stream_of(change)].add(change.id)
-            while changes:
+            taken = 0
+            while taken < len(changes):
                 # A full page is applied once another change shows that it is not the
                 # last: the last, full or not, or empty, carries the checkpoint.
                 if len(page) == size:
                     self._apply(applier, page, seen, committed, ceiling)
                     page = []
                 room = size - len(page)
-                page.extend(changes[:room])
-                changes = changes[room:]
+                page.extend(changes[taken : taken + room])
+                taken += room
         checkpoints = () if checkpoint is None else (checkpoint,)
         self._apply(applier, page, seen, committed, ceiling, checkpoints)
         if listing and not tally.rejected and not tally.refetch:
