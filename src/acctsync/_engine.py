@@ -132,8 +132,8 @@ def _merged(
     no change into a stream that is not of its object. Whatever is keyed at most the
     smallest of the streams' latest keys can come, since no stream holds anything before
     it. Those are sorted together, which for runs in order is their merge, in C (and
-    stable: a stream's equal keys keep their order). A million records merged one by one
-    spent a second in Python.
+    stable: a stream's equal keys keep their order). Merged one by one, a million records
+    took about 0.7 s of Python.
     """
     held: list[list[tuple[_Order, Upstream]]] = [[] for _ in streams]
     open_ = [True] * len(streams)
