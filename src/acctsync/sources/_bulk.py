@@ -34,7 +34,7 @@ import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any, Final, TypeAlias, cast
 
 import attrs
@@ -433,7 +433,8 @@ class CsvTyping:
             return each()
         names = [name for _, name, _ in header.fields]
         count = len(rows)
-        fields = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        # A row of ``values`` has a value a name: each record's dict made in C.
+        fields = list(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
         if not values:
             fields = [{} for _ in range(count)]
         ids = normalized_ids(columns[header.id_at], self._prefix)
