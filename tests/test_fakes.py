@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from acctsync import Account, RawRecord
 from acctsync.testing import InMemorySource, make_id
 
@@ -80,3 +83,43 @@ def test_r3_a_version_added_again_after_an_upsert_replaces_it_in_turn() -> None:
     (page,) = source.read_changes("Account", None, page_size=10)
 
     assert [item.payload["Name"] for item in page] == ["Fourth"]  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from(["record", "raw", "raw without Id"]), st.integers(0, 3)),
+        max_size=25,
+    ),
+    page_size=st.integers(1, 6),
+    since=st.none() | st.integers(0, 3),
+)
+def test_a_read_gives_records_and_raw_payloads_by_stamp_and_id_in_pages(
+    items: list[tuple[str, int]], page_size: int, since: int | None
+) -> None:
+    source = InMemorySource()
+    expected: list[tuple[datetime, str, int, str]] = []
+    for n, (kind, second) in enumerate(items):
+        record_id, at = make_id("001", 1000 - n), T + timedelta(seconds=second)
+        if kind == "record":
+            source.upsert(Account(id=record_id, fields={"Name": str(n)}, system_modstamp=at))
+        else:
+            payload = {**rest(record_id, str(n)), "SystemModstamp": f"{at:%Y-%m-%dT%H:%M:%S}.000Z"}
+            if kind == "raw without Id":
+                del payload["Id"]
+                record_id = ""  # read before the IDs of its second, in the order added
+            source.add_raw("Account", payload)
+        if since is None or second >= since:
+            expected.append((at, record_id, n, str(n)))
+
+    start = None if since is None else T + timedelta(seconds=since)
+    pages = list(source.read_changes("Account", start, page_size=page_size))
+
+    assert all(len(page) == page_size for page in pages[:-1])
+    assert all(pages)
+    names = [
+        item.fields["Name"] if isinstance(item, Account) else item.payload["Name"]  # type: ignore[union-attr]
+        for page in pages
+        for item in page
+    ]
+    assert names == [name for *_, name in sorted(expected)]
