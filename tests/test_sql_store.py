@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -471,12 +471,73 @@ def test_sqlite_a_batch_failing_in_a_group_takes_the_uncommitted_ones_and_ends_i
     assert store.get_contact(C3) is not None
 
 
+def eventually(done: Callable[[], bool], what: str) -> None:
+    """Wait up to five seconds for ``done()``, a thread of the store's being at work."""
+    deadline = time.monotonic() + 5
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 @pytest.mark.usefixtures("each_batch_commits")
 def test_sqlite_a_group_commits_once_its_time_is_up(tmp_path: Path) -> None:
     store, other = SqlStore.sqlite(tmp_path / "s.db"), SqlStore.sqlite(tmp_path / "s.db")
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        eventually(lambda: other.get_contact(C1) is not None, "the due group was not committed")
+
+
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_due_group_commits_while_its_runner_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite writes a commit's pages without holding Python's lock: the runner decodes
+    # its next page meanwhile, and its next statement waits for the commit.
+    store, other = SqlStore.sqlite(tmp_path / "s.db"), SqlStore.sqlite(tmp_path / "s.db")
+    committing, release = threading.Event(), threading.Event()
+    commit = sqlalchemy.engine.RootTransaction.commit
+
+    def held_commit(transaction: sqlalchemy.engine.RootTransaction) -> None:
+        committing.set()
+        release.wait(5)
+        commit(transaction)
+
+    monkeypatch.setattr(sqlalchemy.engine.RootTransaction, "commit", held_commit)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))  # back before the commit ends
+        assert committing.wait(5)
+        assert other.get_contact(C1) is None
+        threading.Timer(0.2, release.set).start()
+        started = time.monotonic()
+        assert store.contact_states([C1]).keys() == {C1}  # in its turn, after the commit
+        assert time.monotonic() - started >= 0.15
         assert other.get_contact(C1) is not None
+
+
+def test_sqlite_a_group_whose_last_commit_fails_says_so_on_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("acctsync.stores.sql._store._GROUP_SECONDS", 0.0)
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+
+    tried = threading.Event()
+
+    def failing_commit(_: sqlalchemy.engine.RootTransaction) -> None:
+        tried.set()
+        raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    def apply_then_end() -> None:
+        with store.group_commits(), monkeypatch.context() as patched:
+            patched.setattr(sqlalchemy.engine.RootTransaction, "commit", failing_commit)
+            store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+            assert tried.wait(5)  # by the watcher, with no write after it to say so
+
+    with pytest.raises(StoreError, match="disk I/O error"):
+        apply_then_end()
+    # Rolled back with its watermark, as a crash would have it: the next run reads it again.
+    assert store.contact_states([C1]) == {}
+    assert store.watermark("Contact") is None
 
 
 def test_sqlite_another_writer_waits_for_a_group_and_no_longer(tmp_path: Path) -> None:
@@ -522,10 +583,8 @@ def test_sqlite_a_group_commits_while_its_runner_waits_for_the_source(
     other = SqlStore.sqlite(tmp_path / "s.db", org="beta", lock_timeout=0)
     with store.group_commits():
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
-        deadline = time.monotonic() + 5
-        while SqlStore.sqlite(tmp_path / "s.db", org="alpha").get_contact(C1) is None:
-            assert time.monotonic() < deadline, "the group was not committed while idle"
-            time.sleep(0.05)
+        reader = SqlStore.sqlite(tmp_path / "s.db", org="alpha")
+        eventually(lambda: reader.get_contact(C1) is not None, "not committed while idle")
         other.apply(Batch(contacts=[contact(C2, None, 0)]))  # not waiting for the group
         store.apply(Batch(contacts=[contact(C3, None, 0)]))
     assert store.contact_states([C1, C3]).keys() == {C1, C3}

@@ -221,10 +221,11 @@ class SqlStore:
         self._group_ends = 0.0
         self._group_failed = False
         self._group_error: StoreError | None = None  # the watcher's failed commit
-        # A group's transaction is committed once due by the next write, or by a watcher
-        # thread while the runner waits for its source; this lock takes turns on the
-        # connection between them.
+        # A group's transaction is committed once due by a watcher thread, told by the
+        # write that finds it due or waking by itself while the runner waits for its
+        # source; this lock takes turns on the connection between them.
         self._turn = threading.RLock()
+        self._due = threading.Event()
         # The contacts' by-account index, which a group may put off (`_put_off_index`).
         self._by_account = next(
             index
@@ -343,10 +344,11 @@ class SqlStore:
                 raise
             return
         if self._group_failed:
+            self._group_error, error = None, self._group_error  # told now
             raise StoreError(
                 "a batch before this one failed, and the batches applied with it were rolled"
                 " back with their watermarks: end the run, and the next reads them again"
-            ) from self._group_error
+            ) from error
         if self._group is None:
             self._group = pinned.execution_options(**self._options[True]).begin()
             self._group_ends = time.monotonic() + _GROUP_SECONDS
@@ -367,9 +369,14 @@ class SqlStore:
                 self._commit_group()
 
     def _watch_group(self, stop: threading.Event) -> None:
-        """Commit a due group while no write comes: the runner may be waiting for its
-        source (a Bulk job's polls, a retry's backoff) and other writers for the lock."""
-        while not stop.wait(_GROUP_SECONDS / 4):
+        """Commit a due group when a write finds it due, or while no write comes: the
+        runner may be waiting for its source (a Bulk job's polls, a retry's backoff) and
+        other writers for the lock."""
+        while not stop.is_set():
+            self._due.wait(_GROUP_SECONDS / 4)
+            self._due.clear()
+            if stop.is_set():
+                return  # the group's end commits
             try:
                 self._commit_if_due()
             except StoreError as error:
@@ -420,12 +427,14 @@ class SqlStore:
         of an index, changed by each of many small batches, was written once a batch: in
         a large first sync the commits took half the time. Inside the context a batch's
         transaction stays open for those applied in the next second, and is committed
-        then, or once the second is over while the runner waits for its source; reads
-        see every batch applied, and all are committed when the context exits. A batch
-        that fails takes the uncommitted ones before it with it, watermarks included,
-        and the context then refuses more (`StoreError`). On SQLite it holds the store
-        (`exclusive`) meanwhile. PostgreSQL's commit writes its log only, and goes on
-        committing each batch.
+        then by a thread of the store's own while the runner reads on (its next
+        statement waits for the commit), or once the second is over while the runner
+        waits for its source; reads see every batch applied, and all are committed when
+        the context exits. A batch that fails takes the uncommitted ones before it with
+        it, watermarks included, and the context then refuses more (`StoreError`); a
+        commit that fails is raised by the next write, or by the context's exit. On
+        SQLite it holds the store (`exclusive`) meanwhile. PostgreSQL's commit writes its
+        log only, and goes on committing each batch.
         """
         if self._dialect != "sqlite" or self._grouping:
             yield
@@ -442,13 +451,17 @@ class SqlStore:
                 yield
             finally:
                 stop.set()
+                self._due.set()
                 watcher.join()
+                self._due.clear()
                 self._grouping = self._may_put_off = False
                 try:
                     with self._transaction_errors():
                         self._commit_group()
                 finally:
                     self._build_index()
+            if self._group_error is not None:  # the watcher's last commit failed, untold
+                raise self._group_error
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -791,7 +804,11 @@ class SqlStore:
             if batch.contact_ops:  # they find an account's contacts by the index
                 self._build_index()
             self._apply(batch)
-            self._commit_if_due()
+            if self._group is not None and time.monotonic() >= self._group_ends:
+                # SQLite writes the commit's pages without Python's lock: the watcher
+                # commits while the runner reads on, and the runner's next statement
+                # waits its turn.
+                self._due.set()
 
     def _apply(self, batch: Batch) -> None:
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
