@@ -123,3 +123,29 @@ def test_a_read_gives_records_and_raw_payloads_by_stamp_and_id_in_pages(
         for item in page
     ]
     assert names == [name for *_, name in sorted(expected)]
+
+
+def test_a_read_gives_what_the_source_held_when_it_began_whatever_comes_after() -> None:
+    source = InMemorySource()
+
+    def add(n: int, name: str, second: int) -> None:
+        stamp = f"{T + timedelta(seconds=second):%Y-%m-%dT%H:%M:%S}.000Z"
+        source.add_raw("Account", {**rest(make_id("001", n), name), "SystemModstamp": stamp})
+
+    for n in range(6):
+        add(n, f"v1 {n}", n)
+    source.upsert(Account(id=A1, fields={"Name": "record"}, system_modstamp=T))
+    pages = source.read_changes("Account", None, page_size=2)
+    first = next(pages)
+    # The org changes mid-read: a version not read yet is replaced, one is added, and the
+    # record read already is saved again.
+    add(4, "v2 4", 10)
+    add(7, "new", 11)
+    source.upsert(Account(id=A1, fields={"Name": "record v2"}, system_modstamp=T + timedelta(1)))
+    read = [*first, *(item for page in pages for item in page)]
+
+    names = [
+        item.fields["Name"] if isinstance(item, Account) else item.payload["Name"]  # type: ignore[union-attr]
+        for item in read
+    ]
+    assert names == ["v1 0", "record", "v1 2", "v1 3", "v1 4", "v1 5"]

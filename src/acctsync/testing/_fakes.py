@@ -317,24 +317,31 @@ class InMemorySource:
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
         """Pages of current versions stamped at or after ``since``, by (stamp, Id)."""
-        changes: list[Change] = []
+        records: list[Account | Contact | Deletion] = []
         keys: list[tuple[datetime, str, int]] = []
+        where = array("q")  # a record's place in ``records`` (as ~place), or a raw item's
         for record in self._records[object_type].values():
             if since is None or record.system_modstamp >= since:
                 keys.append((record.system_modstamp, record.id, 0))
-                changes.append(record)
-        for position, (stream, stamp, record_id, raw) in enumerate(self._raw, start=1):
+                where.append(~len(records))
+                records.append(record)
+        # Raw items are appended in place, and the list is replaced when one leaves it:
+        # the items a read starts with keep their places in it for the whole read.
+        raw = self._raw
+        for position, (stream, stamp, record_id, _) in enumerate(raw):
             if stream == object_type and (since is None or stamp >= since):
-                keys.append((stamp, record_id or "", position))
-                changes.append(raw)
+                keys.append((stamp, record_id or "", position + 1))
+                where.append(position)
         # No two changes share a stamp, ID and position (a record's position is 0, a raw
         # item's its own). The order is kept as an array, out of the collector's sight: a
-        # list of a million keys, held for the whole read, would be walked by each of the
-        # reader's full collections.
-        order = array("q", sorted(range(len(keys)), key=keys.__getitem__))
-        del keys
+        # list of a million changes or keys, held for the whole read, would be walked by
+        # each of the reader's full collections.
+        order = array("q", map(where.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+        del keys, where
         for start in range(0, len(order), page_size):
-            yield [changes[at] for at in order[start : start + page_size]]
+            yield [
+                records[~at] if at < 0 else raw[at][3] for at in order[start : start + page_size]
+            ]
 
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
