@@ -721,11 +721,14 @@ def _probed_store(options: argparse.Namespace) -> SqlStore:
 
         def apply(self, batch: Batch) -> None:
             number = self.applied + 1
-            if number == options.kill_at:
-                self.armed = "before" if options.kill_before_commit else "after"
-            self.applying = number
-            super().apply(batch)
-            self.applying, self.applied = 0, number
+            # The store's thread commits a group between two batches, never within one:
+            # a commit it makes meanwhile is of the batches before this one.
+            with self._turn:
+                if number == options.kill_at:
+                    self.armed = "before" if options.kill_before_commit else "after"
+                self.applying = number
+                super().apply(batch)
+                self.applying, self.applied = 0, number
             self.after_commit()
             _say(f"applied {number}")
 

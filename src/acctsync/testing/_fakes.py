@@ -153,6 +153,8 @@ class InMemorySource:
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
     # Raw items with their stream, stamp and record ID (None for events and unreadable IDs).
+    # Only appended to, and replaced whole when an item leaves it: a read in progress
+    # holds the list it began with, and its items by their places (`read_changes`).
     _raw: list[tuple[str, datetime, str | None, RawRecord | RawChangeEvent]] = field(
         init=False, factory=list
     )

@@ -221,8 +221,9 @@ class SqlStore:
         self._group_ends = 0.0
         self._group_failed = False
         self._group_error: StoreError | None = None  # the watcher's failed commit
+        self._group_error_told = False  # by a write the group refused
         # A group's transaction is committed once due by a watcher thread, told by the
-        # write that finds it due or waking by itself while the runner waits for its
+        # batch that finds it due or waking by itself while the runner waits for its
         # source; this lock takes turns on the connection between them.
         self._turn = threading.RLock()
         self._due = threading.Event()
@@ -344,11 +345,11 @@ class SqlStore:
                 raise
             return
         if self._group_failed:
-            self._group_error, error = None, self._group_error  # told now
+            self._group_error_told = True
             raise StoreError(
                 "a batch before this one failed, and the batches applied with it were rolled"
                 " back with their watermarks: end the run, and the next reads them again"
-            ) from error
+            ) from self._group_error
         if self._group is None:
             self._group = pinned.execution_options(**self._options[True]).begin()
             self._group_ends = time.monotonic() + _GROUP_SECONDS
@@ -369,19 +370,20 @@ class SqlStore:
                 self._commit_group()
 
     def _watch_group(self, stop: threading.Event) -> None:
-        """Commit a due group when a write finds it due, or while no write comes: the
+        """Commit a due group when a batch finds it due, or while no batch comes: the
         runner may be waiting for its source (a Bulk job's polls, a retry's backoff) and
         other writers for the lock."""
         while not stop.is_set():
-            self._due.wait(_GROUP_SECONDS / 4)
+            self._due.wait(max(_GROUP_SECONDS / 4, 0.01))
             self._due.clear()
             if stop.is_set():
                 return  # the group's end commits
-            try:
-                self._commit_if_due()
-            except StoreError as error:
-                self._group_error = error  # the group is dropped: its next write says why
-                return
+            with self._turn:  # the error is the group's before the runner writes again
+                try:
+                    self._commit_if_due()
+                except StoreError as error:
+                    self._group_error = error  # the group is dropped: its next write says why
+                    return
 
     def _commit_group(self) -> None:
         group, self._group = self._group, None
@@ -442,6 +444,7 @@ class SqlStore:
         with self.exclusive():
             self._grouping = self._may_put_off = True
             self._group_failed, self._group_error = False, None
+            self._group_error_told = False
             stop = threading.Event()
             watcher = threading.Thread(
                 target=self._watch_group, args=(stop,), name="acctsync-group", daemon=True
@@ -460,8 +463,8 @@ class SqlStore:
                         self._commit_group()
                 finally:
                     self._build_index()
-            if self._group_error is not None:  # the watcher's last commit failed, untold
-                raise self._group_error
+            if self._group_error is not None and not self._group_error_told:
+                raise self._group_error  # the watcher's commit failed, and no write said so
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
