@@ -327,9 +327,7 @@ class InMemorySource:
                 keys.append((record.system_modstamp, record.id, 0))
                 where.append(~len(records))
                 records.append(record)
-        # Raw items are appended in place, and the list is replaced when one leaves it:
-        # the items a read starts with keep their places in it for the whole read.
-        raw = self._raw
+        raw = self._raw  # as the read begins: its items keep their places (see ``_raw``)
         for position, (stream, stamp, record_id, _) in enumerate(raw):
             if stream == object_type and (since is None or stamp >= since):
                 keys.append((stamp, record_id or "", position + 1))
