@@ -287,6 +287,16 @@ _SUFFIX: Final = slice(15, None)  # an 18-character ID's checksum
 _ALNUM: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def field_dicts(
+    names: Sequence[str], columns: Sequence[Sequence[FieldValue]], count: int
+) -> list[dict[str, FieldValue]]:
+    """The ``count`` rows' field maps, each a new dict of ``names`` to its values in the
+    ``columns`` (one a name), made in C: a reader of a page by columns builds them so."""
+    if not names:
+        return [{} for _ in range(count)]
+    return list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+
+
 def normalized_ids(values: Sequence[str], prefix: str) -> list[str | None]:
     """Each value as `normalize_id` makes it with ``prefix``, or None where it refuses it:
     a column of 18-character IDs checked in a few passes of C, any other one by one."""
@@ -668,10 +678,7 @@ def _plain_group(
             accounts = [None] * count
         else:
             accounts = _account_ids(columns[shape.account_at], bad)
-    if names:
-        fields = list(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
-    else:
-        fields = [{} for _ in range(count)]
+    fields = field_dicts(names, values, count)
     kept: Sequence[int] = range(count)
     if bad:
         kept = [i for i in kept if i not in bad]

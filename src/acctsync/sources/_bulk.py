@@ -34,7 +34,7 @@ import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import islice, repeat
+from itertools import islice
 from typing import Any, Final, TypeAlias, cast
 
 import attrs
@@ -43,7 +43,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.util import call_salesforce
 
 from acctsync._errors import InvalidRecordError
-from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, normalized_ids, text_value
+from acctsync._formats import AUDIT_FIELDS, EMPTY_ID, field_dicts, normalized_ids, text_value
 from acctsync._ids import ACCOUNT_PREFIX, normalize_id
 from acctsync._records import (
     OBJECT_PREFIXES,
@@ -433,10 +433,7 @@ class CsvTyping:
             return each()
         names = [name for _, name, _ in header.fields]
         count = len(rows)
-        # A row of ``values`` has a value a name: each record's dict made in C.
-        fields = list(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
-        if not values:
-            fields = [{} for _ in range(count)]
+        fields = field_dicts(names, values, count)
         ids = normalized_ids(columns[header.id_at], self._prefix)
         accounts, refused = self._account_ids(columns, header)
         flags = columns[header.deleted_at] if header.deleted_at is not None else ()

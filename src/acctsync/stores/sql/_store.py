@@ -363,11 +363,9 @@ class SqlStore:
             self._drop_group()
             raise
 
-    def _commit_if_due(self) -> None:
-        """Commit the group's transaction if it has been open its second."""
-        with self._turn, self._transaction_errors():
-            if self._group is not None and time.monotonic() >= self._group_ends:
-                self._commit_group()
+    def _group_due(self) -> bool:
+        """Whether the group's transaction has been open its second."""
+        return self._group is not None and time.monotonic() >= self._group_ends
 
     def _watch_group(self, stop: threading.Event) -> None:
         """Commit a due group when a batch finds it due, or while no batch comes: the
@@ -378,9 +376,12 @@ class SqlStore:
             self._due.clear()
             if stop.is_set():
                 return  # the group's end commits
-            with self._turn:  # the error is the group's before the runner writes again
+            # Under the store's turn: the error is the group's before the runner writes again.
+            with self._turn:
                 try:
-                    self._commit_if_due()
+                    if self._group_due():
+                        with self._transaction_errors():
+                            self._commit_group()
                 except StoreError as error:
                     self._group_error = error  # the group is dropped: its next write says why
                     return
@@ -807,7 +808,7 @@ class SqlStore:
             if batch.contact_ops:  # they find an account's contacts by the index
                 self._build_index()
             self._apply(batch)
-            if self._group is not None and time.monotonic() >= self._group_ends:
+            if self._group_due():
                 # SQLite writes the commit's pages without Python's lock: the watcher
                 # commits while the runner reads on, and the runner's next statement
                 # waits its turn.
