@@ -526,6 +526,115 @@ def test_sqlite_a_due_group_commits_while_its_runner_goes_on(
         assert other.get_contact(C1) is not None
 
 
+def pinned_pragma(store: SqlStore, name: str) -> object:
+    """The value of pragma ``name`` on the connection ``store`` holds (`exclusive`)."""
+    with store._turn:
+        assert store._pinned is not None
+        driver = store._pinned.connection.driver_connection
+        assert driver is not None
+        return driver.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_group_checkpoints_its_commits_beside_its_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    turn_free: list[bool] = []  # at each checkpoint: whether the runner could write
+    checkpoint = SqlStore._checkpoint
+
+    def spied(self: SqlStore, conn: sqlite3.Connection) -> int | None:
+        def runner() -> None:
+            took = self._turn.acquire(timeout=1)
+            turn_free.append(took)
+            if took:
+                self._turn.release()
+
+        writes = threading.Thread(target=runner)
+        writes.start()
+        writes.join()
+        return checkpoint(self, conn)
+
+    monkeypatch.setattr(SqlStore, "_checkpoint", spied)
+    with store.group_commits():
+        driver = store._pinned.connection.driver_connection  # type: ignore[union-attr]
+        assert pinned_pragma(store, "wal_autocheckpoint") == 0  # the group's thread does it
+        store.apply(Batch(contacts=[contact(C1, None, 0, LastName="One")]))
+        eventually(lambda: bool(turn_free), "no checkpoint after the commit")
+    assert turn_free == [True]
+    # The connection goes back to the pool as every connection of the store is.
+    assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 16_384
+    assert store.get_contact(C1) is not None
+
+
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_long_group_writes_its_wal_from_the_start_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite writes the WAL from its start again only for a transaction that begins on a
+    # WAL copied whole: never one that begins beside a checkpoint, as each of a load's
+    # next batches does. Without a checkpoint in the runner's turn now and then, the WAL
+    # would hold the whole load.
+    monkeypatch.setattr("acctsync.stores.sql._store._WAL_PAGES", 8)
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    applied = [0]  # batches
+    checkpoint = SqlStore._checkpoint
+
+    def after_the_next_batch(self: SqlStore, conn: sqlite3.Connection) -> int | None:
+        if conn is not pinned:  # beside the runner: let its next batch begin first
+            seen, deadline = applied[0], time.monotonic() + 1
+            while applied[0] == seen and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return checkpoint(self, conn)
+
+    monkeypatch.setattr(SqlStore, "_checkpoint", after_the_next_batch)
+    with store.group_commits():
+        pinned = store._pinned.connection.driver_connection  # type: ignore[union-attr]
+        for n in range(60):
+            ids = [make_id("003", 100 * n + k) for k in range(10)]
+            store.apply(Batch(contacts=[contact(c, None, n, Notes="x" * 2000) for c in ids]))
+            applied[0] += 1
+            committed(store)
+        wal = (tmp_path / "s.db-wal").stat().st_size
+    database = (tmp_path / "s.db").stat().st_size
+    assert store.contact_states([make_id("003", 5909)]) != {}
+    # 600 contacts of 2 KB: a WAL of a few batches, not of the load.
+    assert wal < 400_000 < 1_200_000 < database, (wal, database)
+
+
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_checkpoint_that_fails_leaves_checkpoints_to_sqlite_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    checkpointer = SqlStore._checkpointer
+
+    def broken(self: SqlStore) -> object:
+        found = checkpointer(self)
+        assert found is not None
+        found.driver_connection.close()  # type: ignore[union-attr]
+        return found
+
+    monkeypatch.setattr(SqlStore, "_checkpointer", broken)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        eventually(
+            lambda: pinned_pragma(store, "wal_autocheckpoint") == 16_384,
+            "the store left automatic checkpoints off",
+        )
+        store.apply(Batch(contacts=[contact(C2, None, 1)]))
+    assert store.contact_states([C1, C2]).keys() == {C1, C2}
+
+
+def test_sqlite_a_database_without_a_wal_is_not_checkpointed_by_the_group() -> None:
+    store = SqlStore("sqlite://")
+    with store.group_commits():
+        assert pinned_pragma(store, "journal_mode") == "memory"
+        assert pinned_pragma(store, "wal_autocheckpoint") == 16_384
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) is not None
+
+
 def test_sqlite_a_group_whose_last_commit_fails_says_so_on_the_way_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,10 +24,10 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from operator import attrgetter, itemgetter
-from typing import Any, Final, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 import attrs
 from sqlalchemy import (
@@ -46,6 +46,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from acctsync._activity import ChangeDataValue
 from acctsync._convert import make_converter
@@ -65,6 +66,9 @@ from acctsync.stores.sql._locks import WRITE, AdvisoryLock, Lease, RunnerLock
 from acctsync.stores.sql._runs import StoreCounts, SyncRun
 from acctsync.stores.sql._schema import SCHEMA_VERSION, Tables, current_version, migrate
 from acctsync.stores.sql._statements import CopyBulk, NotNewError, Prepared, Statements
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["SqlStore", "engine_url"]
 
@@ -112,6 +116,11 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
+
+
+def _main_file(driver_connection: Any) -> str:
+    """The file of a SQLite connection's main database ("" in memory)."""
+    return str(driver_connection.execute("PRAGMA database_list").fetchone()[2])  # main's first
 
 
 def engine_url(url: str | URL) -> URL:
@@ -367,10 +376,12 @@ class SqlStore:
         """Whether the group's transaction has been open its second."""
         return self._group is not None and time.monotonic() >= self._group_ends
 
-    def _watch_group(self, stop: threading.Event) -> None:
+    def _watch_group(self, stop: threading.Event, checkpointer: sqlite3.Connection | None) -> None:
         """Commit a due group when a batch finds it due, or while no batch comes: the
         runner may be waiting for its source (a Bulk job's polls, a retry's backoff) and
-        other writers for the lock."""
+        other writers for the lock. After each commit, checkpoint on ``checkpointer``
+        (see `_checkpointer`)."""
+        wal_frames = 0  # in the WAL, as the last checkpoint found it
         while not stop.is_set():
             self._due.wait(max(_GROUP_SECONDS / 4, 0.01))
             self._due.clear()
@@ -379,12 +390,88 @@ class SqlStore:
             # Under the store's turn: the error is the group's before the runner writes again.
             with self._turn:
                 try:
-                    if self._group_due():
+                    committed = self._group_due()
+                    if committed:
                         with self._transaction_errors():
                             self._commit_group()
                 except StoreError as error:
                     self._group_error = error  # the group is dropped: its next write says why
                     return
+                if committed and checkpointer is not None and wal_frames >= _WAL_PAGES:
+                    # Once a transaction begins on a WAL copied whole, SQLite writes it from
+                    # its start again; one that begins beside a checkpoint cannot. So every
+                    # `_WAL_PAGES` the runner waits, as SQLite's own checkpoint has it, for
+                    # the copy of a commit's pages (the others' were copied beside it).
+                    if self._checkpoint(self._driver(self._pinned)) is None:
+                        checkpointer = None
+                    wal_frames = 0
+                    continue
+            if committed and checkpointer is not None:
+                frames = self._checkpoint(checkpointer)
+                checkpointer, wal_frames = (None, 0) if frames is None else (checkpointer, frames)
+
+    def _checkpointer(self) -> PoolProxiedConnection | None:
+        """A connection of the group's own to checkpoint the WAL on, with the pinned
+        connection's automatic checkpoints off; None where the database keeps no WAL (in
+        memory) or the engine has no second connection to give.
+
+        SQLite checkpoints a WAL of `_WAL_PAGES` after the commit that passed them, in the
+        committing connection (https://sqlite.org/c3ref/wal_autocheckpoint.html): in a
+        group, the watcher's, under the store's turn, so that a large load's runner
+        waited for each copy of 64 MiB into the database and its fsyncs. The same PASSIVE
+        checkpoint on a connection of its own needs no turn: the runner writes its next
+        batches meanwhile, which WAL allows (https://sqlite.org/wal.html#ckpt).
+        """
+        pinned = self._driver(self._pinned)
+        if pinned.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            return None
+        try:
+            checkpointer = self._engine.raw_connection()
+        except (SQLAlchemyError, self._driver_error):
+            return None
+        theirs = checkpointer.driver_connection
+        # An engine of one connection gives the pinned one; one of a `creator` of its own
+        # may give another database.
+        if theirs is pinned or _main_file(theirs) != _main_file(pinned):
+            checkpointer.close()
+            return None
+        pinned.execute("PRAGMA wal_autocheckpoint=0")
+        return checkpointer
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> int | None:
+        """Copy the WAL's committed pages into the database on ``conn`` (PASSIVE, as
+        SQLite's own): the frames in the WAL, or None where the checkpoint failed.
+
+        A failed checkpoint loses nothing (the pages stay in the WAL), and SQLite reports
+        none of its automatic ones; but one that failed may fail again, so the pinned
+        connection then checkpoints by itself again, as outside a group.
+        """
+        try:
+            ((_, frames, _),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except self._driver_error:
+            with self._turn, suppress(self._driver_error):
+                # Should this fail too, the group's end tries again (`_auto_checkpoints`).
+                self._driver(self._pinned).execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            return None
+        return int(frames)
+
+    def _auto_checkpoints(self) -> None:
+        """Let the pinned connection checkpoint by itself again, as every connection does
+        (`_install_sqlite_transactions`): one that cannot goes back to no pool."""
+        pinned = self._pinned
+        if pinned is None or pinned.invalidated or pinned.closed:
+            return
+        try:
+            self._driver(pinned).execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+        except self._driver_error:
+            pinned.invalidate()
+
+    @staticmethod
+    def _driver(conn: Connection | PoolProxiedConnection | None) -> Any:
+        """The driver's own connection under ``conn``."""
+        raw = conn.connection if isinstance(conn, Connection) else conn
+        assert raw is not None
+        return raw.driver_connection
 
     def _commit_group(self) -> None:
         group, self._group = self._group, None
@@ -447,8 +534,13 @@ class SqlStore:
             self._group_failed, self._group_error = False, None
             self._group_error_told = False
             stop = threading.Event()
+            with self._transaction_errors():
+                checkpointer = self._checkpointer()
             watcher = threading.Thread(
-                target=self._watch_group, args=(stop,), name="acctsync-group", daemon=True
+                target=self._watch_group,
+                args=(stop, None if checkpointer is None else checkpointer.driver_connection),
+                name="acctsync-group",
+                daemon=True,
             )
             watcher.start()
             try:
@@ -463,6 +555,9 @@ class SqlStore:
                     with self._transaction_errors():
                         self._commit_group()
                 finally:
+                    if checkpointer is not None:
+                        checkpointer.close()
+                        self._auto_checkpoints()
                     self._build_index()
             if self._group_error is not None and not self._group_error_told:
                 raise self._group_error  # the watcher's commit failed, and no write said so
