@@ -540,28 +540,30 @@ def test_sqlite_a_group_checkpoints_its_commits_beside_its_runner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SqlStore.sqlite(tmp_path / "s.db")
-    turn_free: list[bool] = []  # at each checkpoint: whether the runner could write
+    # At each checkpoint: whether the runner could write meanwhile, and whether it was
+    # on a connection other than the runner's.
+    beside: list[tuple[bool, bool]] = []
     checkpoint = SqlStore._checkpoint
 
-    def spied(self: SqlStore, conn: sqlite3.Connection) -> int | None:
+    def spied(self: SqlStore, conn: sqlite3.Connection, wal_frames: int) -> int | None:
         def runner() -> None:
             took = self._turn.acquire(timeout=1)
-            turn_free.append(took)
+            beside.append((took, conn is not driver))
             if took:
                 self._turn.release()
 
         writes = threading.Thread(target=runner)
         writes.start()
         writes.join()
-        return checkpoint(self, conn)
+        return checkpoint(self, conn, wal_frames)
 
     monkeypatch.setattr(SqlStore, "_checkpoint", spied)
     with store.group_commits():
-        driver = store._pinned.connection.driver_connection  # type: ignore[union-attr]
-        assert pinned_pragma(store, "wal_autocheckpoint") == 0  # the group's thread does it
+        driver = store._pinned_driver()
+        assert pinned_pragma(store, "wal_autocheckpoint") == 0  # left to the group's thread
         store.apply(Batch(contacts=[contact(C1, None, 0, LastName="One")]))
-        eventually(lambda: bool(turn_free), "no checkpoint after the commit")
-    assert turn_free == [True]
+        eventually(lambda: bool(beside), "no checkpoint after the commit")
+    assert beside == [(True, True)]
     # The connection goes back to the pool as every connection of the store is.
     assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 16_384
     assert store.get_contact(C1) is not None
@@ -580,22 +582,25 @@ def test_sqlite_a_long_group_writes_its_wal_from_the_start_again(
     applied = [0]  # batches
     checkpoint = SqlStore._checkpoint
 
-    def after_the_next_batch(self: SqlStore, conn: sqlite3.Connection) -> int | None:
+    def after_the_next_batch(
+        self: SqlStore, conn: sqlite3.Connection, wal_frames: int
+    ) -> int | None:
         if conn is not pinned:  # beside the runner: let its next batch begin first
             seen, deadline = applied[0], time.monotonic() + 1
             while applied[0] == seen and time.monotonic() < deadline:
                 time.sleep(0.005)
-        return checkpoint(self, conn)
+        return checkpoint(self, conn, wal_frames)
 
     monkeypatch.setattr(SqlStore, "_checkpoint", after_the_next_batch)
     with store.group_commits():
-        pinned = store._pinned.connection.driver_connection  # type: ignore[union-attr]
+        pinned = store._pinned_driver()
         for n in range(60):
             ids = [make_id("003", 100 * n + k) for k in range(10)]
             store.apply(Batch(contacts=[contact(c, None, n, Notes="x" * 2000) for c in ids]))
             applied[0] += 1
             committed(store)
         wal = (tmp_path / "s.db-wal").stat().st_size
+        applied[0] += 1  # no batch follows the last
     database = (tmp_path / "s.db").stat().st_size
     assert store.contact_states([make_id("003", 5909)]) != {}
     # 600 contacts of 2 KB: a WAL of a few batches, not of the load.
@@ -609,10 +614,10 @@ def test_sqlite_a_checkpoint_that_fails_leaves_checkpoints_to_sqlite_again(
     store = SqlStore.sqlite(tmp_path / "s.db")
     checkpointer = SqlStore._checkpointer
 
-    def broken(self: SqlStore) -> object:
+    def broken(self: SqlStore) -> sqlite3.Connection | None:
         found = checkpointer(self)
         assert found is not None
-        found.driver_connection.close()  # type: ignore[union-attr]
+        found.close()
         return found
 
     monkeypatch.setattr(SqlStore, "_checkpointer", broken)
@@ -626,11 +631,59 @@ def test_sqlite_a_checkpoint_that_fails_leaves_checkpoints_to_sqlite_again(
     assert store.contact_states([C1, C2]).keys() == {C1, C2}
 
 
+def test_sqlite_a_group_that_cannot_begin_leaves_the_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "s.db")
+
+    def failing(_: sqlite3.Connection) -> str:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("acctsync.stores.sql._store._main_file", failing)
+        with pytest.raises(StoreError, match="disk I/O error"), store.group_commits():
+            pytest.fail("the group began")
+    with store.group_commits():  # a group of its own, holding the store
+        assert pinned_pragma(store, "wal_autocheckpoint") == 0
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) is not None
+
+
 def test_sqlite_a_database_without_a_wal_is_not_checkpointed_by_the_group() -> None:
     store = SqlStore("sqlite://")
     with store.group_commits():
         assert pinned_pragma(store, "journal_mode") == "memory"
         assert pinned_pragma(store, "wal_autocheckpoint") == 16_384
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert store.get_contact(C1) is not None
+
+
+def test_sqlite_an_engine_whose_url_is_not_its_database_is_left_to_sqlite(
+    tmp_path: Path,
+) -> None:
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(tmp_path / "s.db", check_same_thread=False)
+
+    # The URL says "in memory"; the connections are of the file.
+    store = SqlStore(create_engine("sqlite://", creator=connect))
+    with store.group_commits():
+        assert pinned_pragma(store, "journal_mode") == "wal"
+        assert pinned_pragma(store, "wal_autocheckpoint") == 16_384
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+    assert SqlStore.sqlite(tmp_path / "s.db").get_contact(C1) is not None
+
+
+def test_sqlite_an_engine_of_one_connection_still_checkpoints_beside_its_runner(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 's.db'}", pool_size=1, max_overflow=0, pool_timeout=30
+    )
+    store = SqlStore(engine)
+    started = time.monotonic()
+    with store.group_commits():
+        assert time.monotonic() - started < 10  # no wait for a second connection
+        assert pinned_pragma(store, "wal_autocheckpoint") == 0
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert store.get_contact(C1) is not None
 

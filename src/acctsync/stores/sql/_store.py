@@ -24,7 +24,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
@@ -46,7 +46,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import PoolProxiedConnection
 
 from acctsync._activity import ChangeDataValue
 from acctsync._convert import make_converter
@@ -76,8 +75,11 @@ _DIALECTS: Final = ("sqlite", "postgresql")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _LOG_PAGE = 2000
 _WAL_PAGES = 16_384  # SQLite's default is 1,000 (of 4 KiB)
+_AUTO_CHECKPOINTS: Final = f"PRAGMA wal_autocheckpoint={_WAL_PAGES}"
+_NO_AUTO_CHECKPOINTS: Final = "PRAGMA wal_autocheckpoint=0"
 # How long `SqlStore.group_commits` keeps a transaction open for more batches: what
-# another writer of the database may wait for it, beyond the batch itself.
+# another writer of the database may wait for it, beyond the batch itself and a
+# checkpoint of the group's thread (`SqlStore._watch_group`).
 _GROUP_SECONDS = 1.0
 _CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB
 _BY_ID = itemgetter(1)  # of a record's row
@@ -106,7 +108,7 @@ def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
         # fsyncs and a copy) then followed each commit of a large load. Every 64 MiB
         # takes a fraction of the fsyncs, and copies a page written by several commits
         # once. It changes nothing a commit guarantees.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+        cursor.execute(_AUTO_CHECKPOINTS)
         # A group's transaction (`SqlStore.group_commits`) keeps the pages it changed in
         # this cache until it commits, and writes them out early once the cache is full.
         # SQLite's 2 MiB held few of the pages a second of a large first load changes:
@@ -402,76 +404,88 @@ class SqlStore:
                     # its start again; one that begins beside a checkpoint cannot. So every
                     # `_WAL_PAGES` the runner waits, as SQLite's own checkpoint has it, for
                     # the copy of a commit's pages (the others' were copied beside it).
-                    if self._checkpoint(self._driver(self._pinned)) is None:
+                    if self._checkpoint(self._pinned_driver(), wal_frames) is None:
                         checkpointer = None
                     wal_frames = 0
                     continue
             if committed and checkpointer is not None:
-                frames = self._checkpoint(checkpointer)
+                frames = self._checkpoint(checkpointer, wal_frames)
                 checkpointer, wal_frames = (None, 0) if frames is None else (checkpointer, frames)
 
-    def _checkpointer(self) -> PoolProxiedConnection | None:
+    def _checkpointer(self) -> sqlite3.Connection | None:
         """A connection of the group's own to checkpoint the WAL on, with the pinned
         connection's automatic checkpoints off; None where the database keeps no WAL (in
-        memory) or the engine has no second connection to give.
+        memory) or the engine's URL names another database than its connections (an
+        engine of a ``creator`` of its own).
 
         SQLite checkpoints a WAL of `_WAL_PAGES` after the commit that passed them, in the
         committing connection (https://sqlite.org/c3ref/wal_autocheckpoint.html): in a
-        group, the watcher's, under the store's turn, so that a large load's runner
-        waited for each copy of 64 MiB into the database and its fsyncs. The same PASSIVE
+        group, the watcher's, in the store's turn, so that a large load's runner would
+        wait for each copy of 64 MiB into the database and its fsyncs. The same PASSIVE
         checkpoint on a connection of its own needs no turn: the runner writes its next
         batches meanwhile, which WAL allows (https://sqlite.org/wal.html#ckpt).
         """
-        pinned = self._driver(self._pinned)
+        pinned = self._pinned_driver()
         if pinned.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             return None
+        dialect = self._engine.dialect
+        cargs, cparams = dialect.create_connect_args(self._engine.url)
         try:
-            checkpointer = self._engine.raw_connection()
-        except (SQLAlchemyError, self._driver_error):
-            return None
-        theirs = checkpointer.driver_connection
-        # An engine of one connection gives the pinned one; one of a `creator` of its own
-        # may give another database.
-        if theirs is pinned or _main_file(theirs) != _main_file(pinned):
-            checkpointer.close()
-            return None
-        pinned.execute("PRAGMA wal_autocheckpoint=0")
-        return checkpointer
+            # Not from the engine's pool, whose only connection may be the pinned one: a
+            # checkout would wait for it. The watcher's thread uses it.
+            conn = cast(
+                "sqlite3.Connection",
+                dialect.connect(*cargs, **{**cparams, "check_same_thread": False}),
+            )
+        except self._driver_error:
+            return None  # SQLite checkpoints by itself, as outside a group
+        try:
+            if _main_file(conn) != _main_file(pinned):
+                conn.close()
+                return None
+            pinned.execute(_NO_AUTO_CHECKPOINTS)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> int | None:
+    def _checkpoint(self, conn: sqlite3.Connection, wal_frames: int) -> int | None:
         """Copy the WAL's committed pages into the database on ``conn`` (PASSIVE, as
-        SQLite's own): the frames in the WAL, or None where the checkpoint failed.
+        SQLite's own): the frames in the WAL (``wal_frames`` still where another
+        connection's checkpoint kept this one from counting them), or None where the
+        checkpoint failed.
 
         A failed checkpoint loses nothing (the pages stay in the WAL), and SQLite reports
         none of its automatic ones; but one that failed may fail again, so the pinned
         connection then checkpoints by itself again, as outside a group.
         """
         try:
-            ((_, frames, _),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            ((busy, frames, _),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except self._driver_error:
-            with self._turn, suppress(self._driver_error):
-                # Should this fail too, the group's end tries again (`_auto_checkpoints`).
-                self._driver(self._pinned).execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            with self._turn:
+                # Not given up on here, with the group's transaction on it: should this
+                # fail too, the group's end tries again.
+                self._auto_checkpoints(or_invalidate=False)
             return None
-        return int(frames)
+        return wal_frames if busy else int(frames)
 
-    def _auto_checkpoints(self) -> None:
+    def _auto_checkpoints(self, *, or_invalidate: bool) -> None:
         """Let the pinned connection checkpoint by itself again, as every connection does
-        (`_install_sqlite_transactions`): one that cannot goes back to no pool."""
+        (`_install_sqlite_transactions`); where it cannot, ``or_invalidate`` keeps it out
+        of the pool."""
         pinned = self._pinned
         if pinned is None or pinned.invalidated or pinned.closed:
-            return
+            return  # a connection given up on goes back to no pool
         try:
-            self._driver(pinned).execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
-        except self._driver_error:
-            pinned.invalidate()
+            self._pinned_driver().execute(_AUTO_CHECKPOINTS)
+        except (SQLAlchemyError, self._driver_error):
+            if or_invalidate:
+                pinned.invalidate()
 
-    @staticmethod
-    def _driver(conn: Connection | PoolProxiedConnection | None) -> Any:
-        """The driver's own connection under ``conn``."""
-        raw = conn.connection if isinstance(conn, Connection) else conn
-        assert raw is not None
-        return raw.driver_connection
+    def _pinned_driver(self) -> Any:
+        """The driver's own connection under the pinned one (`exclusive`)."""
+        assert self._pinned is not None
+        return self._pinned.connection.driver_connection
 
     def _commit_group(self) -> None:
         group, self._group = self._group, None
@@ -530,25 +544,26 @@ class SqlStore:
             yield
             return
         with self.exclusive():
+            with self._transaction_errors():
+                checkpointer = self._checkpointer()
             self._grouping = self._may_put_off = True
             self._group_failed, self._group_error = False, None
             self._group_error_told = False
             stop = threading.Event()
-            with self._transaction_errors():
-                checkpointer = self._checkpointer()
             watcher = threading.Thread(
                 target=self._watch_group,
-                args=(stop, None if checkpointer is None else checkpointer.driver_connection),
+                args=(stop, checkpointer),
                 name="acctsync-group",
                 daemon=True,
             )
-            watcher.start()
             try:
+                watcher.start()
                 yield
             finally:
                 stop.set()
                 self._due.set()
-                watcher.join()
+                if watcher.ident is not None:  # started
+                    watcher.join()
                 self._due.clear()
                 self._grouping = self._may_put_off = False
                 try:
@@ -557,7 +572,7 @@ class SqlStore:
                 finally:
                     if checkpointer is not None:
                         checkpointer.close()
-                        self._auto_checkpoints()
+                        self._auto_checkpoints(or_invalidate=True)
                     self._build_index()
             if self._group_error is not None and not self._group_error_told:
                 raise self._group_error  # the watcher's commit failed, and no write said so
