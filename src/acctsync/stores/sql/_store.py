@@ -351,7 +351,7 @@ class SqlStore:
             except BaseException:
                 # SQLite ends the whole transaction on some errors (a full disk): then
                 # the group's batches are gone, and so is the group.
-                if not pinned.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                if not self._pinned_driver().in_transaction:
                     self._drop_group()
                 raise
             return
