@@ -529,10 +529,7 @@ def test_sqlite_a_due_group_commits_while_its_runner_goes_on(
 def pinned_pragma(store: SqlStore, name: str) -> object:
     """The value of pragma ``name`` on the connection ``store`` holds (`exclusive`)."""
     with store._turn:
-        assert store._pinned is not None
-        driver = store._pinned.connection.driver_connection
-        assert driver is not None
-        return driver.execute(f"PRAGMA {name}").fetchone()[0]
+        return store._pinned_driver().execute(f"PRAGMA {name}").fetchone()[0]
 
 
 @pytest.mark.usefixtures("each_batch_commits")

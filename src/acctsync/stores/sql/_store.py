@@ -415,8 +415,8 @@ class SqlStore:
     def _checkpointer(self) -> sqlite3.Connection | None:
         """A connection of the group's own to checkpoint the WAL on, with the pinned
         connection's automatic checkpoints off; None where the database keeps no WAL (in
-        memory) or the engine's URL names another database than its connections (an
-        engine of a ``creator`` of its own).
+        memory), where the engine's URL names another database than its connections (an
+        engine of a ``creator`` of its own), or where no second connection opens.
 
         SQLite checkpoints a WAL of `_WAL_PAGES` after the commit that passed them, in the
         committing connection (https://sqlite.org/c3ref/wal_autocheckpoint.html): in a
