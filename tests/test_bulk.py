@@ -38,6 +38,7 @@ from acctsync import (
     WarningSource,
     decode_record,
 )
+from acctsync._records import same_value
 from acctsync.cli._running import CountedPages
 from acctsync.sources import _bulk
 from acctsync.sources.files import ExportFileError, csv_pages, types_from_describe
@@ -162,6 +163,60 @@ def test_the_next_sync_after_a_bulk_one_is_incremental_by_rest(org: FakeSalesfor
 
     assert requests_to(org, "/jobs/query") == jobs
     assert_equals_org(store, org)
+
+
+@pytest.mark.parametrize("first_by_bulk", [True, False], ids=["bulk-then-rest", "rest-then-bulk"])
+def test_r3_a_read_by_the_other_api_is_the_same_version_with_a_default_client(
+    org: FakeSalesforce, tmp_path: Path, first_by_bulk: bool
+) -> None:
+    # simple-salesforce's default client reads REST's 1234.56 as a float, Bulk's CSV as
+    # a Decimal: the lookback's re-read by the other API is the same version (R3), so it
+    # logs nothing and keeps the local edit (S3).
+    acme = make_id("001", 1)
+    org.put(
+        Account(
+            id=acme,
+            fields={"Name": "Acme", "AnnualRevenue": Decimal("1234.56")},
+            system_modstamp=at(1),
+        ),
+        *(
+            Contact(
+                id=make_id("003", n),
+                account_id=acme,
+                fields={"LastName": f"Name {n}"},
+                system_modstamp=at(2),
+            )
+            for n in range(3)
+        ),
+    )
+    edited = make_id("003", 1)
+
+    def engine(*, bulk: bool) -> SyncEngine:
+        source = SalesforceSource(
+            org.client(),
+            fields={"Account": ["Name", "AnnualRevenue"], "Contact": ["LastName"]},
+            retry=loopback_org.no_wait(None),
+            **({"bulk_threshold": 0} if bulk else {"bulk": False}),  # type: ignore[arg-type]
+        )
+        return SyncEngine(source=source, store=store, page_size=200, clock=lambda: CLOCK)
+
+    with SqlStore.sqlite(tmp_path / "store.db") as store:
+        assert engine(bulk=first_by_bulk).sync().ok
+        edit = engine(bulk=first_by_bulk).edit_account_field(
+            contact_id=edited, field="Name", value="Local name"
+        )
+        assert edit.changed
+        jobs = requests_to(org, "/jobs/query")
+
+        report = engine(bulk=not first_by_bulk).sync()
+
+        assert report.ok, report
+        assert (requests_to(org, "/jobs/query") > jobs) is not first_by_bulk
+        assert report.activities == ()
+        account = store.get_account(acme)
+        assert account is not None
+        assert account.fields["Name"] == "Local name"
+        assert same_value(account.fields["AnnualRevenue"], Decimal("1234.56"))
 
 
 def renamed(org: FakeSalesforce, numbers: Iterable[int], at_second: int) -> list[Account]:

@@ -604,6 +604,10 @@ def test_invalid_record_error_attributes() -> None:
         (1, Decimal(1)),
         (Decimal("1.50"), Decimal("1.5")),
         (Decimal("1.5"), 1.5),
+        # REST's 1234.56 read as a float, Bulk's as a Decimal: Salesforce wrote one text.
+        (1234.56, Decimal("1234.56")),
+        (0.1, Decimal("0.100")),
+        (1e16, Decimal("1E+16")),
         (0, -0.0),
         (True, True),
         (False, False),
@@ -630,6 +634,8 @@ def test_same_value_true(a: object, b: object) -> None:
         ("", None),
         (False, None),
         (1, 2),
+        (0.1, Decimal("0.10000000000000001")),
+        (1234.56, Decimal("1234.5600001")),
         (1, "1"),
         ("True", True),
         (date(2024, 1, 31), datetime(2024, 1, 31, tzinfo=UTC)),
@@ -659,6 +665,13 @@ field_values = st.one_of(
 @given(field_values)
 def test_same_value_is_reflexive(value: object) -> None:
     assert same_value(value, value)  # type: ignore[arg-type]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_float_is_the_decimal_of_the_text_it_was_read_from(value: float) -> None:
+    text = repr(value)  # the shortest text that reads back as the float
+    assert same_value(value, Decimal(text))
+    assert same_value(float(text), Decimal(text))
 
 
 @given(field_values, field_values)

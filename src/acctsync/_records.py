@@ -251,12 +251,22 @@ def _kind(value: FieldValue) -> type:
 
 
 def same_value(a: FieldValue, b: FieldValue) -> bool:
-    """Whether two field values are the same value (``1 == 1.0``, but ``1 != True``)."""
+    """Whether two field values are the same value (``1 == 1.0``, but ``1 != True``).
+
+    A float is the `Decimal` of its shortest repr: ``1234.56 == Decimal("1234.56")``.
+    Salesforce wrote one text, ``1234.56``; REST JSON read without ``parse_float=Decimal``
+    makes it a float, Bulk CSV a `Decimal`, and a sync that reads by both must see one
+    value.
+    """
     if type(a) is type(b):
         return a == b
-    if a is None or b is None:
+    if a is None or b is None or _kind(a) is not _kind(b):
         return False
-    return _kind(a) is _kind(b) and a == b
+    if isinstance(a, float) and isinstance(b, Decimal):
+        return Decimal(repr(a)) == b
+    if isinstance(a, Decimal) and isinstance(b, float):
+        return a == Decimal(repr(b))
+    return a == b
 
 
 @frozen(kw_only=True)
