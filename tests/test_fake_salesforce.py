@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 from simple_salesforce.api import Salesforce
+from simple_salesforce.bulk2 import LineEnding
 from simple_salesforce.exceptions import (
     SalesforceError,
     SalesforceExpiredSession,
@@ -38,6 +39,7 @@ from acctsync import (
     InvalidRecordError,
     decode_record,
 )
+from acctsync.sources import _bulk
 from acctsync.testing import make_id
 from acctsync.testing.salesforce import FakeSalesforce
 from realworld import describe_fields
@@ -1171,6 +1173,32 @@ def test_bulk_query_through_simple_salesforces_bulk2(org: FakeSalesforce, sf: Sa
     sets = list(sf.bulk2.Account.query("SELECT Id, Name FROM Account", max_records=2, wait=0))
     assert [len(s.splitlines()) - 1 for s in sets] == [2, 2, 1]
     assert all(s.splitlines()[0] == '"Id","Name"' for s in sets)
+
+
+def test_bulk_query_ends_rows_as_the_job_asks(org: FakeSalesforce, sf: Salesforce) -> None:
+    org.put(account(1, Name="Two\nlines"), account(2))
+    query = "SELECT Id, Name, SystemModstamp, IsDeleted FROM Account ORDER BY Id"
+    lf, crlf = (
+        list(sf.bulk2.Account.query(query, line_ending=ending, wait=0))
+        for ending in (LineEnding.LF, LineEnding.CRLF)
+    )
+    assert crlf == [lf[0].replace('"\n', '"\r\n')]  # not the line break within a value
+    assert crlf[0].count("\r\n") == 3
+    assert "\r" not in lf[0]
+    job = bulk(sf, {"operation": "query", "query": query, "lineEnding": "CRLF"})
+    assert job["lineEnding"] == "CRLF"
+    # The source's reader reads either into the same records.
+    describe = sf.Account.describe()
+    typing = _bulk.CsvTyping("Account", describe)
+    read_lf, read_crlf = (
+        list(typing.pages(_bulk.ResultSet(text.encode(), None), "job 750 set 1", 10))
+        for text in (lf[0], crlf[0])
+    )
+    assert read_crlf == read_lf
+    assert read_lf[0][0].fields["Name"] == "Two\nlines"  # type: ignore[union-attr]
+    with pytest.raises(SalesforceMalformedRequest) as caught:
+        bulk(sf, {"operation": "query", "query": query, "lineEnding": "CR"})
+    assert error_code(caught.value) == "INVALIDJOB"
 
 
 def test_bulk_query_refuses_compound_fields_and_fields_all(

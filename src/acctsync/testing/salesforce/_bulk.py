@@ -76,6 +76,10 @@ COMPOUND_REFUSED: Final = (
 )
 
 
+# "Create a Query Job": lineEnding is LF (the default) or CRLF; it ends each row.
+_LINE_ENDINGS: Final = {"LF": "\n", "CRLF": "\r\n"}
+
+
 @define
 class _Job:
     id: str
@@ -85,6 +89,7 @@ class _Job:
     version: str
     result: Snapshot
     failure: str | None  # the errorMessage it fails with, None when it completes
+    line_ending: str = "LF"
     polls: int = 0
 
     @property
@@ -112,10 +117,15 @@ class BulkJobs:
         if body.get("columnDelimiter", "COMMA") != "COMMA":
             # The fake writes commas only; Salesforce also offers CARET, PIPE and others.
             raise ApiError(400, "INVALIDJOB", "this org writes COMMA-delimited results only")
+        line_ending = body.get("lineEnding", "LF")
+        if line_ending not in _LINE_ENDINGS:
+            raise ApiError(400, "INVALIDJOB", f"Invalid lineEnding: {line_ending!r}")
         result = run(Parser(body["query"]).parse(), version, operation == "queryAll")
         job_id = normalize_id(f"750{len(self.jobs) + 1:012d}")
         failure = self.failing.pop(0) if self.failing else None
-        job = _Job(job_id, operation, result.object_type, now, version, result, failure)
+        job = _Job(
+            job_id, operation, result.object_type, now, version, result, failure, line_ending
+        )
         self.jobs[job_id] = job
         return 200, _JSON, dumps(_info(job)).encode(), {}
 
@@ -146,7 +156,9 @@ class BulkJobs:
         rows = job.result.rows[start : start + size]
         names = job.result.names
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer = csv.writer(
+            out, lineterminator=_LINE_ENDINGS[job.line_ending], quoting=csv.QUOTE_ALL
+        )
         writer.writerow(names)
         columns = [_csv_column([row.get(name) for row in rows]) for name in names]
         writer.writerows(zip(*columns, strict=True))
@@ -177,7 +189,7 @@ def _info(job: _Job) -> dict[str, Any]:
         "contentType": "CSV",
         "apiVersion": Decimal(job.version),
         "jobType": "V2Query",
-        "lineEnding": "LF",
+        "lineEnding": job.line_ending,
         "columnDelimiter": "COMMA",
     }
     if job.state == "JobComplete":
