@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
+import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +19,7 @@ pytest.importorskip("cryptography")
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from simple_salesforce.api import Salesforce
 
 from acctsync import Account, Batch, ConfigurationError, Contact, SyncEngine
 from acctsync.sources.salesforce import (
@@ -134,13 +139,35 @@ def test_a_password_login_and_a_session_sign_in_and_sync(org: FakeSalesforce) ->
     synced(org, SalesforceLogin.session(instance_url=org.url, session_id=org.session_id))
 
 
+def shown_with_locals(error: BaseException) -> str:
+    """The variables of ``error``'s frames in the library and the client it drives, through
+    its chain, as an error reporter that records them shows them: by repr."""
+    shown: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None:
+        for frame, _ in traceback.walk_tb(seen.__traceback__):
+            module = str(frame.f_globals.get("__name__"))
+            if module.partition(".")[0] in ("acctsync", "simple_salesforce", "requests"):
+                shown.extend(f"{name} = {value!r}" for name, value in frame.f_locals.items())
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(shown)
+
+
+def probe(secret: str) -> str:
+    """A piece of ``secret`` that a repr would show as it is: a PEM's longest line."""
+    return max(secret.splitlines(), key=len)
+
+
 def refused(org: FakeSalesforce, login: SalesforceLogin, *secrets: str) -> SalesforceError:
     with pytest.raises(SalesforceError) as caught:
         login.connect(session=org.session())
     error = caught.value
+    assert (error.__cause__, error.__context__) == (None, None)
+    traced = shown_with_locals(error)
     for secret in secrets:
         assert secret not in str(error)
         assert secret not in repr(login)
+        assert probe(secret) not in traced
     assert not error.retryable
     return error
 
@@ -217,6 +244,101 @@ def test_settings_are_checked_and_no_repr_shows_a_secret(tmp_path: Path) -> None
     not_a_key = SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key="not a key")
     with pytest.raises(ConfigurationError, match="cannot sign the JWT"):
         not_a_key.connect()
+
+
+def test_no_secret_reaches_rich_or_a_failed_request_s_traceback(org: FakeSalesforce) -> None:
+    pretty = pytest.importorskip("rich.pretty")
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    assert SECRET not in pretty.pretty_repr(login)  # rich reads attrs fields, not __repr__
+    client = login.connect(session=org.session(), parse_float=Decimal)
+    org.fail(400, "MALFORMED_QUERY", times=1)
+    source = SalesforceSource(client, fields=FIELDS, login=login)
+    engine = SyncEngine(source=source, store=InMemoryStore(), page_size=200, clock=lambda: CLOCK)
+    with pytest.raises(SalesforceError, match="MALFORMED_QUERY") as caught:
+        engine.sync()
+    # The client's frames hold the token in their variables: nothing of theirs is chained.
+    assert (caught.value.__cause__, caught.value.__context__) == (None, None)
+    assert client.session_id not in shown_with_locals(caught.value)
+
+
+def test_a_session_id_with_a_line_break_is_refused_unshown(org: FakeSalesforce) -> None:
+    token = org.session_id
+    with pytest.raises(ConfigurationError, match="no spaces or line breaks") as caught:
+        SalesforceLogin.session(instance_url=org.url, session_id=token + "\n")
+    assert token not in str(caught.value)
+    # A client made elsewhere with one: requests refuses the header, quoting it.
+    client = Salesforce(
+        instance_url=org.url, session_id=token + "\r\n", session=org.session(), version="59.0"
+    )
+    source = SalesforceSource(client, fields=FIELDS, retry=RetryPolicy(attempts=1))
+    engine = SyncEngine(source=source, store=InMemoryStore(), clock=lambda: CLOCK)
+    with pytest.raises(SalesforceError, match="a header is not valid HTTP") as raised:
+        engine.sync()
+    assert token not in str(raised.value)
+    assert token not in shown_with_locals(raised.value)
+
+
+def test_jwt_s_audience_and_the_api_version_are_checked(org: FakeSalesforce) -> None:
+    with pytest.raises(ConfigurationError, match=r"'login' or 'test'.*not 'acme\.my'.*my_domain"):
+        SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key=PRIVATE, domain="acme.my")
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    for version in ("v60.0", "60", "latest"):
+        with pytest.raises(ConfigurationError, match=r"a number such as '59\.0'"):
+            login.connect(session=org.session(), version=version)
+    assert token_requests(org) == []  # refused before any request
+    assert login.connect(session=org.session(), version="60.0").sf_version == "60.0"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP address that takes connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    done.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_follow_signs_in_within_the_timeout(silent_server: str) -> None:
+    pytest.importorskip("grpc")
+    from acctsync.cli._sources import pubsub_stream
+
+    environ = {
+        "SALESFORCE_CONSUMER_KEY": KEY,
+        "SALESFORCE_CONSUMER_SECRET": SECRET,
+        "SALESFORCE_DOMAIN": "acme.my",
+    }
+    # simple-salesforce posts to https://acme.my.salesforce.com; a proxy that never
+    # answers stands in for a network that does not.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            patch.setenv(name, silent_server)
+        for name in ("NO_PROXY", "no_proxy"):
+            patch.delenv(name, raising=False)
+        started = time.monotonic()
+        with pytest.raises(SalesforceError, match="no answer") as caught:
+            pubsub_stream(environ, topic="/data/ChangeEvents", timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert caught.value.retryable
 
 
 class ExpiringStore(InMemoryStore):

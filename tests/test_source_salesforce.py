@@ -643,15 +643,17 @@ def test_the_documented_example_runs(
 
 
 @pytest.mark.parametrize(
-    ("failure", "retryable"),
+    ("failure", "retryable", "said"),
     [
-        (requests.ConnectionError("reset"), True),
-        (requests.exceptions.ChunkedEncodingError("cut short"), True),
-        (requests.JSONDecodeError("Expecting value", "<html>", 0), True),
-        (requests.exceptions.InvalidURL("no"), False),
+        (requests.ConnectionError("reset"), True, "no full answer (reset)"),
+        (requests.exceptions.ChunkedEncodingError("cut short"), True, "(cut short)"),
+        (requests.JSONDecodeError("Expecting value", "<html>", 0), True, "not JSON"),
+        (requests.exceptions.InvalidURL("no"), False, "the request failed (no)"),
     ],
 )
-def test_transport_failures_become_library_errors(failure: Exception, retryable: bool) -> None:
+def test_transport_failures_become_library_errors(
+    failure: Exception, retryable: bool, said: str
+) -> None:
     retry, waits = no_wait()
 
     def request() -> None:
@@ -660,7 +662,10 @@ def test_transport_failures_become_library_errors(failure: Exception, retryable:
     with pytest.raises(SalesforceError) as raised:
         retry.call("query Account", request)
     assert raised.value.retryable is retryable
-    assert raised.value.__cause__ is failure
+    assert said in str(raised.value)
+    # The message says what failed; the client's error, whose frames hold the session's
+    # token, is not chained.
+    assert (raised.value.__cause__, raised.value.__context__) == (None, None)
     assert len(waits) == (2 if retryable else 0)
 
 

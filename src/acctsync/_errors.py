@@ -97,7 +97,10 @@ class AlreadyAContactError(AcctSyncError, ValueError):
 
 
 class SourceError(AcctSyncError):
-    """A source could not read or write Salesforce data; ``__cause__`` holds why.
+    """A source could not read or write Salesforce data.
+
+    ``__cause__`` holds why, unless it would show a secret: the Salesforce sources put
+    what their client's error said in the message, and chain nothing.
 
     ``retryable`` says whether trying again later may succeed (a limit, a timeout, an
     outage) or not (bad credentials, a malformed query). A sync that raised it stored the

@@ -22,6 +22,8 @@ from acctsync._records import Change, ObjectType
 from acctsync.cli._params import SettingError, missing_extra
 
 if TYPE_CHECKING:
+    from simple_salesforce.api import Salesforce
+
     from acctsync.sources.files import ExportFolder
     from acctsync.sources.pubsub import PubSubStream
     from acctsync.sources.salesforce import SalesforceLogin, SalesforceSource
@@ -107,31 +109,12 @@ def salesforce(
     source's own default when None).
     """
     try:
-        import requests
-
         from acctsync.sources.salesforce import SalesforceSource
     except ImportError as error:
         raise missing_extra("salesforce", error, needs="--salesforce") from None
 
-    class TimedSession(requests.Session):
-        """simple-salesforce sets no timeout: without one a lost connection hangs a sync."""
-
-        def request(  # type: ignore[override]
-            self, method: str, url: str, *args: Any, **kwargs: Any
-        ) -> requests.Response:
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = timeout
-            return super().request(method, url, *args, **kwargs)
-
     login = sign_in(environ)
-    try:
-        client = login.connect(
-            session=TimedSession(),
-            version=environ.get("SALESFORCE_API_VERSION") or None,
-            parse_float=Decimal,
-        )
-    except ConfigurationError as error:  # a private key file that cannot be read
-        raise click.UsageError(str(error)) from None
+    client = _connect(login, environ, timeout=timeout, parse_float=Decimal)
     fields = {
         kind: _field_list(entries)
         for kind, entries in (("Account", fields_account), ("Contact", fields_contact))
@@ -151,10 +134,11 @@ def salesforce(
     return (lambda: made), f"salesforce https://{client.sf_instance}"
 
 
-def pubsub_stream(environ: Mapping[str, str], *, topic: str) -> PubSubStream:
+def pubsub_stream(environ: Mapping[str, str], *, topic: str, timeout: float) -> PubSubStream:
     """The org's change events on ``topic``, over the Pub/Sub API, for ``sync --follow``.
 
-    Signed in as the Salesforce source is, by the same settings. The endpoint is
+    Signed in as the Salesforce source is, by the same settings, each sign-in's request
+    given ``timeout`` seconds. The endpoint is
     Salesforce's unless ``SALESFORCE_PUBSUB_TARGET`` names another (``host:port``);
     ``SALESFORCE_PUBSUB_INSECURE=1`` speaks to it without TLS, which the stream allows
     on a loopback address only: a test server's.
@@ -164,7 +148,7 @@ def pubsub_stream(environ: Mapping[str, str], *, topic: str) -> PubSubStream:
     except ImportError as error:
         raise missing_extra("pubsub", error, needs="--follow") from None
     login = sign_in(environ)
-    client = login.connect(version=environ.get("SALESFORCE_API_VERSION") or None)
+    client = _connect(login, environ, timeout=timeout)
     try:
         return PubSubStream(
             client,
@@ -174,6 +158,26 @@ def pubsub_stream(environ: Mapping[str, str], *, topic: str) -> PubSubStream:
             login=login,
         )
     except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _connect(
+    login: SalesforceLogin,
+    environ: Mapping[str, str],
+    *,
+    timeout: float,
+    parse_float: Callable[[str], Any] | None = None,
+) -> Salesforce:
+    """A client signed in by ``login``, each request of it given ``timeout`` seconds."""
+    from acctsync.sources._salesforce_login import timed_session
+
+    try:
+        return login.connect(
+            session=timed_session(timeout),
+            version=environ.get("SALESFORCE_API_VERSION") or None,
+            parse_float=parse_float,
+        )
+    except ConfigurationError as error:  # a private key file that cannot be read, say
         raise click.UsageError(str(error)) from None
 
 

@@ -245,7 +245,8 @@ def sync(
     if topic != "/data/ChangeEvents" and not follow:
         raise click.UsageError("--topic goes with --follow")
     make_source, label = _source(database, **source_options)
-    stream = pubsub_stream(os.environ, topic=topic) if follow else None
+    timeout = source_options["timeout"]
+    stream = pubsub_stream(os.environ, topic=topic, timeout=timeout) if follow else None
     stop = StopRequest(out.note)
     _log.info("syncing org %r from %s into %s", org, label, database.shown)
     with open_store(database, org=org, lock_timeout=lock_timeout) as store, stop.handling():

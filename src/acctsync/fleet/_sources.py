@@ -26,8 +26,6 @@ from acctsync._protocols import Source
 from acctsync.fleet._registry import FleetOrg
 
 if TYPE_CHECKING:
-    import requests
-
     from acctsync.sources.salesforce import SalesforceLogin, SalesforceSource
 
 __all__ = [
@@ -178,22 +176,6 @@ def salesforce_login(reference: str, credentials: Mapping[str, str]) -> Salesfor
     )
 
 
-def _timed_session(timeout: float) -> requests.Session:
-    import requests
-
-    class TimedSession(requests.Session):
-        """simple-salesforce sets no timeout: without one a lost connection hangs a job."""
-
-        def request(  # type: ignore[override]
-            self, method: str, url: str, *args: Any, **kwargs: Any
-        ) -> requests.Response:
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = timeout
-            return super().request(method, url, *args, **kwargs)
-
-    return TimedSession()
-
-
 _SALESFORCE_OPTIONS: Final = frozenset(
     {"fields", "max_api_share", "bulk", "bulk_threshold", "timeout", "api_version"}
 )
@@ -208,6 +190,7 @@ def salesforce_source(org: FleetOrg, credentials: Mapping[str, str]) -> Salesfor
     ``bulk``, ``bulk_threshold``, ``timeout`` (seconds per request, 120 by default) and
     ``api_version``. A refused sign-in raises the source's `SalesforceError`.
     """
+    from acctsync.sources._salesforce_login import timed_session
     from acctsync.sources.salesforce import SalesforceSource
 
     options = dict(org.options)
@@ -222,7 +205,7 @@ def salesforce_source(org: FleetOrg, credentials: Mapping[str, str]) -> Salesfor
     version = options.pop("api_version", None)
     login = salesforce_login(org.credentials, credentials)
     client = login.connect(
-        session=_timed_session(float(timeout)),
+        session=timed_session(float(timeout)),
         version=None if version is None else str(version),
         parse_float=Decimal,
     )

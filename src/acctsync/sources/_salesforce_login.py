@@ -16,12 +16,15 @@ username-password flow (Salesforce Help, article 005228017). The session and pas
 flows remain for older apps and for tokens got elsewhere.
 
 Secrets (password, security token, consumer secret, private key, session id) are never
-shown: not in a repr, nor in an error, where the login's own answer is searched for them
-too.
+shown: not in a repr (``rich``'s, which reads the fields, included), nor in an error, where
+the login's own answer is searched for them too. A failed sign-in is raised with nothing
+chained, and no frame of this module keeps the secrets in a variable: an error reporter
+that records each frame's local variables finds none.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -35,11 +38,13 @@ if TYPE_CHECKING:
     import requests
     from simple_salesforce.api import Salesforce
 
-__all__ = ["SalesforceLogin"]
+__all__ = ["SalesforceLogin", "timed_session"]
 
 Flow = Literal["session", "password", "client_credentials", "jwt"]
 # Salesforce's own login hosts: login.salesforce.com, and test.salesforce.com for sandboxes.
 _SHARED_HOSTS: Final = ("login", "test")
+# What simple-salesforce puts in its URLs after ``v``: ``59.0``.
+_VERSION: Final = re.compile(r"[0-9]+\.[0-9]+")
 
 
 def _domain(value: str) -> str:
@@ -62,6 +67,32 @@ def _text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"the Salesforce sign-in needs {name}")
     return value
+
+
+def _session_id(value: object) -> str:
+    text = _text("a session id", value)
+    # It goes into a header; ``requests`` would refuse it there with its text in the error.
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ConfigurationError(
+            "a session id has no spaces or line breaks: this one has (its value is not shown)"
+        )
+    return text
+
+
+def timed_session(timeout: float) -> requests.Session:
+    """A ``requests`` session whose every request without a timeout of its own gets
+    ``timeout`` seconds: simple-salesforce sets none, and a lost connection would hang."""
+    import requests
+
+    class TimedSession(requests.Session):
+        def request(  # type: ignore[override]
+            self, method: str, url: str, *args: Any, **kwargs: Any
+        ) -> requests.Response:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            return super().request(method, url, *args, **kwargs)
+
+    return TimedSession()
 
 
 @frozen(kw_only=True, repr=False)
@@ -87,7 +118,7 @@ class SalesforceLogin:
     consumer_key: str | None = None
     my_domain: str | None = None
     private_key_file: Path | None = None
-    _secrets: dict[str, str] = field(factory=dict, alias="secrets")
+    _secrets: dict[str, str] = field(factory=dict, alias="secrets", repr=False)
 
     def __repr__(self) -> str:
         shown = [f"domain={self.domain!r}"]
@@ -110,7 +141,7 @@ class SalesforceLogin:
         return cls(
             flow="session",
             instance_url=url,
-            secrets={"session_id": _text("a session id", session_id)},
+            secrets={"session_id": _session_id(session_id)},
         )
 
     @classmethod
@@ -168,15 +199,22 @@ class SalesforceLogin:
 
         The assertion's audience is ``https://{domain}.salesforce.com``, which Salesforce
         takes as ``login`` or ``test`` only ("OAuth 2.0 JWT Bearer Flow for Server-to-Server
-        Integration", ``aud``); ``my_domain``, when given, is the host the assertion is
-        posted to instead of ``domain``'s.
+        Integration", ``aud``), so ``domain`` is one of them; ``my_domain``, when given, is
+        the host the assertion is posted to instead of ``domain``'s.
         """
         if (private_key_file is None) == (private_key is None):
             raise ConfigurationError("the JWT bearer flow needs a private key file or key")
+        audience = _domain(domain)
+        if audience not in _SHARED_HOSTS:
+            # Salesforce answers "invalid_grant: audience is invalid" to any other.
+            raise ConfigurationError(
+                f"the JWT bearer flow's domain is its audience, 'login' or 'test' (a sandbox),"
+                f" not {audience!r}: give the org's My Domain as my_domain"
+            )
         secrets = {} if private_key is None else {"private_key": _text("a key", private_key)}
         return cls(
             flow="jwt",
-            domain=_domain(domain),
+            domain=audience,
             my_domain=None if my_domain is None else _domain(my_domain),
             username=_text("a username", username),
             consumer_key=_text("a consumer key", consumer_key),
@@ -206,6 +244,10 @@ class SalesforceLogin:
         """
         from simple_salesforce.api import Salesforce
 
+        if version is not None and not _VERSION.fullmatch(version):
+            raise ConfigurationError(
+                f"a Salesforce API version is a number such as '59.0': {version!r}"
+            )
         options: dict[str, Any] = {"session": session, "parse_float": parse_float}
         if version is not None:
             options["version"] = version
@@ -224,6 +266,41 @@ class SalesforceLogin:
 
         from acctsync.sources.salesforce import SalesforceError
 
+        host = f"{self.my_domain or self.domain}.salesforce.com"
+        what = f"the Salesforce sign-in ({self.flow}) at {host}"
+        failure: Exception
+        try:
+            # The arguments, secrets and all, in no variable of this frame: see the module.
+            session_id, instance = login.SalesforceLogin(**self._arguments(session, version))
+        except ConfigurationError:  # a private key file that cannot be read
+            raise
+        except SalesforceAuthenticationFailed as error:
+            code = error.code if isinstance(error.code, str) else None
+            detail = self._hidden(f"{error.code}: {error.auth_message}")
+            failure = SalesforceError(
+                f"{what} was refused: {detail}", status=error.status, error_code=code
+            )
+        except requests.RequestException as error:
+            failure = SalesforceError(
+                f"{what} failed: no answer ({type(error).__name__})", retryable=True
+            )
+        except (ValueError, TypeError, jwt.PyJWTError) as error:
+            detail = self._hidden(f"{type(error).__name__}: {error}")
+            failure = ConfigurationError(
+                f"the private key cannot sign the JWT ({detail})"
+                if self.flow == "jwt"
+                else f"{what} cannot be sent ({detail})"
+            )
+        else:
+            if not isinstance(session_id, str) or not isinstance(instance, str) or not instance:
+                raise SalesforceError(f"{what} gave no access token and instance URL")
+            return session_id, instance
+        # Raised outside the handler, so with nothing chained: simple-salesforce's frames
+        # hold the secrets in their variables.
+        raise failure
+
+    def _arguments(self, session: requests.Session | None, version: str | None) -> dict[str, Any]:
+        """simple-salesforce's ``SalesforceLogin`` arguments for this flow."""
         arguments: dict[str, Any] = {"session": session, "domain": self.domain}
         if version is not None:
             arguments["sf_version"] = version
@@ -238,27 +315,7 @@ class SalesforceLogin:
                 instance_url=self.my_domain,
                 privatekey=self._private_key(),
             )
-        host = f"{self.my_domain or self.domain}.salesforce.com"
-        what = f"the Salesforce sign-in ({self.flow}) at {host}"
-        try:
-            session_id, instance = login.SalesforceLogin(**arguments)
-        except SalesforceAuthenticationFailed as error:
-            code = error.code if isinstance(error.code, str) else None
-            detail = self._hidden(f"{error.code}: {error.auth_message}")
-            raise SalesforceError(
-                f"{what} was refused: {detail}", status=error.status, error_code=code
-            ) from None
-        except requests.RequestException as error:
-            raise SalesforceError(
-                f"{what} failed: no answer ({type(error).__name__})", retryable=True
-            ) from None
-        except (ValueError, TypeError, jwt.PyJWTError) as error:  # a key PyJWT cannot use
-            raise ConfigurationError(
-                f"the private key cannot sign the JWT: {type(error).__name__}"
-            ) from None
-        if not isinstance(session_id, str) or not isinstance(instance, str) or not instance:
-            raise SalesforceError(f"{what} gave no access token and instance URL")
-        return session_id, instance
+        return arguments
 
     def _private_key(self) -> str:
         if self.private_key_file is None:

@@ -68,7 +68,7 @@ from urllib.parse import quote
 import requests
 import tenacity
 from attrs import frozen
-from requests.exceptions import ChunkedEncodingError
+from requests.exceptions import ChunkedEncodingError, InvalidHeader
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as ClientError
 
@@ -148,6 +148,8 @@ class SalesforceError(SourceError):
 
     ``status`` is the HTTP status (None when no answer came), ``error_code`` Salesforce's
     own code (``INVALID_SESSION_ID``, ``REQUEST_LIMIT_EXCEEDED``...), when it sent one.
+    The client's own error is not chained to it: its frames hold the session's token in
+    their variables, which an error reporter that records them would keep.
     """
 
     def __init__(
@@ -262,16 +264,22 @@ class RetryPolicy:
 
 
 def _translated(what: str, request: Callable[[], _T]) -> _T:
+    failure: SalesforceError
     try:
         return request()
     except ClientError as error:
-        raise _error(what, error) from error
+        failure = _error(what, error)
     except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as error:
-        raise SalesforceError(f"{what}: no full answer ({error})", retryable=True) from error
-    except requests.JSONDecodeError as error:  # cut short, or a proxy's page instead
-        raise SalesforceError(f"{what}: an answer that is not JSON", retryable=True) from error
+        failure = SalesforceError(f"{what}: no full answer ({error})", retryable=True)
+    except requests.JSONDecodeError:  # cut short, or a proxy's page instead
+        failure = SalesforceError(f"{what}: an answer that is not JSON", retryable=True)
+    except InvalidHeader:  # its text quotes the header: the session's, say
+        failure = SalesforceError(
+            f"{what}: a header is not valid HTTP (a session id with a space or line break?)"
+        )
     except requests.RequestException as error:
-        raise SalesforceError(f"{what}: the request failed ({error})") from error
+        failure = SalesforceError(f"{what}: the request failed ({error})")
+    raise failure  # outside the handlers: nothing chained (see `SalesforceError`)
 
 
 def _error(what: str, error: ClientError) -> SalesforceError:
