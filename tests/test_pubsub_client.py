@@ -186,8 +186,10 @@ ACCOUNT_SCHEMA: dict[str, Any] = {
                 "DandbCompanyId",
             )
         ),
-        optional("Founded__c", "long", "Data:DateOnly"),
-        optional("Renewal__c", "long", "Data:DateTime"),
+        # A custom field's doc ends with its id, as in a real org's schema.
+        optional("Founded__c", "long", "Data:DateOnly:00NDp000009Rr9I"),
+        optional("Renewal__c", "long", "Data:DateTime:00NDp000009Rr9D"),
+        optional("Opens__c", "long", "Data:TimeOnly:00NDp000009RrA1"),
         optional(
             "Loc__c",
             {
@@ -439,6 +441,7 @@ def test_account_create_reads_as_its_cometd_event() -> None:
         "LastModifiedDate": millis(T),
         "Founded__c": millis(date(1999, 5, 4)),
         "Renewal__c": millis(datetime(2025, 3, 1, 8, 30, 15, 250000, tzinfo=UTC)),
+        "Opens__c": (10 * 3600 + 30 * 60 + 5) * 1000 + 7,  # milliseconds since midnight
         "Loc__c": {"Latitude": 1.5, "Longitude": -2.25},
     }
     # CDC Developer Guide: over CometD null fields are left out, dates are text.
@@ -455,10 +458,12 @@ def test_account_create_reads_as_its_cometd_event() -> None:
         "LastModifiedDate": "2024-01-31T12:00:00Z",
         "Founded__c": "1999-05-04",
         "Renewal__c": "2025-03-01T08:30:15.250Z",
+        "Opens__c": "10:30:05.007Z",  # as REST writes a time
         "Loc__c": {"Latitude": 1.5, "Longitude": -2.25},
     }
     (account,) = both_ways(ACCOUNT_SCHEMA, record, cometd)
     assert account.fields["Founded__c"] == date(1999, 5, 4)
+    assert account.fields["Opens__c"] == "10:30:05.007Z"
     assert account.fields["Renewal__c"] == datetime(2025, 3, 1, 8, 30, 15, 250000, tzinfo=UTC)
     assert "BillingState" not in account.fields  # null in Avro: left out, as CometD does
 

@@ -77,10 +77,25 @@ def _date(raw: Any) -> Any:
     return _plain(raw)
 
 
-# Salesforce names a field's type at the end of its "doc", in its own words:
-# "CreatedDate:DateTime", "CreatedBy:EntityId", "Data:Address" (as in the schemas GetSchema
-# gives). A date's is not published: both names Salesforce uses for one are taken.
-_TEMPORAL: Final[Mapping[str, _Read]] = {"DateTime": _datetime, "Date": _date, "DateOnly": _date}
+def _time(raw: Any) -> Any:
+    # Milliseconds since midnight, written as REST and CometD write a time: 10:30:00.000Z.
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 86_400_000:
+        seconds, millis = divmod(raw, 1000)
+        minutes, second = divmod(seconds, 60)
+        return f"{minutes // 60:02d}:{minutes % 60:02d}:{second:02d}.{millis:03d}Z"
+    return _plain(raw)
+
+
+# Salesforce names a field's type second in its "doc", in its own words, after its role
+# and before a custom field's id: "CreatedDate:DateTime", "CreatedBy:EntityId",
+# "Data:Address", "Data:DateOnly:00NDp000009Rr9I" (as in the schemas GetSchema gives). A
+# date's is not published: both names Salesforce uses for one are taken.
+_TEMPORAL: Final[Mapping[str, _Read]] = {
+    "DateTime": _datetime,
+    "Date": _date,
+    "DateOnly": _date,
+    "TimeOnly": _time,
+}
 
 
 def _compound(components: Mapping[str, _Read], raw: Any) -> Any:
@@ -112,7 +127,8 @@ def _reader(field: Mapping[str, Any]) -> _Read:
     if record is not None:
         return partial(_compound, {f["name"]: _reader(f) for f in record["fields"]})
     doc = field.get("doc")
-    return _TEMPORAL.get(doc.rpartition(":")[2], _plain) if isinstance(doc, str) else _plain
+    kind = doc.split(":")[1:2] if isinstance(doc, str) else []
+    return _TEMPORAL.get(kind[0], _plain) if kind else _plain
 
 
 def _as_is(field: Mapping[str, Any], read: _Read) -> bool:

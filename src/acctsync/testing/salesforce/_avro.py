@@ -20,7 +20,8 @@ Guide, "Change Event Message Structure"):
 - dates and datetimes are longs of epoch milliseconds ("Differences Between Change Events
   Received with Streaming API vs. Pub/Sub API": "Date fields are in Epoch time"),
   currency, double and percent doubles; each field carries a ``doc`` hint
-  ``Role:Type`` as Salesforce's schemas do (``CreatedDate:DateTime``);
+  ``Role:Type`` as Salesforce's schemas do (``CreatedDate:DateTime``), a custom field's
+  followed by its id (``Data:DateOnly:00N...``);
 - ``CreatedDate``, ``CreatedById``, ``LastModifiedDate`` and ``LastModifiedById``, which
   every change event carries, are added at the end when the describe lacks them.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -282,6 +284,11 @@ def _compound(name: str, kind: str | None, components: list[Described]) -> Event
     )
 
 
+def _custom_field_id(name: str) -> str:
+    """A custom field's 15-character id (``00N...``), the same for a name every time."""
+    return f"00N{zlib.crc32(name.lower().encode()):012d}"
+
+
 def _body(fields: list[EventField]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     defined: set[str] = set()
@@ -307,6 +314,8 @@ def _body(fields: list[EventField]) -> list[dict[str, Any]]:
             avro = field.avro
             role = "ForeignKey" if field.kind == "reference" else "Data"
             doc = f"{role}:{_TYPES.get(field.kind or '', ('string', 'Text'))[1]}"
+            if field.name.lower().endswith("__c"):
+                doc += f":{_custom_field_id(field.name)}"  # a real schema's, as GetSchema's
         out.append({"name": field.name, "type": ["null", avro], "doc": doc, "default": None})
     return out
 
