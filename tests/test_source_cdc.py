@@ -522,6 +522,35 @@ def test_a_later_deletion_in_the_org_does_not_replace_the_event(sql_store: SqlSt
     assert report.watermarks["Account"] == at(100)
 
 
+def test_r3_an_undelete_in_the_second_of_a_deletion_the_fallback_gave_restores_it(
+    sql_store: SqlStore,
+) -> None:
+    # Deleted, then undone 600 ms later: the fallback's deletion (for its MasterRecordId)
+    # keeps the event's commit number, which puts the undelete after it.
+    org = org_with(account(A1, 0, Name="Acme"))
+    feed, subscriber = ChangeEventSource(fallback=org), Subscriber()
+    engine = engine_for(feed, sql_store)
+    feed_all(feed, [subscriber.create(account(A1, 0, Name="Acme"))])
+    sync(engine, feed)
+    deleted = subscriber.delete(A1, at(100))
+    undeleted = subscriber.undelete(account(A1, 100.6, Name="Acme"))
+    for number, message in enumerate((deleted, undeleted), start=100):
+        message["data"]["payload"]["ChangeEventHeader"]["commitNumber"] = number
+
+    org.delete(Deletion(object_type="Account", id=A1, deleted_at=at(100)))
+    feed_all(feed, [deleted])
+    sync(engine, feed)
+    assert isinstance(sql_store.account_states([A1])[A1], Deletion)
+    org.undelete("Account", A1, at=at(100.6))
+    feed_all(feed, [undeleted])
+    report = sync(engine, feed)
+
+    assert (report.stale, report.accounts_upserted) == (0, 1)
+    restored = sql_store.get_account(A1)
+    assert restored is not None
+    assert (restored.fields, restored.system_modstamp) == ({"Name": "Acme"}, at(100.6))
+
+
 # -- Malformed events, replay ids and the checkpoint -------------------------------------
 
 

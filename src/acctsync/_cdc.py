@@ -49,6 +49,7 @@ from itertools import count
 from operator import itemgetter
 from typing import Any, Final, TypeAlias
 
+import attrs
 from attrs import define, field, frozen
 
 from acctsync._errors import ConfigurationError, InvalidRecordError
@@ -467,7 +468,8 @@ class ChangeEventSource:
                 # A later deletion in the org is another one (after an undelete): its
                 # stamp would move the watermark past events still to come.
                 if better is not None and better.deleted_at <= deletion.deleted_at:
-                    deletion = better
+                    # The event's commit order stays: an undelete in its second follows it.
+                    deletion = attrs.evolve(better, sequence=deletion.sequence)
                 key = (deletion.deleted_at, deletion.id, 1, event.sequence or (), event.position)
                 out.append((key, deletion))
         return out
