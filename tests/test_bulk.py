@@ -655,6 +655,35 @@ def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
     assert [store.watermark(stream) for stream in ("Account", "Contact")] == marks
 
 
+@pytest.mark.parametrize("threshold", [10_000, 0], ids=["rest", "bulk"])
+def test_a_sync_that_rereads_a_recalculated_account_keeps_its_local_edits(
+    org: FakeSalesforce, threshold: int
+) -> None:
+    # A roll-up moves on an account the next sync's lookback re-reads: describe says
+    # Tier__c is calculated, so the other value under the same stamp is a recalculation,
+    # not a second save in that second (S3: the local edit stays; S7: entries).
+    populate(org, 6, 12)
+    for n in range(6):
+        org.set_formula("Account", make_id("001", n), Tier__c="Bronze")
+    store = InMemoryStore()
+    fields = {"Account": ["Name", "Tier__c"], "Contact": ["Email"]}
+    engine = loopback_org.engine_of(org, store, fields=fields, bulk_threshold=threshold)
+    assert engine.sync().ok
+    engine.edit_account_field(contact_id=make_id("003", 1), field="Name", value="Mine")
+    org.set_formula("Account", make_id("001", 1), Tier__c="Gold")
+
+    report = engine.sync()
+
+    assert report.ok, report
+    assert (report.refreshed, report.local_edits_discarded) == (1, 0)
+    account = store.get_account(make_id("001", 1))
+    assert account is not None
+    assert (account.fields["Name"], account.fields["Tier__c"]) == ("Mine", "Gold")
+    changed = sorted((e.contact_id, e.field, e.new_value) for e in report.activities)
+    assert changed == [(make_id("003", n), "Tier__c", "Gold") for n in (1, 7)]
+    assert engine.sync().refreshed == 0  # read again, it is the version stored
+
+
 def test_the_source_offers_the_engine_formulas_and_warnings(org: FakeSalesforce) -> None:
     source = SalesforceSource(org.client())
     assert isinstance(source, FormulaSource)

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -1139,6 +1139,9 @@ class DegradedOrg:
             raise SourceError("REST failed too")
         return self.org.read_changes(object_type, since, page_size=page_size)
 
+    def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+        return self.org.formula_fields(object_type)
+
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
@@ -1230,6 +1233,9 @@ def test_an_observed_source_reads_formulas_exactly_when_the_source_does() -> Non
     assert watched.pages == 1  # counted as the engine's other reads are
 
     class DescribedFormulas(DescribedOrg):
+        def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+            return self.org.formula_fields(object_type)
+
         def read_formulas(self, object_type: ObjectType, *, page_size: int) -> Any:
             return self.org.read_formulas(object_type, page_size=page_size)
 

@@ -3,7 +3,7 @@ and the warnings a source gives, in the report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,57 @@ def test_a_recalculated_formula_only_a_refresh_sees_is_applied_and_logged(
         assert entry.occurred_at == CLOCK
         assert f"~r{CLOCK_MICROS}:" in entry.id
     assert [e.id for e in any_store.activities()] == [e.id for e in report.activities]
+
+
+def test_a_sync_that_rereads_a_recalculated_record_keeps_its_local_edits(
+    any_store: Store,
+) -> None:
+    # A2 (T1) is in the next sync's lookback window: its re-read shows another Score__c
+    # under the same stamp, which the source says is calculated: a recalculation, not a
+    # second save in that second (S3: the edit stays).
+    org, engine = seeded(any_store)
+    engine.edit_account_field(contact_id=C3, field="Name", value="Local name")
+    org.recalculate("Account", A2, {"Score__c": 6})
+
+    report = engine.sync()
+
+    assert account(any_store, A2).fields == {"Name": "Local name", "Score__c": 6}
+    assert (report.refreshed, report.local_edits_discarded) == (1, 0)
+    entries = [(e.contact_id, e.field, e.old_value, e.new_value) for e in report.activities]
+    assert entries == [(C3, "Score__c", 5, 6)]
+    assert all(f"~r{CLOCK_MICROS}:" in e.id for e in report.activities)
+    assert engine.sync().refreshed == 0  # read again, it is the version stored
+
+
+def test_a_calculated_field_read_for_the_first_time_logs_nothing(any_store: Store) -> None:
+    # The version came from a change event, which carries no calculated field; the
+    # REST read of the same save has it: not a save, and no change of Score__c (S7).
+    events = InMemorySource()
+    events.upsert(Account(id=A1, fields={"Name": "Acme"}, system_modstamp=T0))
+    events.upsert(Contact(id=C1, account_id=A1, system_modstamp=T0))
+    SyncEngine(source=events, store=any_store, clock=lambda: CLOCK).sync()
+    org = InMemorySource(formula_fields=FORMULAS)
+    org.upsert(Account(id=A1, fields={"Name": "Acme", "Score__c": 1}, system_modstamp=T0))
+    engine = SyncEngine(source=org, store=any_store, clock=lambda: CLOCK)
+    engine.edit_account_field(contact_id=C1, field="Name", value="Local name")
+
+    report = engine.sync()
+
+    assert account(any_store, A1).fields == {"Name": "Local name", "Score__c": 1}
+    assert (report.refreshed, report.activities) == (1, ())
+
+
+def test_r3_a_second_save_in_the_second_is_newer_though_a_formula_changed_too(
+    any_store: Store,
+) -> None:
+    org, engine = seeded(any_store)
+    engine.edit_account_field(contact_id=C3, field="Name", value="Local name")
+    org.upsert(Account(id=A2, fields={"Name": "Globex Inc", "Score__c": 6}, system_modstamp=T1))
+
+    report = engine.sync()
+
+    assert account(any_store, A2).fields == {"Name": "Globex Inc", "Score__c": 6}
+    assert (report.refreshed, report.local_edits_discarded) == (0, 1)
 
 
 def test_a_contact_formula_is_refreshed_and_the_contact_stays_on_its_account(
@@ -206,6 +257,9 @@ class Formulas:
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
         return self.org.read_changes(object_type, since, page_size=page_size)
+
+    def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+        return self.org.formula_fields(object_type)
 
     def read_formulas(self, object_type: ObjectType, *, page_size: int) -> Iterator[list[Change]]:
         for page in self.pages.get(object_type, []):
@@ -522,6 +576,9 @@ class Degrading:
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         self._warn(object_type)
         return self.org.read_all(object_type, page_size=page_size)
+
+    def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+        return self.org.formula_fields(object_type)
 
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int

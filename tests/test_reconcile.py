@@ -28,7 +28,7 @@ C1, C2, C3 = (make_id("003", n) for n in (1, 2, 3))
 
 
 def seeded() -> tuple[InMemorySource, InMemoryStore, SyncEngine]:
-    source, store = InMemorySource(), InMemoryStore()
+    source, store = InMemorySource(formula_fields={"Account": ("Tier__c",)}), InMemoryStore()
     source.upsert(Account(id=A1, fields={"Name": "Acme", "Tier__c": "Gold"}, system_modstamp=T0))
     source.upsert(Account(id=A2, fields={"Name": "Globex"}, system_modstamp=T0))
     for contact_id, account_id in ((C1, A1), (C2, A1), (C3, A2)):
@@ -36,6 +36,24 @@ def seeded() -> tuple[InMemorySource, InMemoryStore, SyncEngine]:
     engine = SyncEngine(source=source, store=store, clock=lambda: CLOCK)
     engine.sync()
     return source, store, engine
+
+
+def test_r3_a_second_save_in_the_stored_second_is_a_newer_version_in_a_reconciliation() -> None:
+    # Not a recalculation: Name is no calculated field. The save overwrites the local
+    # edit (S3), as a sync that read it would.
+    source, store, engine = seeded()
+    engine.edit_account_field(contact_id=C1, field="Phone", value="555-LOCAL")
+    source.upsert(
+        Account(id=A1, fields={"Name": "Acme Inc", "Tier__c": "Gold"}, system_modstamp=T0)
+    )
+
+    report = engine.reconcile()
+
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme Inc", "Tier__c": "Gold"}
+    assert (report.refreshed, report.local_edits_discarded, report.accounts_upserted) == (0, 1, 1)
+    assert engine.sync().already_applied == 5  # and the next sync holds it as it is
 
 
 def test_a_record_purged_beyond_the_recycle_bin_is_deleted_with_its_contacts() -> None:
@@ -57,11 +75,8 @@ def test_a_record_purged_beyond_the_recycle_bin_is_deleted_with_its_contacts() -
 
 def test_a_formula_value_changed_under_the_same_stamp_is_refreshed_and_logged() -> None:
     source, store, engine = seeded()
-    source.upsert(
-        Account(id=A1, fields={"Name": "Acme", "Tier__c": "Platinum"}, system_modstamp=T0)
-    )
-    # A sync that read it would apply it as a second save in T0's second (R3); a
-    # reconciliation takes other values under the stored stamp for a refresh.
+    source.recalculate("Account", A1, {"Tier__c": "Platinum"})
+    # Other values under the stored stamp, in a calculated field alone: a recalculation.
     report = engine.reconcile()
 
     account = store.get_account(A1)
@@ -128,12 +143,13 @@ def test_s3_a_refresh_keeps_local_edits_and_their_entries_stay_distinct() -> Non
     assert names == ["Acme (local)", "Acme (local)", "Acme (again)", "Acme (again)"]
 
 
-def test_a_contact_moved_under_the_same_stamp_is_refreshed() -> None:
+def test_a_contact_moved_under_the_same_stamp_is_a_newer_version() -> None:
+    # A move is a save, never a recalculation (R3).
     source, store, engine = seeded()
     source.upsert(Contact(id=C3, account_id=A1, system_modstamp=T0))
     report = engine.reconcile()
     assert store.contact_ids(A1) == [C1, C2, C3]
-    assert report.refreshed == 1
+    assert (report.refreshed, report.contacts_upserted) == (0, 1)
 
 
 def test_s8_a_refresh_of_a_large_account_is_suppressed_not_logged() -> None:

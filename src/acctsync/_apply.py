@@ -175,6 +175,24 @@ def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bo
     return all(same_value(a.get(name), b.get(name)) for name in a.keys() | b.keys())
 
 
+def _recalculated(
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str]
+) -> bool:
+    """Whether ``change`` differs from the live ``stored`` in ``calculated`` fields (lower
+    case) alone, which Salesforce recalculates without a save."""
+    if not calculated or isinstance(change, Deletion) or isinstance(stored, Deletion):
+        return False
+    moved_to = change.account_id if isinstance(change, Contact | PartialUpdate) else UNCHANGED
+    if isinstance(stored, Contact) and moved_to not in (UNCHANGED, stored.account_id):
+        return False  # a move is a save
+    held, fields = _upstream_fields(stored), change.fields
+    names = fields.keys() if isinstance(change, PartialUpdate) else fields.keys() | held.keys()
+    return all(
+        name.lower() in calculated or same_value(held.get(name), fields.get(name))
+        for name in names
+    )
+
+
 def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[str, FieldValue]:
     """The Salesforce values of a stored live record; none for a tombstone."""
     if isinstance(stored, AccountState):
@@ -344,19 +362,28 @@ class _Pending:
 class Applier:
     """Applies pages of changes to ``store``, counting in ``tally``.
 
-    ``refresh_at`` is set by a reconciliation, whose full read of a complete source is
-    the org as it is: a version already stored whose values differ is applied too (a
-    formula field changes without moving ``SystemModstamp``), and a live record replaces
-    a tombstone whatever their stamps. ``refresh_only`` (with ``refresh_at``) is a formula
-    refresh's: it applies those refreshes of live records and nothing else, since its read
-    holds a few fields of each record, not a version of it.
+    A version read again in its second that differs from the stored one in calculated
+    fields alone is a *refresh*, not a newer save (R3): Salesforce recalculates formula
+    and roll-up summary fields without moving ``SystemModstamp`` (``calculated``: per
+    object, the lower-case names the source tells). A refresh keeps local edits (S3); its
+    changes log entries as any Salesforce change (S7), stamped ``refresh_at``, but for a
+    calculated field the stored version never held (a change event carries none).
+
+    ``reconciling`` is a reconciliation's, whose full read of a complete source is the
+    org as it is: a live record replaces a tombstone whatever their stamps, and where the
+    source tells no calculated fields, any other values in the stored second are taken
+    for a refresh. ``refresh_only`` is a formula refresh's: it applies those refreshes of
+    live records and nothing else, since its read holds a few fields of each record, not
+    a version of it.
     """
 
     store: Store
     policy: LoggingPolicy
     tally: Tally
-    refresh_at: datetime | None = None
+    refresh_at: datetime
+    reconciling: bool = False
     refresh_only: bool = False
+    calculated: dict[str, frozenset[str]] = field(factory=dict)
     # Field names the sync met first (R9): the store keeps them with the next batch.
     new_field_names: list[FieldName] = field(init=False, factory=list)
     # Per object, the fields the store holds that the source no longer reads (R9).
@@ -368,6 +395,8 @@ class Applier:
     _placed: dict[int, tuple[StoredAccount | StoredContact, Place]] = field(
         init=False, factory=dict
     )
+    # The accounts of this page applied as refreshes (see _is_new).
+    _refreshing: set[str] = field(init=False, factory=set)
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -407,6 +436,7 @@ class Applier:
         self._asked = asked
         self._contacts = dict(self.store.contact_states(contact_ids)) if contact_ids else {}
         self._placed = {}
+        self._refreshing = set()
         if self._all_new(changes, len(account_ids) + len(contact_ids)):
             self._add(changes)
         else:
@@ -492,8 +522,9 @@ class Applier:
         if stored is None:
             return True
         place = self._where(change, stored)
-        if self.refresh_at is not None and self._refreshes(change, stored, place):
+        if self._refreshes(change, stored, place):
             self.tally.refreshed += 1
+            self._refreshing.add(change.id)
             return True
         if place is Place.NEWER:
             return True
@@ -516,23 +547,38 @@ class Applier:
         place = self._where(change, stored)
         if self._refreshes(change, stored, place):
             self.tally.refreshed += 1
+            self._refreshing.add(change.id)
             return True
         if place is Place.SAME:
             self.tally.already_applied += 1
         return False
 
-    @staticmethod
-    def _refreshes(change: Upstream, stored: StoredAccount | StoredContact, place: Place) -> bool:
-        """Whether a reconciliation's ``change`` refreshes ``stored`` rather than replace it:
-        a live record where a tombstone is, or other values under the stored stamp."""
+    def _refreshes(
+        self, change: Upstream, stored: StoredAccount | StoredContact, place: Place
+    ) -> bool:
+        """Whether ``change`` refreshes ``stored`` rather than replaces or repeats it (see
+        the class): other values in its second, where no order tells a later save; or, in
+        a reconciliation, a live record where a tombstone is."""
         if isinstance(stored, Deletion):
-            return isinstance(change, Account | Contact) and place is not Place.NEWER
-        return (
-            not isinstance(change, Deletion)
-            and place is not Place.STALE
-            and same_second(change.system_modstamp, stored.system_modstamp)
-            and _differs(change, stored)
-        )
+            return (
+                self.reconciling
+                and isinstance(change, Account | Contact)
+                and place is not Place.NEWER
+            )
+        if (
+            isinstance(change, Deletion)
+            or place is Place.STALE
+            or not same_second(change.system_modstamp, stored.system_modstamp)
+            or None not in (_sequence(change), _sequence(stored))  # ordered: a save
+            or not _differs(change, stored)
+        ):
+            return False
+        if self.refresh_only:
+            return True
+        calculated = self.calculated.get(stream_of(change))
+        if calculated is None and self.reconciling:
+            return True  # see docs/decisions.md, "Reconciliation"
+        return _recalculated(change, stored, calculated or frozenset())
 
     def _members_of(
         self, changes: Sequence[Upstream], streams: Sequence[ObjectType]
@@ -556,9 +602,7 @@ class Applier:
         place = self._where(change, stored)
         if self.refresh_only:
             return self._refreshes(change, stored, place)
-        return place is Place.NEWER or (
-            self.refresh_at is not None and self._refreshes(change, stored, place)
-        )
+        return place is Place.NEWER or self._refreshes(change, stored, place)
 
     def _commit(
         self, watermarks: Sequence[Watermark] = (), checkpoints: Sequence[Checkpoint] = ()
@@ -615,9 +659,10 @@ class Applier:
         if isinstance(stored, AccountState):
             version, occurred_at = str(micros(upstream.system_modstamp)), upstream.system_modstamp
             in_its_second = same_second(stored.system_modstamp, upstream.system_modstamp)
-            if self.refresh_at is not None and in_its_second:
+            refresh = upstream.id in self._refreshing
+            if refresh:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
-                # are of the reconciliation or formula refresh, apart from the version's.
+                # are of the run that saw it, apart from the version's.
                 state = attrs.evolve(stored, upstream=upstream)
                 version += f"~r{micros(self.refresh_at)}"
                 occurred_at = self.refresh_at
@@ -632,6 +677,11 @@ class Applier:
                 if stored.local_edits:
                     self.tally.local_edits_discarded += 1
             changed = _diff(stored, state.effective().fields)
+            if refresh:
+                # A calculated field read for the first time (a change event carries
+                # none) changed nothing (S7).
+                held, calculated = stored.upstream.fields, self.calculated.get("Account", ())
+                changed = [c for c in changed if c[0] in held or c[0].lower() not in calculated]
             if changed:
                 if upstream.id in self._pending.dirty:
                     self._commit()

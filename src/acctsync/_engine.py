@@ -484,7 +484,8 @@ class SyncEngine:
             store=self._store,
             policy=self._policy,
             tally=tally,
-            refresh_at=ceiling if listing else None,
+            refresh_at=ceiling,
+            reconciling=listing is not None,
         )
         committed = {stream: self._store.watermark(stream) for stream in STREAMS}
         seen = dict(committed)
@@ -548,6 +549,11 @@ class SyncEngine:
                 tally.missing_fields[stream] = missing
                 applier.unread[stream] = frozenset(missing)
             spellings.learn(described)
+        if isinstance(source, FormulaSource):
+            # A version read again in its second that differs in these alone was
+            # recalculated, not saved: its local edits stay (S3).
+            names = source.formula_fields(stream)
+            applier.calculated[stream] = frozenset(name.lower() for name in names)
         return spellings
 
     def _purge(

@@ -282,6 +282,14 @@ class FormulaSource(Source, Protocol):
     is much cheaper than the full read of `SyncEngine.reconcile`.
     """
 
+    def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+        """The calculated fields of ``object_type`` this source reads (none: empty).
+
+        The engine also takes a version read again in its second that differs in these
+        alone for a recalculation, not a save: local edits stay (S3).
+        """
+        ...
+
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int
     ) -> Iterable[Sequence[Change]]:

@@ -269,6 +269,10 @@ class FormulaObservedSource(ObservedSource):
     Its formula reads are counted and stopped as its reads of changes are.
     """
 
+    def formula_fields(self, object_type: ObjectType) -> Collection[str]:
+        """The wrapped source's (see `FormulaSource.formula_fields`)."""
+        return cast(FormulaSource, self._source).formula_fields(object_type)
+
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int
     ) -> Iterator[Sequence[Change]]:

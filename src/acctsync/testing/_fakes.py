@@ -191,8 +191,9 @@ class InMemorySource:
         a formula or a roll-up summary: its ``SystemModstamp`` stays as it is.
 
         Every read shows the new values under the old stamp: a sync whose lookback window
-        no longer reaches the stamp never reads them, one whose window does reads them as
-        a later save in that second (R3), as it would from Salesforce. ``values`` name
+        no longer reaches the stamp never reads them, one whose window does reads them,
+        as it would from Salesforce, and applies them as a recalculation, not a save, as
+        `formula_fields` tells the engine which fields are calculated. ``values`` name
         fields of ``formula_fields``, in any case. `upsert` of the record with its stamp
         unchanged does the same to any field; this one refuses a field that is not
         calculated, so that a test says what it models.
@@ -346,6 +347,10 @@ class InMemorySource:
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
         return self.read_changes(object_type, None, page_size=page_size)
+
+    def formula_fields(self, object_type: ObjectType) -> tuple[str, ...]:
+        """The fields the org calculates, as given to the constructor (`FormulaSource`)."""
+        return self._formula_fields[parse_object_type(object_type)]
 
     def read_formulas(
         self, object_type: ObjectType, *, page_size: int
