@@ -500,6 +500,55 @@ def test_a_failure_stops_the_sync_without_advancing_the_watermark(
     assert list(store.activities()) == []
 
 
+def wide_org(org: FakeSalesforce, fields: int) -> list[str]:
+    """``org``'s Account with ``fields`` custom fields of 30-character names, and records."""
+    names = [f"Customer_Attribute_{n:04d}_Value__c" for n in range(fields)]
+    described = [{"name": name, "type": "string", "custom": True} for name in names]
+    org.describe_fields("Account", [{"name": "Name", "type": "string"}, *described])
+    org.put(
+        *(
+            Account(
+                id=make_id("001", n),
+                fields={"Name": f"Acme {n}", names[n % fields]: f"value {n}"},
+                system_modstamp=at(n),
+            )
+            for n in range(5)
+        )
+    )
+    return names
+
+
+def test_a_query_too_long_for_a_uri_is_sent_in_a_composite_body(org: FakeSalesforce) -> None:
+    # 520 fields: a GET query URI of some 17 KB, past the 16,384 bytes Salesforce takes
+    # (Salesforce Help, article 000386264); the Composite API carries it in its body.
+    names = wide_org(org, 520)
+    source = source_of(org, fields={"Account": ["Name", *names]})
+    assert len(source.soql("Account", None)) > 16_384
+    store = InMemoryStore()
+    engine = SyncEngine(source=source, store=store, page_size=2, clock=lambda: CLOCK)
+
+    report = engine.sync()
+
+    assert report.ok, report
+    assert [a.fields["Name"] for a in store.accounts()] == [f"Acme {n}" for n in range(5)]
+    third = store.get_account(make_id("001", 3))
+    assert third is not None
+    assert third.fields[names[3]] == "value 3"
+    assert [r.path.rsplit("/", 1)[-1] for r in org.requests].count("composite") == 1
+    assert all(r.status == 200 for r in org.requests)  # the next pages by their short URL
+
+
+def test_the_loopback_org_refuses_a_uri_past_salesforce_s_limit(org: FakeSalesforce) -> None:
+    names = wide_org(org, 520)
+    soql = source_of(org, fields={"Account": ["Name", *names]}).soql("Account", None)
+    answer = org.session().get(
+        f"{org.url}/services/data/v{org.api_version}/query/",
+        params={"q": soql},
+        headers={"Authorization": f"Bearer {org.session_id}"},
+    )
+    assert answer.status_code == 414
+
+
 def test_a_failed_next_page_keeps_the_pages_before_and_resumes(org: FakeSalesforce) -> None:
     org.put(
         *(

@@ -63,7 +63,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 import tenacity
@@ -283,14 +283,18 @@ def _translated(what: str, request: Callable[[], _T]) -> _T:
 
 
 def _error(what: str, error: ClientError) -> SalesforceError:
-    content: object = error.content
+    return _answered(what, error.status, error.content)
+
+
+def _answered(what: str, status: int, content: object) -> SalesforceError:
+    """Salesforce's error answer (``[{"errorCode": ..., "message": ...}]``) as an error."""
     code = message = None
     if isinstance(content, list) and content and isinstance(content[0], Mapping):
         code, message = content[0].get("errorCode"), content[0].get("message")
-    retryable = _retryable(code, message) or error.status >= 500
-    detail = f"{code}: {message}" if code else f"HTTP {error.status}"
+    retryable = _retryable(code, message) or status >= 500
+    detail = f"{code}: {message}" if code else f"HTTP {status}"
     return SalesforceError(
-        f"{what} failed: {detail}", status=error.status, error_code=code, retryable=retryable
+        f"{what} failed: {detail}", status=status, error_code=code, retryable=retryable
     )
 
 
@@ -328,6 +332,12 @@ def _stamp(record: object) -> datetime:
         return parse_datetime(value, field="SystemModstamp")
     except InvalidRecordError as error:
         raise SalesforceError(f"a query answer with {error.reason}") from None
+
+
+# Salesforce Help, "Maximum number of rows returned by SOQL queries over the REST API"
+# (article 000386264): a REST request's URI and headers take at most 16,384 bytes, and a
+# longer query goes in the body of a Composite API request. The headers get 2 KiB.
+_URI_BYTES: Final = 16_384 - 2_048
 
 
 def _batch_size(page_size: int) -> dict[str, str]:
@@ -706,6 +716,12 @@ class SalesforceSource:
 
         def sent() -> Any:
             soql = query()
+            resource = "queryAll" if deleted else "query"
+            path = f"{resource}/?{urlencode({'q': soql})}"
+            if len(f"{self._client.base_url}{path}".encode()) > _URI_BYTES:
+                return self._call(
+                    f"query {kind}", lambda: self._in_body(f"query {kind}", path, headers)
+                )
             return self._call(
                 f"query {kind}",
                 lambda: self._client.query(soql, include_deleted=deleted, headers=headers),
@@ -718,6 +734,29 @@ class SalesforceSource:
                 raise
             self._readings.pop(kind, None)
             return sent()
+
+    def _in_body(self, what: str, path: str, headers: Mapping[str, str]) -> Any:
+        """The answer to GET ``path`` (under the API's base URL), sent in the body of a
+        Composite API request: a URI too long for Salesforce (see `_URI_BYTES`)."""
+        request = {
+            "method": "GET",
+            "url": f"/services/data/v{self._client.sf_version}/{path}",
+            "referenceId": "query",
+            "httpHeaders": dict(headers),
+        }
+        answer = self._client.restful(
+            "composite", method="POST", json={"compositeRequest": [request]}
+        )
+        entries = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+        if not isinstance(entries, list) or len(entries) != 1:
+            raise SalesforceError(f"{what} failed: a Composite answer without its subrequest's")
+        (entry,) = entries
+        status = entry.get("httpStatusCode") if isinstance(entry, Mapping) else None
+        if not isinstance(status, int):
+            raise SalesforceError(f"{what} failed: a Composite answer without a status")
+        if status >= 300:
+            raise _answered(what, status, entry.get("body"))
+        return entry.get("body")
 
     def _rest_pages(
         self, kind: ObjectType, result: Any, page_size: int, deleted: bool

@@ -927,7 +927,10 @@ class FakeSalesforce:
         )
         sent: dict[str, str] = {}
         with self._lock:
-            if split.path == TOKEN_PATH:
+            too_long = _too_long(target, headers)
+            if too_long is not None:
+                response = too_long
+            elif split.path == TOKEN_PATH:
                 response = self._sign_in.token(request, self._api.org.now, self.url, self._issue)
             elif SOAP_PATH.fullmatch(split.path) and method == "POST":
                 response = self._sign_in.soap_login(request, raw, self.url, self._issue)
@@ -947,6 +950,28 @@ class FakeSalesforce:
                 )
             )
         return response, sent
+
+
+# Salesforce Help, "Maximum number of rows returned by SOQL queries over the REST API"
+# (article 000386264): a request's URI and headers together take at most 16,384 bytes.
+_REQUEST_HEAD_BYTES: Final = 16_384
+
+
+def _too_long(target: str, headers: Mapping[str, str]) -> tuple[int, str, bytes] | None:
+    """Salesforce's answer to a request whose URI or head passes its limit, or None."""
+    uri = len(target.encode())
+    head = uri + sum(len(f"{k}: {v}\r\n".encode()) for k, v in headers.items())
+    if uri > _REQUEST_HEAD_BYTES:
+        status, reason = 414, "URI Too Long"
+    elif head > _REQUEST_HEAD_BYTES:
+        status, reason = 431, "Request Header Fields Too Large"
+    else:
+        return None
+    return (
+        status,
+        "text/html;charset=UTF-8",
+        f"<html><body>{status} {reason}</body></html>".encode(),
+    )
 
 
 class _Server(ThreadingHTTPServer):
