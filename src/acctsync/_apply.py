@@ -566,11 +566,10 @@ class Applier:
                 and place is not Place.NEWER
             )
         if (
-            isinstance(change, Deletion)
-            or place is Place.STALE
+            place is not Place.NEWER  # in its second, NEWER says other values (`_place`)
+            or isinstance(change, Deletion)
             or not same_second(change.system_modstamp, stored.system_modstamp)
             or None not in (_sequence(change), _sequence(stored))  # ordered: a save
-            or not _differs(change, stored)
         ):
             return False
         if self.refresh_only:
