@@ -255,6 +255,8 @@ def test_files_are_found_by_object_name_in_any_case_and_read_by_name(folder: Pat
         "accounts_2024-01-31.jsonl",
         "ACCOUNT2.ndjson",
         "AccountContactRelation.csv",
+        "Account_Plan__c.csv",  # a custom object's, in a Data Export archive
+        "Accounts_Receivable__History.csv",
         "Account.json",
         "notes.txt",
         "Contact.csv",
@@ -596,6 +598,26 @@ def test_types_from_a_describe_apply_to_their_object_only(folder: Path) -> None:
     export = ExportFolder(folder, types=types)
     assert read(export, "Account")[0].fields == {"AnnualRevenue": Decimal("2.50")}
     assert read(export, "Contact")[0].fields == {"AnnualRevenue": "2.50"}
+
+
+def test_a_relationship_column_is_passed_over_though_the_types_name_its_field(
+    folder: Path,
+) -> None:
+    # The Account and Contact types merged, as the docs suggest: Account.Name is a type,
+    # and a Contact export's ACCOUNT.NAME column (Data Loader's export wizard offers it)
+    # holds the account's name, not the contact's.
+    fields = [{"name": n, "type": t} for n, t in (("Name", "string"), ("Industry", "picklist"))]
+    types = {
+        **types_from_describe({"name": "Account", "fields": fields}),
+        **types_from_describe({"name": "Contact", "fields": fields[:1]}),
+    }
+    stamp = "2024-01-31T12:00:00.000Z"
+    (folder / "Contact.csv").write_text(
+        '"ID","ACCOUNTID","NAME","LASTNAME","ACCOUNT.NAME","ACCOUNT.INDUSTRY","SYSTEMMODSTAMP"\n'
+        f'"{C1}","{A1}","Ada Lovelace","Lovelace","Acme","Retail","{stamp}"\n'
+    )
+    (contact,) = read(ExportFolder(folder, types=types), "Contact")
+    assert contact.fields == {"Name": "Ada Lovelace", "LASTNAME": "Lovelace"}
 
 
 def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,8 +60,11 @@ __all__ = [
     "types_from_describe",
 ]
 
+# A stem ending in "__" and letters is a custom object's (Account_Plan__c.csv, which the
+# Data Export service writes beside Account.csv) or its history's or share's.
 _OBJECT_FILE: Final = re.compile(
-    r"(account|contact)s?(?:[\W\d_].*)?\.(csv|jsonl|ndjson)", re.IGNORECASE | re.DOTALL
+    r"(account|contact)s?(?:[\W\d_](?!.*__[a-z]+\.[a-z]+$).*)?\.(csv|jsonl|ndjson)",
+    re.IGNORECASE | re.DOTALL,
 )
 _BOM: Final = b"\xef\xbb\xbf"
 # The separators a spreadsheet writes CSV with: ";" where the decimal mark is ",".
@@ -71,8 +74,8 @@ _OBJECTS: Final[tuple[ObjectType, ...]] = ("Account", "Contact")
 _STEMS: Final = ("account", "accounts", "contact", "contacts")
 _NAMES_READ: Final = (
     "Account.csv, Accounts.csv, Contact.csv, Contacts.csv, in any case, optionally with a"
-    " suffix that starts with a non-letter (Account_2024-01-31.csv); or .jsonl / .ndjson"
-    " for JSON Lines"
+    " suffix that starts with a non-letter (Account_2024-01-31.csv) and does not end a"
+    " custom object's name (Account_Plan__c.csv); or .jsonl / .ndjson for JSON Lines"
 )
 _INT: Final = re.compile(r"[+-]?\d+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -362,6 +365,10 @@ class _CsvFile:
         system = _SYSTEM_COLUMNS.get(folded)
         if system is not None:
             return system
+        if "." in written:
+            # A relationship column (Account.Name in a Contact file), passed over by the
+            # header's reader: never one of the ``types``, which may name Account.Name.
+            return written, "text"
         qualified = f"{self.object_type}.{written}".casefold()
         return self._types.get(qualified) or self._types.get(folded) or (written, "text")
 
