@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from acctsync import (
     Account,
     ActivityPolicy,
+    Batch,
     Change,
+    Checkpoint,
     ConfigurationError,
     Contact,
     Deletion,
@@ -36,7 +38,14 @@ from acctsync import (
 )
 from acctsync.sources.cdc import ChangeEventSource
 from acctsync.sources.files import ExportFolder
-from acctsync.testing import ConformanceError, InMemorySource, InMemoryStore, check_source, make_id
+from acctsync.testing import (
+    ConformanceError,
+    InMemoryEventStream,
+    InMemorySource,
+    InMemoryStore,
+    check_source,
+    make_id,
+)
 from acctsync.testing.strategies import field_values
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -134,6 +143,55 @@ def test_a_calculated_field_read_for_the_first_time_logs_nothing(any_store: Stor
 
     assert account(any_store, A1).fields == {"Name": "Local name", "Score__c": 1}
     assert (report.refreshed, report.activities) == (1, ())
+
+
+def test_a_newer_save_after_a_recalculation_in_one_batch_is_a_save() -> None:
+    # Change events of one account in one batch: a roll-up recalculated in its stored
+    # second (T0), then a save of its Name (T0 + 5 s) and another recalculation in that
+    # second, a later commit. Each is placed on its own: the save overwrites the local
+    # edit (S3), and every entry has an id of its own.
+    org = InMemorySource(formula_fields=FORMULAS)
+    org.upsert(Account(id=A1, fields={"Name": "Acme", "Score__c": 5}, system_modstamp=T0))
+    org.upsert(Contact(id=C1, account_id=A1, system_modstamp=T0))
+    store = InMemoryStore()
+    engine = SyncEngine(source=org, store=store, clock=lambda: CLOCK)
+    engine.sync()
+    engine.edit_account_field(contact_id=C1, field="Phone", value="555-LOCAL")
+    stream = InMemoryEventStream(idle=0)
+    for stamp, commit, fields in (
+        (T0, 101, {"Score__c": 6}),
+        (T0 + timedelta(seconds=5), 102, {"Name": "Acme Inc"}),
+        (T0 + timedelta(seconds=5), 103, {"Score__c": 7}),
+    ):
+        header = {
+            "entityName": "Account",
+            "recordIds": [A1],
+            "changeType": "UPDATE",
+            "changeOrigin": "",
+            "transactionKey": f"t{commit}",
+            "sequenceNumber": 1,
+            "commitTimestamp": int(stamp.timestamp() * 1000),
+            "commitNumber": commit,
+            "nulledFields": [],
+            "diffFields": [],
+            "changedFields": list(fields),
+        }
+        stream.publish({"ChangeEventHeader": header, **fields})
+    store.apply(Batch(checkpoints=(Checkpoint(name=stream.name, position=bytes(8)),)))
+
+    (report,) = engine.follow(stream)
+
+    assert account(store, A1).fields == {"Name": "Acme Inc", "Score__c": 7}
+    assert (report.refreshed, report.local_edits_discarded) == (1, 1)
+    ids = [e.id for e in store.activities()]
+    assert len(ids) == len(set(ids)) == len(report.activities) + 1  # and the edit's own
+    changes = [(e.field, e.old_value, e.new_value) for e in report.activities]
+    assert changes == [
+        ("Score__c", 5, 6),
+        ("Name", "Acme", "Acme Inc"),
+        ("Phone", "555-LOCAL", None),
+        ("Score__c", 6, 7),
+    ]
 
 
 def test_r3_a_second_save_in_the_second_is_newer_though_a_formula_changed_too(

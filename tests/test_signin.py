@@ -13,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
+import requests.adapters
 
 pytest.importorskip("simple_salesforce")
 pytest.importorskip("cryptography")
@@ -278,6 +280,33 @@ def test_a_session_id_with_a_line_break_is_refused_unshown(org: FakeSalesforce) 
         engine.sync()
     assert token not in str(raised.value)
     assert token not in shown_with_locals(raised.value)
+
+
+class MalformedTokenAnswers(requests.adapters.BaseAdapter):
+    """A transport whose every answer is a 200 token answer without ``instance_url``, as a
+    proxy in front of the token endpoint might give."""
+
+    def send(self, request: requests.PreparedRequest, **_: object) -> requests.Response:
+        answer = requests.Response()
+        answer.status_code, answer.url, answer.request = 200, str(request.url), request
+        answer.headers["Content-Type"] = "application/json"
+        answer._content = b'{"access_token": "x"}'
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_answer_the_client_cannot_read_is_a_library_error_without_secrets() -> None:
+    session = requests.Session()
+    session.mount("https://", MalformedTokenAnswers())
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
+    )
+    with pytest.raises(SalesforceError, match="an answer it could not read") as caught:
+        login.connect(session=session)
+    assert (caught.value.__cause__, caught.value.__context__) == (None, None)
+    assert SECRET not in shown_with_locals(caught.value)
 
 
 def test_jwt_s_audience_and_the_api_version_are_checked(org: FakeSalesforce) -> None:

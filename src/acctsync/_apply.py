@@ -395,8 +395,9 @@ class Applier:
     _placed: dict[int, tuple[StoredAccount | StoredContact, Place]] = field(
         init=False, factory=dict
     )
-    # The accounts of this page applied as refreshes (see _is_new).
-    _refreshing: set[str] = field(init=False, factory=set)
+    # The changes of this page applied as refreshes, by id(): a later change of the same
+    # record in the page is a version of its own (see _is_new).
+    _refreshing: set[int] = field(init=False, factory=set)
     _accounts: dict[str, StoredAccount] = field(init=False, factory=dict)
     _contacts: dict[str, StoredContact] = field(init=False, factory=dict)
     _asked: set[str] = field(init=False, factory=set)
@@ -524,7 +525,7 @@ class Applier:
         place = self._where(change, stored)
         if self._refreshes(change, stored, place):
             self.tally.refreshed += 1
-            self._refreshing.add(change.id)
+            self._refreshing.add(id(change))
             return True
         if place is Place.NEWER:
             return True
@@ -547,7 +548,7 @@ class Applier:
         place = self._where(change, stored)
         if self._refreshes(change, stored, place):
             self.tally.refreshed += 1
-            self._refreshing.add(change.id)
+            self._refreshing.add(id(change))
             return True
         if place is Place.SAME:
             self.tally.already_applied += 1
@@ -658,7 +659,7 @@ class Applier:
         if isinstance(stored, AccountState):
             version, occurred_at = str(micros(upstream.system_modstamp)), upstream.system_modstamp
             in_its_second = same_second(stored.system_modstamp, upstream.system_modstamp)
-            refresh = upstream.id in self._refreshing
+            refresh = id(change) in self._refreshing
             if refresh:
                 # A refresh, not a newer version: local edits stay (S3), and its entries
                 # are of the run that saw it, apart from the version's.

@@ -362,9 +362,12 @@ class SyncEngine:
 
         - applies it like a sync; a live record also replaces a tombstone, whatever
           their stamps, since the org holds it live;
-        - applies values changed under an unchanged stamp (``refreshed`` in the report):
-          local edits stay, since no newer version came (S3), and the entries it logs
-          are of the reconciliation's time;
+        - applies values of calculated fields changed under an unchanged stamp
+          (``refreshed`` in the report): local edits stay, since no newer version came
+          (S3), and the entries it logs are of the reconciliation's time; other values
+          under it are a second save in that second (R3), as in a sync, unless the
+          source names no calculated fields (no `FormulaSource`): then they are taken for
+          a refresh too;
         - deletes, as of now, the live records the store holds that the read lacked.
 
         A read that rejected anything, or asked for a re-fetch, deletes nothing: the

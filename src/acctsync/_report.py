@@ -54,11 +54,12 @@ class SyncReport:
     lookback window re-reads some on purpose) and ``stale`` versions older than the stored
     one, neither applied. ``local_edits_discarded`` counts accounts whose local edits a
     newer Salesforce version overwrote (rule S3). ``refreshed`` counts records whose
-    values changed without a new ``SystemModstamp`` (formula fields), which only
-    `SyncEngine.reconcile` and `SyncEngine.refresh_formulas` apply; they are among the
-    upserted. ``missing_fields`` names, per object, the fields the store holds that the
-    source no longer reads (rule R9: a field the integration user lost access to); their
-    stored values are as last read. ``api_requests`` counts the requests the run sent to
+    values changed without a new ``SystemModstamp`` (formula fields: read again by a
+    sync's lookback window, by `SyncEngine.reconcile` or by
+    `SyncEngine.refresh_formulas`); they are among the upserted. ``missing_fields``
+    names, per object, the fields the store holds that the source no longer reads (rule
+    R9: a field the integration user lost access to); their stored values are as last
+    read. ``api_requests`` counts the requests the run sent to
     Salesforce (each retry too), when its source counts them (`MeteredSource`); 0
     otherwise. ``warnings`` are what the source said it did in a lesser way without
     failing (`WarningSource`), such as reading by REST when a Bulk API job failed; they do

@@ -291,6 +291,9 @@ class SalesforceLogin:
                 if self.flow == "jwt"
                 else f"{what} cannot be sent ({detail})"
             )
+        except Exception as error:  # an answer simple-salesforce could not read, say
+            detail = self._hidden(f"{type(error).__name__}: {error}")
+            failure = SalesforceError(f"{what} failed: an answer it could not read ({detail})")
         else:
             if not isinstance(session_id, str) or not isinstance(instance, str) or not instance:
                 raise SalesforceError(f"{what} gave no access token and instance URL")
