@@ -618,10 +618,8 @@ def test_an_object_without_formulas_reads_nothing(org: FakeSalesforce) -> None:
     assert org.api_used - before == 1  # the describe that says so
 
 
-@pytest.mark.parametrize("threshold", [10_000, 0], ids=["rest", "bulk"])
-def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
-    org: FakeSalesforce, threshold: int
-) -> None:
+def tiered(org: FakeSalesforce, threshold: int) -> tuple[InMemoryStore, SyncEngine]:
+    """Six accounts of ``org`` with a calculated Tier__c, synced, account 1's Name edited."""
     populate(org, 6, 12)
     for n in range(6):
         org.set_formula("Account", make_id("001", n), Tier__c="Bronze")
@@ -630,6 +628,15 @@ def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
     engine = loopback_org.engine_of(org, store, fields=fields, bulk_threshold=threshold)
     assert engine.sync().ok
     edited = engine.edit_account_field(contact_id=make_id("003", 1), field="Name", value="Mine")
+    assert edited.changed
+    return store, engine
+
+
+@pytest.mark.parametrize("threshold", [10_000, 0], ids=["rest", "bulk"])
+def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
+    org: FakeSalesforce, threshold: int
+) -> None:
+    store, engine = tiered(org, threshold)
     org.set_formula("Account", make_id("001", 1), Tier__c="Gold")  # a roll-up moved
     org.set_formula("Account", make_id("001", 2), Tier__c="Silver")
     jobs = len(jobs_created(org))
@@ -651,7 +658,6 @@ def test_a_formula_refresh_applies_what_changed_under_the_same_stamp(
         + [(make_id("003", n), "Silver") for n in (2, 8)]
     )
     assert all(e.occurred_at == CLOCK for e in report.activities)
-    assert edited.changed
     assert [store.watermark(stream) for stream in ("Account", "Contact")] == marks
 
 
@@ -662,14 +668,7 @@ def test_a_sync_that_rereads_a_recalculated_account_keeps_its_local_edits(
     # A roll-up moves on an account the next sync's lookback re-reads: describe says
     # Tier__c is calculated, so the other value under the same stamp is a recalculation,
     # not a second save in that second (S3: the local edit stays; S7: entries).
-    populate(org, 6, 12)
-    for n in range(6):
-        org.set_formula("Account", make_id("001", n), Tier__c="Bronze")
-    store = InMemoryStore()
-    fields = {"Account": ["Name", "Tier__c"], "Contact": ["Email"]}
-    engine = loopback_org.engine_of(org, store, fields=fields, bulk_threshold=threshold)
-    assert engine.sync().ok
-    engine.edit_account_field(contact_id=make_id("003", 1), field="Name", value="Mine")
+    store, engine = tiered(org, threshold)
     org.set_formula("Account", make_id("001", 1), Tier__c="Gold")
 
     report = engine.sync()
