@@ -82,7 +82,8 @@ def test_an_export_folder_without_exports_is_refused_naming_the_files_it_reads(
     assert done.stderr.splitlines() == [
         f"Error: no Account or Contact export file in {folder}: it reads Account.csv,"
         " Accounts.csv, Contact.csv, Contacts.csv, in any case, optionally with a suffix that"
-        " starts with a non-letter (Account_2024-01-31.csv); or .jsonl / .ndjson for JSON"
+        " starts with a non-letter (Account_2024-01-31.csv) and does not end a custom"
+        " object's name (Account_Plan__c.csv); or .jsonl / .ndjson for JSON"
         f" Lines{found}"
     ]
     assert done.stdout == ""
