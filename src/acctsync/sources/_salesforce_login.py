@@ -285,14 +285,13 @@ class SalesforceLogin:
                 f"{what} failed: no answer ({type(error).__name__})", retryable=True
             )
         except (ValueError, TypeError, jwt.PyJWTError) as error:
-            detail = self._hidden(f"{type(error).__name__}: {error}")
             failure = ConfigurationError(
-                f"the private key cannot sign the JWT ({detail})"
+                f"the private key cannot sign the JWT ({self._detail(error)})"
                 if self.flow == "jwt"
-                else f"{what} cannot be sent ({detail})"
+                else f"{what} cannot be sent ({self._detail(error)})"
             )
         except Exception as error:  # an answer simple-salesforce could not read, say
-            detail = self._hidden(f"{type(error).__name__}: {error}")
+            detail = self._detail(error)
             failure = SalesforceError(f"{what} failed: an answer it could not read ({detail})")
         else:
             if not isinstance(session_id, str) or not isinstance(instance, str) or not instance:
@@ -330,6 +329,13 @@ class SalesforceLogin:
             raise ConfigurationError(
                 f"the private key file {str(self.private_key_file)!r} cannot be read: {reason}"
             ) from None
+
+    def _detail(self, error: Exception) -> str:
+        """What ``error`` says, secrets hidden; its type alone in the JWT flow, whose key,
+        read from a file, `_hidden` does not know."""
+        if self.flow == "jwt":
+            return type(error).__name__
+        return self._hidden(f"{type(error).__name__}: {error}")
 
     def _hidden(self, text: str) -> str:
         """``text`` with any secret of this login in it starred out."""
