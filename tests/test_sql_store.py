@@ -278,6 +278,27 @@ def test_postgresql_errors_in_bulk_writes_are_store_errors(
     store.engine.dispose()
 
 
+def test_postgresql_a_batch_whose_statistics_refresh_fails_is_applied(
+    postgres_schema: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The store refreshes the statistics of tables it grew, after the batch commits; a
+    # VACUUM holding the log's table makes that ANALYZE wait, then give up.
+    url, schema = postgres_schema
+    store = SqlStore(
+        create_engine(url, connect_args={"options": "-c lock_timeout=200"}), schema=schema
+    )
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(
+            f'LOCK TABLE "{schema}".acctsync_activities IN SHARE UPDATE EXCLUSIVE MODE'
+        )
+        store.apply(Batch(contacts=[contact(f"003{n:012d}", None, 0) for n in range(1000)]))
+    admin.dispose()
+    assert store.counts().contacts == 1000
+    assert "could not refresh the statistics" in caplog.text
+    store.engine.dispose()
+
+
 def test_postgresql_a_clash_on_another_key_fails_without_a_retry(
     postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -653,6 +674,32 @@ def test_sqlite_a_database_without_a_wal_is_not_checkpointed_by_the_group() -> N
         assert pinned_pragma(store, "wal_autocheckpoint") == 16_384
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert store.get_contact(C1) is not None
+
+
+def test_sqlite_the_callers_own_transactions_on_a_shared_engine_stay_whole(
+    tmp_path: Path,
+) -> None:
+    # The engine of the caller's app, given to the store: its connections run without
+    # pysqlite's own transactions, and a transaction of the caller's must still begin.
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    store = SqlStore(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ledger (id INTEGER, amount INTEGER)")
+    with contextlib.suppress(RuntimeError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO ledger VALUES (1, 50)")
+        raise RuntimeError("the transfer failed half-way")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("INSERT INTO ledger VALUES (2, 5)")
+        conn.rollback()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("INSERT INTO ledger VALUES (3, 5)")  # asked for no transaction
+    store.apply(Batch(contacts=[contact(C1, None, 0)]))
+
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id FROM ledger").all() == [(3,)]
+    assert store.get_contact(C1) is not None
+    store.close()
+    engine.dispose()
 
 
 def test_sqlite_an_engine_whose_url_is_not_its_database_is_left_to_sqlite(

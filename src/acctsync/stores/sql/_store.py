@@ -10,6 +10,7 @@ hold in `_locks`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -84,6 +85,7 @@ _GROUP_SECONDS = 1.0
 _CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB
 _BY_ID = itemgetter(1)  # of a record's row
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 
 def _install_sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
@@ -135,11 +137,19 @@ def engine_url(url: str | URL) -> URL:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    # Each read is one statement, which SQLite runs in a read transaction of its own:
-    # only writes need one around them.
-    if conn.get_execution_options().get(WRITE):
+    options = conn.get_execution_options()
+    write = options.get(WRITE)
+    if write is None:
+        # Not the store's: the caller's own work on the engine it gave the store. Its
+        # transaction begins as SQLAlchemy's pysqlite recipe begins it, unless the
+        # caller asked for none.
+        if options.get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN")
+    elif write:
         # Straight to the driver: SQLAlchemy's execution machinery costs more here.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    # Each read of the store's is one statement, which SQLite runs in a read transaction
+    # of its own: only its writes need one around them.
 
 
 class SqlStore:
@@ -1041,9 +1051,18 @@ class SqlStore:
         planner then scans the whole org for each page's lookup.
         """
         self._analyze_at = self._written * 10
-        with self._transaction(write=True) as conn:
-            for table in (self._tables.accounts, self._tables.contacts, self._tables.activities):
-                conn.exec_driver_sql(f"ANALYZE {self._quoted(table)}")
+        try:
+            with self._transaction(write=True) as conn:
+                for table in (
+                    self._tables.accounts,
+                    self._tables.contacts,
+                    self._tables.activities,
+                ):
+                    conn.exec_driver_sql(f"ANALYZE {self._quoted(table)}")
+        except StoreError as error:
+            # The batch is committed: a statistics refresh that failed (a lock timeout
+            # beside a VACUUM, say) is no failure of it. Autovacuum will get to it.
+            _log.warning("could not refresh the statistics of org %r: %s", self._org, error)
 
     def _quoted(self, table: Table) -> str:
         return self._engine.dialect.identifier_preparer.format_table(table)
