@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +44,7 @@ from acctsync import (
     Watermark,
 )
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
+from acctsync.stores.sql import _store as sql_store_module
 from acctsync.stores.sql._schema import Tables, current_version, migrate
 from acctsync.stores.sql._store import engine_url
 from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
@@ -1111,6 +1113,37 @@ def test_a_newer_schema_is_refused(make_store: StoreFactory) -> None:
     with pytest.raises(SchemaVersionError, match="upgrade acctsync") as raised:
         make_store()
     assert raised.value.found == SCHEMA_VERSION + 1
+
+
+def test_a_store_that_cannot_open_releases_the_engine_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "newer.db"
+    first = SqlStore.sqlite(path)
+    tables = Tables.define("acctsync_", None)
+    with first.engine.begin() as conn:
+        conn.execute(tables.meta.update().values(value=SCHEMA_VERSION + 1))
+    first.close()
+    made: list[sqlalchemy.Engine] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> sqlalchemy.Engine:
+        made.append(create_engine(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(sql_store_module, "create_engine", recorded)
+    with pytest.raises(SchemaVersionError):
+        SqlStore.sqlite(path)
+    assert made[0].pool.checkedin() == 0  # disposed: nothing left for the collector
+
+
+def test_activities_refuse_a_naive_time(make_store: StoreFactory) -> None:
+    store = make_store()
+    synced(store)
+    for moment in (datetime(2024, 1, 1), "2024-01-01"):
+        with pytest.raises(ConfigurationError, match="since must be a timezone-aware"):
+            list(store.activities(since=moment))  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="until must be a timezone-aware"):
+            store.count_activities(until=moment)  # type: ignore[arg-type]
 
 
 def test_opening_again_keeps_everything(make_store: StoreFactory) -> None:

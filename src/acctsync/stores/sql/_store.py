@@ -257,7 +257,12 @@ class SqlStore:
         self._may_put_off = False
         self._put_off = False
         self._statements = Statements(self._tables, self._engine.dialect)
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            if self._owns_engine:  # no store to close: its connections go now
+                self._engine.dispose()
+            raise
 
     @classmethod
     def sqlite(cls, path: str | os.PathLike[str], **options: Any) -> Self:
@@ -833,6 +838,11 @@ class SqlStore:
         since: datetime | None,
         until: datetime | None,
     ) -> list[ColumnElement[bool]]:
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and (
+                not isinstance(moment, datetime) or moment.utcoffset() is None
+            ):
+                raise ConfigurationError(f"{name} must be a timezone-aware datetime: {moment!r}")
         table = self._tables.activities
         where = [table.c.org == self._org]
         if account_id is not None:
