@@ -280,6 +280,24 @@ def test_postgresql_errors_in_bulk_writes_are_store_errors(
     store.engine.dispose()
 
 
+def test_postgresql_the_tables_found_by_the_search_path_take_the_same_lock(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    named = SqlStore(url, schema=schema, org="acme")
+    found = SqlStore(
+        create_engine(url, connect_args={"options": f"-c search_path={schema}"}),
+        org="acme",
+        lock_timeout=0,
+    )
+    with named.exclusive(), pytest.raises(LockTimeoutError, match="'acme'"), found.exclusive():
+        pass
+    with found.exclusive():  # and it is free again
+        pass
+    named.engine.dispose()
+    found.engine.dispose()
+
+
 def test_postgresql_a_batch_whose_statistics_refresh_fails_is_applied(
     postgres_schema: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:

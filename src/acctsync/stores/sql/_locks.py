@@ -61,15 +61,31 @@ def _now_us() -> int:
 
 
 class AdvisoryLock:
-    """A PostgreSQL session advisory lock keyed by the tables' names and the org."""
+    """A PostgreSQL session advisory lock keyed by the tables and the org."""
 
     def __init__(self, tables: Tables, org: str, timeout: float) -> None:
-        name = f"acctsync:{tables.metadata.schema}:{tables.accounts.name}:{org}"
-        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-        self._key = int.from_bytes(digest, "big", signed=True)
+        self._tables = tables
         self._org = org
         self._timeout = timeout
         self._session: object = None
+        self._key = 0  # known once the tables' schema is (see `_keyed`)
+
+    def _keyed(self, conn: Connection) -> int:
+        """The lock's key: of the schema the tables are in, not of how it was named, so
+        that ``schema=None`` (the search path) and ``schema="public"`` take one lock."""
+        if not self._key:
+            table = conn.dialect.identifier_preparer.format_table(self._tables.accounts)
+            schema = conn.scalar(
+                text(
+                    "SELECT relnamespace::regnamespace::text FROM pg_class"
+                    " WHERE oid = to_regclass(:t)"
+                ),
+                {"t": table},
+            )
+            name = f"acctsync:{schema}:{self._tables.accounts.name}:{self._org}"
+            digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+            self._key = int.from_bytes(digest, "big", signed=True)
+        return self._key
 
     def acquire(self, conn: Connection) -> None:
         """Poll ``pg_try_advisory_lock`` with growing waits until it succeeds or time is up."""
@@ -77,7 +93,7 @@ class AdvisoryLock:
         delay = _FIRST_WAIT
         while True:
             with conn.begin():
-                if conn.scalar(select(func.pg_try_advisory_lock(self._key))):
+                if conn.scalar(select(func.pg_try_advisory_lock(self._keyed(conn)))):
                     self._session = conn.connection.dbapi_connection
                     return
                 holder = self._holder(conn)
