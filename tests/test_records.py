@@ -182,6 +182,13 @@ def test_person_id_must_be_a_non_empty_string(bad: object) -> None:
 
 def test_person_ids_are_free_form() -> None:
     assert person(id="lead 42 / Marketo").id == "lead 42 / Marketo"
+    assert person(id="Müller ✓").id == "Müller ✓"
+
+
+def test_a_person_id_no_store_could_keep_is_refused() -> None:
+    # A lone surrogate: every store takes it or none (R10); SQL would fail on it late.
+    with pytest.raises(InvalidRecordError, match="lone surrogate at position 5"):
+        person(id="lead-\ud800")
 
 
 @pytest.mark.parametrize("bad", ["Lead", "account", "", None, 1, "Opportunity"])

@@ -321,6 +321,9 @@ class Opportunity:
 def _person_id(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRecordError("a person id must be a non-empty string")
+    problem = text_problem(value)
+    if problem is not None:  # no store could keep it (R10)
+        raise InvalidRecordError(f"a person id {problem}")
     return value
 
 
