@@ -120,6 +120,33 @@ def test_a_csv_separated_otherwise_says_to_try_delimiter(
         assert store.get_account(ACME) is not None
 
 
+def test_an_export_in_windows_1252_syncs_with_its_encoding(tmp_path: Path) -> None:
+    # Data Loader's default on Windows: its platform's character set, not UTF-8.
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    row = f'"{ACME}","Müller GmbH","2024-01-31T12:00:00.000Z"'
+    text = f'"ID","NAME","SYSTEMMODSTAMP"\r\n{row}\r\n'
+    (folder / "Account.csv").write_bytes(text.encode("cp1252"))
+    done = acctsync(
+        "sync", "--db", tmp_path / "x.db", "--export-dir", folder, "--json", code=ExitCode.REJECTED
+    )
+    assert json.loads(done.stdout)["rejected"][0]["reason"] == "the row is not UTF-8 text"
+    acctsync("sync", "--db", tmp_path / "y.db", "--export-dir", folder, "--encoding", "cp1252")
+    with SqlStore.sqlite(tmp_path / "y.db") as store:
+        account = store.get_account(ACME)
+        assert account is not None
+        assert account.fields["NAME"] == "Müller GmbH"
+    for wrong, said in (("utf-16", "writes ASCII as ASCII"), ("klingon", "no such text encoding")):
+        refused = acctsync(
+            "sync", "--db", tmp_path / "z.db", "--export-dir", folder, "--encoding", wrong, code=2
+        )
+        assert said in refused.stderr
+    alone = acctsync(
+        "sync", "--db", tmp_path / "z.db", "--salesforce", "--encoding", "cp1252", code=2
+    )
+    assert "--encoding go with --export-dir" in alone.stderr
+
+
 # -- an org the database does not hold ----------------------------------------------------
 
 

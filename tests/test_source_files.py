@@ -620,6 +620,29 @@ def test_a_relationship_column_is_passed_over_though_the_types_name_its_field(
     assert contact.fields == {"Name": "Ada Lovelace", "LASTNAME": "Lovelace"}
 
 
+def test_csv_files_are_read_in_the_folder_s_encoding(folder: Path) -> None:
+    stamp = "2024-01-31T12:00:00.000Z"
+    text = f'"Id","Name","SystemModstamp"\n"{A1}","Société Générale","{stamp}"\n'
+    (folder / "Account.csv").write_bytes(text.encode("cp1252"))
+    (folder / "Contact.jsonl").write_text(  # JSON Lines are UTF-8 whatever the CSV files are
+        f'{{"Id": "{C1}", "LastName": "Müller", "SystemModstamp": "{stamp}"}}\n',
+        encoding="utf-8",
+    )
+    export = ExportFolder(folder, encoding="cp1252")
+    assert read(export, "Account")[0].fields == {"Name": "Société Générale"}
+    assert read(export, "Contact")[0].fields == {"LastName": "Müller"}
+    (unreadable,) = [
+        item
+        for page in ExportFolder(folder).read_changes("Account", None, page_size=5)
+        for item in page
+    ]
+    assert isinstance(unreadable, Unreadable)
+    assert unreadable.reason == "the row is not UTF-8 text"
+    for wrong in ("utf-16", "utf-32-le", "no-such-codec"):
+        with pytest.raises(ConfigurationError):
+            ExportFolder(folder, encoding=wrong)
+
+
 def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("sqlalchemy")
     text = (Path(__file__).parent.parent / "docs" / "source-files.md").read_text()

@@ -48,7 +48,9 @@ def budget_exceeded(error: BaseException) -> bool:
     return module is not None and isinstance(error, module.ApiBudgetExceededError)
 
 
-def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[[], ExportFolder]:
+def export_folder(
+    path: Path, types: Sequence[str], delimiter: str, encoding: str = "utf-8"
+) -> Callable[[], ExportFolder]:
     """What makes the folder's source; ``types`` are ``COLUMN=TYPE`` texts."""
     from acctsync.sources.files import ExportFileError, ExportFolder
 
@@ -60,7 +62,7 @@ def export_folder(path: Path, types: Sequence[str], delimiter: str) -> Callable[
         typed[column.strip()] = kind.strip()
 
     def source() -> ExportFolder:
-        return ExportFolder(path, types=typed, delimiter=delimiter)
+        return ExportFolder(path, types=typed, delimiter=delimiter, encoding=encoding)
 
     try:
         made = source()

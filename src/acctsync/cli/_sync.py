@@ -68,6 +68,13 @@ _SOURCE_OPTIONS: Final = (
         help="The CSV column separator.",
     ),
     click.option(
+        "--encoding",
+        metavar="NAME",
+        default="utf-8",
+        show_default=True,
+        help="The CSV files' text encoding (cp1252: Data Loader's default on Windows).",
+    ),
+    click.option(
         "--salesforce",
         "live",
         is_flag=True,
@@ -121,6 +128,7 @@ def _source(
     export_dir: Path | None,
     types: tuple[str, ...],
     delimiter: str,
+    encoding: str,
     live: bool,
     fields_account: tuple[str, ...],
     fields_contact: tuple[str, ...],
@@ -143,10 +151,11 @@ def _source(
         raise click.UsageError("--bulk-threshold and --no-bulk go with --salesforce")
     if no_bulk and bulk_threshold is not None:
         raise click.UsageError("--bulk-threshold sets when to read by Bulk: not with --no-bulk")
-    if export_dir is None and (types or delimiter != ","):
-        raise click.UsageError("--type and --delimiter go with --export-dir")
+    if export_dir is None and (types or delimiter != "," or encoding != "utf-8"):
+        raise click.UsageError("--type, --delimiter and --encoding go with --export-dir")
     if export_dir is not None:
-        return export_folder(export_dir, types, delimiter), f"export folder {export_dir}"
+        made = export_folder(export_dir, types, delimiter, encoding)
+        return made, f"export folder {export_dir}"
     return salesforce(
         os.environ,
         fields_account=fields_account,

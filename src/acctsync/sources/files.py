@@ -26,6 +26,7 @@ the header wrote it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import io
@@ -236,12 +237,39 @@ class _Problem:
     field: str | None = None
 
 
+def _csv_encoding(encoding: object) -> str:
+    """``encoding``'s codec name, if CSV files can be read in it line by line."""
+    try:
+        name = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        name = None
+    if name is None:
+        raise ConfigurationError(f"no such text encoding: {encoding!r}")
+    # Lines are split at the byte 0x0A before they are decoded, and CSV's punctuation must
+    # read as itself: an encoding that writes ASCII as ASCII (UTF-16 does not).
+    ascii_text = '\r\n",;|\t0aZ'
+    try:
+        same = ascii_text.encode(name) == ascii_text.encode("ascii")
+    except UnicodeEncodeError:
+        same = False
+    if not same:
+        raise ConfigurationError(
+            f"CSV files are read in an encoding that writes ASCII as ASCII, not {encoding!r}"
+        )
+    return name
+
+
+def _label(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8" else encoding
+
+
 class _Lines:
     """The lines of a binary file from an offset, decoded, counting bytes and lines."""
 
-    def __init__(self, handle: IO[bytes], offset: int, line: int):
+    def __init__(self, handle: IO[bytes], offset: int, line: int, encoding: str = "utf-8"):
         handle.seek(offset)
         self._handle = handle
+        self._encoding = encoding
         self.offset = offset
         self.line = line  # lines consumed so far
         self.undecodable = False
@@ -256,10 +284,10 @@ class _Lines:
         self.offset += len(raw)
         self.line += 1
         try:
-            return raw.decode("utf-8")
+            return raw.decode(self._encoding)
         except UnicodeDecodeError:
             self.undecodable = True
-            return raw.decode("utf-8", "replace")
+            return raw.decode(self._encoding, "replace")
 
 
 # What the first pass learns of a row: offset, line, its SystemModstamp (None when it has
@@ -288,10 +316,13 @@ class _CsvFile:
         object_type: ObjectType,
         types: Mapping[str, tuple[str, str]],
         delimiter: str,
+        encoding: str = "utf-8",
     ):
         self.path = path
         self.object_type = object_type
         self._delimiter = delimiter
+        self._encoding = encoding
+        self._not_text = f"not {_label(encoding)} text"
         self._types = types
         self._width = 0
         self._columns: list[_Column] = []
@@ -304,7 +335,7 @@ class _CsvFile:
 
     def _read_header(self, handle: IO[bytes]) -> bool:
         start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
-        lines = _Lines(handle, start, 0)
+        lines = _Lines(handle, start, 0, self._encoding)
         try:
             header = next(self._reader(lines), None)
         except csv.Error as error:
@@ -312,7 +343,7 @@ class _CsvFile:
         if header is None:
             return False
         if lines.undecodable:
-            raise ExportFileError(self.path, "the header row is not UTF-8 text")
+            raise ExportFileError(self.path, f"the header row is {self._not_text}")
         if not header:
             raise ExportFileError(self.path, "the first line is empty, not a header row")
         positions: dict[str, int] = {}
@@ -346,7 +377,7 @@ class _CsvFile:
         """``reason`` as the file's error, saying so when another separator reads the
         header: the likeliest cause of a header that does not read."""
         handle.seek(0)
-        first = handle.readline().decode("utf-8", "replace").removeprefix("\ufeff")
+        first = handle.readline().decode(self._encoding, "replace").removeprefix("\ufeff")
         for other in _DELIMITERS:
             if other != self._delimiter:
                 names = next(csv.reader([first], delimiter=other), [])
@@ -376,7 +407,7 @@ class _CsvFile:
         if not self._read_header(handle):
             return
         id_at, stamp_at, deleted_at = self._id_at, self._stamp_at, self._deleted_at
-        lines = _Lines(handle, *self._body)
+        lines = _Lines(handle, *self._body, self._encoding)
         rows = self._reader(lines)
         while True:
             offset, line = lines.offset, lines.line + 1
@@ -397,7 +428,7 @@ class _CsvFile:
             yield offset, line, _stamp(_zoned(row[stamp_at])), row[id_at], deleted
 
     def payload(self, handle: IO[bytes], offset: int, line: int) -> Mapping[str, Any] | _Problem:
-        lines = _Lines(handle, offset, line - 1)
+        lines = _Lines(handle, offset, line - 1, self._encoding)
         try:
             row = next(self._reader(lines), None)
         except csv.Error as error:
@@ -407,7 +438,7 @@ class _CsvFile:
         complete = len(row) == self._width
         record_id = (row[self._id_at] or None) if complete else None
         if lines.undecodable:
-            return _Problem("the row is not UTF-8 text", record_id=record_id)
+            return _Problem(f"the row is {self._not_text}", record_id=record_id)
         if not complete:
             return _Problem(
                 f"the row has {len(row)} values, the header {self._width} columns",
@@ -528,7 +559,10 @@ class ExportFolder:
     ignored. ``types`` maps CSV columns, in any case, to Salesforce field types
     (``{"AnnualRevenue": "currency", "Contact.Birthdate": "date"}``, or
     `types_from_describe`); a typed column takes its entry's spelling, untyped columns
-    stay text. ``delimiter`` is the CSV column separator.
+    stay text. ``delimiter`` is the CSV column separator, and ``encoding`` the CSV files'
+    text encoding: UTF-8, as Data Loader writes with its "Write all CSVs with UTF-8
+    encoding" setting on, or another that writes ASCII as ASCII (``"cp1252"``, its default
+    on Windows). JSON Lines are UTF-8 always.
     """
 
     def __init__(
@@ -537,6 +571,7 @@ class ExportFolder:
         *,
         types: Mapping[str, str] | None = None,
         delimiter: str = ",",
+        encoding: str = "utf-8",
     ):
         self._path = Path(path)
         if not self._path.is_dir():
@@ -545,6 +580,7 @@ class ExportFolder:
             raise ConfigurationError(f"the delimiter must be one character: {delimiter!r}")
         self._types = _check_types(types or {})
         self._delimiter = delimiter
+        self._encoding = _csv_encoding(encoding)
 
     def __repr__(self) -> str:
         return f"<ExportFolder {self._path.name!r} typed_columns={len(self._types)}>"
@@ -589,7 +625,7 @@ class ExportFolder:
                     continue
                 with _open(path) as handle:
                     try:
-                        _CsvFile(path, kind, self._types, self._delimiter)._read_header(handle)
+                        self._csv_file(path, kind)._read_header(handle)
                     except ExportFileError as error:
                         if error.delimiter is not None:
                             raise
@@ -619,8 +655,11 @@ class ExportFolder:
 
     def _export_file(self, path: Path, kind: ObjectType) -> _ExportFile:
         if path.suffix.lower() == ".csv":
-            return _CsvFile(path, kind, self._types, self._delimiter)
+            return self._csv_file(path, kind)
         return _JsonLinesFile(path, kind)
+
+    def _csv_file(self, path: Path, kind: ObjectType) -> _CsvFile:
+        return _CsvFile(path, kind, self._types, self._delimiter, self._encoding)
 
     def _index(
         self, files: Sequence[_ExportFile], kind: ObjectType, since: datetime | None
