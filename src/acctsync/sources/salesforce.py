@@ -268,7 +268,7 @@ def _translated(what: str, request: Callable[[], _T]) -> _T:
     try:
         return request()
     except ClientError as error:
-        failure = _error(what, error)
+        failure = _answered(what, error.status, error.content)
     except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as error:
         failure = SalesforceError(f"{what}: no full answer ({error})", retryable=True)
     except requests.JSONDecodeError:  # cut short, or a proxy's page instead
@@ -280,10 +280,6 @@ def _translated(what: str, request: Callable[[], _T]) -> _T:
     except requests.RequestException as error:
         failure = SalesforceError(f"{what}: the request failed ({error})")
     raise failure  # outside the handlers: nothing chained (see `SalesforceError`)
-
-
-def _error(what: str, error: ClientError) -> SalesforceError:
-    return _answered(what, error.status, error.content)
 
 
 def _answered(what: str, status: int, content: object) -> SalesforceError:
@@ -714,17 +710,16 @@ class SalesforceSource:
         """
         headers = _batch_size(page_size)
 
+        what = f"query {kind}"
+
         def sent() -> Any:
             soql = query()
             resource = "queryAll" if deleted else "query"
             path = f"{resource}/?{urlencode({'q': soql})}"
             if len(f"{self._client.base_url}{path}".encode()) > _URI_BYTES:
-                return self._call(
-                    f"query {kind}", lambda: self._in_body(f"query {kind}", path, headers)
-                )
+                return self._call(what, lambda: self._in_body(what, path, headers))
             return self._call(
-                f"query {kind}",
-                lambda: self._client.query(soql, include_deleted=deleted, headers=headers),
+                what, lambda: self._client.query(soql, include_deleted=deleted, headers=headers)
             )
 
         try:
