@@ -220,6 +220,35 @@ def test_sqlite_rows_are_made_before_the_write_lock_is_taken(
     store.close()
 
 
+@pytest.mark.parametrize(("variables", "rows_per_insert"), [(40, 4), (999, 64)])
+def test_sqlite_rows_go_many_to_an_insert_within_the_databases_parameter_limit(
+    tmp_path: Path, variables: int, rows_per_insert: int
+) -> None:
+    # 40 parameters hold 5 rows of 8 values: statements of 4 (a power of two), then the
+    # rest by halves. 999 is SQLite's limit before 3.32.
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def lower_the_limit(dbapi_connection: sqlite3.Connection, _: object) -> None:
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+
+    inserts: list[tuple[int, bool]] = []
+
+    @sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+    def count(*args: Any) -> None:
+        _, _, statement, parameters, _, executemany = args
+        if statement.startswith("INSERT INTO acctsync_contacts"):
+            inserts.append((len(parameters), executemany))
+
+    store = SqlStore(engine)
+    contacts = [contact(make_id("003", n), A1, n % 7, N=n) for n in range(rows_per_insert * 3 + 7)]
+    store.apply(Batch(contacts=contacts))
+    assert [store.get_contact(c.id) for c in contacts] == contacts
+    assert inserts == [(8 * rows, False) for rows in (rows_per_insert,) * 3 + (4, 2, 1)]
+    store.close()
+    engine.dispose()
+
+
 def test_a_row_another_writer_adds_between_read_and_write_is_updated(
     make_store: StoreFactory,
 ) -> None:

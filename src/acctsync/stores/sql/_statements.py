@@ -2,7 +2,7 @@
 
 `Statements` builds every frequent statement once per store, in its dialect's own form:
 the reads by ID and account, and the upserts a batch applies. Rows go in as tuples in
-their table's column order: on SQLite through `Prepared.run` (one executemany), on
+their table's column order: on SQLite through `Prepared.run` (many to an INSERT), on
 PostgreSQL through `CopyBulk` (``COPY``, straight into the table for new rows). Apart
 from the store because this is how the store talks fast to each database, not what it
 does: the store decides which statement to run, this module how to run it cheaply.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 from contextlib import ExitStack
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -54,6 +55,11 @@ class Prepared:
         self._positional = bool(compiled.positional)
         if self._positional and tuple(compiled.positiontup or ()) != self._keys:
             raise AssertionError(f"unexpected parameter order in {self._sql}")
+        # An INSERT of one row of values: `run` repeats the row's placeholders.
+        self._row = f"({', '.join(['?'] * len(keys))})"
+        head, values, self._tail = self._sql.partition(f" VALUES {self._row}")
+        self._head = head + " VALUES " if values and self._row not in self._tail else None
+        self._inserts: dict[int, str] = {}
 
     def run(
         self,
@@ -62,21 +68,58 @@ class Prepared:
         *,
         new: Container[str] = frozenset(),
     ) -> None:
-        """Execute once per row, if any; each row holds the values of ``keys``, in order.
+        """Insert the rows, if any, in their order; each holds the values of ``keys``.
 
-        For SQLite, whose parameters are positional (PostgreSQL's many rows go by
-        `CopyBulk`). ``new`` is there to match `CopyBulk.run`: SQLite's upsert of a new
+        For SQLite's INSERTs, whose parameters are positional (PostgreSQL's many rows go
+        by `CopyBulk`). ``new`` is there to match `CopyBulk.run`: SQLite's upsert of a new
         row costs what its plain insert does.
+
+        Rows go many to a statement (``VALUES (...), (...), ...``), as many as SQLite's
+        limit on a statement's parameters allows, up to `_ROWS_MAX`: the driver's
+        ``executemany`` steps and resets the statement once per row, and in a first load
+        took half as long again as the same rows in statements of hundreds. Statements
+        hold a power of two of rows, so that a store prepares a few of each, whatever the
+        sizes of its batches: SQLite's statement cache keeps them.
         """
-        if not self._positional:
-            raise AssertionError("run() takes positional rows")
-        if listed := rows if isinstance(rows, list) else list(rows):
-            conn.exec_driver_sql(self._sql, listed)
+        if not self._positional or self._head is None:
+            raise AssertionError("run() takes an INSERT of one row of positional values")
+        listed = rows if isinstance(rows, list) else list(rows)
+        if not listed:
+            return
+        variables = _VARIABLES_MIN
+        limit = getattr(conn.connection.driver_connection, "getlimit", None)
+        if limit is not None:  # sqlite3's, from Python 3.11
+            from sqlite3 import SQLITE_LIMIT_VARIABLE_NUMBER
+
+            # https://www.sqlite.org/limits.html#max_variable_number: 32,766 from SQLite
+            # 3.32, 999 before, and lower where an application set it so.
+            variables = limit(SQLITE_LIMIT_VARIABLE_NUMBER)
+        fits = max(1, variables // len(self._keys))
+        size = min(_ROWS_MAX, 1 << (fits.bit_length() - 1))
+        at, count = 0, len(listed)
+        while at < count:
+            while size > count - at:
+                size >>= 1
+            part = listed[at : at + size]
+            conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(part)))
+            at += size
+
+    def _insert(self, size: int) -> str:
+        """The statement with ``size`` rows of values."""
+        sql = self._inserts.get(size)
+        if sql is None:
+            sql = f"{self._head}{', '.join([self._row] * size)}{self._tail}"
+            self._inserts[size] = sql
+        return sql
 
     def execute(self, conn: Connection, **params: object) -> CursorResult[Any]:
         """Execute once with ``params``, one per key."""
         values = tuple(params[key] for key in self._keys) if self._positional else params
         return conn.exec_driver_sql(self._sql, values)
+
+
+_ROWS_MAX = 512  # rows in one of `Prepared.run`'s statements: more gained nothing measured
+_VARIABLES_MIN = 999  # parameters any SQLite takes in one statement
 
 
 class NotNewError(Exception):
