@@ -725,6 +725,20 @@ def test_sqlite_a_database_without_a_wal_is_not_checkpointed_by_the_group() -> N
     assert store.get_contact(C1) is not None
 
 
+@pytest.mark.usefixtures("each_batch_commits")
+def test_sqlite_a_store_in_memory_commits_its_due_groups_itself() -> None:
+    # sqlite3 lets only its own thread use a database in memory: the group's thread may
+    # not commit there, and a sync of over a second failed.
+    store = SqlStore("sqlite://")
+    mark = Watermark(stream="Contact", system_modstamp=T0)
+    with store.group_commits():
+        store.apply(Batch(contacts=[contact(C1, None, 0)], watermarks=[mark]))
+        time.sleep(0.05)  # where the group's thread committed, it has by now
+        store.apply(Batch(contacts=[contact(C2, None, 1)]))
+    assert [store.get_contact(c) for c in (C1, C2)] == [contact(C1, None, 0), contact(C2, None, 1)]
+    assert store.watermark("Contact") == T0
+
+
 def test_sqlite_the_callers_own_transactions_on_a_shared_engine_stay_whole(
     tmp_path: Path,
 ) -> None:

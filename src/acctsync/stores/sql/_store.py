@@ -248,6 +248,7 @@ class SqlStore:
         # source; this lock takes turns on the connection between them.
         self._turn = threading.RLock()
         self._due = threading.Event()
+        self._watcher: threading.Thread | None = None
         # The contacts' by-account index, which a group may put off (`_put_off_index`).
         self._by_account = next(
             index
@@ -388,6 +389,27 @@ class SqlStore:
         except BaseException:
             self._drop_group()
             raise
+
+    def _shared_across_threads(self) -> bool:
+        """Whether the watcher may use the group's connection: sqlite3 refuses another
+        thread where the connection checks its thread, as SQLAlchemy has it for a
+        database in memory
+        (https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#threading-pooling-behavior)."""
+        driver = self._pinned_driver()
+        used: list[bool] = []
+
+        def probe() -> None:
+            try:
+                driver.execute("SELECT 1")
+            except self._driver_error:
+                used.append(False)
+            else:
+                used.append(True)
+
+        thread = threading.Thread(target=probe, name="acctsync-probe", daemon=True)
+        thread.start()
+        thread.join()
+        return used == [True]
 
     def _group_due(self) -> bool:
         """Whether the group's transaction has been open its second."""
@@ -559,8 +581,13 @@ class SqlStore:
             yield
             return
         with self.exclusive():
-            with self._transaction_errors():
-                checkpointer = self._checkpointer()
+            # Where the watcher may not use the connection, the runner commits each due
+            # group itself, and SQLite checkpoints by itself.
+            shared = self._shared_across_threads()
+            checkpointer = None
+            if shared:
+                with self._transaction_errors():
+                    checkpointer = self._checkpointer()
             self._grouping = self._may_put_off = True
             self._group_failed, self._group_error = False, None
             self._group_error_told = False
@@ -572,7 +599,9 @@ class SqlStore:
                 daemon=True,
             )
             try:
-                watcher.start()
+                if shared:
+                    watcher.start()
+                    self._watcher = watcher
                 yield
             finally:
                 stop.set()
@@ -580,6 +609,7 @@ class SqlStore:
                 if watcher.ident is not None:  # started
                     watcher.join()
                 self._due.clear()
+                self._watcher = None
                 self._grouping = self._may_put_off = False
                 try:
                     with self._transaction_errors():
@@ -939,10 +969,14 @@ class SqlStore:
                 self._build_index()
             self._apply(batch)
             if self._group_due():
-                # SQLite writes the commit's pages without Python's lock: the watcher
-                # commits while the runner reads on, and the runner's next statement
-                # waits its turn.
-                self._due.set()
+                if self._watcher is None:
+                    with self._transaction_errors():
+                        self._commit_group()
+                else:
+                    # SQLite writes the commit's pages without Python's lock: the watcher
+                    # commits while the runner reads on, and the runner's next statement
+                    # waits its turn.
+                    self._due.set()
 
     def _apply(self, batch: Batch) -> None:
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
