@@ -11,10 +11,9 @@ stream of change events, as a Pub/Sub API subscription delivers them.
 from __future__ import annotations
 
 import string
+from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import compress
-from operator import itemgetter
 from typing import Any
 
 import attrs
@@ -52,10 +51,6 @@ __all__ = ["InMemoryEventStream", "InMemorySource", "InMemoryStore", "make_id"]
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _FIRST_STAMP = datetime(2024, 1, 1, tzinfo=UTC)
-# The parts of `InMemorySource`'s raw items (and of records put with them, to be read).
-_STREAM = itemgetter(0)
-_STAMP_AND_ID = itemgetter(1, 2)
-_CHANGE = itemgetter(3)
 
 
 def _tagged_id(prefix: str, tag: str, number: int) -> str:
@@ -157,10 +152,10 @@ class InMemorySource:
     _records: dict[str, dict[str, Account | Contact | Deletion]] = field(
         init=False, factory=lambda: {"Account": {}, "Contact": {}}
     )
-    # Raw items with their stream, stamp and record ID ("" for events and unreadable IDs,
-    # which sorts before any ID). Only appended to, and replaced whole when an item leaves
-    # it: a read in progress holds the list it began with (`read_changes`).
-    _raw: list[tuple[str, datetime, str, RawRecord | RawChangeEvent]] = field(
+    # Raw items with their stream, stamp and record ID (None for events and unreadable IDs).
+    # Only appended to, and replaced whole when an item leaves it: a read in progress
+    # holds the list it began with, and its items by their places (`read_changes`).
+    _raw: list[tuple[str, datetime, str | None, RawRecord | RawChangeEvent]] = field(
         init=False, factory=list
     )
     # The (stream, record ID) of the raw items with an ID: a new version looks here first,
@@ -317,7 +312,7 @@ class InMemorySource:
             self._forget_raw(stream, record_id)
             self._records[stream].pop(record_id, None)
             self._raw_ids.add((stream, record_id))
-        self._raw.append((stream, stamp or self._next_stamp(), record_id or "", item))
+        self._raw.append((stream, stamp or self._next_stamp(), record_id, item))
 
     # -- Reading, as the engine does ----------------------------------------------------
 
@@ -325,23 +320,29 @@ class InMemorySource:
         self, object_type: ObjectType, since: datetime | None, *, page_size: int
     ) -> Iterator[Sequence[Change]]:
         """Pages of current versions stamped at or after ``since``, by (stamp, Id)."""
-        # Records and raw items as ``_raw`` holds the latter: one sort, stable, so that on
-        # one stamp and ID (events, malformed payloads) records come first, then raw items
-        # in the order they were added. No new object an item: a million of them, held
-        # for the whole read, would be walked by each of the reader's full collections.
-        chosen: list[tuple[str, datetime, str, Change]] = [
-            (object_type, record.system_modstamp, record.id, record)
-            for record in self._records[object_type].values()
-            if since is None or record.system_modstamp >= since
-        ]
-        raw = self._raw
-        if since is None:
-            chosen += compress(raw, map(object_type.__eq__, map(_STREAM, raw)))
-        else:
-            chosen += (item for item in raw if item[0] == object_type and item[1] >= since)
-        chosen.sort(key=_STAMP_AND_ID)
-        for start in range(0, len(chosen), page_size):
-            yield list(map(_CHANGE, chosen[start : start + page_size]))
+        records: list[Account | Contact | Deletion] = []
+        keys: list[tuple[datetime, str, int]] = []
+        where = array("q")  # a record's place in ``records`` (as ~place), or a raw item's
+        for record in self._records[object_type].values():
+            if since is None or record.system_modstamp >= since:
+                keys.append((record.system_modstamp, record.id, 0))
+                where.append(~len(records))
+                records.append(record)
+        raw = self._raw  # as the read begins: its items keep their places (see ``_raw``)
+        for position, (stream, stamp, record_id, _) in enumerate(raw):
+            if stream == object_type and (since is None or stamp >= since):
+                keys.append((stamp, record_id or "", position + 1))
+                where.append(position)
+        # No two changes share a stamp, ID and position (a record's position is 0, a raw
+        # item's its own). The order is kept as an array, out of the collector's sight: a
+        # list of a million changes or keys, held for the whole read, would be walked by
+        # each of the reader's full collections.
+        order = array("q", map(where.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+        del keys, where
+        for start in range(0, len(order), page_size):
+            yield [
+                records[~at] if at < 0 else raw[at][3] for at in order[start : start + page_size]
+            ]
 
     def read_all(self, object_type: ObjectType, *, page_size: int) -> Iterator[Sequence[Change]]:
         """Every record of the org, as `read_changes` from the start (`CompleteSource`)."""
@@ -366,7 +367,7 @@ class InMemorySource:
         records = self._records[object_type].values()
         live = [record for record in records if not isinstance(record, Deletion)]
         for stream, _, record_id, raw in self._raw:
-            if stream == object_type and record_id and isinstance(raw, RawRecord):
+            if stream == object_type and record_id is not None and isinstance(raw, RawRecord):
                 decoded = decode_record(raw.object_type, raw.payload)
                 if not isinstance(decoded, Deletion):
                     live.append(decoded)
