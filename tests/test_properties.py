@@ -45,6 +45,7 @@ from acctsync import (
     encode_record,
     make_converter,
 )
+from acctsync._apply import keyed, order, stream_of, streams_of
 from acctsync._engine import _merged
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from acctsync.testing import strategies as acctsync_st
@@ -624,3 +625,26 @@ def test_the_engine_merges_streams_list_by_list_as_heapq_merge_does(
             assert sum(map(len, lists_read[:-1])) <= given[at]
     expected = heapq.merge(*([p for part in s for p in part] for s in streams), key=itemgetter(0))
     assert [pair for part in lists for pair in part] == list(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    changes=st.one_of(
+        st.lists(acctsync_st.accounts(), max_size=5),
+        st.lists(acctsync_st.contacts(), max_size=5),
+        st.lists(
+            st.one_of(
+                acctsync_st.accounts(),
+                acctsync_st.contacts(),
+                acctsync_st.deletions(),
+            ),
+            max_size=5,
+        ),
+    )
+)
+def test_a_pages_keys_and_streams_made_at_once_are_those_made_one_by_one(
+    changes: list[Account | Contact | Deletion],
+) -> None:
+    # A page of one record type is keyed and split by streams in passes of C.
+    assert keyed(changes) == [(order(change), change) for change in changes]
+    assert streams_of(changes) == [stream_of(change) for change in changes]

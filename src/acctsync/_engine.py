@@ -37,14 +37,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from operator import attrgetter, itemgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq, itemgetter
 from typing import Final, TypeAlias, cast
 
 import attrs
 from attrs import define, field
 
 from acctsync._activity import ActivityPolicy, Origin
-from acctsync._apply import Applier, Tally, Upstream, fan_out, micros, order, stream_of
+from acctsync._apply import (
+    Applier,
+    Tally,
+    Upstream,
+    fan_out,
+    micros,
+    stream_of,
+    streams_of,
+)
+from acctsync._apply import (
+    keyed as keyed_changes,
+)
 from acctsync._cdc import ChangeEventSource
 from acctsync._errors import (
     AlreadyAContactError,
@@ -113,6 +125,7 @@ _Read: TypeAlias = Callable[[ObjectType, datetime | None], Iterable[Sequence[Cha
 _KEY: Final = itemgetter(0)  # of a (key, change) pair: compares keys only, never changes
 _CHANGE: Final = itemgetter(1)
 _PAYLOAD: Final = attrgetter("payload")
+_MODSTAMP: Final = attrgetter("system_modstamp")
 _OBJECT_TYPE: Final = attrgetter("object_type")
 _DICT: Final = frozenset({dict})
 
@@ -596,11 +609,12 @@ class SyncEngine:
         ceiling: datetime,
         checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
-        for change in page:
-            stream = stream_of(change)
+        streams = streams_of(page)
+        for stream in set(streams):
+            newest = max(map(_MODSTAMP, compress(page, map(eq, streams, repeat(stream)))))
             mark = seen[stream]
-            if mark is None or change.system_modstamp > mark:
-                seen[stream] = change.system_modstamp
+            if mark is None or newest > mark:
+                seen[stream] = newest
         watermarks = []
         for stream, mark in seen.items():
             if mark is not None and min(mark, ceiling) != committed[stream]:
@@ -630,8 +644,7 @@ class SyncEngine:
                 spellings = spell(tally)
             tally.pages += 1
             decoded = self._decode(stream, page, tally, spellings, from_event)
-            keyed = [(order(change), change) for change in decoded]
-            keyed = sorted([*held, *keyed], key=_KEY)
+            keyed = sorted([*held, *keyed_changes(decoded)], key=_KEY)
             if not keyed:
                 continue
             # The source orders by (stamp, Id), `order` puts deletions last on a stamp: the
@@ -666,7 +679,10 @@ class SyncEngine:
             type(item) is RawChangeEvent for item in page
         ):
             readable = frozenset(name.lower() for name in self._source.field_names(stream))
-        for item, plain in zip(page, _plain_page(stream, page), strict=True):
+        plains = _plain_page(stream, page)
+        if None not in plains and spellings.spells_all(cast("list[Account | Contact]", plains)):
+            return cast("list[Upstream]", plains)  # a page of plain records, nothing to spell
+        for item, plain in zip(page, plains, strict=True):
             # The common cases, checked first: a page is large.
             if plain is not None:
                 try:
