@@ -44,11 +44,13 @@ from acctsync import (
     Watermark,
 )
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
+from acctsync.stores.sql import _codec as sql_codec_module
 from acctsync.stores.sql import _store as sql_store_module
+from acctsync.stores.sql._codec import Codec
 from acctsync.stores.sql._schema import Tables, current_version, migrate
 from acctsync.stores.sql._store import engine_url
 from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
-from acctsync.testing.strategies import change_data_values
+from acctsync.testing.strategies import change_data_values, field_maps
 from sql_fixtures import StoreFactory
 
 T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
@@ -395,6 +397,25 @@ def test_activities_read_in_pages_and_by_account_contact_and_time(
     assert list(store.activities(contact_id=C1, since=T0 + timedelta(seconds=4000))) == [
         e for e in entries if e.contact_id == C1 and e.occurred_at >= T0 + timedelta(seconds=4000)
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(maps=st.lists(field_maps(), min_size=1, max_size=4), dates=st.lists(st.dates(), max_size=4))
+def test_field_maps_are_written_alike_whatever_dates_were_met_before(
+    maps: list[dict[str, Any]], dates: list[date]
+) -> None:
+    # A codec keeps each date's written form, a few at most here (a small cache cleared
+    # when full): what it writes is what a fresh codec writes, and reads back the same.
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(sql_codec_module, "_DATES_MAX", 2)
+        seasoned = Codec()
+        for day in dates:
+            seasoned.fields({"Day": day})
+        for fields in maps:
+            written = seasoned.fields(fields)
+            assert written == Codec().fields(fields) == seasoned.fields(fields)
+            assert seasoned.read_fields(written) == fields
+            assert len(seasoned._dates) <= 2
 
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +36,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATES_BY_HOOK = orjson.OPT_PASSTHROUGH_DATETIME
 
 
+_DATES_MAX: Final = 1 << 14  # dates whose written form a codec keeps (45 years of days)
+
+
 def stamp(since_epoch: int) -> datetime:
     """The UTC datetime ``since_epoch`` microseconds after the Unix epoch."""
     return _EPOCH + timedelta(microseconds=since_epoch)
@@ -51,13 +54,29 @@ class Codec:
         # JSON calls ``default`` only for what it does not write itself (decimals, dates,
         # datetimes): the converter tags those, and plain values cost no Python call.
         self._tag = converter.get_unstructure_hook(FieldValue)
+        # A date's tagged form, written once: a store's dates are a few thousand days,
+        # each met again and again (birthdates, close dates), and orjson takes the
+        # written form as it is (a Fragment) rather than calling Python to make it anew.
+        self._dates: dict[date, orjson.Fragment] = {}
         self._fallback = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), default=self._tag
         ).encode
 
+    def _tagged(self, value: Any) -> Any:
+        """What orjson writes for a value it does not write itself: its tagged form."""
+        if type(value) is date:
+            fragment = self._dates.get(value)
+            if fragment is None:
+                if len(self._dates) >= _DATES_MAX:
+                    self._dates.clear()
+                fragment = orjson.Fragment(orjson.dumps(self._tag(value)))
+                self._dates[value] = fragment
+            return fragment
+        return self._tag(value)
+
     def _dump(self, value: object) -> str:
         try:
-            return orjson.dumps(value, default=self._tag, option=_DATES_BY_HOOK).decode()
+            return orjson.dumps(value, default=self._tagged, option=_DATES_BY_HOOK).decode()
         except TypeError:  # an integer beyond 64 bits: the standard library writes any
             return self._fallback(value)
 
@@ -68,7 +87,7 @@ class Codec:
         # than dict(proxy), and orjson writes dicts only.
         plain = fields.copy() if type(fields) is MappingProxyType else dict(fields)
         try:  # `_dump`, without a call more for each of a batch's records
-            return orjson.dumps(plain, default=self._tag, option=_DATES_BY_HOOK).decode()
+            return orjson.dumps(plain, default=self._tagged, option=_DATES_BY_HOOK).decode()
         except TypeError:
             return self._fallback(plain)
 
