@@ -251,6 +251,29 @@ def test_sqlite_rows_go_many_to_an_insert_within_the_databases_parameter_limit(
     engine.dispose()
 
 
+def test_sqlite_rows_go_in_whatever_the_engines_placeholders(tmp_path: Path) -> None:
+    # pysqlite also takes ":1" placeholders: those statements go row by row, as before.
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}", paramstyle="numeric")
+    store = SqlStore(engine)
+    contacts = [contact(make_id("003", n), A1, n) for n in range(3)]
+    store.apply(Batch(contacts=contacts, activities=[log_entry()]))
+    assert [store.get_contact(c.id) for c in contacts] == contacts
+    assert list(store.activities()) == [log_entry()]
+    store.close()
+    engine.dispose()
+
+
+def test_sqlite_rows_of_the_wrong_width_are_refused_not_shifted(tmp_path: Path) -> None:
+    store = SqlStore.sqlite(tmp_path / "store.db")
+    rows = [store._rows.contact(contact(C1, A1, 0)), store._rows.contact(contact(C2, A1, 0))]
+    # One value short, one too many: the same count flattened, each value a column off.
+    rows = [rows[0][:-1], (*rows[1], None)]
+    with store.engine.begin() as conn, pytest.raises(ValueError, match="8 values"):
+        store._statements.upsert_contact.run(conn, rows)
+    assert store.contact_states([C1, C2]) == {}
+    store.close()
+
+
 def test_a_row_another_writer_adds_between_read_and_write_is_updated(
     make_store: StoreFactory,
 ) -> None:

@@ -38,7 +38,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import compress, repeat
-from operator import attrgetter, eq, itemgetter
+from operator import attrgetter, eq, is_, itemgetter
 from typing import Final, TypeAlias, cast
 
 import attrs
@@ -680,7 +680,9 @@ class SyncEngine:
         ):
             readable = frozenset(name.lower() for name in self._source.field_names(stream))
         plains = _plain_page(stream, page)
-        if None not in plains and spellings.spells_all(cast("list[Account | Contact]", plains)):
+        # `is_`, not `in`: a record's == is a call of Python.
+        every_plain = not any(map(is_, plains, repeat(None)))
+        if every_plain and spellings.spells_all(cast("list[Account | Contact]", plains)):
             return cast("list[Upstream]", plains)  # a page of plain records, nothing to spell
         for item, plain in zip(page, plains, strict=True):
             # The common cases, checked first: a page is large.

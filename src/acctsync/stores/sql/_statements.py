@@ -55,7 +55,7 @@ class Prepared:
         self._positional = bool(compiled.positional)
         if self._positional and tuple(compiled.positiontup or ()) != self._keys:
             raise AssertionError(f"unexpected parameter order in {self._sql}")
-        # An INSERT of one row of values: `run` repeats the row's placeholders.
+        # An INSERT of one row of qmark values: `run` repeats the row's placeholders.
         self._row = f"({', '.join(['?'] * len(keys))})"
         head, values, self._tail = self._sql.partition(f" VALUES {self._row}")
         self._head = head + " VALUES " if values and self._row not in self._tail else None
@@ -81,10 +81,15 @@ class Prepared:
         hold a power of two of rows, so that a store prepares a few of each, whatever the
         sizes of its batches: SQLite's statement cache keeps them.
         """
-        if not self._positional or self._head is None:
-            raise AssertionError("run() takes an INSERT of one row of positional values")
+        if not self._positional:
+            raise AssertionError("run() takes positional rows")
         listed = rows if isinstance(rows, list) else list(rows)
         if not listed:
+            return
+        if set(map(len, listed)) != {len(self._keys)}:  # flattened, rows would shift
+            raise ValueError(f"each row takes {len(self._keys)} values: {self._sql}")
+        if self._head is None:  # placeholders of another style (pysqlite's "numeric")
+            conn.exec_driver_sql(self._sql, listed)
             return
         variables = _VARIABLES_MIN
         limit = getattr(conn.connection.driver_connection, "getlimit", None)
