@@ -111,7 +111,9 @@ def order(change: Upstream) -> tuple[datetime, bool, bool, str]:
     return (change.system_modstamp, *rank, change.id)
 
 
-def keyed(changes: Sequence[Upstream]) -> list[tuple[tuple[datetime, bool, bool, str], Upstream]]:
+def with_order(
+    changes: Sequence[Upstream],
+) -> list[tuple[tuple[datetime, bool, bool, str], Upstream]]:
     """Each change with its `order` key; for a page of records of one type (most pages),
     made in a few passes of C rather than a call of Python a change."""
     kinds = set(map(type, changes))

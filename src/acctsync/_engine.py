@@ -53,9 +53,7 @@ from acctsync._apply import (
     micros,
     stream_of,
     streams_of,
-)
-from acctsync._apply import (
-    keyed as keyed_changes,
+    with_order,
 )
 from acctsync._cdc import ChangeEventSource
 from acctsync._errors import (
@@ -644,7 +642,7 @@ class SyncEngine:
                 spellings = spell(tally)
             tally.pages += 1
             decoded = self._decode(stream, page, tally, spellings, from_event)
-            keyed = sorted([*held, *keyed_changes(decoded)], key=_KEY)
+            keyed = sorted([*held, *with_order(decoded)], key=_KEY)
             if not keyed:
                 continue
             # The source orders by (stamp, Id), `order` puts deletions last on a stamp: the

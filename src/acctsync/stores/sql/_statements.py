@@ -94,6 +94,7 @@ class Prepared:
         variables = _VARIABLES_MIN
         limit = getattr(conn.connection.driver_connection, "getlimit", None)
         if limit is not None:  # sqlite3's, from Python 3.11
+            # Imported here: a PostgreSQL store needs no sqlite3, which a Python may lack.
             from sqlite3 import SQLITE_LIMIT_VARIABLE_NUMBER
 
             # https://www.sqlite.org/limits.html#max_variable_number: 32,766 from SQLite
@@ -123,7 +124,9 @@ class Prepared:
         return conn.exec_driver_sql(self._sql, values)
 
 
-_ROWS_MAX = 512  # rows in one of `Prepared.run`'s statements: more gained nothing measured
+# Rows in one of `Prepared.run`'s statements: in plain sqlite3, statements of 500 and
+# 1,000 rows were the quickest measured, of 2,000 slower.
+_ROWS_MAX = 512
 _VARIABLES_MIN = 999  # parameters any SQLite takes in one statement
 
 
