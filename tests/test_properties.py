@@ -45,7 +45,7 @@ from acctsync import (
     encode_record,
     make_converter,
 )
-from acctsync._apply import order, stream_of, streams_of, with_order
+from acctsync._apply import newest_stamps, order, stream_of, streams_of, with_order
 from acctsync._engine import _merged
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
 from acctsync.testing import strategies as acctsync_st
@@ -648,3 +648,9 @@ def test_a_pages_keys_and_streams_made_at_once_are_those_made_one_by_one(
     # A page of one record type is keyed and split by streams in passes of C.
     assert with_order(changes) == [(order(change), change) for change in changes]
     assert streams_of(changes) == [stream_of(change) for change in changes]
+    newest: dict[str, datetime] = {}  # as the engine's loop over a page found them
+    for change in changes:
+        stream = stream_of(change)
+        if stream not in newest or change.system_modstamp > newest[stream]:
+            newest[stream] = change.system_modstamp
+    assert newest_stamps(changes) == newest

@@ -133,6 +133,15 @@ def streams_of(changes: Sequence[Upstream]) -> list[ObjectType]:
     return cast("list[ObjectType]", streams)
 
 
+def newest_stamps(changes: Sequence[Upstream]) -> dict[ObjectType, datetime]:
+    """The latest ``system_modstamp`` of each stream the changes hold."""
+    streams = streams_of(changes)
+    return {
+        stream: max(map(_STAMP, compress(changes, map(eq, streams, repeat(stream)))))
+        for stream in set(streams)
+    }
+
+
 _STAMP: Final = attrgetter("system_modstamp")
 _ID: Final = attrgetter("id")
 

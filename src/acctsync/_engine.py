@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import compress, repeat
-from operator import attrgetter, eq, is_, itemgetter
+from itertools import repeat
+from operator import attrgetter, is_, itemgetter
 from typing import Final, TypeAlias, cast
 
 import attrs
@@ -51,8 +51,8 @@ from acctsync._apply import (
     Upstream,
     fan_out,
     micros,
+    newest_stamps,
     stream_of,
-    streams_of,
     with_order,
 )
 from acctsync._cdc import ChangeEventSource
@@ -123,7 +123,6 @@ _Read: TypeAlias = Callable[[ObjectType, datetime | None], Iterable[Sequence[Cha
 _KEY: Final = itemgetter(0)  # of a (key, change) pair: compares keys only, never changes
 _CHANGE: Final = itemgetter(1)
 _PAYLOAD: Final = attrgetter("payload")
-_MODSTAMP: Final = attrgetter("system_modstamp")
 _OBJECT_TYPE: Final = attrgetter("object_type")
 _DICT: Final = frozenset({dict})
 
@@ -607,9 +606,7 @@ class SyncEngine:
         ceiling: datetime,
         checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
-        streams = streams_of(page)
-        for stream in set(streams):
-            newest = max(map(_MODSTAMP, compress(page, map(eq, streams, repeat(stream)))))
+        for stream, newest in newest_stamps(page).items():
             mark = seen[stream]
             if mark is None or newest > mark:
                 seen[stream] = newest
