@@ -125,6 +125,38 @@ def test_a_read_gives_records_and_raw_payloads_by_stamp_and_id_in_pages(
     assert names == [name for *_, name in sorted(expected)]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=20),
+    in_order=st.booleans(),
+    page_size=st.integers(1, 6),
+    since=st.none() | st.integers(0, 3),
+)
+def test_raw_payloads_added_in_read_order_or_not_are_read_by_stamp_and_id(
+    items: list[tuple[int, int]], in_order: bool, page_size: int, since: int | None
+) -> None:
+    # Added in read order, the items are read by their places as added; out of order, or
+    # once an ID's new version replaced its old one, by their keys: the same pages.
+    if in_order:
+        items.sort()
+    source = InMemorySource()
+    current: dict[str, tuple[datetime, str, int]] = {}
+    for n, (second, number) in enumerate(items):
+        record_id, at = make_id("001", number), T + timedelta(seconds=second)
+        payload = {**rest(record_id, str(n)), "SystemModstamp": f"{at:%Y-%m-%dT%H:%M:%S}.000Z"}
+        source.add_raw("Account", payload)
+        current[record_id] = (at, record_id, n)
+
+    start = None if since is None else T + timedelta(seconds=since)
+    pages = list(source.read_changes("Account", start, page_size=page_size))
+
+    assert all(len(page) == page_size for page in pages[:-1])
+    assert all(pages)
+    read = [item.payload["Name"] for page in pages for item in page]  # type: ignore[union-attr]
+    expected = sorted(key for key in current.values() if start is None or key[0] >= start)
+    assert read == [str(n) for *_, n in expected]
+
+
 def test_a_read_gives_what_the_source_held_when_it_began_whatever_comes_after() -> None:
     source = InMemorySource()
 
