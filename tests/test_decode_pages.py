@@ -261,14 +261,20 @@ def same(got: object, expected: object) -> bool:
 def check_page(kind: ObjectType, page: list[dict[Any, Any]]) -> None:
     # Read as columns even in groups of one, and as the decoder groups them; the
     # page first, before the one-by-one reads fill the memories it consults.
+    column_names: set[str] = set()
     with mock.patch.object(_formats, "_GROUP_MIN", 1):
-        in_columns = _formats._plain_records(kind, page)
+        in_columns = _formats._plain_records(kind, page, column_names)
     expected = [_formats._plain_record(kind, payload) for payload in page]
-    as_decoded = _formats._plain_records(kind, page)
-    for got in (in_columns, as_decoded):
+    decoded_names: set[str] = set()
+    as_decoded = _formats._plain_records(kind, page, decoded_names)
+    for got, names in ((in_columns, column_names), (as_decoded, decoded_names)):
         assert len(got) == len(expected)
         for payload, record, wanted in zip(page, got, expected, strict=True):
             assert same(record, wanted), (payload, record, wanted)
+        # Each record's names are told (the engine's spelling check trusts them), and no
+        # name that no payload holds.
+        assert names >= {name for record in got if record is not None for name in record.fields}
+        assert names <= {key for payload in page for key in payload}
 
 
 @settings(
@@ -312,7 +318,7 @@ def test_a_query_page_is_read_whole_and_alike() -> None:
         )
         for n in range(50)
     ]
-    decoded = _formats._plain_records("Contact", page)
+    decoded = _formats._plain_records("Contact", page, set())
     assert all(isinstance(record, Contact) for record in decoded)
     check_page("Contact", page)
 
@@ -352,7 +358,7 @@ def test_one_odd_record_among_plain_ones_is_read_as_alone(
     }
     page = [rest(kind, n, **fields) for n in range(12)]
     page[5] = {**page[5], **odd}
-    decoded = _formats._plain_records(kind, page)
+    decoded = _formats._plain_records(kind, page, set())
     assert all(record is not None for i, record in enumerate(decoded) if i != 5)
     check_page(kind, page)
 
@@ -418,7 +424,7 @@ def test_a_sync_of_mixed_pages_stores_and_rejects_as_record_by_record(page_size:
     items = mixed_page()
     by_pages = synced(items, page_size)
     with mock.patch.object(
-        _engine, "_plain_records", lambda kind, payloads: [None] * len(payloads)
+        _engine, "_plain_records", lambda kind, payloads, names: [None] * len(payloads)
     ):
         one_by_one = synced(items, page_size)
     assert by_pages == one_by_one

@@ -674,10 +674,11 @@ class SyncEngine:
             type(item) is RawChangeEvent for item in page
         ):
             readable = frozenset(name.lower() for name in self._source.field_names(stream))
-        plains = _plain_page(stream, page)
+        names: set[str] = set()
+        plains = _plain_page(stream, page, names)
         # `is_`, not `in`: a record's == is a call of Python.
         every_plain = not any(map(is_, plains, repeat(None)))
-        if every_plain and spellings.spells_all(cast("list[Account | Contact]", plains)):
+        if every_plain and spellings.spells(names):
             return cast("list[Upstream]", plains)  # a page of plain records, nothing to spell
         for item, plain in zip(page, plains, strict=True):
             # The common cases, checked first: a page is large.
@@ -958,10 +959,12 @@ def _values_only(change: Account | Contact | PartialUpdate) -> PartialUpdate:
     )
 
 
-def _plain_page(stream: ObjectType, page: Sequence[Change]) -> list[Account | Contact | None]:
+def _plain_page(
+    stream: ObjectType, page: Sequence[Change], names: set[str]
+) -> list[Account | Contact | None]:
     """For each of the page's items, the record it decodes to where it is a plain REST
     record of the stream (as `decode_record` decodes it), else None: read a page at a
-    time, by `_plain_records`."""
+    time, by `_plain_records`, which puts the records' field names in ``names``."""
     kinds = set(map(type, page))
     if RawRecord not in kinds:
         return [None] * len(page)
@@ -979,7 +982,7 @@ def _plain_page(stream: ObjectType, page: Sequence[Change]) -> list[Account | Co
             if type(raw.payload) is dict and raw.object_type == stream
         ]
         at, payloads = [at[j] for j in kept], [payloads[j] for j in kept]
-    read = _plain_records(stream, payloads)
+    read = _plain_records(stream, payloads, names)
     if len(read) == len(page):
         return read
     out: list[Account | Contact | None] = [None] * len(page)

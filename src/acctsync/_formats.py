@@ -580,9 +580,11 @@ def _finite(raw: object) -> bool:
 
 
 def _plain_records(
-    kind: ObjectType, payloads: Sequence[dict[Any, Any]]
+    kind: ObjectType, payloads: Sequence[dict[Any, Any]], names: set[str]
 ) -> list[Account | Contact | None]:
     """`_plain_record` of each payload, read a page at a time: the same record, or None.
+    The field names of the records read are put in ``names`` (a set of keys at a time),
+    so that a reader checks their spellings once, not once a record.
 
     A query's page holds a few sets of keys (a null field is still a key), so the
     payloads are read a set at a time, as columns: each column is checked and converted
@@ -609,10 +611,10 @@ def _plain_records(
             continue  # no record with these keys is plain
         if len(rows) < _GROUP_MIN:  # too few for columns to pay
             for at in rows:
-                out[at] = _plain_record(kind, payloads[at])
+                out[at] = _named(_plain_record(kind, payloads[at]), names)
             continue
         group = payloads if len(rows) == count else list(map(payloads.__getitem__, rows))
-        decoded = _plain_group(kind, cast("_Shape", shape), group)
+        decoded = _plain_group(kind, cast("_Shape", shape), group, names)
         if len(rows) == count:
             return decoded
         for at, record in zip(rows, decoded, strict=True):
@@ -641,8 +643,15 @@ _DATETIME_SHAPES: Final = {
 _DIGITS_AS_NINES: Final = bytes.maketrans(b"0123456789", b"9" * 10)
 
 
+def _named(record: Account | Contact | None, names: set[str]) -> Account | Contact | None:
+    """``record``, its field names put in ``names``."""
+    if record is not None:
+        names.update(record.fields)
+    return record
+
+
 def _plain_group(
-    kind: ObjectType, shape: _Shape, payloads: Sequence[dict[Any, Any]]
+    kind: ObjectType, shape: _Shape, payloads: Sequence[dict[Any, Any]], read_names: set[str]
 ) -> list[Account | Contact | None]:
     """`_plain_records` of payloads that all have ``shape``'s keys, in their order."""
     count = len(payloads)
@@ -679,6 +688,7 @@ def _plain_group(
         else:
             accounts = _account_ids(columns[shape.account_at], bad)
     fields = field_dicts(names, values, count)
+    read_names.update(names)  # a name no row kept only costs a reader its quick check
     kept: Sequence[int] = range(count)
     if bad:
         kept = [i for i in kept if i not in bad]
@@ -701,7 +711,7 @@ def _plain_group(
     for at, record in zip(kept, built, strict=True):
         out[at] = record
     for at in bad:
-        out[at] = _plain_record(kind, payloads[at])
+        out[at] = _named(_plain_record(kind, payloads[at]), read_names)
     return out
 
 

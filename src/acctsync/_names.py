@@ -18,9 +18,7 @@ stored under a name the store does not know. Names are API names, which are ASCI
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable, Sequence
-from itertools import repeat
-from operator import attrgetter, le, methodcaller
+from collections.abc import Collection, Iterable
 from typing import Final, TypeAlias
 
 import attrs
@@ -106,8 +104,6 @@ A local edit may name them before any record or describe did (rule R9)."""
 
 _Named: TypeAlias = Account | Contact | PartialUpdate
 _AUDIT_FOLDED: Final = frozenset(name.lower() for name in AUDIT_FIELDS)
-_FIELDS: Final = attrgetter("fields")
-_KEYS: Final = methodcaller("keys")
 
 
 class Spellings:
@@ -143,11 +139,10 @@ class Spellings:
             if field_name_problem(name) is None and name.lower() not in _AUDIT_FOLDED:
                 self._spelling(name)
 
-    def spells_all(self, records: Sequence[_Named]) -> bool:
-        """Whether `spelled` gives each record back as it is: all its names are spelled
-        so already (checked in a pass of C)."""
-        spelled = self._spelled
-        return all(map(le, map(_KEYS, map(_FIELDS, records)), repeat(spelled)))
+    def spells(self, names: Iterable[str]) -> bool:
+        """Whether `spelled` gives back as it is each record whose field names are among
+        ``names``: all are spelled so already."""
+        return self._spelled.issuperset(names)
 
     def spelled(self, record: _Named) -> _Named:
         """``record`` with its field names in the org's spelling.
