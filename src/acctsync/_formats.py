@@ -762,6 +762,11 @@ def _text_column(column: Sequence[Any], nulls: bool, bad: set[int]) -> Sequence[
     # Without a hyphen or fifteen zeros, no value has a date's start or is the empty ID.
     if "-" not in joined and _EMPTY_START not in joined:
         return column
+    # Most such columns hold dates met before, and nulls: each read by one lookup. A text
+    # not met before is None there, as a null is: the counts of None tell.
+    known = list(map(_DATES.get, column))
+    if known.count(None) == column.count(None):
+        return cast("list[FieldValue]", known)
     fifths = list(map(getitem, texts, repeat(_FIFTH)))
     dated = fifths.count("-")
     empty = EMPTY_ID in texts
