@@ -425,8 +425,21 @@ def test_activities_read_in_pages_and_by_account_contact_and_time(
     ]
 
 
+# Any instant Python holds, in UTC (as decoded records hold them) or another offset.
+instants = st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))])
+)
+
+
 @settings(max_examples=200, deadline=None)
-@given(maps=st.lists(field_maps(), min_size=1, max_size=4), dates=st.lists(st.dates(), max_size=4))
+@given(
+    maps=st.lists(
+        field_maps() | st.dictionaries(st.sampled_from(["At", "Until"]), instants),
+        min_size=1,
+        max_size=4,
+    ),
+    dates=st.lists(st.dates(), max_size=4),
+)
 def test_field_maps_are_written_alike_whatever_dates_were_met_before(
     maps: list[dict[str, Any]], dates: list[date]
 ) -> None:

@@ -64,7 +64,12 @@ class Codec:
 
     def _tagged(self, value: Any) -> Any:
         """What orjson writes for a value it does not write itself: its tagged form."""
-        if type(value) is date:
+        kind = type(value)
+        if kind is datetime and value.tzinfo is UTC:  # as decoded records hold them
+            # orjson writes a UTC datetime as `datetime.isoformat` does (RFC 3339, with
+            # "+00:00" and the microseconds where there are any), in a fifth of its time.
+            return orjson.Fragment(b'{"$datetime":' + orjson.dumps(value) + b"}")
+        if kind is date:
             fragment = self._dates.get(value)
             if fragment is None:
                 if len(self._dates) >= _DATES_MAX:
