@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,11 +50,18 @@ from acctsync import (
 from acctsync.stores.sql import SCHEMA_VERSION, SqlStore
 from acctsync.stores.sql import _codec as sql_codec_module
 from acctsync.stores.sql import _store as sql_store_module
-from acctsync.stores.sql._codec import Codec
+from acctsync.stores.sql._codec import Codec, Rows
 from acctsync.stores.sql._schema import Tables, current_version, migrate
 from acctsync.stores.sql._store import engine_url
 from acctsync.testing import InMemorySource, InMemoryStore, check_store, make_id
-from acctsync.testing.strategies import change_data_values, field_maps
+from acctsync.testing.strategies import (
+    account_states,
+    accounts,
+    change_data_values,
+    contacts,
+    deletions,
+    field_maps,
+)
 from sql_fixtures import StoreFactory
 
 T0 = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
@@ -209,15 +217,15 @@ def test_sqlite_rows_are_made_before_the_write_lock_is_taken(
     store = SqlStore.sqlite(tmp_path / "store.db")
     other = sqlite3.connect(tmp_path / "store.db", timeout=0, isolation_level=None)
     made = []
-    contact_row = store._rows.contact
+    contact_rows = store._rows.contacts
 
-    def row_while_unlocked(entry: Contact) -> tuple[object, ...]:
+    def rows_while_unlocked(entries: list[Contact]) -> list[tuple[object, ...]]:
         other.execute("BEGIN IMMEDIATE")  # "database is locked" while a write holds it
         other.execute("ROLLBACK")
-        made.append(entry.id)
-        return contact_row(entry)
+        made.extend(entry.id for entry in entries)
+        return contact_rows(entries)
 
-    monkeypatch.setattr(store._rows, "contact", row_while_unlocked)
+    monkeypatch.setattr(store._rows, "contacts", rows_while_unlocked)
     store.apply(Batch(contacts=[contact(C1, None, 0), contact(C2, None, 0)]))
     assert made == [C1, C2]
     assert store.get_contact(C2) == contact(C2, None, 0)
@@ -459,6 +467,43 @@ def test_field_maps_are_written_alike_whatever_dates_were_met_before(
             assert written == Codec().fields(fields) == seasoned.fields(fields)
             assert seasoned.read_fields(written) == fields
             assert len(seasoned._dates) <= 2
+
+
+def _sequenced(records: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The records, some with an event's sequence (which may pass 64 bits)."""
+    sequences = st.none() | st.tuples(st.integers(0, 2**70), st.integers(0, 9))
+    return st.builds(attrs.evolve, records, sequence=sequences)
+
+
+# Integers beyond 64 bits among the values, which orjson refuses and the codec still writes.
+_ANY_VALUES = field_maps(values=st.integers() | st.datetimes(timezones=st.just(UTC)) | st.text())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    account_entries=st.lists(
+        st.one_of(
+            account_states(upstreams=_sequenced(accounts())),
+            account_states(upstreams=accounts(fields=_ANY_VALUES)),
+            deletions(object_types=st.just("Account")),
+        ),
+        max_size=6,
+    ),
+    contact_entries=st.lists(
+        st.one_of(
+            _sequenced(contacts()),
+            contacts(fields=_ANY_VALUES),
+            deletions(object_types=st.just("Contact")),
+        ),
+        max_size=6,
+    ),
+)
+def test_a_batch_s_rows_made_at_once_are_those_made_one_by_one(
+    account_entries: list[AccountState | Deletion], contact_entries: list[Contact | Deletion]
+) -> None:
+    rows = Rows("org")
+    assert rows.accounts(account_entries) == list(map(rows.account, account_entries))
+    assert rows.contacts(contact_entries) == list(map(rows.contact, contact_entries))
 
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])

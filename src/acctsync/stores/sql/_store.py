@@ -1018,20 +1018,27 @@ class SqlStore:
         lazy = self._dialect == "postgresql"
 
         def made(
-            row: Callable[[_T], tuple[object, ...]], entries: Collection[_T], *, by_id: bool
+            row: Callable[[_T], tuple[object, ...]],
+            entries: Collection[_T],
+            *,
+            by_id: bool,
+            many: Callable[[list[_T]], list[tuple[object, ...]]] | None = None,
         ) -> Iterable[tuple[object, ...]]:
             # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
             # SQLite writes in this thread, under the database's one write lock that
             # other orgs' runners wait for: its rows are made before the lock is taken
-            # (where a group commit holds it already, before the batch's statements),
-            # records' in ID order (one row per ID), so that each index is written along
-            # its pages rather than back and forth.
+            # (where a group commit holds it already, before the batch's statements), all
+            # at once (``many``), records' in ID order (one row per ID), so that each
+            # index is written along its pages rather than back and forth.
             if lazy:
                 return map(row, entries)
-            return sorted(map(row, entries), key=_BY_ID) if by_id else list(map(row, entries))
+            listed = many(list(entries)) if many is not None else list(map(row, entries))
+            if by_id:
+                listed.sort(key=_BY_ID)
+            return listed
 
-        account_rows = made(rows.account, accounts.values(), by_id=True)
-        contact_rows = made(rows.contact, contacts.values(), by_id=True)
+        account_rows = made(rows.account, accounts.values(), by_id=True, many=rows.accounts)
+        contact_rows = made(rows.contact, contacts.values(), by_id=True, many=rows.contacts)
         activity_rows = made(rows.activity, activities.values(), by_id=False)  # log order
 
         def write(bulk: Prepared | CopyBulk, made_rows: Iterable[tuple[object, ...]]) -> None:
