@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sqlite3
 import threading
 import time
@@ -649,6 +650,58 @@ def test_sqlite_a_batch_failing_in_a_group_takes_the_uncommitted_ones_and_ends_i
     with store.group_commits():  # the next run starts afresh
         store.apply(Batch(contacts=[contact(C3, None, 2)]))
     assert store.get_contact(C3) is not None
+
+
+def asked_for(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The IDs of each lookup ``store`` asks its database for, from now on."""
+    asked: list[set[str]] = []
+    for query in (store._statements.accounts_of, store._statements.contacts_of):
+        execute = query.execute
+
+        def counted(conn: sqlalchemy.Connection, execute: Any = execute, **params: Any) -> Any:
+            asked.append(set(json.loads(params["ids"])))
+            return execute(conn, **params)
+
+        monkeypatch.setattr(query, "execute", counted)
+    return asked
+
+
+def test_sqlite_a_group_on_an_org_without_rows_asks_only_for_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first load's pages are new records: their lookups cost no query, and what the
+    # group wrote is found. (An unwritten ID shares a written one's slot, and is asked
+    # for, once in millions here.)
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    asked = asked_for(store, monkeypatch)
+    with store.group_commits():
+        assert store.account_states([A1]) == {}
+        assert store.contact_states([C1, C2]) == {}
+        assert asked == []
+        store.apply(
+            Batch(accounts=[AccountState(upstream=account(A1, 0))], contacts=[contact(C1, A1, 0)])
+        )
+        assert store.contact_states([C1, C2]).keys() == {C1}
+        assert store.account_states([A1, A2]).keys() == {A1}
+        assert asked == [{C1}, {A1}]
+    assert store.contact_states([C2]) == {}  # the group is over: asked as ever
+    with store.group_commits():  # the org has rows now
+        assert store.contact_states([C2, C3]) == {}
+    assert asked[2:] == [{C2}, {C2, C3}]
+
+
+def test_sqlite_a_group_on_an_org_without_rows_finds_what_shares_a_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot for all: whatever was written, every ID is asked for.
+    monkeypatch.setattr(sql_store_module._Fresh, "_MASK", 0)
+    store = SqlStore.sqlite(tmp_path / "s.db")
+    asked = asked_for(store, monkeypatch)
+    with store.group_commits():
+        assert store.contact_states([C1, C2]) == {}
+        store.apply(Batch(contacts=[contact(C1, None, 0)]))
+        assert store.contact_states([C1, C2]).keys() == {C1}
+    assert asked == [{C1, C2}]
 
 
 def eventually(done: Callable[[], bool], what: str) -> None:
