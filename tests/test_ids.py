@@ -10,10 +10,12 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acctsync import AcctSyncError, InvalidRecordError, normalize_id
+from acctsync import AcctSyncError, InvalidRecordError, _formats, normalize_id
+from acctsync._formats import normalized_ids
+from acctsync.testing.strategies import salesforce_ids
 
 ALNUM = string.ascii_letters + string.digits
 SUFFIX_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -256,3 +258,45 @@ def test_any_string_of_another_length_is_rejected(value: str) -> None:
 def test_any_15_chars_with_a_non_ascii_alphanumeric_are_rejected(value: str) -> None:
     with pytest.raises(InvalidRecordError):
         normalize_id(value)
+
+
+def _spoiled(record_id: str, at: int) -> str:
+    """``record_id`` with the case of its character at ``at`` turned: a wrong checksum,
+    where that character is a letter."""
+    return record_id[:at] + record_id[at].swapcase() + record_id[at + 1 :]
+
+
+@settings(max_examples=200)
+@given(
+    values=st.lists(
+        st.one_of(
+            salesforce_ids("003"),
+            salesforce_ids("003", length=15),
+            salesforce_ids("001"),
+            st.builds(_spoiled, salesforce_ids("003"), st.integers(3, 17)),
+            st.text(max_size=20),
+        ),
+        max_size=40,
+    )
+    | st.lists(salesforce_ids("003"), min_size=1, max_size=40),
+    spoil=st.none() | st.tuples(st.integers(0, 39), st.integers(3, 17)),
+    kept=st.sampled_from([4, 1 << 14]),
+)
+def test_a_column_of_ids_is_read_as_each_id_alone(
+    values: list[str], spoil: tuple[int, int] | None, kept: int
+) -> None:
+    if spoil is not None and values:
+        at, char = spoil[0] % len(values), spoil[1]
+        if len(values[at]) > char:
+            values[at] = _spoiled(values[at], char)
+    # A column checked in passes of C (its slices kept, for short columns), or one by
+    # one where any ID is not an 18-character one of the prefix: alike either way.
+    expected: list[str | None] = []
+    for value in values:
+        try:
+            expected.append(normalize_id(value, prefix="003"))
+        except InvalidRecordError:
+            expected.append(None)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(_formats, "_HEADS_MAX", kept)
+        assert normalized_ids(values, "003") == expected

@@ -283,7 +283,6 @@ def _normalized_id(raw: str, prefix: str) -> str:
 
 
 _ID_SIZE: Final = 18
-_SUFFIX: Final = slice(15, None)  # an 18-character ID's checksum
 _ALNUM: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -295,6 +294,24 @@ def field_dicts(
     if not names:
         return [{} for _ in range(count)]
     return list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+
+
+def _heads(count: int) -> Sequence[slice]:
+    """Where the first 15 characters of each of ``count`` IDs are, in their joined text:
+    kept, as slices are immutable, for pages of up to `_HEADS_MAX`."""
+    made = len(_HEADS)
+    if made < count <= _HEADS_MAX:
+        _HEADS.extend(_slices(made, count))
+    return _HEADS[:count] if count <= _HEADS_MAX else _slices(0, count)
+
+
+def _slices(start: int, stop: int) -> list[slice]:
+    at = range(start * _ID_SIZE, stop * _ID_SIZE, _ID_SIZE)
+    return list(map(slice, at, range(at.start + 15, at.stop, _ID_SIZE)))
+
+
+_HEADS: list[slice] = []
+_HEADS_MAX: Final = 1 << 14
 
 
 def normalized_ids(values: Sequence[str], prefix: str) -> list[str | None]:
@@ -312,9 +329,9 @@ def normalized_ids(values: Sequence[str], prefix: str) -> list[str | None]:
     ):
         checksums, case_of = id_checksums()
         cases = joined.translate(case_of)
-        heads = map(slice, range(0, size, _ID_SIZE), range(15, size, _ID_SIZE))
-        expected = "".join(map(checksums.__getitem__, map(cases.__getitem__, heads)))
-        if expected == "".join(map(getitem, values, repeat(_SUFFIX))):
+        expected = "".join(map(checksums.__getitem__, map(cases.__getitem__, _heads(count))))
+        # The nth checksum's characters are each ID's 16th, 17th and 18th.
+        if all(expected[i::3] == joined[15 + i :: _ID_SIZE] for i in range(3)):
             return list(values)
     out: list[str | None] = []
     for v in values:
