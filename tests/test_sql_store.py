@@ -690,6 +690,36 @@ def test_sqlite_a_group_on_an_org_without_rows_asks_only_for_what_it_wrote(
     assert asked[2:] == [{C2}, {C2, C3}]
 
 
+def test_sqlite_a_group_on_an_org_without_rows_asks_for_all_once_another_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store's apply outside the org's hold writes through a connection of its own: the
+    # group then asks for every ID again, and finds the row.
+    store, other = SqlStore.sqlite(tmp_path / "s.db"), SqlStore.sqlite(tmp_path / "s.db")
+    edited = AccountState(upstream=account(A1, 0, Name="Acme"), local_edits={"Name": "Ours"})
+    asked = asked_for(store, monkeypatch)
+    with store.group_commits():
+        assert store.account_states([A1]) == {}
+        other.apply(Batch(accounts=[edited]))
+        assert store.account_states([A1, A2]) == {A1: edited}
+    assert asked == [{A1, A2}]
+
+
+def test_sqlite_a_group_that_fails_to_begin_leaves_the_connection_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "s.db")
+
+    def failing(self: SqlStore) -> None:
+        raise StoreError("the database failed: disk I/O error")
+
+    monkeypatch.setattr(SqlStore, "_fresh_tables", failing)
+    with pytest.raises(StoreError, match="disk I/O error"), store.group_commits():
+        pass
+    with store.engine.connect() as conn:  # the pool's connection: checkpoints on
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() != 0
+
+
 def test_sqlite_a_group_on_an_org_without_rows_finds_what_shares_a_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -86,6 +86,7 @@ _NO_AUTO_CHECKPOINTS: Final = "PRAGMA wal_autocheckpoint=0"
 _GROUP_SECONDS = 1.0
 _CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB
 _BY_ID = itemgetter(1)  # of a record's row
+_ENTRY_ID = attrgetter("id")
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ class SqlStore:
         # The IDs a group wrote to each table that held none of the org's rows when the
         # group began (`_fresh_tables`).
         self._fresh: dict[Prepared | CopyBulk, _Fresh] = {}
+        self._data_version = 0  # SQLite's, on the pinned connection as the group began
         self._written = 0  # rows this store wrote, for when to refresh statistics
         self._analyze_at = 1000
         self._depth = 0
@@ -541,12 +543,14 @@ class SqlStore:
     def _fresh_tables(self) -> dict[Prepared | CopyBulk, _Fresh]:
         """A `_Fresh` for each table that holds none of the org's rows, by the statement
         that writes them: while the group lasts, a lookup there asks the database only
-        for IDs the group may have written. So a first load's pages, new records all,
-        cost no lookup. Rows of an org are written only under its hold (`exclusive`),
-        which the group holds: none come from elsewhere meanwhile."""
+        for IDs the group may have written, so that a first load's pages, new records
+        all, ask for few. That holds while no other connection writes to the database
+        (`_others_wrote`): the engine's writers hold the org (`exclusive`), as the group
+        does, but a store's `apply` outside it, or another org's runner, may write."""
         tables, statements = self._tables, self._statements
         fresh: dict[Prepared | CopyBulk, _Fresh] = {}
         with self._transaction(write=False) as conn:
+            self._data_version = self._read_data_version(conn)
             for table, bulk in (
                 (tables.accounts, statements.upsert_account),
                 (tables.contacts, statements.upsert_contact),
@@ -555,6 +559,16 @@ class SqlStore:
                 if conn.execute(held).first() is None:
                     fresh[bulk] = _Fresh()
         return fresh
+
+    def _others_wrote(self, conn: Connection) -> bool:
+        """Whether another connection has committed to the database since the group
+        began (https://sqlite.org/pragma.html#pragma_data_version): checkpoints and the
+        group's own commits leave SQLite's count as it is."""
+        return self._read_data_version(conn) != self._data_version
+
+    @staticmethod
+    def _read_data_version(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA data_version").scalar_one())
 
     def _put_off_index(self, conn: Connection) -> None:
         """Drop the contacts' by-account index, in the group's first transaction, when the
@@ -604,6 +618,8 @@ class SqlStore:
             yield
             return
         with self.exclusive():
+            # Before the checkpointer, which the group's end closes: nothing to undo.
+            self._fresh = self._fresh_tables()
             # Where the watcher may not use the connection, the runner commits each due
             # group itself, and SQLite checkpoints by itself.
             shared = self._shared_across_threads()
@@ -611,7 +627,6 @@ class SqlStore:
             if shared:
                 with self._transaction_errors():
                     checkpointer = self._checkpointer()
-            self._fresh = self._fresh_tables()
             self._grouping = self._may_put_off = True
             self._group_failed, self._group_error = False, None
             self._group_error_told = False
@@ -720,12 +735,16 @@ class SqlStore:
         read: Callable[[Row[Any]], _T],
         written_by: Prepared | CopyBulk,
     ) -> dict[str, _T]:
-        fresh = self._fresh.get(written_by)
-        if fresh is not None:
-            ids = fresh.among(ids)
         if not ids:
             return {}
         with self._transaction(write=False) as conn:
+            fresh = self._fresh.get(written_by)
+            if fresh is not None and self._others_wrote(conn):
+                self._fresh, fresh = {}, None
+            if fresh is not None:
+                ids = fresh.among(ids)
+                if not ids:
+                    return {}
             rows = query.execute(conn, org=self._org, ids=self._listed(ids))
             found = {row.id: read(row) for row in rows}
         if self._dialect == "postgresql" and self._depth:
@@ -1009,8 +1028,8 @@ class SqlStore:
     def _apply(self, batch: Batch) -> None:
         # Keyed by ID: the last entry of an ID wins, as `Batch` says, and no upsert meets
         # the same row twice; the log keeps an ID's first entry, as it would on a replay.
-        accounts = {entry.id: entry for entry in batch.accounts}
-        contacts = {entry.id: entry for entry in batch.contacts}
+        accounts = dict(zip(map(_ENTRY_ID, batch.accounts), batch.accounts, strict=True))
+        contacts = dict(zip(map(_ENTRY_ID, batch.contacts), batch.contacts, strict=True))
         activities: dict[str, ChangeDataValue] = {}
         for entry in batch.activities:
             activities.setdefault(entry.id, entry)
@@ -1158,9 +1177,9 @@ class _Fresh:
     """The IDs a group wrote to a table that held none of the org's rows when the group
     began, as a filter: an ID not among them is in no row of the org there.
 
-    A byte a slot, each ID at its hash's slot, so that both ways are passes of C: at a
-    million IDs about one lookup in eight still goes to the database (an ID that shares a
-    slot), in 8 MiB. Only ever too many, never too few: an ID is added before its row
+    A byte a slot, each ID at its hash's slot, so that both ways are passes of C, in
+    8 MiB: once a million IDs are written, about one ID in nine shares a slot with one
+    and is asked for. Only ever too many, never too few: an ID is added before its row
     is written.
     """
 
