@@ -436,3 +436,22 @@ def test_a_sync_of_mixed_pages_stores_and_rejects_as_record_by_record(page_size:
     }
     accounts = {account.id: account for account in by_pages[5]}
     assert isinstance(accounts[make_id("001", 3)], Account)
+
+
+@given(
+    names=st.lists(st.text(max_size=5), unique=True, max_size=6),
+    count=st.integers(0, 5),
+    data=st.data(),
+)
+def test_field_dicts_are_each_row_s_names_and_values_in_order(
+    names: list[str], count: int, data: st.DataObject
+) -> None:
+    columns = [data.draw(st.lists(st.integers(), min_size=count, max_size=count)) for _ in names]
+    made = _formats.field_dicts(names, columns, count)
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    assert made == (rows if names else [{}] * count)
+    assert [list(row) for row in made] == [names] * count  # the names' order
+    assert len({id(row) for row in made}) == count  # each its own dict
+    if names:
+        with pytest.raises(ValueError, match="a column of count values"):
+            _formats.field_dicts(names, [*columns[:-1], [*columns[-1], 0]], count)
