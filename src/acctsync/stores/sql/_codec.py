@@ -153,41 +153,42 @@ class Rows:
             _sequence_text(upstream.sequence),
         )
 
-    def accounts(self, entries: Sequence[StoredAccount]) -> list[tuple[object, ...]]:
-        """`account` of each entry; of live accounts with no sequence (a load's), by
-        columns made in passes of C rather than a call of Python a row."""
+    @property
+    def live(self) -> Mapping[str, object]:
+        """The columns every row of a live record with no sequence has alike, by name:
+        `live_accounts` and `live_contacts` leave them out of the rows."""
+        return {"org": self._org, "deleted": False, "master_record_id": None, "sequence": None}
+
+    def live_accounts(self, entries: Sequence[StoredAccount]) -> list[tuple[object, ...]] | None:
+        """`account` of each entry without the columns of `live`, where all are live
+        accounts with no sequence (a load's), by columns made in passes of C rather than
+        a call of Python a row; else None."""
         if set(map(type, entries)) != _ACCOUNT_STATES or not _unsequenced(map(_UPSTREAM, entries)):
-            return list(map(self.account, entries))
+            return None
         upstreams = list(map(_UPSTREAM, entries))
         fields = self._codec.fields_of
         return list(
             zip(
-                repeat(self._org),
                 map(_ID, upstreams),
-                repeat(False),
                 micros_of(map(_STAMP, upstreams)),
-                repeat(None),
                 fields(list(map(_FIELDS, upstreams))),
                 fields(list(map(_LOCAL_EDITS, entries))),
                 map(_LOCAL_REVISION, entries),
-                repeat(None),
+                strict=True,
             )
         )
 
-    def contacts(self, entries: Sequence[StoredContact]) -> list[tuple[object, ...]]:
-        """`contact` of each entry, as `accounts` makes them."""
+    def live_contacts(self, entries: Sequence[StoredContact]) -> list[tuple[object, ...]] | None:
+        """`contact` of each entry without the columns of `live`, as `live_accounts`."""
         if set(map(type, entries)) != _CONTACTS or not _unsequenced(entries):
-            return list(map(self.contact, entries))
+            return None
         return list(
             zip(
-                repeat(self._org),
                 map(_ID, entries),
-                repeat(False),
                 micros_of(map(_STAMP, entries)),
-                repeat(None),
                 map(_ACCOUNT_ID, entries),
                 self._codec.fields_of(list(map(_FIELDS, entries))),
-                repeat(None),
+                strict=True,
             )
         )
 

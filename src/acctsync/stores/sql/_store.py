@@ -86,6 +86,7 @@ _NO_AUTO_CHECKPOINTS: Final = "PRAGMA wal_autocheckpoint=0"
 _GROUP_SECONDS = 1.0
 _CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB
 _BY_ID = itemgetter(1)  # of a record's row
+_FIRST = itemgetter(0)  # a live record's row's ID (`Rows.live`)
 _ENTRY_ID = attrgetter("id")
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
@@ -1076,27 +1077,41 @@ class SqlStore:
             entries: Collection[_T],
             *,
             by_id: bool,
-            many: Callable[[list[_T]], list[tuple[object, ...]]] | None = None,
-        ) -> Iterable[tuple[object, ...]]:
+            live: Callable[[list[_T]], list[tuple[object, ...]] | None] | None = None,
+        ) -> tuple[Iterable[tuple[object, ...]], Mapping[str, object] | None]:
             # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
             # SQLite writes in this thread, under the database's one write lock that
             # other orgs' runners wait for: its rows are made before the lock is taken
             # (where a group commit holds it already, before the batch's statements), all
-            # at once (``many``), records' in ID order (one row per ID), so that each
-            # index is written along its pages rather than back and forth.
+            # at once, those of live records without the columns they share (`Rows.live`),
+            # records' in ID order (one row per ID), so that each index is written along
+            # its pages rather than back and forth.
             if lazy:
-                return map(row, entries)
-            listed = many(list(entries)) if many is not None else list(map(row, entries))
+                return map(row, entries), None
+            listed = list(entries)
+            slim = live(listed) if live is not None else None
+            if slim is not None:
+                if by_id:
+                    slim.sort(key=_FIRST)
+                return slim, rows.live
+            whole = list(map(row, listed))
             if by_id:
-                listed.sort(key=_BY_ID)
-            return listed
+                whole.sort(key=_BY_ID)
+            return whole, None
 
-        account_rows = made(rows.account, accounts.values(), by_id=True, many=rows.accounts)
-        contact_rows = made(rows.contact, contacts.values(), by_id=True, many=rows.contacts)
+        account_rows = made(rows.account, accounts.values(), by_id=True, live=rows.live_accounts)
+        contact_rows = made(rows.contact, contacts.values(), by_id=True, live=rows.live_contacts)
         activity_rows = made(rows.activity, activities.values(), by_id=False)  # log order
 
-        def write(bulk: Prepared | CopyBulk, made_rows: Iterable[tuple[object, ...]]) -> None:
-            bulk.run(conn, made_rows, new=new.get(bulk, frozenset()))
+        def write(
+            bulk: Prepared | CopyBulk,
+            made_rows: tuple[Iterable[tuple[object, ...]], Mapping[str, object] | None],
+        ) -> None:
+            listed, fixed = made_rows
+            if fixed is None:
+                bulk.run(conn, listed, new=new.get(bulk, frozenset()))
+            else:  # only SQLite's rows leave columns out
+                cast("Prepared", bulk).run(conn, listed, fixed=fixed)
 
         with self._transaction(write=True) as conn:
             write(statements.upsert_account, account_rows)
