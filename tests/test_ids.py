@@ -8,6 +8,7 @@ comment next to it, so the tests do not only check the implementation against it
 from __future__ import annotations
 
 import string
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -300,3 +301,27 @@ def test_a_column_of_ids_is_read_as_each_id_alone(
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(_formats, "_HEADS_MAX", kept)
         assert normalized_ids(values, "003") == expected
+
+
+def test_the_kept_slices_stay_whole_whatever_threads_ask_for_them() -> None:
+    # Two threads grow the kept slices at once, each having read the list before the
+    # other put its own in place: each puts a whole list, never half of two.
+    both = threading.Barrier(2, timeout=5)
+    slices = _formats._slices
+
+    def meeting(count: int) -> list[slice]:
+        made = slices(count)
+        both.wait()
+        return made
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(_formats, "_HEADS", [[]])
+        patched.setattr(_formats, "_slices", meeting)
+        threads = [threading.Thread(target=_formats._heads, args=(n,)) for n in (10, 20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kept = _formats._HEADS[0]
+    assert len(kept) in (10, 20)
+    assert kept == [slice(18 * n, 18 * n + 15) for n in range(len(kept))]

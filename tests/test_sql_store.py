@@ -243,7 +243,7 @@ def test_sqlite_rows_go_many_to_an_insert_within_the_databases_parameter_limit(
 ) -> None:
     # 40 parameters hold 5 rows of 8 values: statements of 4 (a power of two), then the
     # rest by halves. 999 is SQLite's limit before 3.32. Live contacts with no sequence
-    # give the 4 values they share once a statement, and 4 each: 9 rows fit in 40.
+    # have the 3 values they share written into the statement, and bind 5: 8 fit in 40.
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
 
     @sqlalchemy.event.listens_for(engine, "connect")
@@ -264,9 +264,9 @@ def test_sqlite_rows_go_many_to_an_insert_within_the_databases_parameter_limit(
         contacts = [attrs.evolve(c, sequence=(1, n)) for n, c in enumerate(contacts)]
     store.apply(Batch(contacts=contacts))
     assert [store.get_contact(c.id) for c in contacts] == contacts
-    shared, each = (4, 4) if live else (0, 8)
+    each = 5 if live else 8
     sizes = (rows_per_insert,) * 3 + (4, 2, 1)
-    assert inserts == [(shared + each * rows, False) for rows in sizes]
+    assert inserts == [(each * rows, False) for rows in sizes]
     store.close()
     engine.dispose()
 
@@ -292,10 +292,13 @@ def test_sqlite_rows_of_the_wrong_width_are_refused_not_shifted(tmp_path: Path) 
         store._statements.upsert_contact.run(conn, rows)
     live = store._rows.live_contacts([contact(C1, A1, 0)])
     assert live is not None
-    with store.engine.begin() as conn, pytest.raises(ValueError, match="4 values"):
-        store._statements.upsert_contact.run(conn, [live[0][:-1]], fixed=store._rows.live)
-    with store.engine.begin() as conn, pytest.raises(ValueError, match="no such keys"):
-        store._statements.upsert_contact.run(conn, live, fixed={"colour": "red"})
+    upsert = store._statements.upsert_contact
+    with store.engine.begin() as conn, pytest.raises(ValueError, match="5 values"):
+        upsert.run(conn, [live[0][:-1]], fixed=store._rows.live)
+    with store.engine.begin() as conn, pytest.raises(ValueError, match="other keys"):
+        upsert.run(conn, live, fixed={"colour": None})
+    with store.engine.begin() as conn, pytest.raises(ValueError, match="a bool or None"):
+        upsert.run(conn, [live[0][:-1]], fixed={**store._rows.live, "sequence": "x"})  # type: ignore[dict-item]
     assert store.contact_states([C1, C2]) == {}
     store.close()
 

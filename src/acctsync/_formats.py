@@ -305,18 +305,22 @@ def field_dicts(
 def _heads(count: int) -> Sequence[slice]:
     """Where the first 15 characters of each of ``count`` IDs are, in their joined text:
     kept, as slices are immutable, for pages of up to `_HEADS_MAX`."""
-    made = len(_HEADS)
-    if made < count <= _HEADS_MAX:
-        _HEADS.extend(_slices(made, count))
-    return _HEADS[:count] if count <= _HEADS_MAX else _slices(0, count)
+    if count > _HEADS_MAX:
+        return _slices(count)
+    heads = _HEADS[0]
+    if len(heads) < count:
+        # A new list, put in place whole: a runner of another org may be reading the
+        # one it replaces.
+        heads = _HEADS[0] = _slices(count)
+    return heads[:count]
 
 
-def _slices(start: int, stop: int) -> list[slice]:
-    at = range(start * _ID_SIZE, stop * _ID_SIZE, _ID_SIZE)
-    return list(map(slice, at, range(at.start + 15, at.stop, _ID_SIZE)))
+def _slices(count: int) -> list[slice]:
+    starts = range(0, count * _ID_SIZE, _ID_SIZE)
+    return list(map(slice, starts, range(15, count * _ID_SIZE, _ID_SIZE)))
 
 
-_HEADS: list[slice] = []
+_HEADS: Final[list[list[slice]]] = [[]]  # the kept slices, the largest count's yet
 _HEADS_MAX: Final = 1 << 14
 
 

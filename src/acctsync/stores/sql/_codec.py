@@ -153,11 +153,11 @@ class Rows:
             _sequence_text(upstream.sequence),
         )
 
-    @property
-    def live(self) -> Mapping[str, object]:
-        """The columns every row of a live record with no sequence has alike, by name:
-        `live_accounts` and `live_contacts` leave them out of the rows."""
-        return {"org": self._org, "deleted": False, "master_record_id": None, "sequence": None}
+    live: Final[Mapping[str, bool | None]] = MappingProxyType(
+        {"deleted": False, "master_record_id": None, "sequence": None}
+    )
+    """The columns every row of a live record with no sequence has alike, by name:
+    `live_accounts` and `live_contacts` leave them out of the rows."""
 
     def live_accounts(self, entries: Sequence[StoredAccount]) -> list[tuple[object, ...]] | None:
         """`account` of each entry without the columns of `live`, where all are live
@@ -169,6 +169,7 @@ class Rows:
         fields = self._codec.fields_of
         return list(
             zip(
+                repeat(self._org, len(entries)),
                 map(_ID, upstreams),
                 micros_of(map(_STAMP, upstreams)),
                 fields(list(map(_FIELDS, upstreams))),
@@ -184,6 +185,7 @@ class Rows:
             return None
         return list(
             zip(
+                repeat(self._org, len(entries)),
                 map(_ID, entries),
                 micros_of(map(_STAMP, entries)),
                 map(_ACCOUNT_ID, entries),

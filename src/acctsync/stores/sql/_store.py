@@ -86,7 +86,6 @@ _NO_AUTO_CHECKPOINTS: Final = "PRAGMA wal_autocheckpoint=0"
 _GROUP_SECONDS = 1.0
 _CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB
 _BY_ID = itemgetter(1)  # of a record's row
-_FIRST = itemgetter(0)  # a live record's row's ID (`Rows.live`)
 _ENTRY_ID = attrgetter("id")
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
@@ -1078,7 +1077,7 @@ class SqlStore:
             *,
             by_id: bool,
             live: Callable[[list[_T]], list[tuple[object, ...]] | None] | None = None,
-        ) -> tuple[Iterable[tuple[object, ...]], Mapping[str, object] | None]:
+        ) -> tuple[Iterable[tuple[object, ...]], Mapping[str, bool | None] | None]:
             # PostgreSQL takes in rows while the next are made (see `CopyBulk.run`).
             # SQLite writes in this thread, under the database's one write lock that
             # other orgs' runners wait for: its rows are made before the lock is taken
@@ -1090,14 +1089,10 @@ class SqlStore:
                 return map(row, entries), None
             listed = list(entries)
             slim = live(listed) if live is not None else None
-            if slim is not None:
-                if by_id:
-                    slim.sort(key=_FIRST)
-                return slim, rows.live
-            whole = list(map(row, listed))
+            made_rows = slim if slim is not None else list(map(row, listed))
             if by_id:
-                whole.sort(key=_BY_ID)
-            return whole, None
+                made_rows.sort(key=_BY_ID)
+            return made_rows, None if slim is None else rows.live
 
         account_rows = made(rows.account, accounts.values(), by_id=True, live=rows.live_accounts)
         contact_rows = made(rows.contact, contacts.values(), by_id=True, live=rows.live_contacts)
@@ -1105,7 +1100,7 @@ class SqlStore:
 
         def write(
             bulk: Prepared | CopyBulk,
-            made_rows: tuple[Iterable[tuple[object, ...]], Mapping[str, object] | None],
+            made_rows: tuple[Iterable[tuple[object, ...]], Mapping[str, bool | None] | None],
         ) -> None:
             listed, fixed = made_rows
             if fixed is None:
