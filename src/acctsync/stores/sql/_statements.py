@@ -134,10 +134,8 @@ class Prepared:
             whole.append(tuple(fixed[key] if key in fixed else next(values) for key in self._keys))
         return whole
 
-    def _insert(self, size: int, row: str | None = None) -> str:
-        """The statement with ``size`` rows of values, each as ``row`` gives them (by
-        default a parameter a key)."""
-        row = row or self._row
+    def _insert(self, size: int, row: str) -> str:
+        """The statement with ``size`` rows of values, each as ``row`` gives them."""
         sql = self._inserts.get((size, row))
         if sql is None:
             sql = f"{self._head}{', '.join([row] * size)}{self._tail}"
