@@ -33,7 +33,7 @@ import enum
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
-from operator import attrgetter, eq, floordiv, is_, ne, sub
+from operator import attrgetter, eq, floordiv, ne, sub
 from typing import Final, cast
 
 import attrs
@@ -483,7 +483,7 @@ class Applier:
         self._placed = {}
         self._refreshing = set()
         if self._all_new(changes, len(account_ids) + len(contact_ids)):
-            self._add(changes)
+            self._add(changes, streams)
         else:
             changes = [self._as_stored(change) for change in changes]
             self._members = self._members_of(changes, streams)
@@ -505,14 +505,18 @@ class Applier:
             and set(map(type, changes)) <= _RECORD_TYPES
         )
 
-    def _add(self, changes: Sequence[Upstream]) -> None:
+    def _add(self, changes: Sequence[Upstream], streams: Sequence[ObjectType]) -> None:
         """`apply`'s loop for a page `_all_new` holds, to the same end: each version is new,
         no account is held to fan out from, and no merge is held that a contact read from
         an event would have to follow."""
-        # A page of a million-record load: sorted and filed in passes of C.
-        kinds = list(map(type, changes))
-        accounts = cast("Iterator[Account]", compress(changes, map(is_, kinds, repeat(Account))))
-        contacts = cast("list[Contact]", list(compress(changes, map(is_, kinds, repeat(Contact)))))
+        # A page of a million-record load, records only: sorted by the streams `apply`
+        # found, and filed, in passes of C.
+        accounts = cast(
+            "Iterator[Account]", compress(changes, map(eq, streams, repeat("Account")))
+        )
+        contacts = cast(
+            "list[Contact]", list(compress(changes, map(ne, streams, repeat("Account"))))
+        )
         states = [AccountState(upstream=account) for account in accounts]
         self._accounts.update(zip(map(_ID, states), states, strict=True))
         self._contacts.update(zip(map(_ID, contacts), contacts, strict=True))

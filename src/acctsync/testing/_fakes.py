@@ -324,7 +324,7 @@ class InMemorySource:
         places = self._raw_order.setdefault(stream, array("q"))
         if places is not None and places:
             _, last_stamp, last_id, _ = raw[places[-1]]
-            if (stamp, record_id or "") < (last_stamp, last_id or ""):
+            if _read_key(stamp, record_id) < _read_key(last_stamp, last_id):
                 places = self._raw_order[stream] = None
         if places is not None:
             places.append(len(raw))
@@ -351,7 +351,7 @@ class InMemorySource:
                 records.append(record)
         for position, (stream, stamp, record_id, _) in enumerate(raw):
             if stream == object_type and (since is None or stamp >= since):
-                keys.append((stamp, record_id or "", position + 1))
+                keys.append((*_read_key(stamp, record_id), position + 1))
                 where.append(position)
         # No two changes share a stamp, ID and position (a record's position is 0, a raw
         # item's its own). The order is kept as an array, out of the collector's sight: a
@@ -456,6 +456,11 @@ class InMemorySource:
     def opportunities(self) -> tuple[Opportunity, ...]:
         """The opportunities created in this org."""
         return tuple(self._opportunities.values())
+
+
+def _read_key(stamp: datetime, record_id: str | None) -> tuple[datetime, str]:
+    """Where a raw item is read among its stream's: by stamp, then ID (none first)."""
+    return stamp, record_id or ""
 
 
 def _pages(

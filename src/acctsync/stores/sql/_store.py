@@ -1200,11 +1200,12 @@ class _Fresh:
 
     def add(self, ids: Iterable[str]) -> None:
         """Count ``ids`` among those written."""
-        slots = map(and_, map(hash, ids), repeat(self._MASK))
-        deque(map(self._slots.__setitem__, slots, repeat(1)), maxlen=0)
+        deque(map(self._slots.__setitem__, self._places(ids), repeat(1)), maxlen=0)
 
     def among(self, ids: Iterable[str]) -> list[str]:
         """Those of ``ids`` that may have been written: the others are in no row."""
         listed = list(ids)
-        slots = map(and_, map(hash, listed), repeat(self._MASK))
-        return list(compress(listed, map(self._slots.__getitem__, slots)))
+        return list(compress(listed, map(self._slots.__getitem__, self._places(listed))))
+
+    def _places(self, ids: Iterable[str]) -> Iterator[int]:
+        return map(and_, map(hash, ids), repeat(self._MASK))
