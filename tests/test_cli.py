@@ -1085,6 +1085,63 @@ def test_a_stop_request_ends_a_sync_with_whole_batches_only() -> None:
     assert store.accounts() == reference.accounts()
 
 
+def _noted(number: int, frame: object) -> None:
+    """A handler of the test's own, to tell from the defaults and from SIG_IGN."""
+
+
+@pytest.fixture
+def own_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM handled by `_noted` for the test; the handlers before it after."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in before:
+        signal.signal(number, _noted)
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_stop_request_gives_back_the_handlers_it_took_when_no_signal_came() -> None:
+    stop = StopRequest(announce=print)
+    with stop.handling():
+        assert signal.getsignal(signal.SIGINT) == stop._on_signal
+    assert signal.getsignal(signal.SIGINT) is _noted
+    assert signal.getsignal(signal.SIGTERM) is _noted
+
+
+@pytest.mark.usefixtures("own_handlers")
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_after_a_stop_asked_by_a_signal_ctrl_c_stays_ignored(number: int) -> None:
+    # What is left is closing the database and saying "interrupted": a Ctrl-C let in
+    # there ended the command with click's "Aborted!" instead.
+    announced: list[str] = []
+    stop = StopRequest(announce=announced.append)
+    with stop.handling():
+        signal.raise_signal(number)
+        assert stop.requested
+    assert len(announced) == 1
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is _noted
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_after_ctrl_c_twice_interrupted_a_run_ctrl_c_stays_ignored() -> None:
+    stop = StopRequest(announce=print)
+
+    def run() -> None:
+        with stop.handling():
+            signal.raise_signal(signal.SIGINT)  # a stop between batches
+            signal.raise_signal(signal.SIGINT)  # at once: the handler raises here
+
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is _noted
+    signal.raise_signal(signal.SIGINT)  # ignored: nothing is raised
+
+
 class DescribedOrg:
     """An in-memory org that says which fields it reads, as a Salesforce source does."""
 

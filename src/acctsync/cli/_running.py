@@ -121,13 +121,24 @@ class StopRequest:
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """Turn SIGINT and SIGTERM into stop requests inside the context."""
+        """Turn SIGINT and SIGTERM into stop requests inside the context.
+
+        Leaving it, the handlers before it come back; but once a signal asked for a stop,
+        or Ctrl-C interrupted the context, SIGINT stays ignored: what is left is the cleanup
+        and the report (the database closed, "interrupted" said), and a Ctrl-C let in
+        between them would end the command with a traceback or click's "Aborted!".
+        """
         previous = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
         for number in _STOP_SIGNALS:
             signal.signal(number, self._on_signal)
         try:
             yield
+        except KeyboardInterrupt:
+            self.cleaning_up()
+            raise
         finally:
+            if self.signal is not None or self._cleaning:
+                previous[signal.SIGINT] = signal.SIG_IGN
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
