@@ -1,6 +1,10 @@
+import functools
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -32,6 +36,43 @@ def postgres_or_skip() -> str:
             pytest.fail(f"ACCTSYNC_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable: {error}")
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
     return POSTGRES_URL
+
+
+_TESTS = str(Path(__file__).parent) + os.sep
+
+
+@pytest.fixture(autouse=True)
+def close_the_tests_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close, after each test, every `SqlStore` the test's own code opened.
+
+    A store left open keeps its engine's connections until the collector finds it, and
+    from Python 3.13 sqlite3 warns of each connection collected unclosed, in whatever
+    test is running then. Only stores opened by code here are closed: one the library
+    opens (the CLI's, a fleet worker's) is its own to close. Engines a test makes and
+    gives a store are still the test's to dispose.
+    """
+    try:
+        from acctsync.stores.sql import SqlStore
+    except ImportError:  # no SQLAlchemy
+        yield
+        return
+    package = os.path.dirname(sys.modules[SqlStore.__module__].__file__ or "") + os.sep
+    opened: list[SqlStore] = []
+    init = SqlStore.__init__
+
+    @functools.wraps(init)
+    def recording_init(self: SqlStore, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        frame = sys._getframe(1)  # the store's caller, past SqlStore.sqlite and the like
+        while frame.f_code.co_filename.startswith(package) and frame.f_back is not None:
+            frame = frame.f_back
+        if frame.f_code.co_filename.startswith(_TESTS):
+            opened.append(self)
+
+    monkeypatch.setattr(SqlStore, "__init__", recording_init)
+    yield
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture

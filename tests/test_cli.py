@@ -1045,7 +1045,7 @@ def test_ctrl_c_stops_a_sync_between_batches(tmp_path: Path) -> None:
 
 def committed_watermark(db: Path) -> bool:
     try:
-        with sqlite3.connect(db, timeout=0.1) as conn:
+        with contextlib.closing(sqlite3.connect(db, timeout=0.1)) as conn:
             return conn.execute("SELECT count(*) FROM acctsync_watermarks").fetchone()[0] > 0
     except sqlite3.Error:  # not created yet, or busy
         return False

@@ -3,6 +3,7 @@ shell completion, and the progress bar's totals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -103,7 +104,7 @@ def test_s6_convert_prints_the_three_ids_and_a_retry_creates_nothing(
         "converted_before": True,
     }
     # The database lost its record of the conversion: Salesforce still creates nothing twice.
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:  # committed, then closed
         conn.execute("DELETE FROM acctsync_conversions")
     lost = json.loads(acctsync(*convert, "--json", env=env).stdout)
     assert (lost["account_id"], lost["converted_before"]) == (ids["account"], False)

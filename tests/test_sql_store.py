@@ -1015,12 +1015,14 @@ def test_sqlite_an_engine_whose_url_is_not_its_database_is_left_to_sqlite(
         return sqlite3.connect(tmp_path / "s.db", check_same_thread=False)
 
     # The URL says "in memory"; the connections are of the file.
-    store = SqlStore(create_engine("sqlite://", creator=connect))
+    engine = create_engine("sqlite://", creator=connect)
+    store = SqlStore(engine)
     with store.group_commits():
         assert pinned_pragma(store, "journal_mode") == "wal"
         assert pinned_pragma(store, "wal_autocheckpoint") == 16_384
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert SqlStore.sqlite(tmp_path / "s.db").get_contact(C1) is not None
+    engine.dispose()
 
 
 def test_sqlite_an_engine_of_one_connection_still_checkpoints_beside_its_runner(
@@ -1036,6 +1038,7 @@ def test_sqlite_an_engine_of_one_connection_still_checkpoints_beside_its_runner(
         assert pinned_pragma(store, "wal_autocheckpoint") == 0
         store.apply(Batch(contacts=[contact(C1, None, 0)]))
     assert store.get_contact(C1) is not None
+    engine.dispose()
 
 
 def test_sqlite_a_group_whose_last_commit_fails_says_so_on_the_way_out(
@@ -1167,11 +1170,12 @@ def test_sqlite_a_first_load_builds_the_by_account_index_at_its_end(tmp_path: Pa
         store.apply(Batch(contacts=[contact(C3, A1, 1)]))
     assert BY_ACCOUNT in indexes(store)
     assert store.contact_ids(A1) == [C1, C3]
-    plan = store.engine.connect().exec_driver_sql(
-        "EXPLAIN QUERY PLAN SELECT id FROM acctsync_contacts WHERE org = 'default'"
-        f" AND account_id = '{A1}'"
-    )
-    assert BY_ACCOUNT in str(plan.all())
+    with store.engine.connect() as conn:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM acctsync_contacts WHERE org = 'default'"
+            f" AND account_id = '{A1}'"
+        )
+        assert BY_ACCOUNT in str(plan.all())
 
 
 @pytest.mark.usefixtures("each_batch_commits")
@@ -1498,7 +1502,7 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
 def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "acctsync.db"
     SqlStore.sqlite(path).close()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
