@@ -37,6 +37,7 @@ from acctsync import (
     Unreadable,
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
+from crashes import CrashError, crashing
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -211,28 +212,6 @@ class WithoutContactDeletions:
             if object_type == "Contact":
                 page = [item for item in page if not isinstance(item, Deletion)]
             yield page
-
-
-class CrashError(Exception):
-    pass
-
-
-class CrashingStore:
-    """An InMemoryStore whose ``crash_at``-th apply fails before it changes anything."""
-
-    def __init__(self, inner: InMemoryStore, crash_at: int) -> None:
-        self.inner = inner
-        self.crash_at = crash_at
-        self.applies = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def apply(self, batch: Any) -> None:
-        self.applies += 1
-        if self.applies == self.crash_at:
-            raise CrashError(f"crash at apply #{self.applies}")
-        self.inner.apply(batch)
 
 
 # == S1 One way =============================================================================
@@ -940,12 +919,9 @@ def test_r2_resuming_after_a_crash_at_any_batch_gives_the_state_of_a_clean_run()
         r2_scenario(src)
         engine.sync()
         r2_changes(src)
-        crashing = CrashingStore(store, crash_at)
-        try:
-            SyncEngine(source=src, store=crashing, page_size=2).sync()  # type: ignore[arg-type]
-        except CrashError:
-            pass
-        else:
+        with crashing(store, crash_at) as crash, contextlib.suppress(CrashError):
+            SyncEngine(source=src, store=store, page_size=2).sync()
+        if not crash.crashed:
             break
         crash_points += 1
         SyncEngine(source=src, store=store, page_size=2).sync()  # resume

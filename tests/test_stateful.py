@@ -48,12 +48,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
-from unittest import mock
 
 import attrs
 import pytest
@@ -71,7 +70,6 @@ from acctsync import (
     Account,
     AccountState,
     ActivityPolicy,
-    Batch,
     ChangeDataValue,
     Contact,
     Deletion,
@@ -85,6 +83,7 @@ from acctsync import (
     UnknownFieldError,
 )
 from acctsync.testing import InMemorySource, InMemoryStore, make_id
+from crashes import CrashError, crashing
 from plain_rules import same
 
 T = TypeVar("T")
@@ -248,42 +247,6 @@ def pick(data: st.DataObject, likely: Sequence[T], possible: Sequence[T]) -> T:
     return data.draw(st.sampled_from(possible))
 
 
-class CrashError(Exception):
-    """The store went away in the middle of a sync."""
-
-
-class Crash:
-    """Whether a store's `apply` failed inside `crashing`."""
-
-    crashed = False
-
-
-@contextlib.contextmanager
-def crashing(store: Any, crash_at: int) -> Iterator[Crash]:
-    """``store``, whose ``crash_at``-th `apply` inside the context fails before it writes
-    anything.
-
-    The store itself, its class's `apply` replaced for the context (for this store only),
-    rather than a wrapper that passes the rest on through ``__getattr__``: from Python
-    3.12, ``isinstance`` with a runtime protocol does not see such attributes, and the
-    engine took the wrapper for a store that keeps no field names (`FieldNameStore`).
-    """
-    crash, left = Crash(), [crash_at]
-    kind = type(store)
-    apply = kind.apply
-
-    def failing(self: Any, batch: Batch) -> None:
-        if self is store:
-            left[0] -= 1
-            if left[0] == 0:
-                crash.crashed = True
-                raise CrashError
-        apply(self, batch)
-
-    with mock.patch.object(kind, "apply", failing):
-        yield crash
-
-
 class AccountSync(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -314,10 +277,10 @@ class AccountSync(RuleBasedStateMachine):
         """The store under test: a fresh one per run of the machine."""
         return InMemoryStore()
 
-    def make_engine(self, *, page_size: int, store: Any = None, **options: Any) -> SyncEngine:
+    def make_engine(self, *, page_size: int, **options: Any) -> SyncEngine:
         return SyncEngine(
             source=self.source,
-            store=self.store if store is None else store,
+            store=self.store,
             policy=self.policy,
             page_size=page_size,
             clock=lambda: self.edit_time,
