@@ -772,12 +772,12 @@ def test_sync_signs_in_with_client_credentials_from_the_environment(
     ]
 
 
-def test_sync_signs_in_with_a_jwt_from_the_environment(tmp_path: Path, org: Any) -> None:
+def jwt_app(org: Any, key_file: Path) -> dict[str, str]:
+    """The JWT bearer settings of an app ``org`` knows, its private key in ``key_file``."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "server.key"
     key_file.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -789,14 +789,11 @@ def test_sync_signs_in_with_a_jwt_from_the_environment(tmp_path: Path, org: Any)
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     org.register_app(CONSUMER_KEY, public_key=public)
-    env = signin_env(
-        org,
-        SALESFORCE_CONSUMER_KEY=CONSUMER_KEY,
-        SALESFORCE_USERNAME=org.username,
-        SALESFORCE_PRIVATE_KEY_FILE=str(key_file),
-        SALESFORCE_DOMAIN="test",
-    )
-    synced_through(tmp_path, env)
+    return {
+        "SALESFORCE_CONSUMER_KEY": CONSUMER_KEY,
+        "SALESFORCE_USERNAME": org.username,
+        "SALESFORCE_PRIVATE_KEY_FILE": str(key_file),
+    }
 
 
 def test_sync_signs_in_with_a_password_from_the_environment(tmp_path: Path, org: Any) -> None:
@@ -808,6 +805,74 @@ def test_sync_signs_in_with_a_password_from_the_environment(tmp_path: Path, org:
     )
     done = synced_through(tmp_path, env)
     assert org.password not in done.stdout + done.stderr
+
+
+TOKEN, SOAP = "/services/oauth2/token", "/services/Soap/u/{version}"
+
+
+# The hosts of Salesforce Help's "OAuth Endpoints" and article 000385590 (SOAP login()):
+# login.salesforce.com, test.salesforce.com for a sandbox, or the org's My Domain, which the
+# client credentials flow takes only; the JWT's audience stays login or test ("OAuth 2.0
+# JWT Bearer Flow for Server-to-Server Integration").
+@pytest.mark.parametrize(
+    ("flow", "settings", "host", "path"),
+    [
+        ("jwt", {"SALESFORCE_MY_DOMAIN": "acme.my"}, "acme.my.salesforce.com", TOKEN),
+        (
+            "jwt",
+            {"SALESFORCE_DOMAIN": "test", "SALESFORCE_MY_DOMAIN": "acme--dev.sandbox.my"},
+            "acme--dev.sandbox.my.salesforce.com",
+            TOKEN,
+        ),
+        ("jwt", {"SALESFORCE_DOMAIN": "test"}, "test.salesforce.com", TOKEN),
+        ("password", {}, "login.salesforce.com", SOAP),
+        ("password", {"SALESFORCE_DOMAIN": "test"}, "test.salesforce.com", SOAP),
+        ("password", {"SALESFORCE_DOMAIN": "acme.my"}, "acme.my.salesforce.com", SOAP),
+        (
+            "client_credentials",
+            {"SALESFORCE_DOMAIN": "acme--dev.sandbox.my"},
+            "acme--dev.sandbox.my.salesforce.com",
+            TOKEN,
+        ),
+    ],
+    ids=[
+        "jwt-my-domain",
+        "jwt-sandbox-my-domain",
+        "jwt-sandbox",
+        "password",
+        "password-sandbox",
+        "password-my-domain",
+        "client-credentials-sandbox",
+    ],
+)
+def test_sync_signs_in_on_the_host_the_environment_names(
+    tmp_path: Path, org: Any, flow: str, settings: dict[str, str], host: str, path: str
+) -> None:
+    if flow == "jwt":
+        settings = {**settings, **jwt_app(org, tmp_path / "server.key")}
+    elif flow == "password":
+        settings = {
+            **settings,
+            "SALESFORCE_USERNAME": org.username,
+            "SALESFORCE_PASSWORD": org.password,
+            "SALESFORCE_SECURITY_TOKEN": org.security_token,
+        }
+    else:
+        org.register_app(CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
+        settings = {
+            **settings,
+            "SALESFORCE_CONSUMER_KEY": CONSUMER_KEY,
+            "SALESFORCE_CONSUMER_SECRET": CONSUMER_SECRET,
+        }
+    synced_through(tmp_path, signin_env(org, **settings))
+    assert org.sign_ins == [(host, path.format(version=org.api_version))]
+    if flow == "jwt":
+        import jwt
+
+        (assertion,) = [r.body["assertion"] for r in org.requests if r.path == TOKEN]
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+        audience = settings.get("SALESFORCE_DOMAIN", "login")
+        assert claims["aud"] == f"https://{audience}.salesforce.com"
 
 
 def test_a_refused_sign_in_exits_6_without_showing_the_secret(tmp_path: Path, org: Any) -> None:
@@ -850,6 +915,43 @@ def test_an_incomplete_sign_in_is_a_usage_error_naming_what_is_missing(
     done = acctsync("sync", "--db", tmp_path / "sf.db", "--salesforce", env=env, code=2)
     assert needs in " ".join(done.stderr.split())
     assert "'s'" not in done.stderr
+
+
+# A session id, a password and a key, each where another setting goes: refused, unshown.
+@pytest.mark.parametrize(
+    ("settings", "secret", "says"),
+    [
+        (
+            {"SALESFORCE_INSTANCE_URL": "00D000000000001!AQ4AQ.swapped-session-id",
+             "SALESFORCE_SESSION_ID": "https://acme.my.salesforce.com"},
+            "00D000000000001!AQ4AQ.swapped-session-id",
+            "with a session: an instance URL starts with https://",
+        ),
+        (
+            {"SALESFORCE_USERNAME": "u@x", "SALESFORCE_PASSWORD": "acme.my",
+             "SALESFORCE_DOMAIN": "pass/word+1"},
+            "pass/word+1",
+            "with a username-password login: this is not a Salesforce domain",
+        ),
+        (
+            {"SALESFORCE_CONSUMER_KEY": CONSUMER_KEY, "SALESFORCE_USERNAME": "u@x",
+             "SALESFORCE_PRIVATE_KEY_FILE": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0"
+             "BAQEFAASC\n-----END PRIVATE KEY-----\n"},
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            "with the JWT bearer flow: a private key file is given by its path",
+        ),
+    ],
+    ids=["session-id-as-instance-url", "password-as-domain", "key-as-key-file"],
+)  # fmt: skip
+def test_a_sign_in_setting_refused_as_malformed_is_not_shown(
+    tmp_path: Path, settings: dict[str, str], secret: str, says: str
+) -> None:
+    env = environment(**settings)
+    done = acctsync("sync", "--db", tmp_path / "sf.db", "--salesforce", env=env, code=2)
+    assert secret not in done.stdout + done.stderr
+    shown = " ".join(done.stderr.split())
+    assert says in shown
+    assert "(its value is not shown" in shown
 
 
 def test_r9_sync_warns_of_a_field_the_org_no_longer_lets_it_read(tmp_path: Path, org: Any) -> None:

@@ -37,6 +37,7 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
 KEY, SECRET = "3MVG9.acctsync-test-consumer-key", "consumer-secret-0123456789"
 FIELDS = {"Account": ["Name"], "Contact": ["LastName"]}
+TOKEN = "/services/oauth2/token"
 
 
 def pem_keys() -> tuple[str, bytes]:
@@ -93,7 +94,7 @@ def synced(org: FakeSalesforce, login: SalesforceLogin) -> InMemoryStore:
 
 
 def token_requests(org: FakeSalesforce) -> list[dict[str, str]]:
-    return [r.body for r in org.requests if r.path == "/services/oauth2/token"]
+    return [r.body for r in org.requests if r.path == TOKEN]
 
 
 def test_client_credentials_sign_in_on_the_my_domain_and_sync(org: FakeSalesforce) -> None:
@@ -123,14 +124,6 @@ def test_jwt_bearer_signs_in_with_a_key_file_and_syncs(
     assert claims["aud"] == f"https://{domain}.salesforce.com"
 
 
-def test_jwt_bearer_posts_to_the_my_domain_with_the_login_audience(org: FakeSalesforce) -> None:
-    login = SalesforceLogin.jwt(
-        consumer_key=KEY, username=org.username, private_key=PRIVATE, my_domain="acme.my"
-    )
-    synced(org, login)
-    assert "acme.my" in repr(login)
-
-
 def test_a_password_login_and_a_session_sign_in_and_sync(org: FakeSalesforce) -> None:
     synced(
         org,
@@ -139,6 +132,87 @@ def test_a_password_login_and_a_session_sign_in_and_sync(org: FakeSalesforce) ->
         ),
     )
     synced(org, SalesforceLogin.session(instance_url=org.url, session_id=org.session_id))
+
+
+# -- Where each flow signs in: every login host reaches the loopback org, which records the
+# one each sign-in was addressed to (org.sign_ins).
+
+
+def signed_in_at(org: FakeSalesforce, login: SalesforceLogin) -> list[tuple[str, str]]:
+    """The host and path ``login``'s one sign-in was sent to."""
+    login.connect(session=org.session(), version=org.api_version)
+    return org.sign_ins
+
+
+# Salesforce Help, "OAuth 2.0 Client Credentials Flow for Server-to-Server Integration": the
+# app posts to its org's My Domain, which for a sandbox is
+# MyDomainName--SandboxName.sandbox.my.salesforce.com ("OAuth Endpoints").
+@pytest.mark.parametrize("domain", ["acme.my", "acme--dev.sandbox.my"])
+def test_client_credentials_sign_in_on_the_my_domain_given(
+    org: FakeSalesforce, domain: str
+) -> None:
+    login = SalesforceLogin.client_credentials(
+        consumer_key=KEY, consumer_secret=SECRET, domain=domain
+    )
+    assert signed_in_at(org, login) == [(f"{domain}.salesforce.com", TOKEN)]
+
+
+def audience(request: dict[str, str]) -> object:
+    import jwt
+
+    return jwt.decode(request["assertion"], options={"verify_signature": False})["aud"]
+
+
+# Salesforce Help, "OAuth 2.0 JWT Bearer Flow for Server-to-Server Integration": the
+# assertion's aud is https://login.salesforce.com, or https://test.salesforce.com for a
+# sandbox; "OAuth Endpoints": its token endpoint is on login.salesforce.com, on
+# test.salesforce.com for a sandbox, or on the org's My Domain.
+@pytest.mark.parametrize(
+    ("domain", "my_domain", "host"),
+    [
+        ("login", None, "login.salesforce.com"),
+        ("test", None, "test.salesforce.com"),
+        ("login", "acme.my", "acme.my.salesforce.com"),
+        ("test", "acme--dev.sandbox.my", "acme--dev.sandbox.my.salesforce.com"),
+    ],
+    ids=["production", "sandbox", "my-domain", "sandbox-my-domain"],
+)
+def test_jwt_bearer_posts_to_its_host_with_login_or_test_as_audience(
+    org: FakeSalesforce, domain: str, my_domain: str | None, host: str
+) -> None:
+    login = SalesforceLogin.jwt(
+        consumer_key=KEY,
+        username=org.username,
+        private_key=PRIVATE,
+        domain=domain,
+        my_domain=my_domain,
+    )
+    assert signed_in_at(org, login) == [(host, TOKEN)]
+    (request,) = token_requests(org)
+    assert audience(request) == f"https://{domain}.salesforce.com"
+
+
+# Salesforce Help, article 000385590: SOAP login() goes to login.salesforce.com for
+# production, test.salesforce.com for a sandbox, or the org's My Domain.
+@pytest.mark.parametrize(
+    ("domain", "host"),
+    [
+        ("login", "login.salesforce.com"),
+        ("test", "test.salesforce.com"),
+        ("acme.my", "acme.my.salesforce.com"),
+        ("acme--dev.sandbox.my", "acme--dev.sandbox.my.salesforce.com"),
+    ],
+)
+def test_a_password_login_signs_in_on_the_domain_given(
+    org: FakeSalesforce, domain: str, host: str
+) -> None:
+    login = SalesforceLogin.password(
+        username=org.username,
+        password=org.password,
+        security_token=org.security_token,
+        domain=domain,
+    )
+    assert signed_in_at(org, login) == [(host, f"/services/Soap/u/{org.api_version}")]
 
 
 def shown_with_locals(error: BaseException) -> str:
@@ -222,14 +296,22 @@ def test_settings_are_checked_and_no_repr_shows_a_secret(tmp_path: Path) -> None
         SalesforceLogin.client_credentials(
             consumer_key=KEY, consumer_secret=SECRET, domain="https://acme.my.salesforce.com/"
         ),
-        SalesforceLogin.jwt(consumer_key=KEY, username="u@x", private_key=PRIVATE, domain="test"),
+        SalesforceLogin.jwt(
+            consumer_key=KEY,
+            username="u@x",
+            private_key=PRIVATE,
+            domain="test",
+            my_domain="acme--dev.sandbox.my",
+        ),
     ]
     for login in logins:
         for secret in ("00D!s", "pw-123456", "tok-789", SECRET, PRIVATE[40:80]):
             assert secret not in repr(login)
             assert secret not in str(login)
     assert logins[2].domain == "acme.my"
-    assert repr(logins[3]) == "<SalesforceLogin jwt domain='test' username='u@x'>"
+    assert repr(logins[3]) == (
+        "<SalesforceLogin jwt domain='test' my_domain='acme--dev.sandbox.my' username='u@x'>"
+    )
     with pytest.raises(ConfigurationError, match="My Domain, not 'login'"):
         SalesforceLogin.client_credentials(
             consumer_key=KEY, consumer_secret=SECRET, domain="login"
@@ -280,6 +362,28 @@ def test_a_session_id_with_a_line_break_is_refused_unshown(org: FakeSalesforce) 
         engine.sync()
     assert token not in str(raised.value)
     assert token not in shown_with_locals(raised.value)
+
+
+def test_a_malformed_setting_is_refused_unshown_for_it_may_be_a_secret(
+    org: FakeSalesforce,
+) -> None:
+    token, secret = org.session_id, "s3cr3t/with+a=slash"
+    # Two settings swapped, as two environment variables may be.
+    with pytest.raises(ConfigurationError) as url:
+        SalesforceLogin.session(instance_url=token, session_id=org.url)
+    with pytest.raises(ConfigurationError) as domain:
+        SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret="acme.my", domain=secret
+        )
+    # A key where its file's path goes: reading that "file" fails, naming it.
+    with pytest.raises(ConfigurationError) as key:
+        SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key_file=PRIVATE).connect()
+    said = [str(caught.value) for caught in (url, domain, key)]
+    assert [token in said[0], secret in said[1], probe(PRIVATE) in said[2]] == [False] * 3
+    assert "an instance URL starts with https://" in said[0]
+    assert "not a Salesforce domain" in said[1]
+    assert "a PEM key, not a path" in said[2]
+    assert all("(its value is not shown" in text for text in said)
 
 
 class MalformedTokenAnswers(requests.adapters.BaseAdapter):

@@ -17,9 +17,12 @@ flows remain for older apps and for tokens got elsewhere.
 
 Secrets (password, security token, consumer secret, private key, session id) are never
 shown: not in a repr (``rich``'s, which reads the fields, included), nor in an error, where
-the login's own answer is searched for them too. A failed sign-in is raised with nothing
-chained, and no frame of this module keeps the secrets in a variable: an error reporter
-that records each frame's local variables finds none.
+the login's own answer is searched for them too. Nor is a setting refused as malformed:
+settings come in pairs (an instance URL and a session id, a domain and a consumer secret),
+and the one refused may be the secret given in the other's place, as a key file's path
+may be the key itself. A failed sign-in is raised with nothing chained, and no frame of
+this module keeps the secrets in a variable: an error reporter that records each frame's
+local variables finds none.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def _domain(value: str) -> str:
         label and all(c.isalnum() or c == "-" for c in label) for label in labels
     ):
         raise ConfigurationError(
-            f"{value!r} is not a Salesforce domain: give 'login', 'test' (a sandbox), or a"
-            " My Domain such as 'acme.my' or 'acme--dev.sandbox.my'"
+            "this is not a Salesforce domain (its value is not shown): give 'login', 'test'"
+            " (a sandbox), or a My Domain such as 'acme.my' or 'acme--dev.sandbox.my'"
         )
     return host
 
@@ -137,7 +140,10 @@ class SalesforceLogin:
         """A session id got elsewhere (an OAuth flow, ``sf org display``)."""
         url = _text("an instance URL", instance_url).rstrip("/")
         if not url.startswith(("https://", "http://")):
-            raise ConfigurationError(f"an instance URL starts with https://: {url!r}")
+            raise ConfigurationError(
+                "an instance URL starts with https://: this one does not (its value is not"
+                " shown: it may be the session id, given in its place)"
+            )
         return cls(
             flow="session",
             instance_url=url,
@@ -204,6 +210,14 @@ class SalesforceLogin:
         """
         if (private_key_file is None) == (private_key is None):
             raise ConfigurationError("the JWT bearer flow needs a private key file or key")
+        if private_key_file is not None and any(
+            mark in str(private_key_file) for mark in ("\n", "-----BEGIN")
+        ):
+            # Else the file's read error, and rich's repr of the field, would show the key.
+            raise ConfigurationError(
+                "a private key file is given by its path: this is a PEM key, not a path"
+                " (its value is not shown)"
+            )
         audience = _domain(domain)
         if audience not in _SHARED_HOSTS:
             # Salesforce answers "invalid_grant: audience is invalid" to any other.

@@ -18,7 +18,8 @@ serves the part of the REST API a sync needs, in Salesforce's own shapes:
   ``REQUEST_LIMIT_EXCEEDED`` (`FakeSalesforce.api_used`, `api_allowance`);
 - sign-in: ``POST /services/oauth2/token`` (client credentials, JWT bearer) for the apps
   a test registers (`FakeSalesforce.register_app`), and SOAP ``login()`` for the org's
-  user, each issuing a new access token; `expire_sessions` ends every token issued.
+  user, each issuing a new access token; `expire_sessions` ends every token issued, and
+  `FakeSalesforce.sign_ins` tells which login host each sign-in was addressed to.
 
 A test arranges the org through Python methods (`FakeSalesforce.put`, `delete`,
 `hide_fields`, `fail`, ...) and lets the code under test talk to it over HTTP, so that
@@ -253,6 +254,7 @@ class FakeSalesforce:
             )
         self._deleted_with: dict[str, list[str]] = {}
         self._log: list[ServedRequest] = []
+        self._sign_ins: list[tuple[str, str]] = []
         self._server: _Server | None = None
         self._proxy: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -419,6 +421,20 @@ class FakeSalesforce:
             raise ConfigurationError("an app needs a consumer key, and a secret or a key")
         with self._lock:
             self._sign_in.apps[consumer_key] = App(consumer_key, consumer_secret, public_key)
+
+    @property
+    def sign_ins(self) -> list[tuple[str, str]]:
+        """The host and path each sign-in request was addressed to, oldest first.
+
+        ``("acme.my.salesforce.com", "/services/oauth2/token")`` for a token request to a
+        My Domain, ``("test.salesforce.com", "/services/Soap/u/59.0")`` for a SOAP
+        ``login()`` on a sandbox. Every login host reaches this org (`session`,
+        `proxy_url`): this is where a test sees which one the client chose. The host is
+        the target of the proxy's ``CONNECT`` for a tunnelled request, else the request's
+        ``Host`` header, in lower case.
+        """
+        with self._lock:
+            return list(self._sign_ins)
 
     def expire_sessions(self) -> None:
         """End every session issued so far: the next request with one is ``INVALID_SESSION_ID``.
@@ -909,7 +925,9 @@ class FakeSalesforce:
 
     # -- Answering requests -----------------------------------------------------------------
 
-    def _serve(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Answer:
+    def _serve(
+        self, method: str, target: str, headers: Mapping[str, str], raw: bytes, host: str
+    ) -> _Answer:
         split = urlsplit(target)
         query = parse_qs(split.query, keep_blank_values=True)
         body: Any = None
@@ -931,8 +949,10 @@ class FakeSalesforce:
             if too_long is not None:
                 response = too_long
             elif split.path == TOKEN_PATH:
+                self._sign_ins.append((host, split.path))
                 response = self._sign_in.token(request, self._api.org.now, self.url, self._issue)
             elif SOAP_PATH.fullmatch(split.path) and method == "POST":
+                self._sign_ins.append((host, split.path))
                 response = self._sign_in.soap_login(request, raw, self.url, self._issue)
             else:
                 response = self._api.respond(request, self._tokens)
@@ -981,6 +1001,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # The host a tunnelled request was sent to: what the client asked the proxy for.
+    tunnel_host: str | None = None
 
     def _handle(self) -> None:
         try:
@@ -989,8 +1011,9 @@ class _Handler(BaseHTTPRequestHandler):
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
         org = self.server.org
+        host = self.tunnel_host or self.headers.get("Host") or ""
         (status, content_type, body), sent = org._serve(
-            self.command, self.path, dict(self.headers.items()), raw
+            self.command, self.path, dict(self.headers.items()), raw, host.lower()
         )
         if org.latency:
             time.sleep(org.latency)
@@ -1017,6 +1040,7 @@ class _ProxyHandler(_Handler):
         if not host.endswith(".salesforce.com"):
             self.send_error(403, "this proxy reaches Salesforce's login hosts only")
             return
+        self.tunnel_host = host
         self.send_response(200, "Connection established")
         self.end_headers()
         self.wfile.flush()

@@ -25,7 +25,8 @@ def loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session
     so for a plain-HTTP fake the session turns this server's ``https://`` URLs back into
     ``http://``; a TLS fake is reached as is, trusting ``verify`` (its CA file). It sends
     what simple-salesforce sends to a login host (``https://{domain}.salesforce.com``,
-    which it builds from a domain, never from a URL) to the fake too. It
+    which it builds from a domain, never from a URL) to the fake too, with that host as
+    its ``Host`` header, so that the fake knows which login host was asked. It
     ignores the environment (``trust_env``), whose CA bundle and proxy settings are
     meant for the real Salesforce, not for 127.0.0.1; and since simple-salesforce sets
     no timeout anywhere, it gives each request one, so that a hung test fails.
@@ -44,6 +45,7 @@ def loopback_session(url: str, timeout: float, *, verify: bool | str) -> Session
             host, _, path = rest.partition("/")
             if scheme == "https" and host.lower().endswith(".salesforce.com"):
                 url = f"{base}/{path}"
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), "Host": host}
             elif https is not None and url.startswith(https):
                 url = "http" + url.removeprefix("https")
             if kwargs.get("timeout") is None:
