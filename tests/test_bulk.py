@@ -32,6 +32,7 @@ from acctsync import (
     Contact,
     FormulaSource,
     InvalidRecordError,
+    Origin,
     RawRecord,
     SyncEngine,
     Unreadable,
@@ -47,6 +48,7 @@ from acctsync.sources.salesforce import (
     ConfigurationError,
     RetryPolicy,
     SalesforceError,
+    SalesforceLogin,
     SalesforceSource,
 )
 from acctsync.stores.sql import SqlStore
@@ -66,7 +68,9 @@ def org() -> Iterator[FakeSalesforce]:
         yield fake
 
 
-def populate(org: FakeSalesforce, accounts: int, contacts: int) -> None:
+def populate(org: FakeSalesforce, accounts: int, contacts: int, *, apart: int = 1) -> None:
+    """``accounts`` and ``contacts``, several to a stamp, in Id order ``apart`` seconds
+    from one stamp to the next: against Id order when ``apart`` is negative."""
     org.put(
         *(
             Account(
@@ -79,7 +83,7 @@ def populate(org: FakeSalesforce, accounts: int, contacts: int) -> None:
                     "BillingCity": f"City {n}" if n % 4 else None,
                 },
                 # Several records share each second, as R1 and R3 make much of.
-                system_modstamp=at(n // 3),
+                system_modstamp=at(apart * (n // 3)),
             )
             for n in range(accounts)
         ),
@@ -88,7 +92,7 @@ def populate(org: FakeSalesforce, accounts: int, contacts: int) -> None:
                 id=make_id("003", n),
                 account_id=make_id("001", n % accounts),
                 fields={"Email": f"c{n}@example.test", "LastName": f"Name {n}"},
-                system_modstamp=at(n // 5),
+                system_modstamp=at(apart * (n // 5)),
             )
             for n in range(contacts)
         ),
@@ -111,11 +115,15 @@ def rest_queries(org: FakeSalesforce) -> int:
 
 
 def held(records: Iterable[Account | Contact]) -> list[Account | Contact]:
-    """``records`` without their null fields: the org's rows hold only the fields set."""
-    return [
-        attrs.evolve(r, fields={k: v for k, v in r.fields.items() if v is not None})
-        for r in records
-    ]
+    """``records`` without their null fields (the org's rows hold only the fields set), in
+    Id order (as the org lists them; an in-memory store keeps the order it applied them)."""
+    return sorted(
+        (
+            attrs.evolve(r, fields={k: v for k, v in r.fields.items() if v is not None})
+            for r in records
+        ),
+        key=lambda r: r.id,
+    )
 
 
 def assert_equals_org(store: InMemoryStore | SqlStore, org: FakeSalesforce) -> None:
@@ -219,14 +227,16 @@ def test_r3_a_read_by_the_other_api_is_the_same_version_with_a_default_client(
         assert same_value(account.fields["AnnualRevenue"], Decimal("1234.56"))
 
 
-def renamed(org: FakeSalesforce, numbers: Iterable[int], at_second: int) -> list[Account]:
-    """The org's accounts ``numbers`` with a new name, stamped ``at_second`` (+ n)."""
+def renamed(
+    org: FakeSalesforce, numbers: Iterable[int], at_second: int, *, apart: int = 1
+) -> list[Account]:
+    """The org's accounts ``numbers`` with a new name, stamped ``at_second`` (+ ``apart`` * n)."""
     held = {r.id: r for r in org.records("Account")}
     return [
         Account(
             id=make_id("001", n),
             fields={**held[make_id("001", n)].fields, "Name": f"Renamed {n}"},
-            system_modstamp=at(at_second + n),
+            system_modstamp=at(at_second + apart * n),
         )
         for n in numbers
     ]
@@ -527,11 +537,27 @@ class CrashingStore(InMemoryStore):
 def test_a_sync_killed_mid_job_resumes_without_losing_or_repeating(
     org: FakeSalesforce,
 ) -> None:
-    populate(org, 60, 120)
+    # Stamps run against Id order, over more than the lookback: only the jobs' ORDER BY
+    # SystemModstamp, Id keeps a killed read's watermark behind every record it has not
+    # applied (R1). Read in Id order, its first batches would hold the latest stamps, and
+    # the resumed read, from that watermark less five minutes, would miss the rest.
+    populate(org, 60, 120, apart=-30)  # accounts over 570 s, contacts over 690 s
     store = CrashingStore()
     engine = engine_of(org, store, page_size=20, bulk_threshold=0)
-    assert engine.sync().ok
-    org.put(*renamed(org, range(60), 900))
+    store.batches = 1
+
+    with pytest.raises(Killed):
+        engine.sync()  # the first sync, killed after its first batch
+    assert len(store.accounts()) + len(store.contacts()) == 20
+    store.batches = None
+    first = engine.sync()
+
+    assert first.ok, first
+    assert len(jobs_created(org)) == 4  # a job per object, each sync: read by Bulk
+    assert_equals_org(store, org)
+    assert first.accounts_upserted + first.contacts_upserted == 180 - 20
+    # Every account renamed, the last Id first, ten seconds apart: over 590 s.
+    org.put(*renamed(org, range(60), 1200, apart=-10))
     store.batches = 2
 
     with pytest.raises(Killed):
@@ -543,6 +569,7 @@ def test_a_sync_killed_mid_job_resumes_without_losing_or_repeating(
 
     assert resumed.ok, resumed
     assert_equals_org(store, org)
+    assert resumed.accounts_upserted == 60 - applied // 2
     entries = store.activities()
     # Each contact's change logged once: two per account, one per account change.
     assert len(entries) == 120
@@ -569,6 +596,70 @@ def test_the_budget_stops_a_read_by_bulk_and_the_next_sync_resumes(org: FakeSale
     org.api_allowance = 100_000
     assert engine.sync().ok
     assert_equals_org(store, org)
+
+
+class ExpiringStore(InMemoryStore):
+    """A store that ends the org's sessions once it has applied its first batch."""
+
+    def __init__(self, org: FakeSalesforce) -> None:
+        super().__init__()
+        self.org = org
+        self.expired = False
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(batch)
+        if not self.expired:
+            self.expired = True
+            self.org.expire_sessions()
+
+
+def test_a_session_expired_while_a_job_s_results_download_is_renewed_once(
+    org: FakeSalesforce, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A job's result sets are fetched one by one, the next while the one before is applied
+    # (from a thread of the read's own): a set refused for an expired session must be asked
+    # again of the renewed session, not of the client the read began with.
+    populate(org, 100, 0)
+    org.register_app("bulk-test-key", consumer_secret="bulk-test-secret-0123456789")
+    login = SalesforceLogin.client_credentials(
+        consumer_key="bulk-test-key",
+        consumer_secret="bulk-test-secret-0123456789",
+        domain="acme.my",
+    )
+    source = SalesforceSource(
+        login.connect(session=org.session(), parse_float=Decimal),
+        fields=FIELDS,
+        login=login,
+        bulk_threshold=0,
+        bulk_set_size=10,
+        retry=RetryPolicy(attempts=1, sleep=lambda _: None),  # a renewal, no retry
+    )
+    store = ExpiringStore(org)
+    engine = SyncEngine(source=source, store=store, page_size=10, clock=lambda: CLOCK)
+
+    with caplog.at_level(logging.WARNING, logger="acctsync.sources.salesforce"):
+        report = engine.sync()
+
+    assert report.ok, report
+    assert store.expired
+    assert_equals_org(store, org)
+    served = org.requests
+    assert sum(r.path == "/services/oauth2/token" for r in served) == 2  # one renewal
+    (refused,) = [n for n, r in enumerate(served) if r.status == 401]
+    # The set refused (one of the job's later ones) is asked again, once, after one
+    # new sign-in, at the same locator.
+    again = served[refused : refused + 3]
+    assert [(r.path.rpartition("/")[2], r.status) for r in again] == [
+        ("results", 401),
+        ("token", 200),
+        ("results", 200),
+    ]
+    assert "locator=" in again[0].query
+    assert again[2].query == again[0].query
+    assert sum(r.path.endswith("/results") for r in served) == 10 + 1
+    (warning,) = [m for m in caplog.messages if "session expired" in m]
+    assert re.match(r"Bulk query job \w+ \(result set \d+\)", warning), warning
+    assert "bulk-test-secret" not in caplog.text
 
 
 def test_a_sync_with_nothing_new_costs_one_request_per_object(org: FakeSalesforce) -> None:
@@ -681,6 +772,55 @@ def test_a_sync_that_rereads_a_recalculated_account_keeps_its_local_edits(
     changed = sorted((e.contact_id, e.field, e.new_value) for e in report.activities)
     assert changed == [(make_id("003", n), "Tier__c", "Gold") for n in (1, 7)]
     assert engine.sync().refreshed == 0  # read again, it is the version stored
+
+
+@pytest.mark.parametrize("threshold", [10_000, 0], ids=["rest", "bulk"])
+def test_s3_a_reconciliation_keeps_local_edits_unless_a_newer_version_came(
+    org: FakeSalesforce, threshold: int
+) -> None:
+    # A reconciliation reads every record again, most of them the version the store holds:
+    # that, and a formula recalculated under the same stamp, keep the local edits; a newer
+    # save discards them (S3). Account 1: Name edited, Tier__c recalculated; account 2:
+    # Name edited, then renamed in Salesforce; account 3: Name edited alone.
+    store, engine = tiered(org, threshold)
+    a1, a2, a3 = (make_id("001", n) for n in (1, 2, 3))
+    for n in (2, 3):
+        edit = engine.edit_account_field(
+            contact_id=make_id("003", n), field="Name", value=f"Mine {n}"
+        )
+        assert edit.changed
+    org.set_formula("Account", a1, Tier__c="Gold")
+    org.put(*renamed(org, [2], 3600))
+    jobs = len(jobs_created(org))
+
+    report = engine.reconcile()
+
+    assert report.ok, report
+    assert len(jobs_created(org)) - jobs == (2 if threshold == 0 else 0)
+    assert (report.refreshed, report.local_edits_discarded, report.accounts_upserted) == (1, 1, 2)
+    assert (report.accounts_deleted, report.contacts_deleted) == (0, 0)
+    in_org = {a.id: (a.fields["Name"], a.fields["Tier__c"]) for a in org.records("Account")}
+    assert in_org[a2] == ("Renamed 2", "Bronze")
+    held_now = {a.id: (a.fields["Name"], a.fields["Tier__c"]) for a in store.accounts()}
+    assert held_now == {**in_org, a1: ("Mine", "Gold"), a3: ("Mine 3", "Bronze")}
+    # S7: an entry per contact (accounts 1 and 2 have contacts 1, 7 and 2, 8) and changed
+    # field, none for a local edit kept; a refresh's dated by the reconciliation, a save's
+    # by its stamp.
+    assert all(e.origin is Origin.SALESFORCE for e in report.activities)
+    assert sorted(
+        (e.contact_id, e.field, e.old_value, e.new_value, e.occurred_at) for e in report.activities
+    ) == sorted(
+        [(make_id("003", n), "Tier__c", "Bronze", "Gold", CLOCK) for n in (1, 7)]
+        + [(make_id("003", n), "Name", "Mine 2", "Renamed 2", at(3602)) for n in (2, 8)]
+    )
+    logged = [e.id for e in store.activities()]
+    assert len(logged) == len(set(logged))
+
+    again = engine.reconcile()
+
+    assert again.ok, again
+    assert (again.refreshed, again.local_edits_discarded, again.activities) == (0, 0, ())
+    assert {a.id: (a.fields["Name"], a.fields["Tier__c"]) for a in store.accounts()} == held_now
 
 
 def test_the_source_offers_the_engine_formulas_and_warnings(org: FakeSalesforce) -> None:
