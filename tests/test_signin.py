@@ -386,6 +386,35 @@ def test_a_malformed_setting_is_refused_unshown_for_it_may_be_a_secret(
     assert all("(its value is not shown" in text for text in said)
 
 
+def test_a_my_domain_setting_takes_a_my_domain_host_only() -> None:
+    # A consumer secret's shape, which passes for a host name: swapped into the domain it
+    # would have been shown in the repr and the sign-in's errors, and looked up in DNS.
+    secret = "8F1E6B0C94A2D7F3E5B18C6A0D2F4E9B7C3A1D5F8E2B6C0A9D4F7E1B3C5A8D2F"
+    with pytest.raises(ConfigurationError) as flow:
+        SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret="acme.my", domain=secret
+        )
+    with pytest.raises(ConfigurationError) as my_domain:
+        SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key=PRIVATE, my_domain=secret)
+    for caught in (flow, my_domain):
+        assert secret not in str(caught.value)
+        assert "the org's My Domain, not this (its value is not shown)" in str(caught.value)
+    with pytest.raises(ConfigurationError, match="my_domain is the org's My Domain, not 'test'"):
+        SalesforceLogin.jwt(consumer_key=KEY, username="u", private_key=PRIVATE, my_domain="test")
+    # Production, sandbox (enhanced and not), Developer Edition and scratch My Domains.
+    for domain, host in [
+        ("https://acme.my.salesforce.com/", "acme.my"),
+        ("acme--dev.sandbox.my", "acme--dev.sandbox.my"),
+        ("acme--uat.cs42.my.salesforce.com", "acme--uat.cs42.my"),
+        ("acme-dev-ed.develop.my", "acme-dev-ed.develop.my"),
+        ("page-ruby-1234.scratch.my", "page-ruby-1234.scratch.my"),
+    ]:
+        login = SalesforceLogin.client_credentials(
+            consumer_key=KEY, consumer_secret=SECRET, domain=domain
+        )
+        assert login.domain == host
+
+
 class MalformedTokenAnswers(requests.adapters.BaseAdapter):
     """A transport whose every answer is a 200 token answer without ``instance_url``, as a
     proxy in front of the token endpoint might give."""

@@ -66,6 +66,25 @@ def _domain(value: str) -> str:
     return host
 
 
+def _my_domain(value: str, lead: str) -> str:
+    """``value`` as `_domain` has it, where it must be the org's My Domain (``lead`` says
+    so in the error).
+
+    Every My Domain login host ends in ``.my.salesforce.com``: ``acme.my``,
+    ``acme--dev.sandbox.my``, ``acme-dev-ed.develop.my`` (Salesforce Help, "My Domain URL
+    Formats"). Any other value is refused unshown, but for the shared hosts: it may be the
+    consumer secret given in its place.
+    """
+    host = _domain(value)
+    if not host.endswith(".my"):
+        refused = repr(host) if host in _SHARED_HOSTS else "this (its value is not shown)"
+        raise ConfigurationError(
+            f"{lead} the org's My Domain, not {refused}: give a domain such as"
+            " 'acme.my' or 'acme--dev.sandbox.my'"
+        )
+    return host
+
+
 def _text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"the Salesforce sign-in needs {name}")
@@ -177,15 +196,9 @@ class SalesforceLogin:
         ``login`` or ``test`` (Salesforce Help, "OAuth 2.0 Client Credentials Flow for
         Server-to-Server Integration").
         """
-        host = _domain(domain)
-        if host in _SHARED_HOSTS:
-            raise ConfigurationError(
-                f"the client credentials flow signs in on the org's My Domain, not {host!r}:"
-                " give a domain such as 'acme.my'"
-            )
         return cls(
             flow="client_credentials",
-            domain=host,
+            domain=_my_domain(domain, "the client credentials flow signs in on"),
             consumer_key=_text("a consumer key", consumer_key),
             secrets={"consumer_secret": _text("a consumer secret", consumer_secret)},
         )
@@ -229,7 +242,11 @@ class SalesforceLogin:
         return cls(
             flow="jwt",
             domain=audience,
-            my_domain=None if my_domain is None else _domain(my_domain),
+            my_domain=(
+                None
+                if my_domain is None
+                else _my_domain(my_domain, "the JWT bearer flow's my_domain is")
+            ),
             username=_text("a username", username),
             consumer_key=_text("a consumer key", consumer_key),
             private_key_file=None if private_key_file is None else Path(private_key_file),
