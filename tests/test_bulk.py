@@ -598,6 +598,31 @@ def test_the_budget_stops_a_read_by_bulk_and_the_next_sync_resumes(org: FakeSale
     assert_equals_org(store, org)
 
 
+def test_the_daily_limit_spent_mid_job_ends_the_sync_untried_and_the_next_resumes(
+    org: FakeSalesforce,
+) -> None:
+    # Per object a describe, a first REST page, a job and its three polls (12 requests),
+    # then 8 of the jobs' 20 result sets: the 21st request, a result set, is refused.
+    populate(org, 100, 100)
+    store, waits = InMemoryStore(), []
+    org.api_used, org.api_allowance = 0, 20
+    engine = engine_of(org, store, waits, page_size=10, bulk_threshold=0, bulk_set_size=10)
+
+    with pytest.raises(ApiBudgetExceededError) as stopped:
+        engine.sync()
+
+    error = stopped.value
+    assert (error.status, error.error_code, error.share) == (403, "REQUEST_LIMIT_EXCEEDED", None)
+    refused = [r for r in org.requests if r.status == 403]
+    assert len(refused) == 1  # not retried: the daily limit lasts hours
+    assert refused[0].path.endswith("/results")
+    assert waits == [0.5, 1.0] * 2  # each job's polls, and no retry's backoff
+    assert 0 < len(store.accounts()) + len(store.contacts()) < 200
+    org.api_used, org.api_allowance = 0, 100_000  # a day later, say
+    assert engine.sync().ok
+    assert_equals_org(store, org)
+
+
 class ExpiringStore(InMemoryStore):
     """A store that ends the org's sessions once it has applied its first batch."""
 

@@ -674,6 +674,10 @@ def test_a_sync_reads_by_bulk_past_the_threshold(
     assert (run["accounts_upserted"], run["contacts_upserted"]) == (10_002, 1)
     created = [r for r in org.requests if r.method == "POST" and r.path.endswith("/jobs/query")]
     assert len(created) == jobs
+    # Every request counted, Bulk's too (a session signs in with none), in the run stored.
+    assert run["api_requests"] == len(org.requests) == org.api_used
+    status = json.loads(acctsync("status", "--db", tmp_path / "sf.db", "--json").stdout)
+    assert status["orgs"][0]["last_run"]["api_requests"] == run["api_requests"]
 
 
 def test_the_fake_org_serves_https_under_a_ca_of_its_own(org: Any) -> None:
