@@ -258,8 +258,11 @@ def test_a_worker_killed_in_the_middle_of_a_sync_leaves_the_org_to_another(
             here.registry.resume("acme")
             claims = here.registry.claim_due(stale_after=timedelta(hours=1))
             assert [(c.org, c.job) for c in claims] == [("acme", "sync")]
-            with make_app(here, **settings) as app:
-                app.send_task(RUN, ("acme", "sync"))
+            # On a connection of its own, closed with the block: Celery's close leaves open
+            # the pooled one send_task would take, kombu's pool kept for the whole process
+            # (celery/celery#4465).
+            with make_app(here, **settings) as app, app.connection_for_write() as connection:
+                app.send_task(RUN, ("acme", "sync"), connection=connection)
             with SqlStore(postgres_url, org="acme") as store:
                 before = store.watermark("Account")
                 # Killed once it applied a page of the changes, and before it finished.
