@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -1246,6 +1247,34 @@ def test_after_ctrl_c_twice_interrupted_a_run_ctrl_c_stays_ignored() -> None:
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGTERM) is _noted
     signal.raise_signal(signal.SIGINT)  # ignored: nothing is raised
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_signal_in_the_middle_of_an_import_is_announced_once_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The announcement imports what the interrupted step was importing, as rich's first
+    # print with markup imports its emoji table: said from the signal handler, it found
+    # the module half made, and the command ended with a traceback.
+    (tmp_path / "halfway.py").write_text(
+        "import signal\n\nsignal.raise_signal(signal.SIGTERM)\nDONE = True\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delitem(sys.modules, "halfway", raising=False)
+    said: list[tuple[str, bool]] = []
+
+    def announce(text: str) -> None:
+        from halfway import DONE
+
+        said.append((text, DONE))
+
+    stop = StopRequest(announce=announce)
+    with stop.handling():
+        importlib.import_module("halfway")
+        assert stop.requested
+        assert stop.wait(5)
+    assert said == [("SIGTERM: stopping; a sync in progress stops after its current batch", True)]
+    assert stop.signal == signal.SIGTERM
 
 
 class DescribedOrg:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime, timedelta
+from queue import SimpleQueue
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast, runtime_checkable
 
@@ -90,11 +91,20 @@ class StopRequest:
     Ctrl-C does by default, and so does each after it until `cleaning_up` says the
     interruption was caught. Then they are ignored: what runs is the cleanup (the run
     recorded, the database closed), which another `KeyboardInterrupt` would cut short.
+
+    The signal handler only notes the signal: a thread of the context's own wakes what
+    waits (`wait`) and says "stopping". A handler runs between any two steps of the main
+    thread, in the middle of an import too: printing from it once imported a module
+    (rich's emoji table, on its first use) that the interrupted step was importing, and
+    failed with a traceback; and an `Event` it sets may be locked by the step it
+    interrupted.
     """
 
     def __init__(self, announce: Callable[[str], None]) -> None:
         self._announce = announce
         self._event = threading.Event()
+        self._signalled = False
+        self._notes: SimpleQueue[int | None] = SimpleQueue()
         self._cleaning = False
         self.signal: int | None = None
         """The signal that asked for the stop, if one did."""
@@ -102,7 +112,7 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         """Whether a stop was asked for."""
-        return self._event.is_set()
+        return self._signalled or self._event.is_set()
 
     def request(self, number: int | None = None) -> None:
         """Ask for a stop, as signal ``number`` (when one asked)."""
@@ -129,6 +139,8 @@ class StopRequest:
         between them would end the command with a traceback or click's "Aborted!".
         """
         previous = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
+        answering = threading.Thread(target=self._answer, name="acctsync-stop", daemon=True)
+        answering.start()
         for number in _STOP_SIGNALS:
             signal.signal(number, self._on_signal)
         try:
@@ -141,24 +153,36 @@ class StopRequest:
                 previous[signal.SIGINT] = signal.SIG_IGN
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            self._notes.put(None)
+            answering.join()  # "stopping" said before what the command says next
 
     def cleaning_up(self) -> None:
         """Ignore Ctrl-C from now on: the interruption was caught, and is being cleaned up."""
         self._cleaning = True
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        # Nothing here but plain assignments and a put of `SimpleQueue`, which may
+        # interrupt itself (https://docs.python.org/3/library/queue.html#queue.SimpleQueue.put).
         if self.requested:
             # Raised again for each Ctrl-C until one is caught: one raised inside a
             # finalizer (a connection's, collected just then) never reaches the sync.
             if number == signal.SIGINT and not self._cleaning:
                 raise KeyboardInterrupt
             return
-        self.request(number)
-        self._announce(
-            f"{signal.Signals(number).name}: stopping; a sync in progress stops after its"
-            " current batch"
-            + (" (Ctrl-C again to stop at once)" if number == signal.SIGINT else "")
-        )
+        self._signalled = True
+        if self.signal is None:
+            self.signal = number
+        self._notes.put(number)
+
+    def _answer(self) -> None:
+        """Set the flag for each signal noted, and say so, until `handling` ends."""
+        while (number := self._notes.get()) is not None:
+            self._event.set()
+            self._announce(
+                f"{signal.Signals(number).name}: stopping; a sync in progress stops after its"
+                " current batch"
+                + (" (Ctrl-C again to stop at once)" if number == signal.SIGINT else "")
+            )
 
 
 @runtime_checkable
