@@ -1,4 +1,5 @@
-"""What the tests of the live source share: the loopback org's clock, and an engine on it."""
+"""What the tests of the live source share: the loopback org's clock, an engine on it, and a
+store that ends the org's sessions."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from acctsync import SyncEngine
+from acctsync import Batch, SyncEngine
 from acctsync.sources.salesforce import RetryPolicy, SalesforceSource
+from acctsync.testing import InMemoryStore
 from acctsync.testing.salesforce import FakeSalesforce
 
-__all__ = ["CLOCK", "T0", "at", "engine_of", "no_wait"]
+__all__ = ["CLOCK", "T0", "ExpiringStore", "at", "engine_of", "no_wait"]
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CLOCK = datetime(2024, 6, 1, tzinfo=UTC)  # the org's clock, and the engine's: after T0
@@ -49,3 +51,19 @@ def engine_of(
         page_size=page_size,
         clock=lambda: CLOCK,
     )
+
+
+class ExpiringStore(InMemoryStore):
+    """A store that ends ``org``'s sessions once it has applied its first batch: the next
+    request with one is ``INVALID_SESSION_ID``, mid-sync."""
+
+    def __init__(self, org: FakeSalesforce) -> None:
+        super().__init__()
+        self.org = org
+        self.expired = False
+
+    def apply(self, batch: Batch) -> None:
+        super().apply(batch)
+        if not self.expired:
+            self.expired = True
+            self.org.expire_sessions()

@@ -54,7 +54,7 @@ from acctsync.sources.salesforce import (
 from acctsync.stores.sql import SqlStore
 from acctsync.testing import InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
-from loopback_org import CLOCK, at
+from loopback_org import CLOCK, ExpiringStore, at
 
 FIELDS = {
     "Account": ["Name", "AnnualRevenue", "Founded__c", "IsPartner__c", "BillingAddress"],
@@ -621,21 +621,6 @@ def test_the_daily_limit_spent_mid_job_ends_the_sync_untried_and_the_next_resume
     org.api_used, org.api_allowance = 0, 100_000  # a day later, say
     assert engine.sync().ok
     assert_equals_org(store, org)
-
-
-class ExpiringStore(InMemoryStore):
-    """A store that ends the org's sessions once it has applied its first batch."""
-
-    def __init__(self, org: FakeSalesforce) -> None:
-        super().__init__()
-        self.org = org
-        self.expired = False
-
-    def apply(self, batch: Batch) -> None:
-        super().apply(batch)
-        if not self.expired:
-            self.expired = True
-            self.org.expire_sessions()
 
 
 def test_a_session_expired_while_a_job_s_results_download_is_renewed_once(

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from simple_salesforce.api import Salesforce
 
-from acctsync import Account, Batch, ConfigurationError, Contact, SyncEngine
+from acctsync import Account, ConfigurationError, Contact, SyncEngine
 from acctsync.sources.salesforce import (
     RetryPolicy,
     SalesforceError,
@@ -32,6 +32,7 @@ from acctsync.sources.salesforce import (
 )
 from acctsync.testing import InMemoryStore, make_id
 from acctsync.testing.salesforce import FakeSalesforce
+from loopback_org import ExpiringStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CLOCK = datetime(2024, 6, 1, tzinfo=UTC)
@@ -503,27 +504,13 @@ def test_follow_signs_in_within_the_timeout(silent_server: str) -> None:
     assert caught.value.retryable
 
 
-class ExpiringStore(InMemoryStore):
-    """A store that ends the org's sessions after it applies its first page."""
-
-    org: FakeSalesforce
-    expired = False
-
-    def apply(self, batch: Batch) -> None:
-        super().apply(batch)
-        if not self.expired:
-            self.expired = True
-            self.org.expire_sessions()
-
-
 def test_a_session_expired_mid_sync_is_renewed_once_and_the_sync_completes(
     org: FakeSalesforce, caplog: pytest.LogCaptureFixture
 ) -> None:
     login = SalesforceLogin.client_credentials(
         consumer_key=KEY, consumer_secret=SECRET, domain="acme.my"
     )
-    store = ExpiringStore()
-    store.org = org
+    store = ExpiringStore(org)
     source = SalesforceSource(login.connect(session=org.session()), fields=FIELDS, login=login)
     engine = SyncEngine(source=source, store=store, page_size=200, clock=lambda: CLOCK)
     with caplog.at_level(logging.WARNING):
