@@ -41,6 +41,7 @@ from acctsync import (
     EventStream,
     FieldValue,
     InvalidRecordError,
+    Origin,
     RawChangeEvent,
     ReplayUnavailableError,
     SourceError,
@@ -624,6 +625,91 @@ def test_r8_an_overflow_is_read_again_from_the_engines_source() -> None:
     assert report.ok
     assert report.events == 3
     assert state(store) == org_state(org)
+
+
+# A create event leaves out formula fields and fields derived from other records, which a
+# query reads (Change Data Capture Developer Guide, "Change Event Fields": PhotoUrl,
+# LastActivityDate): read by a poll and by its event, one save must stay one version.
+SAVED = datetime(2024, 4, 26, 12, 0, tzinfo=UTC)
+PHOTO = f"/services/images/photo/{A1}"
+
+
+def created_in_one_second(org: InMemorySource, stream: InMemoryEventStream) -> None:
+    """Acme (a formula and a photo beside its name) and its contact, saved in one second
+    into ``org`` and published on ``stream`` as create events, without the two fields."""
+    org.upsert(
+        Account(
+            id=A1,
+            fields={"Name": "Acme", "Industry": "Retail", "Tier__c": "Gold", "PhotoUrl": PHOTO},
+            system_modstamp=SAVED,
+        )
+    )
+    org.upsert(Contact(id=C1, account_id=A1, fields={"LastName": "Lee"}, system_modstamp=SAVED))
+    header = {
+        "changeType": "CREATE",
+        "commitTimestamp": int(SAVED.timestamp() * 1000) + 350,
+        "commitNumber": 7,
+        "transactionKey": "k",
+    }
+    for n, (kind, record_id, fields) in enumerate(
+        [
+            ("Account", A1, {"Name": "Acme", "Industry": "Retail"}),
+            ("Contact", C1, {"AccountId": A1, "LastName": "Lee"}),
+        ]
+    ):
+        head = {**header, "entityName": kind, "recordIds": [record_id], "sequenceNumber": n + 1}
+        stream.publish({"ChangeEventHeader": head, **fields})
+
+
+def follower() -> tuple[InMemorySource, InMemoryEventStream, InMemoryStore, SyncEngine]:
+    org = InMemorySource(formula_fields={"Account": ("Tier__c",)})
+    stream, store = InMemoryEventStream(name="s"), InMemoryStore()
+    return org, stream, store, SyncEngine(source=org, store=store, clock=lambda: NOW)
+
+
+def test_s3_a_create_event_of_a_save_a_poll_read_changes_nothing() -> None:
+    org, stream, store, engine = follower()
+    list(engine.follow(stream))  # the catch-up of an empty org: the events come after
+    created_in_one_second(org, stream)
+    assert engine.sync().accounts_upserted == 1
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Media")
+
+    reports = list(engine.follow(stream))
+
+    assert [(r.accounts_upserted, r.already_applied) for r in reports] == [(0, 2)]
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {
+        "Name": "Acme",
+        "Industry": "Media",
+        "Tier__c": "Gold",
+        "PhotoUrl": PHOTO,
+    }
+    assert [(a.field, a.origin) for a in store.activities()] == [("Industry", Origin.LOCAL)]
+
+
+def test_s3_a_poll_of_a_save_read_from_its_create_event_fills_in_what_it_left_out() -> None:
+    org, stream, store, engine = follower()
+    list(engine.follow(stream))
+    created_in_one_second(org, stream)
+    list(engine.follow(stream))
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {"Name": "Acme", "Industry": "Retail"}
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Media")
+
+    report = engine.sync()
+
+    assert (report.refreshed, report.local_edits_discarded, report.activities) == (1, 0, ())
+    account = store.get_account(A1)
+    assert account is not None
+    assert account.fields == {
+        "Name": "Acme",
+        "Industry": "Media",
+        "Tier__c": "Gold",
+        "PhotoUrl": PHOTO,
+    }
+    assert engine.sync().refreshed == 0  # read again, it is the version stored
 
 
 def test_r4_a_contact_event_older_than_a_merge_read_from_the_source_follows_the_merge() -> None:

@@ -257,7 +257,34 @@ def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
         return any(
             not same_value(fields.get(name), value) for name, value in change.fields.items()
         )
+    if _from_events(change) != _from_events(stored):
+        # A change event leaves out formula fields and those derived from other records
+        # (PhotoUrl, LastActivityDate: Change Data Capture Developer Guide, "Change Event
+        # Fields"): beside a version read by a query, a field it lacks is one it could not
+        # carry, not a null.
+        return any(
+            not same_value(fields[name], value)
+            for name, value in change.fields.items()
+            if name in fields
+        )
     return not _same_fields(change.fields, fields)
+
+
+def _from_events(record: Upstream | StoredAccount | StoredContact) -> bool:
+    """Whether ``record`` is a version a source ordered itself (`sequence`): read from change
+    events or an export, not by a query, which reads current versions only."""
+    return _sequence(record) is not None
+
+
+def _fills_in(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
+    """Whether ``change``, a query's version of the save ``stored`` was read from by events
+    (`_differs` found no other value), has values of fields the events could not carry."""
+    if not isinstance(change, Account | Contact) or isinstance(stored, Deletion):
+        return False
+    if _from_events(change) or not _from_events(stored):
+        return False
+    held = _upstream_fields(stored)
+    return any(value is not None and name not in held for name, value in change.fields.items())
 
 
 def _diff(
@@ -617,6 +644,8 @@ class Applier:
                 and isinstance(change, Account | Contact)
                 and place is not Place.NEWER
             )
+        if place is Place.SAME and _fills_in(change, stored):
+            return True
         if (
             place is not Place.NEWER  # in its second, NEWER says other values (`_place`)
             or isinstance(change, Deletion)
@@ -729,10 +758,15 @@ class Applier:
                     self.tally.local_edits_discarded += 1
             changed = _diff(stored, state.effective().fields)
             if refresh:
-                # A calculated field read for the first time (a change event carries
-                # none) changed nothing (S7).
+                # A field read for the first time changed nothing (S7): a calculated one,
+                # or any a version read from events held none of, which events leave out.
                 held, calculated = stored.upstream.fields, self.calculated.get("Account", ())
-                changed = [c for c in changed if c[0] in held or c[0].lower() not in calculated]
+                from_events = _from_events(stored)
+                changed = [
+                    c
+                    for c in changed
+                    if c[0] in held or not (from_events or c[0].lower() in calculated)
+                ]
             if changed:
                 if upstream.id in self._pending.dirty:
                     self._commit()
