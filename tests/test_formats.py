@@ -558,6 +558,39 @@ def test_cdc_update_compound_name_of_contact() -> None:
     assert update.account_id is UNCHANGED
 
 
+@pytest.mark.parametrize(
+    ("change", "body", "changed"),
+    [
+        ("CREATE", {"Name": {"FirstName": "Ada", "LastName": "Lovelace"}}, []),
+        ("UPDATE", {"Name": {"LastName": "King"}}, ["Name.LastName"]),
+        ("UPDATE", {"Name": {"Salutation": None}}, []),
+    ],
+    ids=["created", "renamed", "salutation-nulled"],
+)
+def test_cdc_a_person_accounts_name_asks_for_a_refetch(
+    change: str, body: dict[str, Any], changed: list[str]
+) -> None:
+    # Its components come nested; the whole Name a query reads ("Ada Lovelace") is the
+    # org's to format, so the account is read again rather than left with its old name.
+    nulled = ["Name.Salutation"] if "Salutation" in body["Name"] else []
+    *records, refetch = decode_change_event(
+        event(body, changeType=change, changedFields=changed, nulledFields=nulled)
+    )
+    assert len(records) == 1
+    assert "Name" not in records[0].fields
+    assert refetch == Refetch(
+        object_type="Account", ids=(A1,), reason="a person account's Name, read whole"
+    )
+
+
+def test_cdc_a_business_accounts_name_is_read_as_it_comes() -> None:
+    for change, changed in (("CREATE", []), ("UPDATE", ["Name"])):
+        (record,) = decode_change_event(
+            event({"Name": "Acme"}, changeType=change, changedFields=changed)
+        )
+        assert record.fields == {"Name": "Acme"}
+
+
 def test_cdc_update_diff_fields_asks_for_a_refetch() -> None:
     body = {"Name": "x", "Description": None}
     changes = decode_change_event(

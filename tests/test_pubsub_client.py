@@ -525,8 +525,12 @@ def test_person_account_name_reads_as_its_cometd_event() -> None:
         "ChangeEventHeader": cometd_header("Account", "UPDATE", [A1], changed=["Name.FirstName"]),
         "Name": {"FirstName": "Ada"},
     }
-    (update,) = both_ways(ACCOUNT_SCHEMA, record, cometd)
+    update, refetch = both_ways(ACCOUNT_SCHEMA, record, cometd)
     assert dict(update.fields) == {"FirstName": "Ada"}
+    # The whole name a query reads ("Ada Lovelace") is the org's to format: read again.
+    assert refetch == Refetch(
+        object_type="Account", ids=(A1,), reason="a person account's Name, read whole"
+    )
 
 
 def test_contact_create_reads_as_its_cometd_event() -> None:

@@ -1139,7 +1139,8 @@ def decode_change_event(
     message wrapping it under ``payload`` or ``data.payload``. CREATE and UNDELETE give
     full records, UPDATE a `PartialUpdate` of the changed fields, DELETE a `Deletion`,
     each with the header's `change_sequence`; gap events (and a wildcard record ID) give
-    a `Refetch`, since their changes are lost, and so do fields that came as a diff.
+    a `Refetch`, since their changes are lost, and so do fields that came as a diff and a
+    person account's name.
     Field lists still holding Pub/Sub bitmaps raise `InvalidRecordError`.
     """
     body, header = event_parts(event)
@@ -1178,6 +1179,13 @@ def decode_change_event(
         ]
     fields: dict[str, FieldValue] = {}
     out: list[Account | Contact | Deletion | PartialUpdate | Refetch]
+    # A person account's event nests its Name as Salutation, FirstName and LastName; the
+    # whole name a query reads is the org's to format (Change Data Capture Developer Guide,
+    # "Creating and Undeleting a Person Account"): it is read again.
+    person_name = kind == "Account" and (
+        isinstance(body.get(_NAME_COMPOUND), Mapping)
+        or any(name.startswith(f"{_NAME_COMPOUND}.") for name in (*changed, *nulled))
+    )
     if change_type in _CDC_RECORD_TYPES:
         for name, raw in items:
             if name != "ChangeEventHeader":
@@ -1243,7 +1251,9 @@ def decode_change_event(
         ]
     else:
         raise InvalidRecordError(f"unknown changeType {change_type!r}", record_id=ids[0])
-    if diffed:
-        reason = "diffFields: " + ", ".join(_unique(diffed))
-        out.append(Refetch(object_type=kind, ids=tuple(ids), reason=reason))
+    reasons = ["diffFields: " + ", ".join(_unique(diffed))] if diffed else []
+    if person_name:
+        reasons.append("a person account's Name, read whole")
+    if reasons:
+        out.append(Refetch(object_type=kind, ids=tuple(ids), reason="; ".join(reasons)))
     return out
