@@ -177,8 +177,14 @@ def same_second(a: datetime, b: datetime) -> bool:
     return a.replace(microsecond=0) == b.replace(microsecond=0)
 
 
-def _place(change: Upstream, stored: StoredAccount | StoredContact) -> Place:
-    """Whether ``change`` is newer than ``stored``, the same version, or older (R3)."""
+def _place(
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str] = ()
+) -> Place:
+    """Whether ``change`` is newer than ``stored``, the same version, or older (R3).
+
+    ``calculated`` (lower case) are the object's formula fields, which, as those in
+    `_NOT_IN_EVENTS`, a version read from change events lacks rather than holds as null.
+    """
     if not same_second(change.system_modstamp, stored.system_modstamp):
         newer = change.system_modstamp > stored.system_modstamp
         return Place.NEWER if newer else Place.STALE
@@ -193,7 +199,7 @@ def _place(change: Upstream, stored: StoredAccount | StoredContact) -> Place:
     if ours is not None and ours == theirs:
         return Place.SAME
     # One second, two saves, no finer order known: other values are the later save.
-    return Place.NEWER if _differs(change, stored) else Place.SAME
+    return Place.NEWER if _differs(change, stored, calculated) else Place.SAME
 
 
 def micros(stamp: datetime) -> int:
@@ -206,8 +212,26 @@ def micros_of(stamps: Iterable[datetime]) -> Iterator[int]:
     return map(floordiv, map(sub, stamps, repeat(_EPOCH)), repeat(_MICROSECOND))
 
 
-def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bool:
-    """Whether two records' values are the same; a field one lacks holds nothing.
+# Fields a change event never carries, derived from other records (Change Data Capture
+# Developer Guide, "Change Event Fields": LastActivityDate, PhotoUrl; a real event has no
+# LastViewedDate or LastReferencedDate either), in lower case; nor does it carry formula
+# fields (the source's ``calculated``). A version read from events lacks them.
+_NOT_IN_EVENTS: Final = frozenset(
+    {"lastactivitydate", "photourl", "lastvieweddate", "lastreferenceddate"}
+)
+
+
+def _left_out(name: str, calculated: Collection[str]) -> bool:
+    """Whether a change event leaves out the field ``name``."""
+    folded = name.lower()
+    return folded in _NOT_IN_EVENTS or folded in calculated
+
+
+def _same_fields(
+    a: Mapping[str, FieldValue], b: Mapping[str, FieldValue], calculated: Collection[str] = ()
+) -> bool:
+    """Whether two records' values are the same; a field one lacks holds nothing, but for
+    one a change event leaves out (`_left_out`): a version read from events lacks it.
 
     So a field newly shown to the integration user, read as null, is no new save.
     """
@@ -217,7 +241,11 @@ def _same_fields(a: Mapping[str, FieldValue], b: Mapping[str, FieldValue]) -> bo
         if a == b and bool not in map(type, a.values()) and bool not in map(type, b.values()):
             return True
         return all(same_value(a[name], b[name]) for name in a)
-    return all(same_value(a.get(name), b.get(name)) for name in a.keys() | b.keys())
+    return all(
+        same_value(a.get(name), b.get(name))
+        for name in a.keys() | b.keys()
+        if (name in a and name in b) or not _left_out(name, calculated)
+    )
 
 
 def _recalculated(
@@ -245,7 +273,9 @@ def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[st
     return stored.fields if isinstance(stored, Contact) else {}
 
 
-def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
+def _differs(
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str] = ()
+) -> bool:
     """Whether ``change`` holds other values than the stored live version."""
     if isinstance(stored, Deletion) or isinstance(change, Deletion):
         return False
@@ -257,34 +287,21 @@ def _differs(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
         return any(
             not same_value(fields.get(name), value) for name, value in change.fields.items()
         )
-    if _from_events(change) != _from_events(stored):
-        # A change event leaves out formula fields and those derived from other records
-        # (PhotoUrl, LastActivityDate: Change Data Capture Developer Guide, "Change Event
-        # Fields"): beside a version read by a query, a field it lacks is one it could not
-        # carry, not a null.
-        return any(
-            not same_value(fields[name], value)
-            for name, value in change.fields.items()
-            if name in fields
-        )
-    return not _same_fields(change.fields, fields)
+    return not _same_fields(change.fields, fields, calculated)
 
 
-def _from_events(record: Upstream | StoredAccount | StoredContact) -> bool:
-    """Whether ``record`` is a version a source ordered itself (`sequence`): read from change
-    events or an export, not by a query, which reads current versions only."""
-    return _sequence(record) is not None
-
-
-def _fills_in(change: Upstream, stored: StoredAccount | StoredContact) -> bool:
-    """Whether ``change``, a query's version of the save ``stored`` was read from by events
-    (`_differs` found no other value), has values of fields the events could not carry."""
+def _fills_in(
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str]
+) -> bool:
+    """Whether ``change``, the save ``stored`` holds (`_place`), has values of fields a
+    change event leaves out that ``stored``, read from one, lacks."""
     if not isinstance(change, Account | Contact) or isinstance(stored, Deletion):
         return False
-    if _from_events(change) or not _from_events(stored):
-        return False
     held = _upstream_fields(stored)
-    return any(value is not None and name not in held for name, value in change.fields.items())
+    return any(
+        value is not None and name not in held and _left_out(name, calculated)
+        for name, value in change.fields.items()
+    )
 
 
 def _diff(
@@ -438,8 +455,10 @@ class Applier:
     fields alone is a *refresh*, not a newer save (R3): Salesforce recalculates formula
     and roll-up summary fields without moving ``SystemModstamp`` (``calculated``: per
     object, the lower-case names the source tells). A refresh keeps local edits (S3); its
-    changes log entries as any Salesforce change (S7), stamped ``refresh_at``, but for a
-    calculated field the stored version never held (a change event carries none).
+    changes log entries as any Salesforce change (S7), stamped ``refresh_at``. A field a
+    change event leaves out (calculated, or in `_NOT_IN_EVENTS`) that the stored version
+    lacks is not null but unread: a query's version of the same save that has it is a
+    refresh too, and no apply logs an entry for it.
 
     ``reconciling`` is a reconciliation's, whose full read of a complete source is the
     org as it is: a live record replaces a tombstone whatever their stamps, and where the
@@ -591,7 +610,7 @@ class Applier:
         placed = self._placed.get(id(change))
         if placed is not None and placed[0] is stored:
             return placed[1]
-        place = _place(change, stored)
+        place = _place(change, stored, self.calculated.get(stream_of(change), ()))
         self._placed[id(change)] = (stored, place)
         return place
 
@@ -644,7 +663,9 @@ class Applier:
                 and isinstance(change, Account | Contact)
                 and place is not Place.NEWER
             )
-        if place is Place.SAME and _fills_in(change, stored):
+        if place is Place.SAME and _fills_in(
+            change, stored, self.calculated.get(stream_of(change), ())
+        ):
             return True
         if (
             place is not Place.NEWER  # in its second, NEWER says other values (`_place`)
@@ -756,17 +777,14 @@ class Applier:
                     state = AccountState(upstream=upstream, local_revision=revision)
                 if stored.local_edits:
                     self.tally.local_edits_discarded += 1
-            changed = _diff(stored, state.effective().fields)
-            if refresh:
-                # A field read for the first time changed nothing (S7): a calculated one,
-                # or any a version read from events held none of, which events leave out.
-                held, calculated = stored.upstream.fields, self.calculated.get("Account", ())
-                from_events = _from_events(stored)
-                changed = [
-                    c
-                    for c in changed
-                    if c[0] in held or not (from_events or c[0].lower() in calculated)
-                ]
+            # A field read for the first time that change events leave out changed
+            # nothing (S7): the version held was read from one.
+            held, calculated = stored.upstream.fields, self.calculated.get("Account", ())
+            changed = [
+                c
+                for c in _diff(stored, state.effective().fields)
+                if c[0] in held or not _left_out(c[0], calculated)
+            ]
             if changed:
                 if upstream.id in self._pending.dirty:
                     self._commit()

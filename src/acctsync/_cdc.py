@@ -62,6 +62,7 @@ from acctsync._formats import (
     holds_bitmap,
     is_empty_id,
     is_gap,
+    names_a_person,
     parse_datetime,
 )
 from acctsync._ids import normalize_id
@@ -106,6 +107,7 @@ class _Event:
     record_ids: tuple[str, ...]
     unreadable_fields: bool  # its field lists hold Pub/Sub bitmaps
     diffed: bool  # it carries a long text field's change as a diff, not its value
+    person_name: bool  # it changes a person account's name (`names_a_person`)
 
     @property
     def key(self) -> _Key:
@@ -115,7 +117,12 @@ class _Event:
     @property
     def needs_records(self) -> bool:
         """Whether the event's changes can only be read from the records themselves."""
-        return self.unreadable_fields or self.diffed or is_gap(self.change_type, self.record_ids)
+        return (
+            self.unreadable_fields
+            or self.diffed
+            or self.person_name
+            or is_gap(self.change_type, self.record_ids)
+        )
 
 
 def _replay_id(value: object) -> ReplayId:
@@ -159,7 +166,7 @@ def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent)
     """Read what routing needs; whatever is unreadable is left for the engine to reject."""
     stream: ObjectType = "Account"  # a payload naming no synced object goes to the engine
     known, stamp, sequence, change_type = False, None, None, None
-    unreadable_fields = diffed = False
+    unreadable_fields = diffed = person_name = False
     record_ids: tuple[str, ...] = ()
     try:
         body, header = event_parts(item.payload)
@@ -187,6 +194,13 @@ def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent)
             for value in body.values()
             if type(value) not in _SCALARS and isinstance(value, Mapping)
         )
+        named = [
+            name
+            for key in ("changedFields", "nulledFields")
+            if isinstance(names := header.get(key), list)
+            for name in names
+        ]
+        person_name = names_a_person(entity, body, named)
     return _Event(
         position=position,
         replay_id=replay_id,
@@ -199,6 +213,7 @@ def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent)
         record_ids=record_ids,
         unreadable_fields=unreadable_fields,
         diffed=diffed,
+        person_name=person_name,
     )
 
 

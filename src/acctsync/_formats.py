@@ -406,6 +406,19 @@ def _component_name(compound: str, component: str) -> str | None:
     return None
 
 
+def names_a_person(entity: object, body: Mapping[str, Any], names: Iterable[object]) -> bool:
+    """Whether a change event of ``entity`` changes a person account's name, which it nests
+    as Salutation, FirstName and LastName (``names``: its changed and nulled fields).
+
+    The whole Name a query reads is the org's to format (Change Data Capture Developer
+    Guide, "Creating and Undeleting a Person Account"): the account is read again.
+    """
+    return entity == "Account" and (
+        isinstance(body.get(_NAME_COMPOUND), Mapping)
+        or any(isinstance(name, str) and name.startswith(f"{_NAME_COMPOUND}.") for name in names)
+    )
+
+
 def _is_compound(name: str) -> bool:
     """Whether a change event may nest ``name``'s components in an object."""
     return name.endswith(_COMPOUND_SUFFIXES) or name == _NAME_COMPOUND
@@ -1179,13 +1192,7 @@ def decode_change_event(
         ]
     fields: dict[str, FieldValue] = {}
     out: list[Account | Contact | Deletion | PartialUpdate | Refetch]
-    # A person account's event nests its Name as Salutation, FirstName and LastName; the
-    # whole name a query reads is the org's to format (Change Data Capture Developer Guide,
-    # "Creating and Undeleting a Person Account"): it is read again.
-    person_name = kind == "Account" and (
-        isinstance(body.get(_NAME_COMPOUND), Mapping)
-        or any(name.startswith(f"{_NAME_COMPOUND}.") for name in (*changed, *nulled))
-    )
+    person_name = names_a_person(kind, body, (*changed, *nulled))
     if change_type in _CDC_RECORD_TYPES:
         for name, raw in items:
             if name != "ChangeEventHeader":
