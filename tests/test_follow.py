@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -779,6 +779,69 @@ def test_s3_a_formula_refresh_of_a_save_read_from_its_create_event_leaves_it_one
 
     assert (report.local_edits_discarded, report.activities) == (0, ())
     assert held_fields(store) == {**READ, "Industry": "Media"}
+
+
+def test_s3_a_later_save_over_a_local_edit_of_a_field_events_leave_out_logs_its_entry() -> None:
+    org, stream, _, engine = follower()
+    list(engine.follow(stream))
+    created_in_one_second(org, stream)
+    list(engine.follow(stream))  # no PhotoUrl held: the event leaves it out
+    engine.edit_account_field(contact_id=C1, field="PhotoUrl", value="mine", allow_new_field=True)
+    later = SAVED + timedelta(seconds=5)
+    org.upsert(Account(id=A1, fields=READ, system_modstamp=later))
+
+    report = engine.sync()
+
+    assert report.local_edits_discarded == 1
+    assert [(a.field, a.old_value, a.new_value) for a in report.activities] == [
+        ("PhotoUrl", "mine", PHOTO)  # what the contacts saw changed; Tier__c, unread, not
+    ]
+
+
+def test_s3_a_recalculation_read_with_a_field_events_leave_out_is_a_refresh() -> None:
+    org, stream, store, engine = follower()
+    list(engine.follow(stream))
+    created_in_one_second(org, stream)
+    list(engine.follow(stream))
+    assert engine.refresh_formulas().refreshed == 1  # Tier__c read, PhotoUrl not
+    engine.edit_account_field(contact_id=C1, field="Industry", value="Media")
+    org.upsert(Account(id=A1, fields={**READ, "Tier__c": "Platinum"}, system_modstamp=SAVED))
+
+    report = engine.sync()
+
+    assert (report.refreshed, report.local_edits_discarded) == (1, 0)
+    assert [(a.field, a.old_value, a.new_value) for a in report.activities] == [
+        ("Tier__c", "Gold", "Platinum")
+    ]
+    assert held_fields(store) == {**READ, "Industry": "Media", "Tier__c": "Platinum"}
+
+
+@pytest.mark.parametrize("poll_first", [False, True], ids=["event-first", "poll-first"])
+def test_s7_a_field_events_leave_out_read_null_then_set_logs_its_entry(poll_first: bool) -> None:
+    # Read as null by a query, it is read, whichever came first: its first value is a change.
+    org, stream, _, engine = follower()
+    list(engine.follow(stream))
+    unread = {"Tier__c": None, "PhotoUrl": None, "LastActivityDate": None}
+    created_in_one_second(org, stream)
+    org.upsert(Account(id=A1, fields={**READ, **unread}, system_modstamp=SAVED))
+    if poll_first:
+        engine.sync()
+    list(engine.follow(stream))
+    engine.sync()
+    set_at = SAVED + timedelta(seconds=5)
+    org.upsert(
+        Account(
+            id=A1,
+            fields={**READ, **unread, "LastActivityDate": date(2024, 4, 27)},
+            system_modstamp=set_at,
+        )
+    )
+
+    report = engine.sync()
+
+    assert [(a.field, a.old_value, a.new_value) for a in report.activities] == [
+        ("LastActivityDate", None, date(2024, 4, 27))
+    ]
 
 
 def test_r8_a_person_accounts_renaming_event_reads_the_account_again() -> None:

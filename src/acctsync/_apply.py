@@ -261,7 +261,9 @@ def _recalculated(
     held, fields = _upstream_fields(stored), change.fields
     names = fields.keys() if isinstance(change, PartialUpdate) else fields.keys() | held.keys()
     return all(
-        name.lower() in calculated or same_value(held.get(name), fields.get(name))
+        name.lower() in calculated
+        or (name not in held and _left_out(name, calculated))  # unread: see `_same_fields`
+        or same_value(held.get(name), fields.get(name))
         for name in names
     )
 
@@ -293,15 +295,13 @@ def _differs(
 def _fills_in(
     change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str]
 ) -> bool:
-    """Whether ``change``, the save ``stored`` holds (`_place`), has values of fields a
-    change event leaves out that ``stored``, read from one, lacks."""
+    """Whether ``change``, the save ``stored`` holds (`_place`), reads fields a change
+    event leaves out that ``stored``, read from one, lacks: nulls too, which are then read,
+    so that a later save of the field logs its entry."""
     if not isinstance(change, Account | Contact) or isinstance(stored, Deletion):
         return False
     held = _upstream_fields(stored)
-    return any(
-        value is not None and name not in held and _left_out(name, calculated)
-        for name, value in change.fields.items()
-    )
+    return any(name not in held and _left_out(name, calculated) for name in change.fields)
 
 
 def _diff(
@@ -783,7 +783,7 @@ class Applier:
             changed = [
                 c
                 for c in _diff(stored, state.effective().fields)
-                if c[0] in held or not _left_out(c[0], calculated)
+                if c[0] in held or c[0] in stored.local_edits or not _left_out(c[0], calculated)
             ]
             if changed:
                 if upstream.id in self._pending.dirty:

@@ -197,7 +197,7 @@ def _read_event(position: int, replay_id: ReplayId | None, item: RawChangeEvent)
         named = [
             name
             for key in ("changedFields", "nulledFields")
-            if isinstance(names := header.get(key), list)
+            if isinstance(names := header.get(key), Sequence) and not isinstance(names, str)
             for name in names
         ]
         person_name = names_a_person(entity, body, named)
