@@ -782,7 +782,7 @@ def test_s3_a_formula_refresh_of_a_save_read_from_its_create_event_leaves_it_one
 
 
 def test_s3_a_later_save_over_a_local_edit_of_a_field_events_leave_out_logs_its_entry() -> None:
-    org, stream, _, engine = follower()
+    org, stream, store, engine = follower()
     list(engine.follow(stream))
     created_in_one_second(org, stream)
     list(engine.follow(stream))  # no PhotoUrl held: the event leaves it out
@@ -796,6 +796,10 @@ def test_s3_a_later_save_over_a_local_edit_of_a_field_events_leave_out_logs_its_
     assert [(a.field, a.old_value, a.new_value) for a in report.activities] == [
         ("PhotoUrl", "mine", PHOTO)  # what the contacts saw changed; Tier__c, unread, not
     ]
+    # R2: read again, the save is the version held, and its entry is not logged twice.
+    assert engine.sync().activities == ()
+    logged = [a.id for a in store.activities()]
+    assert len(logged) == len(set(logged)) == 2  # the local edit's, and the save's
 
 
 def test_s3_a_recalculation_read_with_a_field_events_leave_out_is_a_refresh() -> None:

@@ -178,7 +178,7 @@ def same_second(a: datetime, b: datetime) -> bool:
 
 
 def _place(
-    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str] = ()
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str]
 ) -> Place:
     """Whether ``change`` is newer than ``stored``, the same version, or older (R3).
 
@@ -228,7 +228,7 @@ def _left_out(name: str, calculated: Collection[str]) -> bool:
 
 
 def _same_fields(
-    a: Mapping[str, FieldValue], b: Mapping[str, FieldValue], calculated: Collection[str] = ()
+    a: Mapping[str, FieldValue], b: Mapping[str, FieldValue], calculated: Collection[str]
 ) -> bool:
     """Whether two records' values are the same; a field one lacks holds nothing, but for
     one a change event leaves out (`_left_out`): a version read from events lacks it.
@@ -276,7 +276,7 @@ def _upstream_fields(stored: StoredAccount | StoredContact | None) -> Mapping[st
 
 
 def _differs(
-    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str] = ()
+    change: Upstream, stored: StoredAccount | StoredContact, calculated: Collection[str]
 ) -> bool:
     """Whether ``change`` holds other values than the stored live version."""
     if isinstance(stored, Deletion) or isinstance(change, Deletion):
@@ -605,12 +605,16 @@ class Applier:
                 fields = {**kept, **fields}
         return change if fields is change.fields else attrs.evolve(change, fields=fields)
 
+    def _formulas(self, stream: ObjectType) -> Collection[str]:
+        """The lower-case names of ``stream``'s calculated fields, as the source tells them."""
+        return self.calculated.get(stream, ())
+
     def _where(self, change: Upstream, stored: StoredAccount | StoredContact) -> Place:
         """`_place`, once per change and stored version: a page asks twice or more."""
         placed = self._placed.get(id(change))
         if placed is not None and placed[0] is stored:
             return placed[1]
-        place = _place(change, stored, self.calculated.get(stream_of(change), ()))
+        place = _place(change, stored, self._formulas(stream_of(change)))
         self._placed[id(change)] = (stored, place)
         return place
 
@@ -663,9 +667,7 @@ class Applier:
                 and isinstance(change, Account | Contact)
                 and place is not Place.NEWER
             )
-        if place is Place.SAME and _fills_in(
-            change, stored, self.calculated.get(stream_of(change), ())
-        ):
+        if place is Place.SAME and _fills_in(change, stored, self._formulas(stream_of(change))):
             return True
         if (
             place is not Place.NEWER  # in its second, NEWER says other values (`_place`)
@@ -779,7 +781,7 @@ class Applier:
                     self.tally.local_edits_discarded += 1
             # A field read for the first time that change events leave out changed
             # nothing (S7): the version held was read from one.
-            held, calculated = stored.upstream.fields, self.calculated.get("Account", ())
+            held, calculated = stored.upstream.fields, self._formulas("Account")
             changed = [
                 c
                 for c in _diff(stored, state.effective().fields)
